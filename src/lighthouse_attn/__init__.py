@@ -1,0 +1,12 @@
+"""lighthouse-attn: Lighthouse Attention for cheaper long-context pretraining.
+
+>>> from lighthouse_attn import lighthouse_attention, LighthouseConfig
+>>> out = lighthouse_attention(q, k, v, LighthouseConfig(num_levels=3, pooling_factor=4,
+...                                                      topk=1536))  # doctest: +SKIP
+"""
+
+from .config import LighthouseConfig
+from .ops import Selection, lighthouse_attention, select
+
+__version__ = "0.1.0"
+__all__ = ["LighthouseConfig", "Selection", "lighthouse_attention", "select", "__version__"]

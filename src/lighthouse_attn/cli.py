@@ -1,0 +1,43 @@
+"""The `lighthouse-attn` command: one subcommand per module, imported when it runs."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module with add_arguments(parser) and main(args) -> int, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "plan": ("lighthouse_attn.plan", "tiles, gathered length, FLOPs and memory of a config"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lighthouse-attn",
+        description="Lighthouse Attention: cheaper long-context pretraining that ends in an "
+                    "ordinary dense model.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (2 for invalid input)."""
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return importlib.import_module(COMMANDS[args.command][0]).main(args)
+    except ValueError as err:
+        print(f"lighthouse-attn {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

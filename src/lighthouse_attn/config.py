@@ -1,0 +1,176 @@
+"""LighthouseConfig: the op's settings, their validation, and the planning math of SPEC.md."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+TILE = 128
+"""Entries selected per tile and level (SPEC section 3): ``T0``."""
+HALF = TILE // 2
+"""Entries picked by the query score (set A) and by the key score (set B) per tile."""
+
+SCORERS = ("norm", "dilated")
+GQA_MODES = ("expand", "shared")
+SHORT_SEQ = ("error", "dense")
+BACKENDS = ("auto", "torch")
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+@dataclass(frozen=True)
+class LighthouseConfig:
+    """Settings of Lighthouse attention. Defaults are the paper's main configuration.
+
+    Args:
+        num_levels: pyramid levels ``L >= 1``; ``L = 1`` is exactly dense causal attention.
+        pooling_factor: pooling factor ``p >= 2`` between consecutive levels.
+        topk: selection budget ``K``: a positive multiple of 128; ``K / 128`` tiles.
+        scorer: ``"norm"`` (query/key norms) or ``"dilated"`` (norms of dilated attention outputs).
+        dilation: ``δ`` for the dilated scorer (the sequence length must be a multiple of it).
+        gqa: ``"expand"`` (every query head selects on its own) or ``"shared"`` (one selection
+            per key/value head, no expansion of k and v).
+        short_seq: what to do with a sequence too short for the budget: ``"error"`` raises
+            ``ValueError``, ``"dense"`` falls back to dense causal SDPA with one warning.
+        backend: ``"auto"`` (the fastest path available for the inputs) or ``"torch"`` (the
+            pure-PyTorch reference path).
+
+    Field values are checked on construction; sequence-length rules by :meth:`validate`.
+    """
+
+    num_levels: int = 3
+    pooling_factor: int = 4
+    topk: int = 1536
+    scorer: str = "norm"
+    dilation: int = 4
+    gqa: str = "expand"
+    short_seq: str = "error"
+    backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.num_levels) or self.num_levels < 1:
+            raise ValueError(f"num_levels must be an integer >= 1 (got {self.num_levels!r}); "
+                             "the paper uses 3, and 1 means dense attention")
+        if not _is_int(self.pooling_factor) or self.pooling_factor < 2:
+            raise ValueError(f"pooling_factor must be an integer >= 2 (got "
+                             f"{self.pooling_factor!r}); the paper uses 4 (or 2)")
+        if not _is_int(self.topk) or self.topk < TILE or self.topk % TILE:
+            near = max(TILE, round(self.topk / TILE) * TILE) if _is_int(self.topk) else 1536
+            raise ValueError(f"topk must be a positive multiple of {TILE} (SPEC section 3: "
+                             f"K % 128 == 0, K >= 128; got {self.topk!r}); try topk={near}")
+        for name, allowed in (("scorer", SCORERS), ("gqa", GQA_MODES),
+                              ("short_seq", SHORT_SEQ), ("backend", BACKENDS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; "
+                                 f"choose one of {', '.join(map(repr, allowed))}")
+        if not _is_int(self.dilation) or self.dilation < 1:
+            raise ValueError(f"dilation must be an integer >= 1 (got {self.dilation!r}); try 4")
+
+    # ------------------------------------------------------------------ planning math
+    @property
+    def num_tiles(self) -> int:
+        """``T = K / 128``: tiles of the coarsest level, each selecting on its own."""
+        return self.topk // TILE
+
+    @property
+    def coarsest_window(self) -> int:
+        """``p^(L-1)``: base tokens covered by one coarsest-level entry."""
+        return self.pooling_factor ** (self.num_levels - 1)
+
+    @property
+    def seq_len_multiple(self) -> int:
+        """Every valid sequence length is a multiple of this."""
+        if self.num_levels == 1:
+            return 1
+        step = self.coarsest_window * self.num_tiles
+        return math.lcm(step, self.dilation) if self.scorer == "dilated" else step
+
+    @property
+    def min_seq_len(self) -> int:
+        """Shortest valid sequence length: every tile needs 128 coarsest entries."""
+        if self.num_levels == 1:
+            return 1
+        shortest = TILE * self.num_tiles * self.coarsest_window
+        return -(-shortest // self.seq_len_multiple) * self.seq_len_multiple
+
+    def is_short(self, seq_len: int) -> bool:
+        """True when ``seq_len`` is too short for the budget (fewer than 128 coarsest entries
+        per tile); such sequences raise, or fall back to dense with ``short_seq="dense"``."""
+        return seq_len < self.min_seq_len
+
+    def level_counts(self, seq_len: int) -> list[int]:
+        """Gathered entries of each level ``0 .. L-1`` (they sum to the gathered length)."""
+        self.validate(seq_len)
+        L, p = self.num_levels, self.pooling_factor
+        if L == 1:
+            return [seq_len]
+        refined = self.num_tiles * TILE * p
+        return [refined] * (L - 1) + [seq_len // self.coarsest_window]
+
+    def gathered_length(self, seq_len: int) -> int:
+        """``S = N / p^(L-1) + (L-1) * p * K`` (SPEC section 3); validates ``seq_len``."""
+        return sum(self.level_counts(seq_len))
+
+    def attention_flops_ratio(self, seq_len: int) -> float:
+        """Causal attention FLOPs on the gathered sequence over dense causal FLOPs at ``seq_len``
+        (``S(S+1) / (N(N+1))``: query-key pairs under the causal mask)."""
+        s = self.gathered_length(seq_len)
+        return s * (s + 1) / (seq_len * (seq_len + 1))
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, seq_len: int) -> None:
+        """Check ``seq_len`` against SPEC section 3; raise ``ValueError`` naming the broken
+        rule and the nearest valid ``seq_len`` (and ``topk`` where one exists)."""
+        if not _is_int(seq_len) or seq_len < 1:
+            raise ValueError(f"seq_len must be a positive integer (got {seq_len!r})")
+        if self.num_levels == 1:
+            return
+        L, p, T = self.num_levels, self.pooling_factor, self.num_tiles
+        step = self.coarsest_window * T
+        if seq_len < self.min_seq_len:
+            per_tile = seq_len / self.coarsest_window / T
+            raise ValueError(
+                f"seq_len {seq_len} is too short for the budget: each of the T = {T} tiles gets "
+                f"{per_tile:g} coarsest entries, and the rule N_(L-1)/T >= 128 needs at least "
+                f"128 (seq_len >= {self.min_seq_len}). {self._alternatives(seq_len)} "
+                "Or set short_seq='dense' to fall back to dense attention.")
+        if seq_len % step:
+            raise ValueError(
+                f"seq_len {seq_len} breaks the rule N % (p^(L-1) * T) == 0 with p^(L-1) = "
+                f"{p}^{L - 1} and T = topk/128 = {T}: it must be a multiple of {step}. "
+                f"{self._alternatives(seq_len)}")
+        if self.scorer == "dilated" and seq_len % self.dilation:
+            raise ValueError(
+                f"seq_len {seq_len} breaks the dilated scorer's rule N % dilation == 0 "
+                f"(dilation = {self.dilation}). {self._alternatives(seq_len)}")
+
+    def valid_topks(self, seq_len: int) -> list[int]:
+        """All budgets ``K`` that are valid at ``seq_len`` with this config's L and p."""
+        if self.num_levels == 1 or seq_len % self.coarsest_window:
+            return []
+        coarse = seq_len // self.coarsest_window
+        return [t * TILE for t in range(1, coarse // TILE + 1)
+                if coarse % t == 0 and coarse // t >= TILE]
+
+    def nearest_seq_lens(self, seq_len: int) -> list[int]:
+        """The valid sequence lengths just below and above ``seq_len``."""
+        m = self.seq_len_multiple
+        below = seq_len // m * m
+        above = below if below == seq_len else below + m
+        out = [n for n in (below, above) if n >= self.min_seq_len]
+        return out or [self.min_seq_len]
+
+    def _alternatives(self, seq_len: int) -> str:
+        lens = " or ".join(str(n) for n in sorted(set(self.nearest_seq_lens(seq_len))))
+        msg = f"Nearest valid seq_len: {lens}"
+        topks = self.valid_topks(seq_len)
+        if topks:
+            best = min(topks, key=lambda k: (abs(k - self.topk), k))
+            msg += f"; or keep seq_len and use topk={best}"
+        return msg + "."
+
+    def to_dict(self) -> dict:
+        """Plain ``dict`` of the fields (JSON-ready); ``LighthouseConfig(**d)`` restores it."""
+        return asdict(self)

@@ -1,0 +1,60 @@
+"""Parameter-free scores of every pyramid entry (SPEC section 2), in fp32, without gradient."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..config import LighthouseConfig
+
+
+def _dilated_attention(q: Tensor, k: Tensor, v: Tensor, dilation: int) -> Tensor:
+    """Causal attention inside each of the ``dilation`` interleaved sub-sequences
+    ``{t : t mod dilation = r}``; inputs and output are ``(B, H, N, D)``."""
+    B, H, N, D = q.shape
+
+    def split(x: Tensor) -> Tensor:  # (B, H, N, D) -> (B, H*δ, N/δ, D), sub-sequence r at (h, r)
+        return x.reshape(B, H, N // dilation, dilation, D).transpose(2, 3).reshape(
+            B, H * dilation, N // dilation, D)
+
+    o = F.scaled_dot_product_attention(split(q), split(k), split(v), is_causal=True)
+    return o.reshape(B, H, dilation, N // dilation, D).transpose(2, 3).reshape(B, H, N, D)
+
+
+@torch.no_grad()
+def base_scores(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConfig
+                ) -> tuple[Tensor, Tensor]:
+    """Level-0 scores ``(sq, sk)``, each ``(B, H', N)`` fp32.
+
+    ``q`` is ``(B, H, N, D)``; ``k``, ``v`` are ``(B, H_kv, N, D)``. With ``gqa="expand"``
+    ``H' = H`` (query head ``h`` reads kv head ``h // (H/H_kv)``); with ``gqa="shared"``
+    ``H' = H_kv`` and each score is the max over the group's query heads. The ``dilated``
+    scorer needs ``v``.
+    """
+    B, H, N, D = q.shape
+    group = H // k.shape[1]
+    qf = q.detach().float()
+    kf = k.detach().float().repeat_interleave(group, dim=1)
+    if config.scorer == "norm":
+        sq, sk = qf.norm(dim=-1), kf.norm(dim=-1)
+    else:
+        if v is None:
+            raise ValueError("the dilated scorer needs v: call select(q, k, config, v=v)")
+        vf = v.detach().float().repeat_interleave(group, dim=1)
+        sq = _dilated_attention(qf, kf, vf, config.dilation).norm(dim=-1)
+        sk = _dilated_attention(kf, qf, vf, config.dilation).norm(dim=-1)
+    if config.gqa == "shared" and group > 1:
+        sq = sq.view(B, H // group, group, N).amax(2)
+        sk = sk.view(B, H // group, group, N).amax(2)
+    return sq, sk
+
+
+def level_scores(s0: Tensor, num_levels: int, pooling_factor: int) -> list[Tensor]:
+    """Scores of levels ``0 .. L-1`` from the level-0 scores ``(B, H', N)``: at level ``l`` the
+    **max** over each window of ``p^l`` base scores (SPEC section 2)."""
+    out = [s0]
+    for lvl in range(1, num_levels):
+        w = pooling_factor**lvl
+        out.append(s0.view(*s0.shape[:-1], s0.shape[-1] // w, w).amax(-1))
+    return out

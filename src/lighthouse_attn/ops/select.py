@@ -1,0 +1,129 @@
+"""Tile-stratified coarse-to-fine selection and the causal order of the gathered sequence
+(SPEC sections 3-4)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from ..config import HALF, TILE, LighthouseConfig
+from .inputs import check_inputs
+from .scores import base_scores, level_scores
+
+
+class Selection(NamedTuple):
+    """The gathered entries in causal order, per batch row and selecting head.
+
+    ``level[b, h, s]`` is the pyramid level and ``index[b, h, s]`` the level-local index ``m``
+    of the ``s``-th gathered entry; both ``(B, H', S)`` int64, where ``H'`` is ``H``
+    (``gqa="expand"``) or ``H_kv`` (``gqa="shared"``) and ``S`` the gathered length.
+    """
+
+    level: Tensor
+    index: Tensor
+
+    def window(self, pooling_factor: int) -> tuple[Tensor, Tensor]:
+        """Base window ``[start, end)`` that each entry covers (SPEC section 1)."""
+        width = torch.pow(pooling_factor, self.level)
+        return self.index * width, (self.index + 1) * width
+
+    def refined(self, pooling_factor: int) -> Tensor:
+        """Bool ``(B, H', S)``: True for entries that were selected and refined (their children
+        are gathered too). The other entries (base tokens and rejected coarse entries) are the
+        leaves: their windows tile ``[0, N)`` exactly.
+
+        A selected entry ``(l, m)`` comes right after its last child ``(l-1, p*m + p-1)``
+        (SPEC section 4); no other entry can precede it that way.
+        """
+        prev_level = torch.nn.functional.pad(self.level, (1, 0), value=-1)[..., :-1]
+        prev_index = torch.nn.functional.pad(self.index, (1, 0), value=-1)[..., :-1]
+        last_child = pooling_factor * self.index + pooling_factor - 1
+        return (self.level >= 1) & (prev_level == self.level - 1) & (prev_index == last_child)
+
+
+def pick_top(sq: Tensor, sk: Tensor, index: Tensor) -> Tensor:
+    """Stratified pick within each tile (SPEC section 3, step 2).
+
+    ``sq``, ``sk``: candidate scores ``(..., C)``; ``index``: their level-local indices
+    ``(..., C)``, in any order, ``C >= 128``. Returns a bool mask ``(..., C)`` with 128 True:
+    ``A`` = the 64 largest ``sq``, then ``B`` = the 64 largest ``sk`` among the rest.
+    Ties go to the lower index, so the result does not depend on the candidates' order.
+    """
+    by_index = index.argsort(dim=-1, stable=True)
+    sq, sk = sq.gather(-1, by_index), sk.gather(-1, by_index)
+    top_q = sq.sort(dim=-1, descending=True, stable=True).indices[..., :HALF]
+    in_a = torch.zeros_like(sq, dtype=torch.bool).scatter_(-1, top_q, True)
+    top_k = sk.masked_fill(in_a, float("-inf")).sort(dim=-1, descending=True, stable=True)
+    chosen = in_a.scatter_(-1, top_k.indices[..., :HALF], True)
+    return torch.empty_like(chosen).scatter_(-1, by_index, chosen)
+
+
+def position_keys(level: Tensor, index: Tensor, selected: Tensor, config: LighthouseConfig
+                  ) -> Tensor:
+    """Causal sort keys of SPEC section 4, scaled by ``2^L`` so they are exact integers:
+    base token ``t`` -> ``t``; rejected ``(l, m)`` -> ``m p^l``; selected ``(l, m)`` ->
+    ``(m+1) p^l - 2^-l``."""
+    L, p = config.num_levels, config.pooling_factor
+    width = torch.pow(p, level)
+    start = (index * width) << L
+    end_minus = (((index + 1) * width) << L) - (torch.ones_like(level) << (L - level))
+    return torch.where(selected, end_minus, start)
+
+
+def select_from_scores(sq: list[Tensor], sk: list[Tensor], config: LighthouseConfig
+                       ) -> Selection:
+    """Run the cascade on per-level scores (``sq[l]``, ``sk[l]``: ``(B, H', N/p^l)``).
+
+    Vectorised over batch rows, heads and tiles; loops only over levels.
+    """
+    L, p, T = config.num_levels, config.pooling_factor, config.num_tiles
+    lead = sq[0].shape[:-1]
+    device = sq[0].device
+    if L == 1:
+        n = sq[0].shape[-1]
+        index = torch.arange(n, device=device).expand(*lead, n).contiguous()
+        return Selection(torch.zeros_like(index), index)
+
+    n_coarse = sq[L - 1].shape[-1]
+    # candidates per tile: (*lead, T, C); at the coarsest level all of the tile's entries
+    cand = torch.arange(n_coarse, device=device).view(T, n_coarse // T).expand(*lead, T, -1)
+    levels, indices, selected = [], [], []
+    for lvl in range(L - 1, 0, -1):
+        flat = cand.reshape(*lead, -1)
+        c_sq = sq[lvl].gather(-1, flat).view(cand.shape)
+        c_sk = sk[lvl].gather(-1, flat).view(cand.shape)
+        chosen = pick_top(c_sq, c_sk, cand)
+        levels.append(torch.full_like(flat, lvl))
+        indices.append(flat)
+        selected.append(chosen.reshape(flat.shape))
+        # the 128 chosen per tile, ascending, and their p children each
+        parents = cand.masked_select(chosen).view(*lead, T, TILE)
+        cand = (parents.unsqueeze(-1) * p + torch.arange(p, device=device)).flatten(-2)
+    flat = cand.reshape(*lead, -1)
+    levels.append(torch.zeros_like(flat))
+    indices.append(flat)
+    selected.append(torch.zeros_like(flat, dtype=torch.bool))
+
+    level, index = torch.cat(levels, -1), torch.cat(indices, -1)
+    keys = position_keys(level, index, torch.cat(selected, -1), config)
+    order = keys.argsort(dim=-1)
+    return Selection(level.gather(-1, order), index.gather(-1, order))
+
+
+def select(q: Tensor, k: Tensor, config: LighthouseConfig | None = None, *,
+           v: Tensor | None = None) -> Selection:
+    """Select the gathered entries for ``q`` ``(B, H, N, D)`` and ``k`` ``(B, H_kv, N, D)``.
+
+    Returns a :class:`Selection` of shape ``(B, H', S)`` with ``H' = H`` (``gqa="expand"``) or
+    ``H_kv`` (``gqa="shared"``), computed without gradient. The ``dilated`` scorer also needs
+    ``v``. Raises ``ValueError`` for invalid shapes or a sequence length the config rejects.
+    """
+    config = config or LighthouseConfig()
+    check_inputs(q, k, k if v is None else v)
+    config.validate(q.shape[2])
+    sq0, sk0 = base_scores(q, k, v, config)
+    L, p = config.num_levels, config.pooling_factor
+    with torch.no_grad():
+        return select_from_scores(level_scores(sq0, L, p), level_scores(sk0, L, p), config)

@@ -1,0 +1,25 @@
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def rand_qkv(B=1, H=2, Hkv=None, N=512, D=8, dtype=torch.float32, seed=0, requires_grad=False):
+    """Random (never zero) q (B,H,N,D), k/v (B,Hkv,N,D)."""
+    g = torch.Generator().manual_seed(seed)
+    Hkv = Hkv or H
+    shapes = ((B, H, N, D), (B, Hkv, N, D), (B, Hkv, N, D))
+    return tuple(torch.randn(*s, generator=g, dtype=torch.float64).to(dtype)
+                 .requires_grad_(requires_grad) for s in shapes)

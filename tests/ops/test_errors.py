@@ -1,0 +1,64 @@
+"""Every ValueError path of the op, with its message."""
+
+import pytest
+import torch
+from conftest import rand_qkv
+
+from lighthouse_attn import LighthouseConfig, lighthouse_attention, select
+
+CFG = LighthouseConfig(num_levels=2, pooling_factor=2, topk=128)
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda q, k, v: (q[0], k, v), r"q must be 4-D \(B, H, N, D\)"),
+    (lambda q, k, v: (q, k.unsqueeze(0), v), "k must be 4-D"),
+    (lambda q, k, v: (q, k[:1], v[:1]), "batch size B"),
+    (lambda q, k, v: (q, k[:, :, :256], v[:, :, :256]), "sequence length N"),
+    (lambda q, k, v: (q, k[..., :4], v[..., :4]), "head dim D"),
+    (lambda q, k, v: (q, k, v[:, :, :256]), "k and v must have the same shape"),
+    (lambda q, k, v: (q[:, :3], k[:, :2], v[:, :2]), "multiple of the key/value heads"),
+    (lambda q, k, v: (q.long(), k, v), "must be a floating tensor"),
+    (lambda q, k, v: (q, k.double(), v), "share one dtype"),
+    (lambda q, k, v: (q.numpy(), k, v), "must be a torch.Tensor"),
+])
+def test_bad_inputs(make, match):
+    q, k, v = rand_qkv(B=2, H=4, N=512)
+    with pytest.raises(ValueError, match=match):
+        lighthouse_attention(*make(q, k, v), CFG)
+    with pytest.raises(ValueError, match=match):
+        select(*make(q, k, v)[:2], CFG, v=make(q, k, v)[2])
+
+
+def test_bad_config_object():
+    q, k, v = rand_qkv()
+    with pytest.raises(ValueError, match="config must be a LighthouseConfig"):
+        lighthouse_attention(q, k, v, {"topk": 128})
+
+
+@pytest.mark.parametrize("N,match", [
+    (514, r"multiple of 4.*Nearest valid seq_len: 512 or 516"),
+    (256, r"too short.*N_\(L-1\)/T >= 128.*seq_len >= 512.*short_seq='dense'"),
+])
+def test_bad_seq_len(N, match):
+    cfg = LighthouseConfig(num_levels=2, pooling_factor=2, topk=256)
+    q, k, v = rand_qkv(N=N)
+    with pytest.raises(ValueError, match=match):
+        lighthouse_attention(q, k, v, cfg)
+
+
+def test_dilated_rules():
+    cfg = LighthouseConfig(num_levels=2, pooling_factor=2, topk=128, scorer="dilated",
+                           dilation=3)
+    q, k, v = rand_qkv(N=512)
+    with pytest.raises(ValueError, match="N % dilation == 0"):
+        lighthouse_attention(q, k, v, cfg)
+    with pytest.raises(ValueError, match="dilated scorer needs v"):
+        select(q, k, LighthouseConfig(num_levels=2, pooling_factor=2, topk=128,
+                                      scorer="dilated"))
+
+
+def test_errors_leave_no_state_and_valid_call_still_works():
+    q, k, v = rand_qkv(N=512)
+    with pytest.raises(ValueError):
+        lighthouse_attention(q, k[:, :, :256], v[:, :, :256], CFG)
+    assert torch.isfinite(lighthouse_attention(q, k, v, CFG)).all()
