@@ -9,6 +9,7 @@ import sys
 # name -> (module with add_arguments(parser) and main(args) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("lighthouse_attn.plan", "tiles, gathered length, FLOPs and memory of a config"),
+    "bench": ("lighthouse_attn.bench.cli", "GPU benchmarks against dense SDPA"),
 }
 
 

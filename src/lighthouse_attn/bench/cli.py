@@ -1,0 +1,20 @@
+"""`lighthouse-attn bench WHAT`: one module per benchmark, each with add_arguments and main."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+# name -> (module with add_arguments(parser) and main(args) -> int, one-line help)
+BENCHMARKS: dict[str, tuple[str, str]] = {}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="bench", metavar="WHAT", required=True)
+    for name, (module, help_) in BENCHMARKS.items():
+        importlib.import_module(module).add_arguments(sub.add_parser(name, help=help_,
+                                                                     description=help_))
+
+
+def main(args: argparse.Namespace) -> int:
+    return importlib.import_module(BENCHMARKS[args.bench][0]).main(args)
