@@ -13,7 +13,7 @@ HALF = TILE // 2
 SCORERS = ("norm", "dilated")
 GQA_MODES = ("expand", "shared")
 SHORT_SEQ = ("error", "dense")
-BACKENDS = ("auto", "torch")
+BACKENDS = ("auto", "torch", "triton")
 
 
 def _is_int(x: object) -> bool:
@@ -34,8 +34,12 @@ class LighthouseConfig:
             per key/value head, no expansion of k and v).
         short_seq: what to do with a sequence too short for the budget: ``"error"`` raises
             ``ValueError``, ``"dense"`` falls back to dense causal SDPA with one warning.
-        backend: ``"auto"`` (the fastest path available for the inputs) or ``"torch"`` (the
-            pure-PyTorch reference path).
+        backend: ``"auto"`` (Triton kernels for CUDA inputs when they apply, else the reference
+            path), ``"torch"`` (the pure-PyTorch reference path) or ``"triton"`` (the kernels;
+            CUDA, or the CPU under ``TRITON_INTERPRET=1`` for testing).
+        deterministic: bitwise-reproducible forward and backward. The kernels never use float
+            atomics; this flag also restricts the inner attention to kernels that are
+            deterministic under ``torch.use_deterministic_algorithms`` (not cuDNN).
 
     Field values are checked on construction; sequence-length rules by :meth:`validate`.
     """
@@ -48,6 +52,7 @@ class LighthouseConfig:
     gqa: str = "expand"
     short_seq: str = "error"
     backend: str = "auto"
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         if not _is_int(self.num_levels) or self.num_levels < 1:
@@ -65,6 +70,8 @@ class LighthouseConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; "
                                  f"choose one of {', '.join(map(repr, allowed))}")
+        if not isinstance(self.deterministic, bool):
+            raise ValueError(f"deterministic must be True or False (got {self.deterministic!r})")
         if not _is_int(self.dilation) or self.dilation < 1:
             raise ValueError(f"dilation must be an integer >= 1 (got {self.dilation!r}); try 4")
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import LighthouseConfig
+from .backend import resolve_backend
 from .gather import gather
 from .inputs import check_inputs, check_selection
 from .pyramid import build_pyramid
@@ -63,7 +64,8 @@ def lighthouse_attention(q: Tensor, k: Tensor, v: Tensor,
         config: :class:`LighthouseConfig`; defaults to the paper's (L=3, p=4, K=1536, norm).
         scale: softmax scale of the inner attention; ``1/sqrt(D)`` when ``None``.
         attn_fn: inner dense causal kernel ``attn_fn(q, k, v, scale)`` on the gathered
-            ``(B, H, S, D)`` sequence (see :data:`AttnFn`); causal SDPA when ``None``.
+            ``(B, H, S, D)`` sequence (see :data:`AttnFn`). When ``None``: causal SDPA, on
+            the Triton backend with the fastest SDPA kernel for the shapes (cuDNN first).
         selection: a :class:`Selection` from :func:`select` with the same config, to reuse
             instead of selecting again.
 
@@ -73,7 +75,8 @@ def lighthouse_attention(q: Tensor, k: Tensor, v: Tensor,
 
     Raises:
         ValueError: bad shapes, dtypes or devices; a sequence length the config rejects
-            (``config.validate``); a selection that does not fit.
+            (``config.validate``); a selection that does not fit; ``backend="triton"`` where
+            the kernels cannot run.
     """
     config = config or LighthouseConfig()
     if not isinstance(config, LighthouseConfig):
@@ -83,10 +86,14 @@ def lighthouse_attention(q: Tensor, k: Tensor, v: Tensor,
     if config.short_seq == "dense" and config.is_short(N):
         return _dense_fallback(q, k, v, config, scale, attn_fn)
     config.validate(N)
+    if selection is not None:
+        check_selection(selection, q, k, config)
+    if resolve_backend(config, q) == "triton":
+        from .triton.attention import lighthouse_triton
+
+        return lighthouse_triton(q, k, v, config, scale, attn_fn, selection)
     if selection is None:
         selection = select(q, k, config, v=v)
-    else:
-        check_selection(selection, q, k, config)
     return _torch_lighthouse(q, k, v, config, scale, attn_fn, selection)
 
 

@@ -22,6 +22,14 @@ def _dilated_attention(q: Tensor, k: Tensor, v: Tensor, dilation: int) -> Tensor
     return o.reshape(B, H, dilation, N // dilation, D).transpose(2, 3).reshape(B, H, N, D)
 
 
+def row_norms(x: Tensor) -> Tensor:
+    """fp32 L2 norm of every row of ``x`` (``(..., D)`` -> ``(...)``), without an fp32 copy of
+    ``x``. Every backend scores through this one call, so their scores agree bitwise."""
+    if x.dtype == torch.float64:
+        x = x.float()
+    return torch.linalg.vector_norm(x, dim=-1, dtype=torch.float32)
+
+
 @torch.no_grad()
 def base_scores(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConfig
                 ) -> tuple[Tensor, Tensor]:
@@ -34,16 +42,16 @@ def base_scores(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConfig
     """
     B, H, N, D = q.shape
     group = H // k.shape[1]
-    qf = q.detach().float()
-    kf = k.detach().float().repeat_interleave(group, dim=1)
     if config.scorer == "norm":
-        sq, sk = qf.norm(dim=-1), kf.norm(dim=-1)
+        sq = row_norms(q.detach())
+        sk = row_norms(k.detach()).repeat_interleave(group, dim=1)
     else:
         if v is None:
             raise ValueError("the dilated scorer needs v: call select(q, k, config, v=v)")
-        vf = v.detach().float().repeat_interleave(group, dim=1)
-        sq = _dilated_attention(qf, kf, vf, config.dilation).norm(dim=-1)
-        sk = _dilated_attention(kf, qf, vf, config.dilation).norm(dim=-1)
+        qf = q.detach().float()
+        kf, vf = (x.detach().float().repeat_interleave(group, dim=1) for x in (k, v))
+        sq = row_norms(_dilated_attention(qf, kf, vf, config.dilation))
+        sk = row_norms(_dilated_attention(kf, qf, vf, config.dilation))
     if config.gqa == "shared" and group > 1:
         sq = sq.view(B, H // group, group, N).amax(2)
         sk = sk.view(B, H // group, group, N).amax(2)

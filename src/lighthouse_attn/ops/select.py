@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from ..config import HALF, TILE, LighthouseConfig
+from .backend import resolve_backend
 from .inputs import check_inputs
 from .scores import base_scores, level_scores
 
@@ -118,11 +119,18 @@ def select(q: Tensor, k: Tensor, config: LighthouseConfig | None = None, *,
 
     Returns a :class:`Selection` of shape ``(B, H', S)`` with ``H' = H`` (``gqa="expand"``) or
     ``H_kv`` (``gqa="shared"``), computed without gradient. The ``dilated`` scorer also needs
-    ``v``. Raises ``ValueError`` for invalid shapes or a sequence length the config rejects.
+    ``v``. Runs on the Triton cascade where ``config.backend`` resolves to it. Raises
+    ``ValueError`` for invalid shapes or a sequence length the config rejects.
     """
     config = config or LighthouseConfig()
     check_inputs(q, k, k if v is None else v)
     config.validate(q.shape[2])
+    if config.scorer == "dilated" and v is None:
+        raise ValueError("the dilated scorer needs v: call select(q, k, config, v=v)")
+    if resolve_backend(config, q) == "triton":
+        from .triton.attention import select_triton
+
+        return select_triton(q, k, v, config)
     sq0, sk0 = base_scores(q, k, v, config)
     L, p = config.num_levels, config.pooling_factor
     with torch.no_grad():

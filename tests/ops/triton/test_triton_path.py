@@ -1,0 +1,223 @@
+"""Triton kernels against their torch twins (the CPU interpreter in CI, the GPU when present).
+
+Sizes are small: the interpreter runs each program in Python."""
+
+import pytest
+import spec_oracle
+import torch
+from conftest import rand_qkv
+
+pytest.importorskip("triton")
+
+from lighthouse_attn import LighthouseConfig, lighthouse_attention, select  # noqa: E402
+from lighthouse_attn.ops.gather import gather  # noqa: E402
+from lighthouse_attn.ops.pyramid import build_pyramid  # noqa: E402
+from lighthouse_attn.ops.scatter import scatter  # noqa: E402
+from lighthouse_attn.ops.scores import level_scores  # noqa: E402
+from lighthouse_attn.ops.select import select_from_scores  # noqa: E402
+from lighthouse_attn.ops.triton.select import select_from_base_scores  # noqa: E402
+from lighthouse_attn.ops.triton.window import (  # noqa: E402
+    position_map,
+    window_expand_op,
+    window_reduce_op,
+)
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def cfg(backend, **kw):
+    base = dict(num_levels=2, pooling_factor=2, topk=128)
+    base.update(kw)
+    return LighthouseConfig(backend=backend, **base)
+
+
+def both(kw, q, k, v=None):
+    a = select(q, k, cfg("torch", **kw), v=v)
+    b = select(q, k, cfg("triton", **kw), v=v)
+    return a, b
+
+
+@pytest.mark.parametrize("kw,N", [
+    (dict(), 512),
+    (dict(num_levels=3, pooling_factor=4, topk=128), 2048),
+    (dict(num_levels=4, pooling_factor=2, topk=128), 1024),
+    (dict(num_levels=3, pooling_factor=2, topk=384), 3072),  # 3 tiles, C = 256
+    (dict(num_levels=2, pooling_factor=2, topk=128), 768),   # C = 384: not a power of two
+])
+def test_selection_identical_to_torch(kw, N):
+    q, k, _ = rand_qkv(B=2 if N <= 768 else 1, H=2 if N <= 1024 else 1, N=N, D=8, seed=20)
+    a, b = both(kw, q.to(DEV), k.to(DEV))
+    assert torch.equal(a.level, b.level) and torch.equal(a.index, b.index)
+
+
+@pytest.mark.parametrize("gqa", ["expand", "shared"])
+@pytest.mark.parametrize("scorer", ["norm", "dilated"])
+def test_selection_gqa_scorers_identical(gqa, scorer):
+    q, k, v = (x.to(DEV) for x in rand_qkv(B=1, H=4, Hkv=2, N=512, D=8, seed=21))
+    a, b = both(dict(gqa=gqa, scorer=scorer, dilation=2), q, k, v)
+    assert torch.equal(a.level, b.level) and torch.equal(a.index, b.index)
+
+
+def test_selection_ties_identical():
+    """Integer-valued scores: many exact ties, broken towards the lower index by both."""
+    g = torch.Generator().manual_seed(22)
+    N = 1024
+    sq0 = torch.randint(0, 6, (1, 3, N), generator=g).float()
+    sk0 = torch.randint(0, 6, (1, 3, N), generator=g).float()
+    sq0[0, 1] = 1.0  # a head where everything ties
+    sq0[0, 2, :300] = -0.0  # negative zero ties with zero
+    c = cfg("triton", num_levels=3)
+    ref = select_from_scores(level_scores(sq0, 3, 2), level_scores(sk0, 3, 2), c)
+    got = select_from_base_scores(sq0.to(DEV), sk0.to(DEV), c)
+    assert torch.equal(ref.level, got.level.cpu()) and torch.equal(ref.index, got.index.cpu())
+
+
+def _close(got, ref, truth):
+    """fp64/fp32: elementwise; bf16: both within 1e-2 relative norm of the fp64 truth and the
+    kernel no worse than the reference (which accumulates some sums in bf16)."""
+    if got.dtype == torch.bfloat16:
+        rel = lambda a: ((a.double() - truth).norm() / truth.norm()).item()  # noqa: E731
+        assert rel(got) < 1e-2 and rel(got) <= rel(ref) * 1.5 + 1e-3
+    else:
+        tol = 1e-12 if got.dtype == torch.float64 else 1e-5
+        torch.testing.assert_close(got, ref, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("gqa", ["expand", "shared"])
+def test_gather_and_scatter_kernels_match_twins(dtype, gqa):
+    c = cfg("torch", num_levels=3, gqa=gqa)
+    B, H, Hkv, N, D = 1, 4, 2, 1024, 8
+    q, k, _ = rand_qkv(B=B, H=H, Hkv=Hkv, N=N, D=D, dtype=dtype, seed=23, requires_grad=True)
+    sel = select(q, k, c)
+    G = H // Hkv
+    heads, div = (Hkv, 1) if gqa == "shared" else (H, G)
+    q_sel = sel if gqa == "expand" else type(sel)(*(x.repeat_interleave(G, 1) for x in sel))
+    pm = position_map(sel, N, 2, 3)
+
+    def ref_gather(x):
+        return gather(build_pyramid(x if gqa == "shared" else x.repeat_interleave(G, 1), 3, 2),
+                      sel)
+
+    def kernels(x, o):
+        g = window_reduce_op(x, sel.level, sel.index, pm, heads, div, 1, False, True, 2, 3)
+        out = window_expand_op(o, sel.level, sel.index, pm, N, H, 1,
+                               G if gqa == "shared" else 1, True, False, 2, 3)
+        return g, out
+
+    def reference(x, o):
+        return ref_gather(x), scatter(o, q_sel, N, c)
+
+    o = torch.randn(B, H, sel.level.shape[-1], D, dtype=torch.float64).to(dtype)
+    o.requires_grad_()
+    k64, o64 = (x.detach().double().requires_grad_() for x in (k, o))
+    results = []
+    for fn, (x, oo) in ((kernels, (k, o)), (reference, (k, o)), (reference, (k64, o64))):
+        g, out = fn(x, oo)
+        gk = torch.randn(g.shape, generator=torch.Generator().manual_seed(1),
+                         dtype=torch.float64).to(g.dtype)
+        go = torch.randn(out.shape, generator=torch.Generator().manual_seed(2),
+                         dtype=torch.float64).to(out.dtype)
+        dx = torch.autograd.grad(g, x, gk)[0]
+        do = torch.autograd.grad(out, oo, go)[0]
+        results.append((g, out, dx, do))
+    for got, ref, truth in zip(*results):
+        _close(got, ref, truth)
+
+
+@pytest.mark.parametrize("kw,gqa", [(dict(), "expand"), (dict(num_levels=3), "shared"),
+                                    (dict(num_levels=3, pooling_factor=4), "expand")])
+def test_full_op_fp64_matches_torch_and_oracle(kw, gqa):
+    N = 2048 if kw.get("pooling_factor") == 4 else 1024
+    q, k, v = rand_qkv(B=1, H=4 if N == 1024 else 2, Hkv=2 if N == 1024 else 1, N=N, D=4,
+                       dtype=torch.float64, seed=24, requires_grad=True)
+    outs, grads = [], []
+    for backend in ("torch", "triton"):
+        out = lighthouse_attention(q, k, v, cfg(backend, gqa=gqa, **kw))
+        g = torch.autograd.grad(out, (q, k, v), torch.ones_like(out) + out.detach())
+        outs.append(out)
+        grads.append(g)
+    torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=1e-12)
+    for a, b in zip(grads[1], grads[0]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-11)
+    if not kw:
+        c = cfg("torch", gqa=gqa)
+        torch.testing.assert_close(outs[1], spec_oracle.attention(q.detach(), k.detach(),
+                                                                  v.detach(), c),
+                                   rtol=1e-10, atol=1e-10)
+
+
+def test_bf16_within_tolerance_of_fp32_reference():
+    q, k, v = rand_qkv(B=1, H=2, N=1024, D=16, dtype=torch.bfloat16, seed=25,
+                       requires_grad=True)
+    c = cfg("triton", num_levels=3)
+    out = lighthouse_attention(q, k, v, c)
+    out.float().square().sum().backward()
+    ref_in = [x.detach().float().requires_grad_() for x in (q, k, v)]
+    ref = lighthouse_attention(*ref_in, cfg("torch", num_levels=3),
+                               selection=select(q, k, cfg("torch", num_levels=3)))
+    ref.square().sum().backward()
+    rel = lambda a, b: ((a.float() - b).norm() / b.norm()).item()  # noqa: E731
+    assert out.dtype == torch.bfloat16 and rel(out, ref) < 1e-2
+    for x, r in zip((q, k, v), ref_in):
+        assert rel(x.grad, r.grad) < 2e-2
+
+
+def test_gradcheck_through_kernels():
+    q, k, v = rand_qkv(B=1, H=2, Hkv=1, N=256, D=2, dtype=torch.float64, seed=26,
+                       requires_grad=True)
+    c = cfg("triton")
+    sel = select(q, k, c)
+    fn = lambda a, b, d: lighthouse_attention(a, b, d, c, selection=sel)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (q, k, v), fast_mode=True)
+
+
+def test_custom_ops_pass_opcheck():
+    q, k, _ = rand_qkv(B=1, H=2, N=256, D=4, seed=27, requires_grad=True)
+    sel = select(q, k, cfg("torch"))
+    pm = position_map(sel, 256, 2, 2)
+    torch.library.opcheck(window_reduce_op, (k, sel.level, sel.index, pm, 2, 1, 1, False, True,
+                                             2, 2))
+    o = torch.randn(1, 2, sel.level.shape[-1], 4, requires_grad=True)
+    torch.library.opcheck(window_expand_op, (o, sel.level, sel.index, pm, 256, 2, 1, 1, True,
+                                             False, 2, 2))
+
+
+def test_compiles_without_graph_breaks():
+    torch._dynamo.reset()
+    q, k, v = rand_qkv(B=1, H=2, N=512, D=4, seed=28, requires_grad=True)
+    c = cfg("triton")
+    fn = torch.compile(lambda a, b, d: lighthouse_attention(a, b, d, c), fullgraph=True,
+                       backend="aot_eager")
+    out = fn(q, k, v)
+    out.sum().backward()
+    ref = lighthouse_attention(q.detach(), k.detach(), v.detach(), cfg("torch"))
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    assert q.grad is not None and torch.isfinite(q.grad).all()
+
+
+def test_deterministic_runs_are_bitwise_equal():
+    q, k, v = rand_qkv(B=1, H=2, N=512, D=8, seed=29, requires_grad=True)
+    c = cfg("triton", deterministic=True)
+    runs = []
+    for _ in range(2):
+        out = lighthouse_attention(q, k, v, c)
+        runs.append((out, *torch.autograd.grad(out.square().sum(), (q, k, v))))
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+
+
+def test_backend_resolution_errors(monkeypatch):
+    q, k, v = rand_qkv(N=768)
+    with pytest.raises(ValueError, match="power of two.*backend='torch'"):
+        lighthouse_attention(q, k, v, LighthouseConfig(num_levels=2, pooling_factor=3,
+                                                       topk=128, backend="triton"))
+    if DEV == "cpu":
+        monkeypatch.delenv("TRITON_INTERPRET")
+        with pytest.raises(ValueError, match="not CUDA tensors"):
+            lighthouse_attention(q[..., :512, :], k[..., :512, :], v[..., :512, :],
+                                 cfg("triton"))
+        # auto stays on the reference path for CPU tensors
+        out = lighthouse_attention(q[..., :512, :], k[..., :512, :], v[..., :512, :],
+                                   cfg("auto"))
+        assert out.shape == (1, 2, 512, 8)
