@@ -58,7 +58,7 @@ def test_causal_with_fixed_selection(kw, N):
     sel = select(q, k, cfg)
     out = lighthouse_attention(q, k, v, cfg, selection=sel)
     # every level mix: positions inside refined and coarse regions and at window edges
-    p, w = cfg.pooling_factor, cfg.coarsest_window
+    w = cfg.coarsest_window
     ts = sorted({0, 1, w - 2, w - 1, w, N // 3, N // 2 + 1, N - w - 1, N - 2}
                 | set(range(5, N - 1, N // 13)))
     for i, t in enumerate(ts):
