@@ -19,10 +19,11 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def rand_qkv(B=1, H=2, Hkv=None, N=512, D=8, dtype=torch.float32, seed=0, requires_grad=False):
-    """Random (never zero) q (B,H,N,D), k/v (B,Hkv,N,D)."""
+def rand_qkv(B=1, H=2, Hkv=None, N=512, D=8, dtype=torch.float32, seed=0, requires_grad=False,
+             device="cpu"):
+    """Random (never zero) q (B,H,N,D), k/v (B,Hkv,N,D), the same on every device."""
     g = torch.Generator().manual_seed(seed)
     Hkv = Hkv or H
     shapes = ((B, H, N, D), (B, Hkv, N, D), (B, Hkv, N, D))
-    return tuple(torch.randn(*s, generator=g, dtype=torch.float64).to(dtype)
+    return tuple(torch.randn(*s, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
                  .requires_grad_(requires_grad) for s in shapes)

@@ -6,7 +6,10 @@ import argparse
 import importlib
 
 # name -> (module with add_arguments(parser) and main(args) -> int, one-line help)
-BENCHMARKS: dict[str, tuple[str, str]] = {}
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "attention": ("lighthouse_attn.bench.attention",
+                  "one layer: Lighthouse vs dense SDPA, per-stage breakdown and memory"),
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -25,6 +25,10 @@ from lighthouse_attn.ops.triton.window import (  # noqa: E402
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def qkv(**kw):
+    return rand_qkv(device=DEV, **kw)
+
+
 def cfg(backend, **kw):
     base = dict(num_levels=2, pooling_factor=2, topk=128)
     base.update(kw)
@@ -45,7 +49,7 @@ def both(kw, q, k, v=None):
     (dict(num_levels=2, pooling_factor=2, topk=128), 768),   # C = 384: not a power of two
 ])
 def test_selection_identical_to_torch(kw, N):
-    q, k, _ = rand_qkv(B=2 if N <= 768 else 1, H=2 if N <= 1024 else 1, N=N, D=8, seed=20)
+    q, k, _ = qkv(B=2 if N <= 768 else 1, H=2 if N <= 1024 else 1, N=N, D=8, seed=20)
     a, b = both(kw, q.to(DEV), k.to(DEV))
     assert torch.equal(a.level, b.level) and torch.equal(a.index, b.index)
 
@@ -53,7 +57,7 @@ def test_selection_identical_to_torch(kw, N):
 @pytest.mark.parametrize("gqa", ["expand", "shared"])
 @pytest.mark.parametrize("scorer", ["norm", "dilated"])
 def test_selection_gqa_scorers_identical(gqa, scorer):
-    q, k, v = (x.to(DEV) for x in rand_qkv(B=1, H=4, Hkv=2, N=512, D=8, seed=21))
+    q, k, v = (x.to(DEV) for x in qkv(B=1, H=4, Hkv=2, N=512, D=8, seed=21))
     a, b = both(dict(gqa=gqa, scorer=scorer, dilation=2), q, k, v)
     assert torch.equal(a.level, b.level) and torch.equal(a.index, b.index)
 
@@ -88,7 +92,7 @@ def _close(got, ref, truth):
 def test_gather_and_scatter_kernels_match_twins(dtype, gqa):
     c = cfg("torch", num_levels=3, gqa=gqa)
     B, H, Hkv, N, D = 1, 4, 2, 1024, 8
-    q, k, _ = rand_qkv(B=B, H=H, Hkv=Hkv, N=N, D=D, dtype=dtype, seed=23, requires_grad=True)
+    q, k, _ = qkv(B=B, H=H, Hkv=Hkv, N=N, D=D, dtype=dtype, seed=23, requires_grad=True)
     sel = select(q, k, c)
     G = H // Hkv
     heads, div = (Hkv, 1) if gqa == "shared" else (H, G)
@@ -108,16 +112,16 @@ def test_gather_and_scatter_kernels_match_twins(dtype, gqa):
     def reference(x, o):
         return ref_gather(x), scatter(o, q_sel, N, c)
 
-    o = torch.randn(B, H, sel.level.shape[-1], D, dtype=torch.float64).to(dtype)
+    o = torch.randn(B, H, sel.level.shape[-1], D, dtype=torch.float64).to(DEV, dtype)
     o.requires_grad_()
     k64, o64 = (x.detach().double().requires_grad_() for x in (k, o))
     results = []
     for fn, (x, oo) in ((kernels, (k, o)), (reference, (k, o)), (reference, (k64, o64))):
         g, out = fn(x, oo)
         gk = torch.randn(g.shape, generator=torch.Generator().manual_seed(1),
-                         dtype=torch.float64).to(g.dtype)
+                         dtype=torch.float64).to(g.device, g.dtype)
         go = torch.randn(out.shape, generator=torch.Generator().manual_seed(2),
-                         dtype=torch.float64).to(out.dtype)
+                         dtype=torch.float64).to(out.device, out.dtype)
         dx = torch.autograd.grad(g, x, gk)[0]
         do = torch.autograd.grad(out, oo, go)[0]
         results.append((g, out, dx, do))
@@ -129,7 +133,7 @@ def test_gather_and_scatter_kernels_match_twins(dtype, gqa):
                                     (dict(num_levels=3, pooling_factor=4), "expand")])
 def test_full_op_fp64_matches_torch_and_oracle(kw, gqa):
     N = 2048 if kw.get("pooling_factor") == 4 else 1024
-    q, k, v = rand_qkv(B=1, H=4 if N == 1024 else 2, Hkv=2 if N == 1024 else 1, N=N, D=4,
+    q, k, v = qkv(B=1, H=4 if N == 1024 else 2, Hkv=2 if N == 1024 else 1, N=N, D=4,
                        dtype=torch.float64, seed=24, requires_grad=True)
     outs, grads = [], []
     for backend in ("torch", "triton"):
@@ -142,13 +146,12 @@ def test_full_op_fp64_matches_torch_and_oracle(kw, gqa):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-11)
     if not kw:
         c = cfg("torch", gqa=gqa)
-        torch.testing.assert_close(outs[1], spec_oracle.attention(q.detach(), k.detach(),
-                                                                  v.detach(), c),
-                                   rtol=1e-10, atol=1e-10)
+        ref = spec_oracle.attention(q.detach().cpu(), k.detach().cpu(), v.detach().cpu(), c)
+        torch.testing.assert_close(outs[1].cpu(), ref, rtol=1e-10, atol=1e-10)
 
 
 def test_bf16_within_tolerance_of_fp32_reference():
-    q, k, v = rand_qkv(B=1, H=2, N=1024, D=16, dtype=torch.bfloat16, seed=25,
+    q, k, v = qkv(B=1, H=2, N=1024, D=16, dtype=torch.bfloat16, seed=25,
                        requires_grad=True)
     c = cfg("triton", num_levels=3)
     out = lighthouse_attention(q, k, v, c)
@@ -164,7 +167,7 @@ def test_bf16_within_tolerance_of_fp32_reference():
 
 
 def test_gradcheck_through_kernels():
-    q, k, v = rand_qkv(B=1, H=2, Hkv=1, N=256, D=2, dtype=torch.float64, seed=26,
+    q, k, v = qkv(B=1, H=2, Hkv=1, N=256, D=2, dtype=torch.float64, seed=26,
                        requires_grad=True)
     c = cfg("triton")
     sel = select(q, k, c)
@@ -173,19 +176,19 @@ def test_gradcheck_through_kernels():
 
 
 def test_custom_ops_pass_opcheck():
-    q, k, _ = rand_qkv(B=1, H=2, N=256, D=4, seed=27, requires_grad=True)
+    q, k, _ = qkv(B=1, H=2, N=256, D=4, seed=27, requires_grad=True)
     sel = select(q, k, cfg("torch"))
     pm = position_map(sel, 256, 2, 2)
     torch.library.opcheck(window_reduce_op, (k, sel.level, sel.index, pm, 2, 1, 1, False, True,
                                              2, 2))
-    o = torch.randn(1, 2, sel.level.shape[-1], 4, requires_grad=True)
+    o = torch.randn(1, 2, sel.level.shape[-1], 4, device=DEV, requires_grad=True)
     torch.library.opcheck(window_expand_op, (o, sel.level, sel.index, pm, 256, 2, 1, 1, True,
                                              False, 2, 2))
 
 
 def test_compiles_without_graph_breaks():
     torch._dynamo.reset()
-    q, k, v = rand_qkv(B=1, H=2, N=512, D=4, seed=28, requires_grad=True)
+    q, k, v = qkv(B=1, H=2, N=512, D=4, seed=28, requires_grad=True)
     c = cfg("triton")
     fn = torch.compile(lambda a, b, d: lighthouse_attention(a, b, d, c), fullgraph=True,
                        backend="aot_eager")
@@ -197,7 +200,7 @@ def test_compiles_without_graph_breaks():
 
 
 def test_deterministic_runs_are_bitwise_equal():
-    q, k, v = rand_qkv(B=1, H=2, N=512, D=8, seed=29, requires_grad=True)
+    q, k, v = qkv(B=1, H=2, N=512, D=8, seed=29, requires_grad=True)
     c = cfg("triton", deterministic=True)
     runs = []
     for _ in range(2):
@@ -208,7 +211,7 @@ def test_deterministic_runs_are_bitwise_equal():
 
 
 def test_backend_resolution_errors(monkeypatch):
-    q, k, v = rand_qkv(N=768)
+    q, k, v = qkv(N=768)
     with pytest.raises(ValueError, match="power of two.*backend='torch'"):
         lighthouse_attention(q, k, v, LighthouseConfig(num_levels=2, pooling_factor=3,
                                                        topk=128, backend="triton"))

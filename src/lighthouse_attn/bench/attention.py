@@ -1,0 +1,250 @@
+"""`lighthouse-attn bench attention`: one attention layer, Lighthouse against dense SDPA.
+
+For every case ``N:K[:L[:p]]`` it times, forward and forward+backward (medians over repeats):
+dense causal SDPA with each requested backend, the inner attention alone on the gathered length
+``S``, and the whole Lighthouse layer, with a per-stage breakdown and peak memory. Prints a table,
+writes JSON and a log-log PNG of latency against context length.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from ..config import LighthouseConfig
+from ..ops import lighthouse_attention
+from ..ops.inner import fast_causal_attention
+from .common import environment, output_path, peak_memory_mib, time_ms, write_json
+
+ISSUE_CASES = "32768:512,32768:2048,131072:2048,524288:2048,524288:8192,1048576:4096:4:4"
+SDPA_BACKENDS = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
+                 "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def parse_cases(text: str, num_levels: int, pooling_factor: int
+                ) -> list[tuple[int, LighthouseConfig]]:
+    """``"N:K[:L[:p]],..."`` -> [(N, LighthouseConfig)], each validated."""
+    cases = []
+    for item in text.split(","):
+        parts = [int(x) for x in item.strip().split(":")]
+        if not 2 <= len(parts) <= 4:
+            raise ValueError(f"bad case {item!r}: write N:K, N:K:L or N:K:L:p "
+                             "(e.g. 131072:2048 or 1048576:4096:4:4)")
+        n, k = parts[:2]
+        L = parts[2] if len(parts) > 2 else num_levels
+        p = parts[3] if len(parts) > 3 else pooling_factor
+        cfg = LighthouseConfig(num_levels=L, pooling_factor=p, topk=k, backend="triton")
+        cfg.validate(n)
+        cases.append((n, cfg))
+    return cases
+
+
+def _fwd_bwd(fn, inputs, grad):
+    def run():
+        out = fn(*inputs)
+        torch.autograd.grad(out, inputs, grad)
+    return run
+
+
+def _measure(fn, inputs, grad, warmup, repeats) -> dict:
+    fwd = time_ms(lambda: fn(*inputs), warmup, repeats)
+    both = time_ms(_fwd_bwd(fn, inputs, grad), warmup, repeats)
+    return {"fwd_ms": fwd["median_ms"], "fwd_bwd_ms": both["median_ms"],
+            "repeats": both["repeats"], "peak_mib": peak_memory_mib(_fwd_bwd(fn, inputs, grad))}
+
+
+def _stage_breakdown(q, k, v, cfg, warmup, repeats) -> dict:
+    """Each stage of the fast path timed alone on the same inputs (forward and backward)."""
+    from ..ops.scores import row_norms
+    from ..ops.triton.select import select_from_base_scores
+    from ..ops.triton.window import position_map, window_expand, window_reduce
+
+    N, H, L, p = q.shape[2], q.shape[1], cfg.num_levels, cfg.pooling_factor
+    sq0, sk0 = row_norms(q), row_norms(k)
+    sel = select_from_base_scores(sq0, sk0, cfg)
+    pm = position_map(sel, N, p, L)
+    lv, ix = sel
+    gathered = [window_reduce(x, lv, ix, H, 1, 1, False, True, p) for x in (q, k, v)]
+    og = fast_causal_attention(*gathered)
+    dout = torch.randn_like(q)
+    stages = {
+        "scores": lambda: (row_norms(q), row_norms(k)),
+        "select": lambda: select_from_base_scores(sq0, sk0, cfg),
+        "position_map": lambda: position_map(sel, N, p, L),
+        "gather_fwd": lambda: [window_reduce(x, lv, ix, H, 1, 1, False, True, p)
+                               for x in (q, k, v)],
+        "scatter_fwd": lambda: window_expand(og, pm, N, H, 1, 1, True, False, p, L),
+        "scatter_bwd": lambda: window_reduce(dout, lv, ix, H, 1, 1, True, False, p),
+        "gather_bwd": lambda: [window_expand(g, pm, N, H, 1, 1, False, True, p, L)
+                               for g in gathered],
+    }
+    return {name: time_ms(fn, warmup, repeats)["median_ms"] for name, fn in stages.items()}
+
+
+def run_case(N: int, cfg: LighthouseConfig, args: argparse.Namespace, dense_cache: dict
+             ) -> dict:
+    dtype = DTYPES[args.dtype]
+    B, H, D = args.batch_size, args.heads, args.head_dim
+    dev = "cuda"
+    gen = torch.Generator(device=dev).manual_seed(0)
+    q, k, v = (torch.randn(B, H, N, D, device=dev, dtype=dtype, generator=gen)
+               .requires_grad_() for _ in range(3))
+    grad = torch.randn(B, H, N, D, device=dev, dtype=dtype, generator=gen)
+    S = cfg.gathered_length(N)
+    row: dict = {"seq_len": N, "topk": cfg.topk, "num_levels": cfg.num_levels,
+                 "pooling_factor": cfg.pooling_factor, "gathered_length": S,
+                 "flops_ratio": cfg.attention_flops_ratio(N), "dense": {}}
+    for name in args.dense_backends:
+        if N > args.dense_max_len:
+            break
+        if (N, name) in dense_cache:  # dense timings do not depend on K
+            row["dense"][name] = dense_cache[N, name]
+            continue
+
+        def dense(a, b, c, _b=SDPA_BACKENDS[name]):
+            with sdpa_kernel(_b):
+                return F.scaled_dot_product_attention(a, b, c, is_causal=True)
+        try:
+            row["dense"][name] = _measure(dense, (q, k, v), grad, 1, args.repeats)
+        except RuntimeError as err:  # backend unavailable for these shapes
+            row["dense"][name] = {"error": str(err).splitlines()[0][:200]}
+        dense_cache[N, name] = row["dense"][name]
+    qs, ks, vs = (torch.randn(B, H, S, D, device=dev, dtype=dtype, generator=gen)
+                  .requires_grad_() for _ in range(3))
+    row["inner"] = _measure(fast_causal_attention, (qs, ks, vs), torch.randn_like(qs), 2,
+                            args.repeats)
+    del qs, ks, vs
+    row["lighthouse"] = _measure(lambda a, b, c: lighthouse_attention(a, b, c, cfg), (q, k, v),
+                                 grad, 2, args.repeats)
+    row["lighthouse"]["stages_ms"] = _stage_breakdown(q.detach(), k.detach(), v.detach(), cfg,
+                                                      1, args.repeats)
+    if args.deterministic:
+        dcfg = LighthouseConfig(**{**cfg.to_dict(), "deterministic": True})
+        row["lighthouse_deterministic"] = _measure(
+            lambda a, b, c: lighthouse_attention(a, b, c, dcfg), (q, k, v), grad, 2,
+            args.repeats)
+    inner = row["inner"]["fwd_bwd_ms"]
+    row["overhead_vs_inner"] = row["lighthouse"]["fwd_bwd_ms"] / inner
+    row["target_vs_inner"] = 1.5 if N < 131072 else 1.2
+    best = [d["fwd_bwd_ms"] for d in row["dense"].values() if "fwd_bwd_ms" in d]
+    if best:
+        row["speedup_vs_dense_fwd_bwd"] = min(best) / row["lighthouse"]["fwd_bwd_ms"]
+        row["speedup_vs_dense_fwd"] = (min(d["fwd_ms"] for d in row["dense"].values()
+                                           if "fwd_ms" in d) / row["lighthouse"]["fwd_ms"])
+    del q, k, v, grad
+    torch.cuda.empty_cache()
+    return row
+
+
+def format_table(rows: list[dict]) -> str:
+    head = (f"{'N':>9} {'K':>5} {'L':>2} {'p':>2} {'S':>7} | {'dense best f/fb ms':>20} | "
+            f"{'inner f/fb ms':>16} | {'lighthouse f/fb ms':>19} | {'LH/inner':>8} "
+            f"{'target':>6} | {'vs dense':>8}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        dense = [d for d in r["dense"].values() if "fwd_bwd_ms" in d]
+        dtxt = (f"{min(d['fwd_ms'] for d in dense):8.2f}/{min(d['fwd_bwd_ms'] for d in dense):9.2f}"
+                if dense else f"{'-':>20}")
+        lh, inner = r["lighthouse"], r["inner"]
+        sp = r.get("speedup_vs_dense_fwd_bwd")
+        lines.append(
+            f"{r['seq_len']:>9} {r['topk']:>5} {r['num_levels']:>2} {r['pooling_factor']:>2} "
+            f"{r['gathered_length']:>7} | {dtxt:>20} | "
+            f"{inner['fwd_ms']:7.2f}/{inner['fwd_bwd_ms']:8.2f} | "
+            f"{lh['fwd_ms']:8.2f}/{lh['fwd_bwd_ms']:9.2f} | {r['overhead_vs_inner']:7.2f}x "
+            f"{r['target_vs_inner']:5.1f}x | " + (f"{sp:7.1f}x" if sp else f"{'-':>8}"))
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path, env: dict) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for name in sorted({n for r in rows for n in r["dense"]}):
+        pts = sorted((r["seq_len"], r["dense"][name]["fwd_bwd_ms"]) for r in rows
+                     if "fwd_bwd_ms" in r["dense"].get(name, {}))
+        pts = sorted(dict(pts).items())
+        if pts:
+            ax.plot(*zip(*pts), "o--", label=f"dense SDPA ({name})")
+    for key in sorted({(r["num_levels"], r["pooling_factor"], r["topk"]) for r in rows}):
+        sub = sorted((r for r in rows
+                      if (r["num_levels"], r["pooling_factor"], r["topk"]) == key),
+                     key=lambda r: r["seq_len"])
+        L, p, K = key
+        ax.plot([r["seq_len"] for r in sub], [r["lighthouse"]["fwd_bwd_ms"] for r in sub],
+                "s-", label=f"Lighthouse L={L} p={p} K={K}")
+        ax.plot([r["seq_len"] for r in sub], [r["inner"]["fwd_bwd_ms"] for r in sub], "x:",
+                color=ax.lines[-1].get_color(), alpha=0.6, label=f"  inner SDPA alone (K={K})")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("context length N (tokens)")
+    ax.set_ylabel("forward+backward latency (ms, median)")
+    ax.set_title(f"One attention layer, {env['device']}", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cases", default=ISSUE_CASES,
+                        help="comma-separated N:K[:L[:p]] (default: the issue's cases)")
+    parser.add_argument("--seq-lens", default=None,
+                        help="comma-separated N, each with --topk (overrides --cases)")
+    parser.add_argument("--topk", type=int, default=2048)
+    parser.add_argument("--num-levels", type=int, default=3)
+    parser.add_argument("--pooling-factor", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--head-dim", type=int, default=128)
+    parser.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))
+    parser.add_argument("--dense-backends", default="cudnn,flash",
+                        type=lambda s: [x for x in s.split(",") if x])
+    parser.add_argument("--dense-max-len", type=int, default=524_288,
+                        help="skip dense SDPA above this length")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--deterministic", action="store_true",
+                        help="also time LighthouseConfig(deterministic=True)")
+    parser.add_argument("--out", default="benchmarks/attention",
+                        help="directory (or .json file) for the results")
+
+
+def main(args: argparse.Namespace) -> int:
+    if not torch.cuda.is_available():
+        raise ValueError("bench attention needs a CUDA GPU (the numbers are GPU timings)")
+    for name in args.dense_backends:
+        if name not in SDPA_BACKENDS:
+            raise ValueError(f"unknown dense backend {name!r}; choose from "
+                             f"{', '.join(SDPA_BACKENDS)}")
+    if args.seq_lens:
+        cases = ",".join(f"{n}:{args.topk}" for n in args.seq_lens.split(","))
+    else:
+        cases = args.cases
+    parsed = parse_cases(cases, args.num_levels, args.pooling_factor)
+    env = environment()
+    rows, dense_cache = [], {}
+    for i, (N, cfg) in enumerate(parsed, 1):
+        print(f"[{i}/{len(parsed)}] N={N:,} L={cfg.num_levels} p={cfg.pooling_factor} "
+              f"K={cfg.topk} ...", flush=True)
+        rows.append(run_case(N, cfg, args, dense_cache))
+    result = {"benchmark": "attention", "environment": env,
+              "settings": {"batch_size": args.batch_size, "heads": args.heads,
+                           "head_dim": args.head_dim, "dtype": args.dtype, "scorer": "norm",
+                           "repeats": args.repeats, "inner": "fast_causal_attention"},
+              "cases": rows}
+    path = write_json(output_path(args.out, "attention.json"), result)
+    plot(rows, path.with_suffix(".png"), env)
+    print(format_table(rows))
+    print(f"geomean Lighthouse/inner: "
+          f"{math.exp(sum(math.log(r['overhead_vs_inner']) for r in rows) / len(rows)):.2f}x")
+    print(f"wrote {path} and {path.with_suffix('.png')}")
+    return 0

@@ -1,0 +1,91 @@
+"""What every benchmark shares: the environment record, CUDA-event timing, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+
+def environment() -> dict:
+    """Device name and library versions, stored with every result."""
+    env = {"torch": torch.__version__, "python": platform.python_version(),
+           "cuda": torch.version.cuda, "device": "cpu"}
+    try:
+        import triton
+        env["triton"] = triton.__version__
+    except ImportError:
+        env["triton"] = None
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        env.update(device=props.name, sm_count=props.multi_processor_count,
+                   memory_gib=round(props.total_memory / 2**30, 1),
+                   cudnn=torch.backends.cudnn.version())
+    return env
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def time_ms(fn: Callable[[], object], warmup: int = 2, repeats: int = 10,
+            budget_ms: float = 20_000.0) -> dict:
+    """Median (and min/max) wall time of ``fn`` in ms over ``repeats`` runs after ``warmup``,
+    with CUDA events on a GPU; fewer repeats (at least 3) when one run is long."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    times: list[float] = []
+    while len(times) < repeats:
+        if torch.cuda.is_available():
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            import time
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+        if len(times) >= 3 and sum(times) > budget_ms:
+            break
+    return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times),
+            "repeats": len(times)}
+
+
+def peak_memory_mib(fn: Callable[[], object]) -> float | None:
+    """Peak GPU memory allocated while ``fn`` runs, above what was allocated before (MiB)."""
+    if not torch.cuda.is_available():
+        return None
+    sync()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    sync()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
+def write_json(path: str | os.PathLike, data: dict) -> Path:
+    """Write ``data`` atomically (temp file + rename); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
+    return path
+
+
+def output_path(out: str, default_name: str) -> Path:
+    """``out`` as a file if it ends in ``.json``, else a directory holding ``default_name``."""
+    p = Path(out)
+    return p if p.suffix == ".json" else p / default_name
