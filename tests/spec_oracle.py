@@ -32,8 +32,8 @@ def base_scores(q, k, v, b, h_sel, cfg):
     for h in heads:
         qh, kh, vh = q[b, h].double(), k[b, h // G].double(), v[b, h // G].double()
         if cfg.scorer == "norm":
-            a = torch.linalg.vector_norm(q[b, h].float(), dim=-1).tolist()
-            c = torch.linalg.vector_norm(k[b, h // G].float(), dim=-1).tolist()
+            a = torch.linalg.vector_norm(q[b, h].double(), dim=-1).float().tolist()
+            c = torch.linalg.vector_norm(k[b, h // G].double(), dim=-1).float().tolist()
         else:
             a, c = [0.0] * N, [0.0] * N
             d = cfg.dilation

@@ -61,28 +61,26 @@ def _measure(fn, inputs, grad, warmup, repeats) -> dict:
 
 def _stage_breakdown(q, k, v, cfg, warmup, repeats) -> dict:
     """Each stage of the fast path timed alone on the same inputs (forward and backward)."""
-    from ..ops.scores import row_norms
+    from ..ops.triton.scores import row_norms_triton
     from ..ops.triton.select import select_from_base_scores
-    from ..ops.triton.window import position_map, window_expand, window_reduce
+    from ..ops.triton.window import pool, position_map, spread
 
     N, H, L, p = q.shape[2], q.shape[1], cfg.num_levels, cfg.pooling_factor
-    sq0, sk0 = row_norms(q), row_norms(k)
+    sq0, sk0 = row_norms_triton(q), row_norms_triton(k)
     sel = select_from_base_scores(sq0, sk0, cfg)
+    S = sel.level.shape[2]
     pm = position_map(sel, N, p, L)
-    lv, ix = sel
-    gathered = [window_reduce(x, lv, ix, H, 1, 1, False, True, p) for x in (q, k, v)]
+    gathered = [pool(x, pm, S, H, 1, 1, False, True, p, L) for x in (q, k, v)]
     og = fast_causal_attention(*gathered)
     dout = torch.randn_like(q)
     stages = {
-        "scores": lambda: (row_norms(q), row_norms(k)),
+        "scores": lambda: (row_norms_triton(q), row_norms_triton(k)),
         "select": lambda: select_from_base_scores(sq0, sk0, cfg),
         "position_map": lambda: position_map(sel, N, p, L),
-        "gather_fwd": lambda: [window_reduce(x, lv, ix, H, 1, 1, False, True, p)
-                               for x in (q, k, v)],
-        "scatter_fwd": lambda: window_expand(og, pm, N, H, 1, 1, True, False, p, L),
-        "scatter_bwd": lambda: window_reduce(dout, lv, ix, H, 1, 1, True, False, p),
-        "gather_bwd": lambda: [window_expand(g, pm, N, H, 1, 1, False, True, p, L)
-                               for g in gathered],
+        "gather_fwd": lambda: [pool(x, pm, S, H, 1, 1, False, True, p, L) for x in (q, k, v)],
+        "scatter_fwd": lambda: spread(og, pm, N, H, 1, 1, True, False, p, L),
+        "scatter_bwd": lambda: pool(dout, pm, S, H, 1, 1, True, False, p, L),
+        "gather_bwd": lambda: [spread(g, pm, N, H, 1, 1, False, True, p, L) for g in gathered],
     }
     return {name: time_ms(fn, warmup, repeats)["median_ms"] for name, fn in stages.items()}
 

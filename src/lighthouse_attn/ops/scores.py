@@ -23,11 +23,10 @@ def _dilated_attention(q: Tensor, k: Tensor, v: Tensor, dilation: int) -> Tensor
 
 
 def row_norms(x: Tensor) -> Tensor:
-    """fp32 L2 norm of every row of ``x`` (``(..., D)`` -> ``(...)``), without an fp32 copy of
-    ``x``. Every backend scores through this one call, so their scores agree bitwise."""
-    if x.dtype == torch.float64:
-        x = x.float()
-    return torch.linalg.vector_norm(x, dim=-1, dtype=torch.float32)
+    """fp32 L2 norm of every row of ``x`` (``(..., D)`` -> ``(...)``), summed in fp64 and
+    rounded once. For fp16/bf16 inputs the fp64 sum of squares is exact in any order, so every
+    backend (``ops/triton/scores.py`` is the kernel twin) gets bitwise-equal scores."""
+    return torch.linalg.vector_norm(x, dim=-1, dtype=torch.float64).float()
 
 
 @torch.no_grad()

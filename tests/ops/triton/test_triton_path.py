@@ -16,11 +16,9 @@ from lighthouse_attn.ops.scatter import scatter  # noqa: E402
 from lighthouse_attn.ops.scores import level_scores  # noqa: E402
 from lighthouse_attn.ops.select import select_from_scores  # noqa: E402
 from lighthouse_attn.ops.triton.select import select_from_base_scores  # noqa: E402
-from lighthouse_attn.ops.triton.window import (  # noqa: E402
-    position_map,
-    window_expand_op,
-    window_reduce_op,
-)
+from lighthouse_attn.ops.scores import row_norms  # noqa: E402
+from lighthouse_attn.ops.triton.scores import row_norms_triton  # noqa: E402
+from lighthouse_attn.ops.triton.window import pool_op, position_map, spread_op  # noqa: E402
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -60,6 +58,27 @@ def test_selection_gqa_scorers_identical(gqa, scorer):
     q, k, v = (x.to(DEV) for x in qkv(B=1, H=4, Hkv=2, N=512, D=8, seed=21))
     a, b = both(dict(gqa=gqa, scorer=scorer, dilation=2), q, k, v)
     assert torch.equal(a.level, b.level) and torch.equal(a.index, b.index)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_row_norms_kernel_bitwise_equal(dtype):
+    x = torch.randn(2, 3, 200, 72, generator=torch.Generator().manual_seed(30)).to(DEV, dtype)
+    x[0, 0, :5] *= 1e3  # wide dynamic range within rows
+    x[1, 2, 7] = 0
+    assert torch.equal(row_norms_triton(x), row_norms(x))
+    assert torch.equal(row_norms_triton(x.transpose(2, 3).contiguous().transpose(2, 3)),
+                       row_norms(x))
+
+
+def test_position_map_inverts_selection():
+    q, k, _ = qkv(B=2, H=3, N=1024, seed=31)
+    sel = select(q, k, cfg("torch", num_levels=3))
+    pm = position_map(sel, 1024, 2, 3)
+    offsets = torch.tensor([0, 1024, 1536], device=DEV)
+    flat = offsets[sel.level] + sel.index
+    S = sel.level.shape[-1]
+    assert torch.equal(pm.gather(2, flat).long(), torch.arange(S, device=DEV).expand_as(flat))
+    assert int((pm >= 0).sum()) == 2 * 3 * S  # nothing else is mapped
 
 
 def test_selection_ties_identical():
@@ -103,10 +122,11 @@ def test_gather_and_scatter_kernels_match_twins(dtype, gqa):
         return gather(build_pyramid(x if gqa == "shared" else x.repeat_interleave(G, 1), 3, 2),
                       sel)
 
+    S = sel.level.shape[-1]
+
     def kernels(x, o):
-        g = window_reduce_op(x, sel.level, sel.index, pm, heads, div, 1, False, True, 2, 3)
-        out = window_expand_op(o, sel.level, sel.index, pm, N, H, 1,
-                               G if gqa == "shared" else 1, True, False, 2, 3)
+        g = pool_op(x, pm, S, heads, div, 1, False, True, 2, 3)
+        out = spread_op(o, pm, N, H, 1, G if gqa == "shared" else 1, True, False, 2, 3)
         return g, out
 
     def reference(x, o):
@@ -179,11 +199,12 @@ def test_custom_ops_pass_opcheck():
     q, k, _ = qkv(B=1, H=2, N=256, D=4, seed=27, requires_grad=True)
     sel = select(q, k, cfg("torch"))
     pm = position_map(sel, 256, 2, 2)
-    torch.library.opcheck(window_reduce_op, (k, sel.level, sel.index, pm, 2, 1, 1, False, True,
-                                             2, 2))
-    o = torch.randn(1, 2, sel.level.shape[-1], 4, device=DEV, requires_grad=True)
-    torch.library.opcheck(window_expand_op, (o, sel.level, sel.index, pm, 256, 2, 1, 1, True,
-                                             False, 2, 2))
+    S = sel.level.shape[-1]
+    torch.library.opcheck(pool_op, (k, pm, S, 2, 1, 1, False, True, 2, 2))
+    torch.library.opcheck(pool_op, (k, pm, S, 2, 1, 1, True, False, 2, 2))
+    o = torch.randn(1, 2, S, 4, device=DEV, requires_grad=True)
+    torch.library.opcheck(spread_op, (o, pm, 256, 2, 1, 1, True, False, 2, 2))
+    torch.library.opcheck(spread_op, (o, pm, 256, 2, 1, 1, False, True, 2, 2))
 
 
 def test_compiles_without_graph_breaks():

@@ -1,19 +1,22 @@
-"""The two memory-bound kernels behind gather and scatter, exact adjoints of each other.
+"""The memory-bound kernels behind gather and scatter: ``pool`` and ``spread``, exact adjoints.
 
-``window_reduce``: one output row per gathered entry ``s = (l, m)``: the sum (or mean) of the
-base rows of its window ``[m p^l, (m+1) p^l)``, shifted by ``p^l - 1`` when ``shift``.
-    gather forward  = window_reduce(x, mean, no shift)   (pooling fused into the gather)
-    scatter backward = window_reduce(grad_out, sum, shift)
+Both walk the base sequence in aligned spans of ``ROWS`` rows (a multiple of the coarsest
+window ``p^(L-1)``), in "u-space" ``u = t + shift``: with ``shift = 1`` the shifted window of
+entry ``(l, m)``, base rows ``[(m+1) p^l - 1, (m+2) p^l - 1)``, is the aligned u-window
+``m + 1``. Gathered entries are found through the inverse position map (``position_map``).
 
-``window_expand``: one output row per base position ``t``: the sum over levels ``l`` of the row
-of the gathered entry covering ``t`` at that level (found through the inverse position map),
-divided by ``p^l`` when ``mean``.
-    gather backward = window_expand(grad_gathered, mean, no shift)
-    scatter forward = window_expand(o, sum, shift)
+``pool``: reads every base row of a span once and sums it up the pyramid in registers; each
+gathered entry whose window lies in the span gets its sum (mean if ``mean``).
+    gather forward   = pool(x, mean, shift 0)      (pooling fused into the gather)
+    scatter backward = pool(grad_out, sum, shift 1)
+``spread``: every base row gets, at each level, the gathered row whose window covers it
+(divided by ``p^l`` if ``mean``), summed over levels in order 0 .. L-1.
+    gather backward  = spread(grad_gathered, mean, shift 0)
+    scatter forward  = spread(o, sum, shift 1)
 
-Both read only what they write from (no atomics): results are deterministic. Heads: output head
-``o`` reads input head ``o // x_div`` and selection head ``o // sel_div`` (reduce); the expand
-kernel sums the ``group`` gathered heads ``j * group + i`` of output head ``j``.
+No atomics: every output row is written by exactly one program, so results are deterministic.
+Heads: output head ``o`` of ``pool`` reads input head ``o // x_div`` and selection head
+``o // sel_div``; ``spread`` output head ``j`` sums the ``group`` heads ``j * group + i``.
 """
 
 from __future__ import annotations
@@ -25,78 +28,95 @@ from torch import Tensor
 
 from ..select import Selection
 
-
 @triton.jit
-def _window_reduce_kernel(x_ptr, level_ptr, index_ptr, out_ptr,
-                          S, N, D, out_heads, x_div, sel_div, sel_heads,
-                          sxb, sxh, sxn, sob, soh, sos,
-                          SHIFT: tl.constexpr, MEAN: tl.constexpr, LOG2P: tl.constexpr,
-                          ACC: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr):
-    pid_s = tl.program_id(0)
+def _pool_kernel(x_ptr, map_ptr, out_ptr, N, M, D, out_heads, x_div, sel_div, sel_heads,
+                 sxb, sxh, sxn, sob, soh, sos,
+                 SHIFT: tl.constexpr, MEAN: tl.constexpr, L: tl.constexpr, P: tl.constexpr,
+                 LOG2P: tl.constexpr, ROWS: tl.constexpr, BLOCK_D: tl.constexpr,
+                 ACC: tl.constexpr):
+    pid_u = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // out_heads
     o = pid_bh % out_heads
-    s = pid_s * BLOCK_S + tl.arange(0, BLOCK_S)
-    ms = s < S
-    sel_row = (b * sel_heads + o // sel_div).to(tl.int64) * S
-    lvl = tl.load(level_ptr + sel_row + s, mask=ms, other=0)
-    idx = tl.load(index_ptr + sel_row + s, mask=ms, other=0)
-    width = tl.full(lvl.shape, 1, tl.int64) << (lvl * LOG2P)
-    start = idx * width
-    if SHIFT:
-        start += width - 1
+    u0 = pid_u * ROWS
+    t = u0 + tl.arange(0, ROWS) - SHIFT
     d = tl.arange(0, BLOCK_D)
     md = d < D
     x_base = x_ptr + b.to(tl.int64) * sxb + (o // x_div).to(tl.int64) * sxh
-    acc = tl.zeros((BLOCK_S, BLOCK_D), ACC)
-    for j in range(0, tl.max(tl.where(ms, width, 0), 0)):
-        t = start + j
-        m = ms & (j < width) & (t < N)
-        acc += tl.load(x_base + t[:, None] * sxn + d[None, :], mask=m[:, None] & md[None, :],
-                       other=0.0).to(ACC)
-    if MEAN:
-        acc = acc / width[:, None].to(ACC)
-    out = out_ptr + b.to(tl.int64) * sob + o.to(tl.int64) * soh + s[:, None].to(tl.int64) * sos
-    tl.store(out + d[None, :], acc.to(out_ptr.dtype.element_ty), mask=ms[:, None] & md[None, :])
+    cur = tl.load(x_base + t[:, None].to(tl.int64) * sxn + d[None, :],
+                  mask=((t >= 0) & (t < N))[:, None] & md[None, :], other=0.0).to(ACC)
+    map_row = map_ptr + (b * sel_heads + o // sel_div).to(tl.int64) * M
+    out_base = out_ptr + b.to(tl.int64) * sob + o.to(tl.int64) * soh
+    level_off = 0
+    for lvl in tl.static_range(L):
+        n_l: tl.constexpr = ROWS // (P**lvl)
+        if lvl > 0:
+            cur = tl.sum(tl.reshape(cur, (n_l, P, BLOCK_D)), axis=1)
+        m = (u0 >> (lvl * LOG2P)) + tl.arange(0, n_l) - SHIFT
+        ok = (m >= 0) & (m < (N >> (lvl * LOG2P)))
+        s = tl.load(map_row + level_off + m, mask=ok, other=-1)
+        ok = ok & (s >= 0)
+        val = cur
+        if MEAN:
+            val = cur * (1.0 / (P**lvl))
+        tl.store(out_base + s[:, None].to(tl.int64) * sos + d[None, :],
+                 val.to(out_ptr.dtype.element_ty), mask=ok[:, None] & md[None, :])
+        level_off += N >> (lvl * LOG2P)
 
 
 @triton.jit
-def _window_expand_kernel(g_ptr, map_ptr, out_ptr,
-                          N, M, D, out_heads, group, sel_div, sel_heads,
-                          sgb, sgh, sgs, sob, soh, son,
-                          SHIFT: tl.constexpr, MEAN: tl.constexpr, L: tl.constexpr,
-                          LOG2P: tl.constexpr, ACC: tl.constexpr, BLOCK_T: tl.constexpr,
-                          BLOCK_D: tl.constexpr):
-    pid_t = tl.program_id(0)
+def _spread_kernel(g_ptr, map_ptr, out_ptr, N, M, D, out_heads, group, sel_div, sel_heads,
+                   sgb, sgh, sgs, sob, soh, son,
+                   SHIFT: tl.constexpr, MEAN: tl.constexpr, L: tl.constexpr, P: tl.constexpr,
+                   LOG2P: tl.constexpr, ROWS: tl.constexpr, BLOCK_D: tl.constexpr,
+                   ACC: tl.constexpr):
+    pid_u = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // out_heads
     j = pid_bh % out_heads
-    t = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
-    mt = t < N
+    u0 = pid_u * ROWS
     d = tl.arange(0, BLOCK_D)
     md = d < D
-    acc = tl.zeros((BLOCK_T, BLOCK_D), ACC)
+    acc = tl.zeros((ROWS, BLOCK_D), ACC)
     for i in range(group):
         g_head = j * group + i
         map_row = map_ptr + (b * sel_heads + g_head // sel_div).to(tl.int64) * M
         g_base = g_ptr + b.to(tl.int64) * sgb + g_head.to(tl.int64) * sgh
         level_off = 0
         for lvl in tl.static_range(L):
-            if SHIFT:
-                m = ((t + 1) >> (lvl * LOG2P)) - 1
-            else:
-                m = t >> (lvl * LOG2P)
-            ok = mt & (m >= 0)
+            n_l: tl.constexpr = ROWS // (P**lvl)
+            m = (u0 >> (lvl * LOG2P)) + tl.arange(0, n_l) - SHIFT
+            ok = (m >= 0) & (m < (N >> (lvl * LOG2P)))
             s = tl.load(map_row + level_off + m, mask=ok, other=-1)
             ok = ok & (s >= 0)
             rows = tl.load(g_base + s[:, None].to(tl.int64) * sgs + d[None, :],
                            mask=ok[:, None] & md[None, :], other=0.0).to(ACC)
             if MEAN:
-                rows = rows * (1.0 / (1 << (lvl * LOG2P)))
-            acc += rows
+                rows = rows * (1.0 / (P**lvl))
+            if lvl == 0:
+                acc += rows
+            else:
+                acc += tl.reshape(tl.broadcast_to(rows[:, None, :], (n_l, P**lvl, BLOCK_D)),
+                                  (ROWS, BLOCK_D))
             level_off += N >> (lvl * LOG2P)
+    t = u0 + tl.arange(0, ROWS) - SHIFT
     out = out_ptr + b.to(tl.int64) * sob + j.to(tl.int64) * soh + t[:, None].to(tl.int64) * son
-    tl.store(out + d[None, :], acc.to(out_ptr.dtype.element_ty), mask=mt[:, None] & md[None, :])
+    tl.store(out + d[None, :], acc.to(out_ptr.dtype.element_ty),
+             mask=((t >= 0) & (t < N))[:, None] & md[None, :])
+
+
+@triton.jit
+def _map_kernel(level_ptr, index_ptr, map_ptr, S, M, N,
+                L: tl.constexpr, LOG2P: tl.constexpr, BLOCK: tl.constexpr):
+    row = tl.program_id(1)
+    s = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ms = s < S
+    lvl = tl.load(level_ptr + row.to(tl.int64) * S + s, mask=ms, other=0).to(tl.int32)
+    idx = tl.load(index_ptr + row.to(tl.int64) * S + s, mask=ms, other=0)
+    off = tl.zeros_like(idx)
+    for i in tl.static_range(L):
+        off += tl.where(lvl > i, N >> (i * LOG2P), 0)
+    tl.store(map_ptr + row.to(tl.int64) * M + off + idx, s.to(tl.int32), mask=ms)
 
 
 def _acc(dtype: torch.dtype):
@@ -104,60 +124,76 @@ def _acc(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
-def _log2(p: int) -> int:
-    if p & (p - 1):
-        raise ValueError(f"the triton backend needs a power-of-two pooling_factor (got {p}); "
-                         "use pooling_factor=2, 4 or 8, or backend='torch'")
-    return p.bit_length() - 1
+def _rows(pooling_factor: int, num_levels: int, D: int) -> int:
+    """Span length: a multiple of the coarsest window, about 8K elements of registers."""
+    window = pooling_factor ** (num_levels - 1)
+    return max(window, min(64, 8192 // triton.next_power_of_2(D)))
 
 
 def position_map(selection: Selection, seq_len: int, pooling_factor: int, num_levels: int
                  ) -> Tensor:
     """Inverse of a selection: ``(B, H', M)`` int32, ``M = sum_l N / p^l``; entry
-    ``[b, h, off_l + m]`` is the gathered position of ``(l, m)`` or -1 if not gathered."""
-    B, heads, S = selection.level.shape
-    sizes = [seq_len // pooling_factor**lvl for lvl in range(num_levels)]
-    offsets = torch.tensor([sum(sizes[:lvl]) for lvl in range(num_levels)],
-                           device=selection.level.device)
-    pos_map = torch.full((B, heads, sum(sizes)), -1, dtype=torch.int32,
-                         device=selection.level.device)
-    src = torch.arange(S, dtype=torch.int32, device=pos_map.device).expand(B, heads, S)
-    return pos_map.scatter_(2, offsets[selection.level] + selection.index, src)
+    ``[b, h, off_l + m]`` is the gathered position of ``(l, m)``, or -1 if not gathered."""
+    return _position_map(selection.level, selection.index, seq_len, pooling_factor, num_levels)
 
 
-def window_reduce(x: Tensor, level: Tensor, index: Tensor, out_heads: int, x_div: int,
-                  sel_div: int, shift: bool, mean: bool, pooling_factor: int) -> Tensor:
-    """``(B, out_heads, S, D)`` rows of windows of ``x`` ``(B, H_x, N, D)`` (module doc)."""
+@torch.library.custom_op("lighthouse_attn::position_map", mutates_args=())
+def _position_map(level: Tensor, index: Tensor, seq_len: int, pooling_factor: int,
+                  num_levels: int) -> Tensor:
+    B, heads, S = level.shape
+    pos_map = torch.full((B, heads, _map_len(seq_len, pooling_factor, num_levels)), -1,
+                         dtype=torch.int32, device=level.device)
+    block = 1024
+    _map_kernel[(triton.cdiv(S, block), B * heads)](
+        level.contiguous(), index.contiguous(), pos_map, S, pos_map.shape[2], seq_len,
+        L=num_levels, LOG2P=pooling_factor.bit_length() - 1, BLOCK=block, num_warps=4)
+    return pos_map
+
+
+@_position_map.register_fake
+def _(level, index, seq_len, pooling_factor, num_levels):
+    B, heads, _ = level.shape
+    return level.new_empty(B, heads, _map_len(seq_len, pooling_factor, num_levels),
+                           dtype=torch.int32)
+
+
+def _map_len(seq_len: int, pooling_factor: int, num_levels: int) -> int:
+    return sum(seq_len // pooling_factor**lvl for lvl in range(num_levels))
+
+
+def pool(x: Tensor, pos_map: Tensor, S: int, out_heads: int, x_div: int, sel_div: int,
+         shift: bool, mean: bool, pooling_factor: int, num_levels: int) -> Tensor:
+    """``(B, out_heads, S, D)``: pooled windows of ``x`` ``(B, H_x, N, D)`` (module doc)."""
     B, _, N, D = x.shape
-    sel_heads, S = level.shape[1], level.shape[2]
     out = x.new_empty(B, out_heads, S, D)
-    block_d = triton.next_power_of_2(D)
-    block_s = max(16, min(64, 8192 // block_d))
-    grid = (triton.cdiv(S, block_s), B * out_heads)
-    _window_reduce_kernel[grid](
-        x, level, index, out, S, N, D, out_heads, x_div, sel_div, sel_heads,
+    rows = _rows(pooling_factor, num_levels, D)
+    grid = (triton.cdiv(N + (pooling_factor ** (num_levels - 1) if shift else 0), rows),
+            B * out_heads)
+    _pool_kernel[grid](
+        x, pos_map, out, N, pos_map.shape[2], D, out_heads, x_div, sel_div, pos_map.shape[1],
         x.stride(0), x.stride(1), x.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        SHIFT=shift, MEAN=mean, LOG2P=_log2(pooling_factor), ACC=_acc(x.dtype), BLOCK_S=block_s,
-        BLOCK_D=block_d, num_warps=4)
+        SHIFT=int(shift), MEAN=mean, L=num_levels, P=pooling_factor,
+        LOG2P=pooling_factor.bit_length() - 1, ROWS=rows, BLOCK_D=triton.next_power_of_2(D),
+        ACC=_acc(x.dtype), num_warps=4)
     return out
 
 
-def window_expand(g: Tensor, pos_map: Tensor, seq_len: int, out_heads: int, group: int,
-                  sel_div: int, shift: bool, mean: bool, pooling_factor: int, num_levels: int
-                  ) -> Tensor:
-    """``(B, out_heads, N, D)``: every base row gets the gathered rows covering it (module
-    doc); ``g`` is ``(B, H_g, S, D)`` with ``H_g = out_heads * group``."""
+def spread(g: Tensor, pos_map: Tensor, seq_len: int, out_heads: int, group: int,
+           sel_div: int, shift: bool, mean: bool, pooling_factor: int, num_levels: int
+           ) -> Tensor:
+    """``(B, out_heads, N, D)``: gathered rows ``g`` ``(B, out_heads * group, S, D)`` spread
+    over the base rows they cover (module doc)."""
     B, _, _, D = g.shape
     out = g.new_empty(B, out_heads, seq_len, D)
-    block_d = triton.next_power_of_2(D)
-    block_t = max(16, min(64, 8192 // block_d))
-    grid = (triton.cdiv(seq_len, block_t), B * out_heads)
-    _window_expand_kernel[grid](
+    rows = _rows(pooling_factor, num_levels, D)
+    grid = (triton.cdiv(seq_len + int(shift), rows), B * out_heads)
+    _spread_kernel[grid](
         g, pos_map, out, seq_len, pos_map.shape[2], D, out_heads, group, sel_div,
         pos_map.shape[1], g.stride(0), g.stride(1), g.stride(2),
         out.stride(0), out.stride(1), out.stride(2),
-        SHIFT=shift, MEAN=mean, L=num_levels, LOG2P=_log2(pooling_factor), ACC=_acc(g.dtype),
-        BLOCK_T=block_t, BLOCK_D=block_d, num_warps=4)
+        SHIFT=int(shift), MEAN=mean, L=num_levels, P=pooling_factor,
+        LOG2P=pooling_factor.bit_length() - 1, ROWS=rows, BLOCK_D=triton.next_power_of_2(D),
+        ACC=_acc(g.dtype), num_warps=4)
     return out
 
 
@@ -165,67 +201,60 @@ def window_expand(g: Tensor, pos_map: Tensor, seq_len: int, out_heads: int, grou
 # Registered with torch.library so torch.compile sees opaque ops (no graph break, no silent
 # fallback). Each op's autograd is the other op with the same flags and swapped head arguments.
 
-@torch.library.custom_op("lighthouse_attn::window_reduce", mutates_args=())
-def window_reduce_op(x: Tensor, level: Tensor, index: Tensor, pos_map: Tensor, out_heads: int,
-                     x_div: int, sel_div: int, shift: bool, mean: bool, pooling_factor: int,
-                     num_levels: int) -> Tensor:
-    """Differentiable :func:`window_reduce` (``pos_map`` serves its backward)."""
+@torch.library.custom_op("lighthouse_attn::pool", mutates_args=())
+def pool_op(x: Tensor, pos_map: Tensor, S: int, out_heads: int, x_div: int, sel_div: int,
+            shift: bool, mean: bool, pooling_factor: int, num_levels: int) -> Tensor:
+    """Differentiable :func:`pool`."""
     if x.stride(-1) != 1:
         x = x.contiguous()
-    return window_reduce(x, level, index, out_heads, x_div, sel_div, shift, mean,
-                         pooling_factor)
+    return pool(x, pos_map, S, out_heads, x_div, sel_div, shift, mean, pooling_factor,
+                num_levels)
 
 
-@window_reduce_op.register_fake
-def _(x, level, index, pos_map, out_heads, x_div, sel_div, shift, mean, pooling_factor,
-      num_levels):
-    return x.new_empty(x.shape[0], out_heads, level.shape[2], x.shape[3])
+@pool_op.register_fake
+def _(x, pos_map, S, out_heads, x_div, sel_div, shift, mean, pooling_factor, num_levels):
+    return x.new_empty(x.shape[0], out_heads, S, x.shape[3])
 
 
-@torch.library.custom_op("lighthouse_attn::window_expand", mutates_args=())
-def window_expand_op(g: Tensor, level: Tensor, index: Tensor, pos_map: Tensor, seq_len: int,
-                     out_heads: int, group: int, sel_div: int, shift: bool, mean: bool,
-                     pooling_factor: int, num_levels: int) -> Tensor:
-    """Differentiable :func:`window_expand` (``level``/``index`` serve its backward)."""
+@torch.library.custom_op("lighthouse_attn::spread", mutates_args=())
+def spread_op(g: Tensor, pos_map: Tensor, seq_len: int, out_heads: int, group: int,
+              sel_div: int, shift: bool, mean: bool, pooling_factor: int, num_levels: int
+              ) -> Tensor:
+    """Differentiable :func:`spread`."""
     if g.stride(-1) != 1:
         g = g.contiguous()
-    return window_expand(g, pos_map, seq_len, out_heads, group, sel_div, shift, mean,
-                         pooling_factor, num_levels)
+    return spread(g, pos_map, seq_len, out_heads, group, sel_div, shift, mean, pooling_factor,
+                  num_levels)
 
 
-@window_expand_op.register_fake
-def _(g, level, index, pos_map, seq_len, out_heads, group, sel_div, shift, mean,
-      pooling_factor, num_levels):
+@spread_op.register_fake
+def _(g, pos_map, seq_len, out_heads, group, sel_div, shift, mean, pooling_factor, num_levels):
     return g.new_empty(g.shape[0], out_heads, seq_len, g.shape[3])
 
 
-def _setup_reduce(ctx, inputs, output):
-    x, level, index, pos_map, out_heads, x_div, sel_div, shift, mean, p, L = inputs
-    ctx.save_for_backward(level, index, pos_map)
+def _setup_pool(ctx, inputs, output):
+    x, pos_map, S, out_heads, x_div, sel_div, shift, mean, p, L = inputs
+    ctx.save_for_backward(pos_map)
     ctx.args = (x.shape[2], x.shape[1], x_div, sel_div, shift, mean, p, L)
 
 
-def _reduce_backward(ctx, grad):
-    level, index, pos_map = ctx.saved_tensors
-    N, x_heads, x_div, sel_div, shift, mean, p, L = ctx.args
-    dx = window_expand_op(grad, level, index, pos_map, N, x_heads, x_div, sel_div, shift, mean,
-                          p, L)
-    return dx, None, None, None, None, None, None, None, None, None, None
+def _pool_backward(ctx, grad):
+    (pos_map,) = ctx.saved_tensors
+    dx = spread_op(grad, pos_map, *ctx.args)
+    return (dx,) + (None,) * 9
 
 
-def _setup_expand(ctx, inputs, output):
-    g, level, index, pos_map, N, out_heads, group, sel_div, shift, mean, p, L = inputs
-    ctx.save_for_backward(level, index, pos_map)
-    ctx.args = (out_heads * group, group, sel_div, shift, mean, p, L)
+def _setup_spread(ctx, inputs, output):
+    g, pos_map, N, out_heads, group, sel_div, shift, mean, p, L = inputs
+    ctx.save_for_backward(pos_map)
+    ctx.args = (g.shape[2], g.shape[1], group, sel_div, shift, mean, p, L)
 
 
-def _expand_backward(ctx, grad):
-    level, index, pos_map = ctx.saved_tensors
-    g_heads, group, sel_div, shift, mean, p, L = ctx.args
-    dg = window_reduce_op(grad, level, index, pos_map, g_heads, group, sel_div, shift, mean, p,
-                          L)
-    return dg, None, None, None, None, None, None, None, None, None, None, None
+def _spread_backward(ctx, grad):
+    (pos_map,) = ctx.saved_tensors
+    dg = pool_op(grad, pos_map, *ctx.args)
+    return (dg,) + (None,) * 9
 
 
-window_reduce_op.register_autograd(_reduce_backward, setup_context=_setup_reduce)
-window_expand_op.register_autograd(_expand_backward, setup_context=_setup_expand)
+pool_op.register_autograd(_pool_backward, setup_context=_setup_pool)
+spread_op.register_autograd(_spread_backward, setup_context=_setup_spread)
