@@ -6,7 +6,10 @@ import argparse
 import importlib
 
 # name -> (module with add_arguments(parser) and main(args) -> int, one-line help)
-BENCHMARKS: dict[str, tuple[str, str]] = {}
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "hf": ("lighthouse_attn.bench.hf",
+           "HF LlamaForCausalLM training steps: Lighthouse stage 1 vs all-SDPA"),
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
