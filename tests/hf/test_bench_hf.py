@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from lighthouse_attn.cli import main  # noqa: E402
+from lighthouse_attn.cli import main
 
 TINY = ["bench", "hf", "--hidden-size", "32", "--num-layers", "3", "--heads", "4",
         "--kv-heads", "2", "--intermediate-size", "64", "--seq-len", "256", "--num-levels", "2",

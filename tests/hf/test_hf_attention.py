@@ -8,14 +8,14 @@ import torch
 
 pytest.importorskip("transformers")
 
-from tiny_models import ARCHS, LH, N, tiny_model, tokens  # noqa: E402
-from transformers import AutoModelForCausalLM  # noqa: E402
-from transformers.integrations.sdpa_attention import sdpa_attention_forward  # noqa: E402
+from tiny_models import ARCHS, LH, N, tiny_model, tokens
+from transformers import AutoModelForCausalLM
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-import lighthouse_attn.hf as lh_hf  # noqa: E402
-from lighthouse_attn import LighthouseConfig, lighthouse_attention  # noqa: E402
-from lighthouse_attn.hf import attention as hf_attention  # noqa: E402
-from lighthouse_attn.hf.settings import Settings  # noqa: E402
+import lighthouse_attn.hf as lh_hf
+from lighthouse_attn import LighthouseConfig, lighthouse_attention
+from lighthouse_attn.hf import attention as hf_attention
+from lighthouse_attn.hf.settings import Settings
 
 
 @pytest.fixture(autouse=True)
@@ -149,7 +149,7 @@ def test_document_position_ids_raise_or_fall_back_to_sdpa():
     model = lh_hf.configure(tiny_model(), LH, dense_layers=[0])
     x = tokens()
     pos = torch.cat([torch.arange(100), torch.arange(N - 100)]).expand(2, -1)
-    with pytest.raises(ValueError, match="position_ids.*fallback='dense'"):
+    with pytest.raises(ValueError, match="this batch: .*position_ids.*fallback='dense'"):
         model(x, position_ids=pos)
     lh_hf.configure(model, LH, dense_layers=[0], fallback="dense")
     with pytest.warns(UserWarning, match="fallback='dense'"), torch.no_grad():
@@ -163,7 +163,7 @@ def test_padding_mask_raises_or_falls_back_to_sdpa():
     x = tokens()
     mask = torch.ones_like(x)
     mask[1, :7] = 0  # left padding in one row
-    with pytest.raises(ValueError, match="padding.*fallback='dense'"):
+    with pytest.raises(ValueError, match="this batch: .*padding.*fallback='dense'"):
         model(x, attention_mask=mask)
     lh_hf.configure(model, LH, dense_layers=[0], fallback="dense")
     with pytest.warns(UserWarning, match="fallback='dense'"), torch.no_grad():

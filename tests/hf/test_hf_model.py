@@ -7,11 +7,11 @@ import torch
 
 pytest.importorskip("transformers")
 
-from tiny_models import LH, tiny_config, tiny_model, tokens  # noqa: E402
-from transformers import AutoModelForCausalLM  # noqa: E402
+from tiny_models import LH, tiny_config, tiny_model, tokens
+from transformers import AutoModelForCausalLM
 
-import lighthouse_attn.hf as lh_hf  # noqa: E402
-from lighthouse_attn import LighthouseConfig  # noqa: E402
+import lighthouse_attn.hf as lh_hf
+from lighthouse_attn import LighthouseConfig
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])

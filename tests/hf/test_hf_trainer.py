@@ -7,11 +7,11 @@ import torch
 
 pytest.importorskip("accelerate")
 
-from tiny_models import LH, N, tiny_model, tokens  # noqa: E402
-from transformers import Trainer, TrainerCallback, TrainingArguments  # noqa: E402
+from tiny_models import LH, N, tiny_model, tokens
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
-import lighthouse_attn.hf as lh_hf  # noqa: E402
-from lighthouse_attn.hf import attention as hf_attention  # noqa: E402
+import lighthouse_attn.hf as lh_hf
+from lighthouse_attn.hf import attention as hf_attention
 
 
 class Rows(torch.utils.data.Dataset):

@@ -98,12 +98,12 @@ def format_table(record: dict) -> str:
     c = record["config"]
     lh = c["lighthouse"]
     lines = [
-        f"HF LlamaForCausalLM train step: N={c['seq_len']:,} B={c['batch_size']} {c['dtype']} "
-        f"layers={c['model']['num_layers']} d={c['model']['hidden_size']} "
-        f"checkpointing={'on' if c['checkpointing'] else 'off'}  [{record['device']}]",
-        f"stage 1: L={lh['num_levels']} p={lh['pooling_factor']} K={lh['topk']} "
-        f"scorer={lh['scorer']}, Lighthouse in {len(c['lighthouse_layers'])} of "
-        f"{c['model']['num_layers']} layers (dense: {c['dense_layers']})",
+        (f"HF LlamaForCausalLM train step: N={c['seq_len']:,} B={c['batch_size']} {c['dtype']} "
+         f"layers={c['model']['num_layers']} d={c['model']['hidden_size']} "
+         f"checkpointing={'on' if c['checkpointing'] else 'off'}  [{record['device']}]"),
+        (f"stage 1: L={lh['num_levels']} p={lh['pooling_factor']} K={lh['topk']} "
+         f"scorer={lh['scorer']}, Lighthouse in {len(c['lighthouse_layers'])} of "
+         f"{c['model']['num_layers']} layers (dense: {c['dense_layers']})"),
         f"{'variant':<12}{'median step':>14}{'tokens/s':>14}{'peak memory':>14}",
     ]
     for variant, r in record["results"].items():

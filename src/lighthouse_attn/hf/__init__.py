@@ -11,8 +11,14 @@ Needs ``pip install "lighthouse-attn[hf]"`` (transformers and accelerate).
 """
 
 from .attention import ATTN_IMPLEMENTATION, lighthouse_attention_forward, lighthouse_mask, register
-from .model import (attention_modules, build_causal_lm, configure, lighthouse_layers,
-                    save_pretrained, to_dense)
+from .model import (
+    attention_modules,
+    build_causal_lm,
+    configure,
+    lighthouse_layers,
+    save_pretrained,
+    to_dense,
+)
 from .settings import CONFIG_KEY, Settings, read_settings
 
 __all__ = ["ATTN_IMPLEMENTATION", "CONFIG_KEY", "RecoveryCallback", "Settings",

@@ -7,9 +7,9 @@ They travel with ``save_pretrained`` / ``from_pretrained`` as one JSON-ready ent
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
 
 from ..config import LighthouseConfig
 
@@ -42,7 +42,7 @@ class Settings:
                 "fallback": self.fallback}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Settings":
+    def from_dict(cls, d: dict) -> Settings:
         """Inverse of :meth:`to_dict`; ``ValueError`` on anything malformed."""
         return _from_json(json.dumps(d, sort_keys=True))
 
