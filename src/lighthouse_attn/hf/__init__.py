@@ -1,11 +1,11 @@
-"""Lighthouse as a Hugging Face transformers attention implementation.
+"""Lighthouse as a Hugging Face transformers attention implementation::
 
->>> import lighthouse_attn.hf as lh_hf                                  # doctest: +SKIP
->>> lh_hf.register()             # "lighthouse" joins transformers' AttentionInterface
->>> model = AutoModelForCausalLM.from_config(cfg, attn_implementation="lighthouse")
->>> lh_hf.configure(model, LighthouseConfig(...), dense_layers=[0, 1, -2, -1])   # stage 1
->>> lh_hf.to_dense(model)        # stage 2: every layer back to "sdpa"
->>> Trainer(..., callbacks=[lh_hf.RecoveryCallback(switch_step=10_000)])   # or automatically
+    import lighthouse_attn.hf as lh_hf
+    lh_hf.register()             # "lighthouse" joins transformers' AttentionInterface
+    model = AutoModelForCausalLM.from_config(cfg, attn_implementation="lighthouse")
+    lh_hf.configure(model, LighthouseConfig(...), dense_layers=[0, 1, -2, -1])  # stage 1
+    lh_hf.to_dense(model)        # stage 2: every layer back to "sdpa"
+    Trainer(..., callbacks=[lh_hf.RecoveryCallback(switch_step=10_000)])  # or automatically
 
 Needs ``pip install "lighthouse-attn[hf]"`` (transformers and accelerate).
 """
