@@ -32,9 +32,20 @@ def test_bench_hf_tiny_run_writes_the_record(tmp_path, capsys):
         assert len(r["step_times_s"]) == len(r["losses"]) == 3
         assert r["median_step_s"] > 0 and r["tokens_per_s"] == pytest.approx(256 / r["median_step_s"])
         assert r["peak_memory_bytes"] is None  # CPU
+        assert r["timed_steps"] == 2 and r["stopped_by_time_budget"] is False
     lh, dense = record["results"]["lighthouse"], record["results"]["sdpa"]
     assert lh["losses"][0] != dense["losses"][0]  # same weights and batch, different attention
     assert record["speedup"] == pytest.approx(dense["median_step_s"] / lh["median_step_s"])
+
+
+def test_bench_hf_time_budget_cuts_the_timed_steps(tmp_path):
+    out = tmp_path / "bench.json"
+    assert main(TINY + ["--variants", "sdpa", "--steps", "5", "--time-budget", "1e-9",
+                        "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    r = record["results"]["sdpa"]
+    assert r["timed_steps"] == 1 and r["stopped_by_time_budget"] is True
+    assert len(r["step_times_s"]) == 2 and "speedup" not in record  # 1 warm-up + 1 timed
 
 
 @pytest.mark.parametrize("extra,message", [
@@ -43,6 +54,7 @@ def test_bench_hf_tiny_run_writes_the_record(tmp_path, capsys):
     (["--dense-layers", "7"], "out of range"),
     (["--variants", "flash"], "--variants"),
     (["--steps", "0"], "--steps"),
+    (["--time-budget", "0"], "--time-budget"),
 ])
 def test_bench_hf_rejects_bad_input(extra, message, tmp_path, capsys):
     assert main(TINY + extra + ["--out", str(tmp_path / "x.json")]) == 2

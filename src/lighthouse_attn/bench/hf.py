@@ -4,8 +4,9 @@
 Both variants are built the same way (``from_config``, random init, no download) with the
 shapes of the paper-530m preset, activation checkpointing on, and timed over steady-state
 steps (forward, backward, AdamW) on one fixed random batch. Prints a table and writes a JSON
-record (device, versions, config, per-step times) to ``--out``. The defaults (N = 98,304,
-2 warm-up + 5 timed steps per variant) fit in about 6 minutes on one H100.
+record (device, versions, config, per-step times) to ``--out``. The defaults (N = 98,304;
+per variant 2 warm-up steps, then 5 timed steps or 150 s of them, whichever ends first) fit in
+about 6 minutes on one H100.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--steps", type=int, default=5, help="timed steps per variant")
     r.add_argument("--dtype", default="bf16", choices=tuple(DTYPES))
     r.add_argument("--device", default="auto", help="'auto' (cuda if available), 'cuda', 'cpu'")
+    r.add_argument("--time-budget", type=float, default=150.0,
+                   help="seconds of timed steps per variant; fewer steps are timed past it")
     r.add_argument("--lr", type=float, default=1e-4)
     r.add_argument("--no-checkpointing", action="store_true",
                    help="keep activations instead of recomputing them")
@@ -112,7 +115,7 @@ def format_table(record: dict) -> str:
             continue
         mem = "n/a" if r["peak_memory_bytes"] is None else f"{r['peak_memory_bytes'] / 2**30:.2f} GiB"
         lines.append(f"{variant:<12}{r['median_step_s']:>12.3f} s{r['tokens_per_s']:>14,.0f}"
-                     f"{mem:>14}")
+                     f"{mem:>14}  ({r['timed_steps']} timed steps)")
     if "speedup" in record:
         lines.append(f"speedup (sdpa step / lighthouse step): {record['speedup']:.2f}x")
     return "\n".join(lines)
@@ -124,6 +127,8 @@ def _bench_config(args: argparse.Namespace) -> dict:
                  "vocab_size", "seq_len", "batch_size", "steps"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(args, name)})")
+    if args.time_budget <= 0:
+        raise ValueError(f"--time-budget must be > 0 seconds (got {args.time_budget})")
     if args.warmup_steps < 0:
         raise ValueError(f"--warmup-steps must be >= 0 (got {args.warmup_steps})")
     if args.hidden_size % args.heads or args.heads % args.kv_heads:
@@ -160,7 +165,8 @@ def _bench_config(args: argparse.Namespace) -> dict:
     return {"model": model, "lighthouse": lighthouse.to_dict(), "dense_layers": dense_layers,
             "lighthouse_layers": lighthouse_layers,
             "seq_len": args.seq_len, "batch_size": args.batch_size,
-            "warmup_steps": args.warmup_steps, "steps": args.steps, "dtype": args.dtype,
+            "warmup_steps": args.warmup_steps, "steps": args.steps,
+            "time_budget_s": args.time_budget, "dtype": args.dtype,
             "device": device, "lr": args.lr, "checkpointing": not args.no_checkpointing,
             "variants": variants, "seed": args.seed,
             "gathered_length": (lighthouse.gathered_length(args.seq_len)
@@ -203,9 +209,10 @@ def _time_variant(config: dict, variant: str, device: torch.device) -> dict:
     tokens = torch.randint(0, config["model"]["vocab_size"],
                            (config["batch_size"], config["seq_len"]), generator=g).to(device)
     times, losses = [], []
-    total = config["warmup_steps"] + config["steps"]
-    for step in tqdm(range(total), desc=f"bench hf {variant}", file=sys.stderr):
-        if step == config["warmup_steps"] and device.type == "cuda":
+    warmup, budget = config["warmup_steps"], config["time_budget_s"]
+    bar = tqdm(total=warmup + config["steps"], desc=f"bench hf {variant}", file=sys.stderr)
+    while len(times) < warmup + config["steps"]:
+        if len(times) == warmup and device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         _sync(device)
         start = time.perf_counter()
@@ -216,12 +223,19 @@ def _time_variant(config: dict, variant: str, device: torch.device) -> dict:
         _sync(device)
         times.append(time.perf_counter() - start)
         losses.append(loss.item())
-    timed = times[config["warmup_steps"]:]
+        bar.update()
+        if len(times) > warmup and sum(times[warmup:]) > budget:
+            break  # keep the whole run inside one device call
+    bar.close()
+    timed = times[warmup:]
     median = statistics.median(timed)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     del model, opt
-    return {"median_step_s": median, "tokens_per_s": config["batch_size"] * config["seq_len"] / median,
-            "peak_memory_bytes": peak, "step_times_s": times, "losses": losses}
+    return {"median_step_s": median,
+            "tokens_per_s": config["batch_size"] * config["seq_len"] / median,
+            "peak_memory_bytes": peak, "timed_steps": len(timed),
+            "stopped_by_time_budget": len(timed) < config["steps"],
+            "step_times_s": times, "losses": losses}
 
 
 def _sync(device: torch.device) -> None:
