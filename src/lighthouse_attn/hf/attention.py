@@ -139,8 +139,9 @@ def _batch_problem(config: object, q_length: int, kv_length: int, q_offset, kv_o
     if attention_mask is not None and not bool(attention_mask.all()):
         return "the attention_mask has zeros (padding)"
     if local_size is not None and kv_length > local_size:
-        return (f"a sliding window of {local_size} tokens is shorter than the sequence "
-                f"({kv_length}); set config.sliding_window=None for full causal attention")
+        return (f"a local attention window (sliding or chunked) of {local_size} tokens is "
+                f"shorter than the sequence ({kv_length}); set config.sliding_window=None for "
+                "full causal attention")
     if not allow_is_causal_skip:
         return ("the causal mask is modified: a document mask from position_ids that restart "
                 "per packed document (e.g. DataCollatorWithFlattening), or a custom mask "

@@ -83,6 +83,10 @@ def build_causal_lm(config_path: str, lighthouse: LighthouseConfig, dense_layers
                     attention: str = ATTN_IMPLEMENTATION) -> PreTrainedModel:
     """A randomly initialised ``AutoModelForCausalLM`` from a local ``config.json`` (no download).
 
+    The init draws from torch's global RNG (seed it first); parameters are fp32 unless the
+    config says otherwise. Train with ``use_cache=False`` in the forward (or in the config) so
+    that no KV cache is built.
+
     Args:
         config_path: a ``config.json`` file, or a directory holding one.
         lighthouse: Lighthouse settings, stored in the config when ``attention="lighthouse"``.
