@@ -268,3 +268,17 @@ def test_settings_round_trip_and_errors():
         Settings.from_dict({"lighthouse": {"topk": 100}, "dense_layers": [], "fallback": "error"})
     with pytest.raises(ValueError, match="dense_layers"):
         Settings.from_dict({"lighthouse": {}, "dense_layers": [-1], "fallback": "error"})
+
+
+@pytest.mark.parametrize("device", [
+    "cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_bf16_training_step_runs_the_op(device, monkeypatch):
+    model = lh_hf.configure(tiny_model().to(device, torch.bfloat16), LH, dense_layers=[0])
+    calls = _spy_op(monkeypatch)
+    x = tokens().to(device)
+    out = model(x, labels=x)
+    out.loss.backward()
+    assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.loss)
+    assert len(calls) == 3 and all(c[0].dtype == torch.bfloat16 for c in calls)
+    grad = model.model.layers[1].self_attn.q_proj.weight.grad
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0

@@ -186,9 +186,8 @@ def _build_model(config: dict, variant: str, device: torch.device):
         rope_theta=m["rope_theta"], rms_norm_eps=1e-5, tie_word_embeddings=False,
         max_position_embeddings=config["seq_len"], use_cache=False)
     torch.manual_seed(config["seed"])
-    with device:
-        model = AutoModelForCausalLM.from_config(hf_config, attn_implementation="sdpa",
-                                                 dtype=DTYPES[config["dtype"]])
+    model = AutoModelForCausalLM.from_config(hf_config, attn_implementation="sdpa",
+                                             dtype=DTYPES[config["dtype"]]).to(device)
     if variant == "lighthouse":
         hf.configure(model, LighthouseConfig(**config["lighthouse"]), config["dense_layers"])
     if config["checkpointing"]:
