@@ -49,10 +49,9 @@ def _pool_kernel(x_ptr, map_ptr, out_ptr, N, M, D, out_heads, x_div, sel_div, se
     out_base = out_ptr + b.to(tl.int64) * sob + o.to(tl.int64) * soh
     level_off = 0
     for lvl in tl.static_range(L):
-        n_l: tl.constexpr = ROWS // (P**lvl)
         if lvl > 0:
-            cur = tl.sum(tl.reshape(cur, (n_l, P, BLOCK_D)), axis=1)
-        m = (u0 >> (lvl * LOG2P)) + tl.arange(0, n_l) - SHIFT
+            cur = tl.sum(tl.reshape(cur, (ROWS // (P**lvl), P, BLOCK_D)), axis=1)
+        m = (u0 >> (lvl * LOG2P)) + tl.arange(0, ROWS // (P**lvl)) - SHIFT
         ok = (m >= 0) & (m < (N >> (lvl * LOG2P)))
         s = tl.load(map_row + level_off + m, mask=ok, other=-1)
         ok = ok & (s >= 0)
@@ -84,8 +83,7 @@ def _spread_kernel(g_ptr, map_ptr, out_ptr, N, M, D, out_heads, group, sel_div, 
         g_base = g_ptr + b.to(tl.int64) * sgb + g_head.to(tl.int64) * sgh
         level_off = 0
         for lvl in tl.static_range(L):
-            n_l: tl.constexpr = ROWS // (P**lvl)
-            m = (u0 >> (lvl * LOG2P)) + tl.arange(0, n_l) - SHIFT
+            m = (u0 >> (lvl * LOG2P)) + tl.arange(0, ROWS // (P**lvl)) - SHIFT
             ok = (m >= 0) & (m < (N >> (lvl * LOG2P)))
             s = tl.load(map_row + level_off + m, mask=ok, other=-1)
             ok = ok & (s >= 0)
@@ -96,7 +94,8 @@ def _spread_kernel(g_ptr, map_ptr, out_ptr, N, M, D, out_heads, group, sel_div, 
             if lvl == 0:
                 acc += rows
             else:
-                acc += tl.reshape(tl.broadcast_to(rows[:, None, :], (n_l, P**lvl, BLOCK_D)),
+                acc += tl.reshape(tl.broadcast_to(rows[:, None, :],
+                                                  (ROWS // (P**lvl), P**lvl, BLOCK_D)),
                                   (ROWS, BLOCK_D))
             level_off += N >> (lvl * LOG2P)
     t = u0 + tl.arange(0, ROWS) - SHIFT
