@@ -6,7 +6,10 @@ import argparse
 import importlib
 
 # name -> (module with add_arguments(parser) and main(args) -> int, one-line help)
-BENCHMARKS: dict[str, tuple[str, str]] = {}
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "train": ("lighthouse_attn.bench.train",
+              "training steps/s of a model: stage 1 (Lighthouse) vs dense SDPA"),
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -56,8 +56,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_preset: str = "
     h.add_argument("--dilation", type=int, help="dilation of the dilated scorer")
     h.add_argument("--gqa", choices=["expand", "shared"])
     h.add_argument("--dense-layers", type=str,
-                   help="layers always dense, e.g. '0,1,-2,-1' (negative: from the end) or "
-                        "'none'")
+                   help="layers always dense, e.g. '0,1,-2,-1' (negative: from the end; "
+                        "write --dense-layers=-1 when the list starts with a minus) or 'none'")
 
 
 def build_model_config(args: argparse.Namespace) -> LlamaConfig:
