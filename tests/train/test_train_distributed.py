@@ -19,16 +19,19 @@ from lighthouse_attn.cli import main
 
 
 def test_two_processes_match_one(tmp_path):
+    """2 processes x 2 micro-steps of 1 sequence with activation checkpointing == 1 process with
+    one batch of 4."""
     corpus = make_corpus(tmp_path)
     common = [*TINY_ARGS, "--data", corpus, "--batch-size", "4", "--lighthouse-steps", "3",
               "--dense-steps", "2", "--ckpt-every", "2"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "lighthouse_attn.train", *common, "--run-dir", str(tmp_path / "two")],
+         "-m", "lighthouse_attn.train", *common, "--run-dir", str(tmp_path / "two"),
+         "--grad-accum", "2", "--activation-checkpointing"],
         capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "(grad-accum 1, 2 processes)" in proc.stdout
+    assert "(grad-accum 2, 2 processes)" in proc.stdout
     assert main(["train", *common, "--run-dir", str(tmp_path / "one")]) == 0
 
     assert [r["stage"] for r in metrics(tmp_path / "two")] == ["lighthouse"] * 3 + ["dense"] * 2

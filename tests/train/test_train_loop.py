@@ -171,7 +171,8 @@ def test_resume_rejects_a_corrupt_or_mismatched_checkpoint(finished, tmp_path):
     run = TrainConfig.from_dict(dict(config["train"], run_dir=str(bad)))
     optimizer = bad / "checkpoints" / "step_0000006" / "optimizer.pt"
     optimizer.write_bytes(optimizer.read_bytes()[:100])
-    with pytest.raises(ValueError, match="corrupt: optimizer.pt"):
+    with pytest.raises(ValueError, match="corrupt: optimizer.pt.*remove .* to resume from "
+                                         "step_0000003"):
         train(run, TINY_MODEL, resume=True, progress=False)
     shutil.rmtree(bad / "checkpoints" / "step_0000006")
     with pytest.raises(ValueError, match="saved for another model config.*ffn_hidden"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -106,7 +107,12 @@ def _train(env: DistEnv, run: TrainConfig, model_config: LlamaConfig, resume: bo
     if resume:
         ckpts = checkpoint.list_checkpoints(run_dir)
         if ckpts:
-            state = checkpoint.read_checkpoint(ckpts[-1][1], model_config)
+            try:
+                state = checkpoint.read_checkpoint(ckpts[-1][1], model_config)
+            except ValueError as err:
+                older = (f"; remove {ckpts[-1][1]} to resume from {ckpts[-2][1].name}"
+                         if len(ckpts) > 1 else "")
+                raise ValueError(f"{err}{older}") from None
             distributed.load_full_state_dicts(model, optimizer, state["model"],
                                               state["optimizer"])
             loader.load_state_dict(state["trainer"]["loader"])
@@ -241,7 +247,7 @@ def train_step(model: Llama, optimizer: torch.optim.Optimizer,
     loss = env.mean(total).item()
     grad_norm = distributed.grad_norm_value(
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip))
-    if not (torch.isfinite(torch.tensor(loss)) and torch.isfinite(torch.tensor(grad_norm))):
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
         raise NonFiniteLoss(f"loss {loss} (grad norm {grad_norm})")
     optimizer.step()
     return loss, grad_norm
