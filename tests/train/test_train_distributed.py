@@ -3,10 +3,11 @@
 Two processes with the same global batch must give the same losses and final weights as one
 process: each rank takes its half of every global batch, FSDP2 (fully_shard) shards the weights,
 gradients and AdamW state and averages the gradients, and checkpoints are gathered to full
-tensors on rank 0.
+tensors on rank 0 and loaded back into the sharded model on resume.
 """
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -42,6 +43,19 @@ def test_two_processes_match_one(tmp_path):
     for k in one:
         # AdamW magnifies float noise in near-zero gradients: allow 1e-4 (lr is 3e-3)
         torch.testing.assert_close(two[k], one[k], rtol=1e-3, atol=1e-4)
-    # checkpoints of the sharded run hold full tensors and resume on one process
+    # checkpoints of the sharded run hold full tensors
     ckpt = load_file(tmp_path / "two" / "checkpoints" / "step_0000004" / "model.safetensors")
     assert all(ckpt[k].shape == one[k].shape for k in one)
+
+    # resuming under torchrun loads them back into the sharded model and optimizer: drop the
+    # newest checkpoint (step 4) so the run continues from step 3 and redoes steps 4-5
+    shutil.rmtree(tmp_path / "two" / "checkpoints" / "step_0000004")
+    shutil.rmtree(tmp_path / "two" / "final")
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "lighthouse_attn.train", "--resume", str(tmp_path / "two"), "--no-progress"],
+        capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "at step 3/5 from step_0000003" in proc.stdout
+    assert [r["step"] for r in metrics(tmp_path / "two")] == [1, 2, 3, 4, 5]
+    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=1e-5)
