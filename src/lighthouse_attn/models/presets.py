@@ -11,10 +11,10 @@ PRESETS: dict[str, LlamaConfig] = {
     "demo": LlamaConfig(d_model=128, n_layers=6, n_heads=4, n_kv_heads=2, ffn_hidden=384,
                         rope_theta=10000.0, dense_layers=(0, -1),
                         lighthouse=LighthouseConfig(num_levels=3, pooling_factor=4, topk=128)),
-    # About 125M parameters.
+    # About 125M parameters; K=1024 is valid from seq_len 16,384 (gathered 10,240 of 32,768).
     "small": LlamaConfig(d_model=768, n_layers=12, n_heads=12, n_kv_heads=4, ffn_hidden=3840,
                          rope_theta=500000.0, dense_layers=(0, 1, -2, -1),
-                         lighthouse=LighthouseConfig(num_levels=3, pooling_factor=4, topk=1536)),
+                         lighthouse=LighthouseConfig(num_levels=3, pooling_factor=4, topk=1024)),
     # The paper's ablation model (its sizes as quoted in the project's issue).
     "paper-530m": LlamaConfig(d_model=1024, n_layers=30, n_heads=8, n_kv_heads=8,
                               ffn_hidden=1536, rope_theta=10000.0, dense_layers=(0, 1, 28, 29),

@@ -83,7 +83,7 @@ def _train(env: DistEnv, run: TrainConfig, model_config: LlamaConfig, resume: bo
     micro_batch = run.batch_size // (run.grad_accum * env.world_size)
     memory = estimate_bytes(model_config, run.seq_len, max(1, micro_batch), env.world_size,
                             bf16, run.activation_checkpointing, run.lighthouse_steps > 0)
-    check_memory(memory, env.device)
+    check_memory(memory, env.device, run.activation_checkpointing)
     data = PackedSequences(load_tokens(run.data, run.text_field), run.seq_len)
     loader = BatchLoader(data, run.batch_size, run.grad_accum, run.seed, env.rank,
                          env.world_size)

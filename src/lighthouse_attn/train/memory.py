@@ -40,12 +40,14 @@ def gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB"
 
 
-def check_memory(estimate: dict[str, int], device: torch.device) -> None:
+def check_memory(estimate: dict[str, int], device: torch.device, checkpointing: bool) -> None:
     """``ValueError`` when the estimate exceeds 90% of the device's memory."""
     total, have = sum(estimate.values()), available_bytes(device)
     if total > 0.9 * have:
         parts = ", ".join(f"{k} {gib(v)}" for k, v in estimate.items())
+        fixes = "lower --batch-size or --seq-len, raise --grad-accum, "
+        if not checkpointing:
+            fixes += "turn on --activation-checkpointing, "
         raise ValueError(f"estimated memory {gib(total)} per process ({parts}) exceeds 90% of "
-                         f"the {gib(have)} on {device.type}: lower --batch-size or --seq-len, "
-                         "raise --grad-accum, turn on --activation-checkpointing, or use more "
-                         "GPUs (torchrun)")
+                         f"the {gib(have)} on {device.type}: {fixes}or use more GPUs "
+                         "(torchrun)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict, dataclass, field, fields
 
+from ..data import VOCAB_SIZE
 from ..models import LlamaConfig
 
 SCHEDULES = ("cosine", "linear")
@@ -16,7 +17,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PRESET_TRAINING: dict[str, dict] = {
     "demo": dict(seq_len=2048, batch_size=2, lighthouse_steps=150, dense_steps=50, lr=2e-3,
                  warmup_steps=20, ckpt_every=50, activation_checkpointing=False),
-    "small": dict(seq_len=16384, batch_size=16, lighthouse_steps=4000, dense_steps=1000,
+    "small": dict(seq_len=32768, batch_size=8, lighthouse_steps=4000, dense_steps=1000,
                   lr=6e-4, warmup_steps=200, ckpt_every=250, activation_checkpointing=True),
     "paper-530m": dict(seq_len=98304, batch_size=8, lighthouse_steps=8000, dense_steps=2000,
                        lr=3e-4, warmup_steps=500, ckpt_every=250,
@@ -104,8 +105,6 @@ class TrainConfig:
 def validate_model_for_run(model: LlamaConfig, run: TrainConfig) -> None:
     """Check the model against the run: byte vocabulary, and the sequence length against the
     Lighthouse budget when stage 1 has Lighthouse layers."""
-    from ..data import VOCAB_SIZE
-
     if model.vocab_size < VOCAB_SIZE:
         raise ValueError(f"vocab_size {model.vocab_size} is smaller than the byte tokenizer's "
                          f"{VOCAB_SIZE}")
@@ -162,7 +161,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def train_config_from_args(args: argparse.Namespace, run_dir: str) -> TrainConfig:
     """The :class:`TrainConfig` of the options, preset defaults filling what is unset."""
-    defaults = PRESET_TRAINING.get(args.preset, PRESET_TRAINING["demo"])
+    defaults = PRESET_TRAINING[args.preset]
     values = {}
     for f in fields(TrainConfig):
         if f.name == "run_dir":
