@@ -59,3 +59,9 @@ def test_two_processes_match_one(tmp_path):
     assert "at step 3/5 from step_0000003" in proc.stdout
     assert [r["step"] for r in metrics(tmp_path / "two")] == [1, 2, 3, 4, 5]
     assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=1e-5)
+
+    # and one process can continue what two started
+    shutil.rmtree(tmp_path / "two" / "checkpoints" / "step_0000004")
+    shutil.rmtree(tmp_path / "two" / "final")
+    assert main(["train", "--resume", str(tmp_path / "two"), "--no-progress"]) == 0
+    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=1e-5)
