@@ -10,6 +10,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("lighthouse_attn.plan", "tiles, gathered length, FLOPs and memory of a config"),
     "bench": ("lighthouse_attn.bench.cli", "GPU benchmarks against dense SDPA"),
+    "train": ("lighthouse_attn.train.cli",
+              "two-stage pretraining: Lighthouse, then dense recovery (no options: the demo)"),
 }
 
 

@@ -9,6 +9,8 @@ import importlib
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "attention": ("lighthouse_attn.bench.attention",
                   "one layer: Lighthouse vs dense SDPA, per-stage breakdown and memory"),
+    "train": ("lighthouse_attn.bench.train",
+              "training steps/s of a model: stage 1 (Lighthouse) vs dense SDPA"),
     "hf": ("lighthouse_attn.bench.hf",
            "HF LlamaForCausalLM training steps: Lighthouse stage 1 vs all-SDPA"),
 }

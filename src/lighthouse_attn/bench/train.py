@@ -1,0 +1,200 @@
+"""`lighthouse-attn bench train`: steady-state training throughput, Lighthouse vs dense.
+
+Times full optimizer steps (forward, backward, gradient clipping, AdamW; bf16 autocast on GPU;
+activation checkpointing on by default) of the same model with stage-1 attention (Lighthouse in
+every layer but ``dense_layers``) and with dense SDPA everywhere, on random byte tokens. Each
+mode starts from the same initial weights; the first ``--warmup-steps`` (kernel compilation,
+autotuning, allocator growth) are not timed. Reports the median step time, tokens/s and peak
+memory per mode and the tokens/s ratio; writes JSON with the device, versions and full config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..data import VOCAB_SIZE
+from ..models import (ATTENTION_MODES, Llama, LlamaConfig, add_model_arguments,
+                      build_model_config)
+from ..train.distributed import DistEnv, resolve_device, set_cpu_threads
+from ..train.loop import make_optimizer, train_step
+from ..train.options import TrainConfig
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser, default_preset="paper-530m")
+    g = parser.add_argument_group("benchmark")
+    g.add_argument("--seq-len", type=int, default=98_304, help="tokens per sequence")
+    g.add_argument("--batch-size", type=int, default=1, help="sequences per step")
+    g.add_argument("--warmup-steps", type=int, default=2, help="untimed steps per mode")
+    g.add_argument("--steps", type=int, default=5, help="timed steps per mode")
+    g.add_argument("--modes", default="lighthouse,dense",
+                   help="comma-separated attention modes to time (default: both)")
+    g.add_argument("--activation-checkpointing", action=argparse.BooleanOptionalAction,
+                   default=True, help="recompute blocks in the backward pass (default: on)")
+    g.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="auto: bf16 autocast on GPU, fp32 on CPU")
+    g.add_argument("--compile", action="store_true", help="torch.compile each block")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--out", default="benchmarks",
+                   help="JSON file, or a directory for an automatically named one")
+
+
+def _parse_modes(text: str) -> list[str]:
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    if not modes or any(m not in ATTENTION_MODES for m in modes):
+        raise ValueError(f"--modes must list 'lighthouse' and/or 'dense' (got {text!r})")
+    return modes
+
+
+def _check(args: argparse.Namespace, config: LlamaConfig, modes: list[str]) -> None:
+    for name in ("seq_len", "batch_size", "steps"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.warmup_steps < 0:
+        raise ValueError("--warmup-steps must be >= 0")
+    if "lighthouse" in modes and config.lighthouse_layer_indices:
+        try:
+            config.lighthouse.validate(args.seq_len)
+        except ValueError as err:
+            raise ValueError(f"--seq-len {args.seq_len} does not fit the Lighthouse settings: "
+                             f"{err}") from None
+
+
+def time_mode(config: LlamaConfig, mode: str, args: argparse.Namespace, device: torch.device,
+              bf16: bool) -> dict:
+    """Warm-up then timed optimizer steps of one attention mode; per-step times and losses,
+    median step time, tokens/s and peak memory (CUDA only). An out-of-memory error is
+    reported in the result instead of raised."""
+    torch.manual_seed(args.seed)
+    model = Llama(config).to(device)
+    model.gradient_checkpointing = args.activation_checkpointing
+    model.set_attention(mode)
+    if args.compile:
+        for block in model.layers:
+            block.compile()
+    optimizer = make_optimizer(model, TrainConfig(run_dir=""), device)
+    env = DistEnv(0, 1, device)
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if bf16
+                else contextlib.nullcontext())
+    gen = torch.Generator().manual_seed(args.seed)
+    rows = torch.randint(0, VOCAB_SIZE, (args.batch_size, args.seq_len + 1), generator=gen)
+    batch = [(rows[:, :-1], rows[:, 1:])]
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    times, losses = [], []
+    total = args.warmup_steps + args.steps
+    try:
+        for i in tqdm(range(total), desc=f"{mode:>10}", unit="step", leave=False):
+            t0 = time.perf_counter()
+            loss, _ = train_step(model, optimizer, batch, autocast, 1.0, env)
+            if cuda:
+                torch.cuda.synchronize(device)
+            if i >= args.warmup_steps:
+                times.append(time.perf_counter() - t0)
+                losses.append(loss)
+    except torch.cuda.OutOfMemoryError as err:
+        return {"mode": mode, "error": f"out of memory: {str(err).splitlines()[0]}"}
+    finally:
+        peak = torch.cuda.max_memory_allocated(device) if cuda else None
+        del model, optimizer
+        gc.collect()
+        if cuda:
+            torch.cuda.empty_cache()
+    median = statistics.median(times)
+    return {"mode": mode, "step_times_s": times, "losses": losses, "median_step_s": median,
+            "tokens_per_s": args.batch_size * args.seq_len / median,
+            "peak_memory_bytes": peak}
+
+
+def _versions() -> dict:
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    return {"torch": torch.__version__, "triton": triton_version, "cuda": torch.version.cuda,
+            "python": platform.python_version()}
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _out_path(out: str, preset: str, seq_len: int, device_name: str) -> Path:
+    path = Path(out)
+    if path.suffix == ".json":
+        return path
+    slug = "".join(c if c.isalnum() else "-" for c in device_name.lower()).strip("-")
+    slug = "-".join(part for part in slug.split("-") if part)[:40]
+    return path / f"train_{preset}_{seq_len}_{slug}.json"
+
+
+def format_table(result: dict) -> str:
+    lines = [f"bench train: {result['preset']}, seq_len {result['seq_len']:,} x batch "
+             f"{result['batch_size']}, {result['precision']}, activation checkpointing "
+             f"{'on' if result['activation_checkpointing'] else 'off'}, {result['device']}",
+             f"  {'mode':<11} {'median step':>12} {'tokens/s':>12} {'peak memory':>12}"]
+    for r in result["results"].values():
+        if "error" in r:
+            lines.append(f"  {r['mode']:<11} {r['error']}")
+            continue
+        mem = (f"{r['peak_memory_bytes'] / 2**30:.2f} GiB" if r["peak_memory_bytes"] is not None
+               else "n/a")
+        lines.append(f"  {r['mode']:<11} {r['median_step_s']:>10.3f} s {r['tokens_per_s']:>12,.0f}"
+                     f" {mem:>12}")
+    if result.get("speedup") is not None:
+        lines.append(f"  Lighthouse / dense tokens/s: {result['speedup']:.2f}x")
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    config = build_model_config(args)
+    modes = _parse_modes(args.modes)
+    _check(args, config, modes)
+    device = resolve_device(args.device)
+    if device.type == "cpu":
+        set_cpu_threads(None)
+    bf16 = args.precision == "bf16" or (args.precision == "auto" and device.type == "cuda")
+    results = {mode: time_mode(config, mode, args, device, bf16) for mode in modes}
+    ok = {m: r for m, r in results.items() if "error" not in r}
+    speedup = (ok["lighthouse"]["tokens_per_s"] / ok["dense"]["tokens_per_s"]
+               if {"lighthouse", "dense"} <= set(ok) else None)
+    lh = config.lighthouse
+    lh_active = "lighthouse" in modes and bool(config.lighthouse_layer_indices)
+    name = _device_name(device)
+    result = {
+        "benchmark": "train", "preset": args.preset, "device": name, **_versions(),
+        "seq_len": args.seq_len, "batch_size": args.batch_size,
+        "warmup_steps": args.warmup_steps, "steps": args.steps,
+        "precision": "bf16 autocast" if bf16 else "fp32",
+        "activation_checkpointing": args.activation_checkpointing, "compile": args.compile,
+        "optimizer": "AdamW(0.9, 0.95, wd 0.1), grad clip 1.0",
+        "model": config.to_dict(), "parameters": config.num_parameters(),
+        "lighthouse_layers": list(config.lighthouse_layer_indices),
+        "gathered_length": lh.gathered_length(args.seq_len) if lh_active else None,
+        "attention_flops_ratio": lh.attention_flops_ratio(args.seq_len) if lh_active else None,
+        "results": results, "speedup": speedup,
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    print(format_table(result))
+    path = _out_path(args.out, args.preset, args.seq_len, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")
+    return 0 if len(ok) == len(results) else 1

@@ -1,0 +1,57 @@
+"""Join documents with separators into one token stream and cut it into fixed-length samples."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .tokenizer import SEP_ID, TOKENIZER
+
+
+def pack_documents(documents: Iterable[str]) -> np.ndarray:
+    """``doc_0 SEP doc_1 SEP ...`` as one ``uint16`` array; empty documents are skipped.
+
+    Raises ``ValueError`` if every document is empty."""
+    sep = np.array([SEP_ID], dtype=np.uint16)
+    parts = []
+    for doc in documents:
+        if doc:
+            parts += [TOKENIZER.encode_array(doc), sep]
+    if not parts:
+        raise ValueError("the data holds no text (every document is empty)")
+    return np.concatenate(parts)
+
+
+class PackedSequences:
+    """Sample ``i`` is ``tokens[i*N : i*N + N + 1]`` (inputs and shifted targets), for
+    ``i < (len(tokens) - 1) // N``: consecutive samples share one boundary token.
+
+    Raises:
+        ValueError: the stream is shorter than one sample (``seq_len + 1`` tokens).
+    """
+
+    def __init__(self, tokens: np.ndarray, seq_len: int) -> None:
+        if seq_len < 1:
+            raise ValueError(f"seq_len must be >= 1 (got {seq_len})")
+        self.tokens, self.seq_len = tokens, seq_len
+        self.num_samples = (len(tokens) - 1) // seq_len
+        if self.num_samples < 1:
+            raise ValueError(f"the data has {len(tokens):,} tokens (bytes + separators), shorter "
+                             f"than one sequence of seq_len + 1 = {seq_len + 1:,}; add data or "
+                             f"use --seq-len <= {max(len(tokens) - 1, 1):,}")
+        self.fingerprint = zlib.crc32(tokens.tobytes())
+        """CRC32 of the token stream: tells whether a resumed run sees the same data."""
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def batch(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        """``(inputs, targets)``, int64 ``(len(indices), seq_len)`` each."""
+        N = self.seq_len
+        rows = np.stack([self.tokens[i * N:i * N + N + 1] for i in indices]).astype(np.int64)
+        rows = torch.from_numpy(rows)
+        return rows[:, :-1], rows[:, 1:]

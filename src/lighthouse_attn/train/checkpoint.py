@@ -1,0 +1,261 @@
+"""Checkpoints: atomic writes, verified reads, and :func:`load_model` for downstream tools.
+
+A run directory holds ``checkpoints/step_NNNNNNN/`` (the newest few) and, once finished,
+``final/`` (the dense model). A checkpoint directory holds::
+
+    config.json        {"format", "model": LlamaConfig dict, "attention", "step", "tokenizer"}
+    model.safetensors  weights (the keys of the dense model, in every stage)
+    optimizer.pt       AdamW state keyed by parameter name (checkpoints only)
+    trainer.json       step, stage, data position, elapsed time (checkpoints only)
+    rng.pt             RNG states (checkpoints only)
+    manifest.json      size and SHA-256 of every file above
+
+A directory is written under a temporary name and renamed into place, so a crash never
+leaves a half-written checkpoint under a real name; the manifest catches later damage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..data import SEP_ID, VOCAB_SIZE
+from ..models import Llama, LlamaConfig
+
+FORMAT = "lighthouse-attn/1"
+TOKENIZER_INFO = {"type": "byte", "vocab_size": VOCAB_SIZE, "sep_id": SEP_ID}
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+# --------------------------------------------------------------------------- writing
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    path.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _commit(tmp: Path, final: Path) -> None:
+    """Add the manifest, flush, and rename ``tmp`` to ``final`` (replacing an old one)."""
+    manifest = {}
+    for f in sorted(tmp.iterdir()):
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+        manifest[f.name] = {"bytes": f.stat().st_size, "sha256": _sha256(f)}
+    _write_json(tmp / "manifest.json", manifest)
+    _fsync_dir(tmp)
+    if final.exists():
+        old = final.with_name(f".old-{final.name}-{os.getpid()}")
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, final)
+    _fsync_dir(final.parent)
+
+
+def _tmp_dir(final: Path) -> Path:
+    tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _model_config_json(model_config: LlamaConfig, attention: str, step: int) -> dict:
+    return {"format": FORMAT, "model": model_config.to_dict(), "attention": attention,
+            "step": step, "tokenizer": TOKENIZER_INFO}
+
+
+def save_checkpoint(run_dir: str | Path, step: int, model_state: dict, optimizer_state: dict,
+                    trainer_state: dict, rng_state: dict, model_config: LlamaConfig,
+                    attention: str) -> Path:
+    """Write ``run_dir/checkpoints/step_<step>/`` atomically; returns its path."""
+    final = Path(run_dir) / "checkpoints" / f"step_{step:07d}"
+    tmp = _tmp_dir(final)
+    save_file({k: v.contiguous() for k, v in model_state.items()}, tmp / "model.safetensors")
+    torch.save(optimizer_state, tmp / "optimizer.pt")
+    torch.save(rng_state, tmp / "rng.pt")
+    _write_json(tmp / "trainer.json", dict(trainer_state, step=step))
+    _write_json(tmp / "config.json", _model_config_json(model_config, attention, step))
+    _commit(tmp, final)
+    return final
+
+
+def save_final_model(run_dir: str | Path, model_state: dict, model_config: LlamaConfig,
+                     step: int) -> Path:
+    """Write the finished dense model to ``run_dir/final/`` atomically; returns its path."""
+    final = Path(run_dir) / "final"
+    tmp = _tmp_dir(final)
+    save_file({k: v.contiguous() for k, v in model_state.items()}, tmp / "model.safetensors")
+    _write_json(tmp / "config.json", _model_config_json(model_config, "dense", step))
+    _commit(tmp, final)
+    return final
+
+
+def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """``(step, path)`` of the run's checkpoints, oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir()
+             if p.is_dir() and (m := _STEP_DIR.match(p.name))]
+    return sorted(found)
+
+
+def prune_checkpoints(run_dir: str | Path, keep: int, protect: set[int] = frozenset()) -> None:
+    """Delete all but the newest ``keep`` checkpoints (steps in ``protect`` stay)."""
+    ckpts = list_checkpoints(run_dir)
+    for step, path in ckpts[:max(0, len(ckpts) - keep)]:
+        if step not in protect:
+            shutil.rmtree(path)
+
+
+# --------------------------------------------------------------------------- reading
+def verify(path: Path) -> None:
+    """Check every file of a checkpoint directory against its manifest; ``ValueError`` if one
+    is missing, truncated or modified."""
+    manifest_path = path / "manifest.json"
+    if not manifest_path.is_file():
+        raise ValueError(f"{path} is not a complete checkpoint (no manifest.json)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ValueError(f"checkpoint {path} is corrupt: manifest.json is not valid JSON"
+                         ) from None
+    for name, want in manifest.items():
+        f = path / name
+        if not f.is_file():
+            raise ValueError(f"checkpoint {path} is incomplete: {name} is missing")
+        if f.stat().st_size != want["bytes"] or _sha256(f) != want["sha256"]:
+            raise ValueError(f"checkpoint {path} is corrupt: {name} does not match its "
+                             "checksum (truncated or modified); use an earlier checkpoint")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot read {path}: {err}") from None
+
+
+def read_model_config(path: Path) -> tuple[LlamaConfig, dict]:
+    """The model config and the raw ``config.json`` of a checkpoint directory."""
+    meta = _read_json(path / "config.json")
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a lighthouse-attn checkpoint (format "
+                         f"{meta.get('format')!r}, expected {FORMAT!r})")
+    try:
+        return LlamaConfig.from_dict(meta["model"]), meta
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"checkpoint {path} has an invalid model config: {err}") from None
+
+
+def read_weights(path: Path, model_config: LlamaConfig) -> dict:
+    """The verified weights of a checkpoint directory, checked against ``model_config``
+    (same keys and shapes as a fresh :class:`Llama`)."""
+    try:
+        state = load_file(path / "model.safetensors")
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"checkpoint {path} is corrupt: model.safetensors: {err}") from None
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in Llama(model_config).state_dict().items()}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [f"{k}: {tuple(state[k].shape)} vs {expected[k]}" for k in sorted(expected)
+              if k in state and tuple(state[k].shape) != expected[k]]
+    if missing or unexpected or shapes:
+        raise ValueError(f"checkpoint {path} does not match the model config: missing "
+                         f"{missing[:5]}, unexpected {unexpected[:5]}, shape mismatches "
+                         f"{shapes[:5]}")
+    return state
+
+
+def read_checkpoint(path: str | Path, model_config: LlamaConfig) -> dict:
+    """Everything needed to resume from a checkpoint directory, verified: ``model``,
+    ``optimizer``, ``trainer`` and ``rng``. ``ValueError`` if it is corrupt, incomplete, or
+    saved for another model than ``model_config``."""
+    path = Path(path)
+    verify(path)
+    saved, _ = read_model_config(path)
+    if saved != model_config:
+        diff = {k: (v, model_config.to_dict()[k]) for k, v in saved.to_dict().items()
+                if model_config.to_dict()[k] != v}
+        raise ValueError(f"checkpoint {path} was saved for another model config "
+                         f"(saved vs now: {diff})")
+    try:
+        optimizer = torch.load(path / "optimizer.pt", weights_only=True)
+        rng = torch.load(path / "rng.pt", weights_only=True)
+    except Exception as err:  # torch.load raises many types for damaged pickles
+        raise ValueError(f"checkpoint {path} is corrupt: {err}") from None
+    return {"model": read_weights(path, model_config), "optimizer": optimizer,
+            "trainer": _read_json(path / "trainer.json"), "rng": rng}
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """The directory :func:`load_model` reads: a run's ``final/``, else its newest checkpoint,
+    else ``path`` itself when it is a checkpoint directory."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ValueError(f"{path} is not a directory; pass a run directory or a checkpoint "
+                         "directory")
+    if (path / "final" / "config.json").is_file():
+        return path / "final"
+    if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
+        return path
+    ckpts = list_checkpoints(path)
+    if ckpts:
+        return ckpts[-1][1]
+    raise ValueError(f"{path} holds no model: neither final/, nor checkpoints/step_*, nor "
+                     "config.json + model.safetensors")
+
+
+def load_model(path: str | Path, attention: str = "dense") -> tuple[Llama, dict]:
+    """Load a trained model for evaluation.
+
+    Args:
+        path: a run directory (its final dense model if present, else its latest checkpoint)
+            or a checkpoint directory.
+        attention: ``"dense"`` or ``"lighthouse"``: the mode the model is set to.
+
+    Returns:
+        ``(model, info)``: a :class:`Llama` on the CPU in eval mode, and ``info`` with
+        ``path``, ``kind`` (``"final"`` or ``"checkpoint"``), ``step``, ``trained_attention``
+        (the mode at save time), ``attention``, ``model_config`` (dict) and ``tokenizer``.
+
+    Raises:
+        ValueError: no model there, or a corrupt or mismatched checkpoint.
+    """
+    model_dir = resolve_model_dir(path)
+    verify(model_dir)
+    config, meta = read_model_config(model_dir)
+    model = Llama(config)
+    model.load_state_dict(read_weights(model_dir, config), strict=True)
+    model.set_attention(attention)
+    model.eval()
+    info = {"path": str(model_dir), "kind": "final" if model_dir.name == "final" else
+            "checkpoint", "step": meta.get("step"), "trained_attention": meta.get("attention"),
+            "attention": attention, "model_config": config.to_dict(),
+            "tokenizer": meta.get("tokenizer", TOKENIZER_INFO)}
+    return model, info

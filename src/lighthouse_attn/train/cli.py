@@ -1,0 +1,98 @@
+"""`lighthouse-attn train`: two-stage pretraining (Lighthouse, then dense recovery).
+
+With no arguments it is the main job: the ``demo`` preset on the embedded stdlib corpus,
+both stages, a few minutes on a CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from ..models import LlamaConfig, add_model_arguments, build_model_config
+from .loop import TrainingError, train
+from .options import TrainConfig, add_train_arguments, train_config_from_args
+
+_RESUME_ALLOWED = {"resume", "no_progress", "device", "threads", "command"}
+_RUN_FILES = ("checkpoints", "final", "config.json", "metrics.jsonl", "train.log", "loss.png",
+              "summary.md")
+_EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = ("Every option defaults to the preset's value; with no options this runs "
+                     "the demo (both stages on the embedded stdlib corpus).")
+    add_model_arguments(parser)
+    add_train_arguments(parser)
+
+
+def _defaults() -> dict:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return vars(parser.parse_args([]))
+
+
+def _resume_configs(args: argparse.Namespace) -> tuple[TrainConfig, LlamaConfig]:
+    defaults = _defaults()
+    extra = sorted(k for k, v in vars(args).items()
+                   if k not in _RESUME_ALLOWED and k in defaults and v != defaults[k])
+    if extra:
+        flags = ", ".join("--" + k.replace("_", "-") for k in extra)
+        raise ValueError(f"--resume continues with the settings in RUN_DIR/config.json; drop "
+                         f"{flags}")
+    path = Path(args.resume) / "config.json"
+    if not path.is_file():
+        raise ValueError(f"{args.resume} is not a run directory (no config.json)")
+    try:
+        saved = json.loads(path.read_text())
+        run = TrainConfig.from_dict(dict(saved["train"], run_dir=str(args.resume)))
+        model = LlamaConfig.from_dict(saved["model"])
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} is not a valid run config ({err!r})") from None
+    if args.device != "auto":
+        run.device = args.device
+    if args.threads is not None:
+        run.threads = args.threads
+    return run, model
+
+
+def _new_run_dir(args: argparse.Namespace) -> str:
+    if args.run_dir is None:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ValueError("pass --run-dir under torchrun (every process must agree on it)")
+        return os.path.join("runs", f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir = Path(args.run_dir)
+    if (run_dir / "config.json").exists() and not args.dry_run:
+        if not args.overwrite:
+            raise ValueError(f"{run_dir} already holds a run; continue it with --resume "
+                             f"{run_dir}, or pass --overwrite, or choose another --run-dir")
+        if int(os.environ.get("RANK", "0")) == 0:
+            for name in _RUN_FILES:
+                target = run_dir / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+    return str(run_dir)
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.resume:
+        run, model = _resume_configs(args)
+    else:
+        model = build_model_config(args)
+        run = train_config_from_args(args, _new_run_dir(args))
+    try:
+        result = train(run, model, resume=bool(args.resume), progress=not args.no_progress,
+                       dry_run=args.dry_run)
+    except TrainingError as err:
+        print(f"lighthouse-attn train: error: {err}", file=sys.stderr)
+        return 1
+    if result.status == "interrupted":
+        return _EXIT_CODES.get(result.interrupted_by, 1)
+    return 0

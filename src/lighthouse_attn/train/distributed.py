@@ -1,0 +1,136 @@
+"""Process-group setup, FSDP2 sharding and the few collectives the trainer needs.
+
+Launched by ``torchrun`` (``WORLD_SIZE > 1``) the trainer shards every decoder block and the
+root with ``torch.distributed.fsdp.fully_shard`` for data parallelism (NCCL on GPU, gloo on
+CPU); a plain ``python`` launch runs one process without a process group.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.fsdp import fully_shard
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """Where this process runs: ``rank`` of ``world_size`` on ``device``."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def mean(self, x: Tensor) -> Tensor:
+        """Mean of the scalar tensor ``x`` over processes."""
+        if self.distributed:
+            x = x.clone()
+            dist.all_reduce(x)
+            x /= self.world_size
+        return x
+
+    def any(self, flag: bool) -> bool:
+        """True if ``flag`` is true on any process."""
+        if not self.distributed:
+            return flag
+        t = torch.tensor([int(flag)], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+
+def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
+    """``"auto"``: CUDA when available, else CPU. ``ValueError`` for CUDA without a GPU."""
+    if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda but no CUDA device is available; use --device cpu")
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def setup(device_preference: str = "auto") -> DistEnv:
+    """Join the ``torchrun`` process group if there is one (NCCL on GPU, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_preference, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return DistEnv(rank, world, device)
+
+
+def set_cpu_threads(requested: int | None, local_world_size: int = 1) -> int:
+    """Set torch's CPU threads and return the number. ``None`` (auto): the cores left free by
+    other work at start (1-minute load average), shared by the local processes, at least 1;
+    spin-waiting threads on busy cores can make a step many times slower than one thread."""
+    if requested is None:
+        cores = os.cpu_count() or 1
+        free = cores - os.getloadavg()[0]
+        requested = max(1, min(cores, round(free)) // local_world_size)
+    torch.set_num_threads(requested)
+    return requested
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def shard(model: nn.Module) -> nn.Module:
+    """FSDP2 data parallelism: shard each decoder block, then the root (embeddings, head)."""
+    for block in model.layers:
+        fully_shard(block)
+    fully_shard(model)
+    return model
+
+
+_FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def full_state_dicts(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Unsharded CPU state dicts of the model and optimizer (optimizer state keyed by
+    parameter name), complete on rank 0 (empty on the others). Collective."""
+    return (get_model_state_dict(model, options=_FULL),
+            get_optimizer_state_dict(model, optimizer, options=_FULL))
+
+
+def full_model_state_dict(model: nn.Module) -> dict:
+    """Unsharded CPU model state dict, complete on rank 0. Collective."""
+    return get_model_state_dict(model, options=_FULL)
+
+
+def load_full_state_dicts(model: nn.Module, optimizer: torch.optim.Optimizer,
+                          model_state: dict, optimizer_state: dict) -> None:
+    """Load full state dicts (every process passes the same ones) into a possibly sharded
+    model and its optimizer. Collective."""
+    opts = StateDictOptions(full_state_dict=True, strict=True)
+    set_model_state_dict(model, model_state, options=opts)
+    set_optimizer_state_dict(model, optimizer, optimizer_state, options=opts)
+
+
+def grad_norm_value(norm: Tensor) -> float:
+    """A clipped-gradient norm (a replicated DTensor under FSDP2) as a float."""
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)

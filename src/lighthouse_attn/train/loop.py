@@ -1,0 +1,329 @@
+"""The two-stage training loop, top to bottom.
+
+Stage 1 trains with Lighthouse in every layer except ``dense_layers``; at step
+``lighthouse_steps`` every layer switches to dense SDPA and training continues with the same
+weights, optimizer state, learning-rate schedule and data position (stage 2, recovery). The run
+ends with an ordinary dense model in ``run_dir/final/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..data import BatchLoader, PackedSequences, load_tokens
+from ..models import Llama, LlamaConfig
+from . import checkpoint, distributed
+from .distributed import DistEnv
+from .memory import check_memory, estimate_bytes, gib
+from .metrics import MetricsLog, plot_loss, read_metrics, write_summary
+from .options import TrainConfig, validate_model_for_run
+from .schedule import lr_at, stage_at
+from .signals import StopRequest
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (a non-finite loss); the message says what to do."""
+
+
+class NonFiniteLoss(Exception):
+    """Raised by :func:`train_step` before the optimizer update when loss or grads blow up."""
+
+
+@dataclass
+class RunResult:
+    status: str  # "finished", "interrupted" or "dry run"
+    step: int
+    run_dir: str
+    final_dir: str | None
+    summary_path: str | None
+    interrupted_by: str | None = None  # "SIGINT" or "SIGTERM"
+
+
+def train(run: TrainConfig, model_config: LlamaConfig, *, resume: bool = False,
+          progress: bool = True, dry_run: bool = False,
+          on_step: Callable[[dict], None] | None = None) -> RunResult:
+    """Run (or, with ``resume``, continue) a two-stage training run in ``run.run_dir``.
+
+    ``on_step(record)`` is called on the main process after every step with its metrics.
+
+    Raises:
+        ValueError: invalid settings, data, or checkpoint (before any training step).
+        TrainingError: a non-finite loss; the last good checkpoint is left intact.
+    """
+    env = distributed.setup(run.device)
+    try:
+        return _train(env, run, model_config, resume, progress, dry_run, on_step)
+    finally:
+        distributed.teardown()
+
+
+def _train(env: DistEnv, run: TrainConfig, model_config: LlamaConfig, resume: bool,
+           progress: bool, dry_run: bool, on_step: Callable[[dict], None] | None) -> RunResult:
+    run_dir = Path(run.run_dir)
+    log = MetricsLog(run_dir, enabled=env.is_main, echo=tqdm.write)
+    echo = log.echo
+
+    # ---- 1. Check everything before any work: settings, memory, data ----------------
+    run.validate()
+    validate_model_for_run(model_config, run)
+    threads = (distributed.set_cpu_threads(run.threads, int(os.environ.get(
+        "LOCAL_WORLD_SIZE", "1"))) if env.device.type == "cpu" else None)
+    bf16 = run.precision == "bf16" or (run.precision == "auto" and env.device.type == "cuda")
+    micro_batch = run.batch_size // (run.grad_accum * env.world_size)
+    memory = estimate_bytes(model_config, run.seq_len, max(1, micro_batch), env.world_size,
+                            bf16, run.activation_checkpointing, run.lighthouse_steps > 0)
+    check_memory(memory, env.device, run.activation_checkpointing)
+    data = PackedSequences(load_tokens(run.data, run.text_field), run.seq_len)
+    loader = BatchLoader(data, run.batch_size, run.grad_accum, run.seed, env.rank,
+                         env.world_size)
+    echo(describe(run, model_config, env, data, memory, bf16, threads))
+    if dry_run:
+        return RunResult("dry run", 0, str(run_dir), None, None)
+
+    # ---- 2. Model and optimizer: same init on every process, then FSDP2 shards it ----
+    torch.manual_seed(run.seed)
+    model = Llama(model_config).to(env.device)
+    model.gradient_checkpointing = run.activation_checkpointing
+    if env.distributed:
+        distributed.shard(model)
+    if run.compile:
+        for block in model.layers:
+            block.compile()
+    optimizer = make_optimizer(model, run, env.device)
+
+    # ---- 3. Fresh start or resume from the newest checkpoint -----------------------
+    step, elapsed, tokens_seen = 0, 0.0, 0
+    if resume:
+        ckpts = checkpoint.list_checkpoints(run_dir)
+        if ckpts:
+            try:
+                state = checkpoint.read_checkpoint(ckpts[-1][1], model_config)
+            except ValueError as err:
+                older = (f"; remove {ckpts[-1][1]} to resume from {ckpts[-2][1].name}"
+                         if len(ckpts) > 1 else "")
+                raise ValueError(f"{err}{older}") from None
+            distributed.load_full_state_dicts(model, optimizer, state["model"],
+                                              state["optimizer"])
+            loader.load_state_dict(state["trainer"]["loader"])
+            restore_rng(state["rng"])
+            step = state["trainer"]["step"]
+            elapsed = state["trainer"]["elapsed_s"]
+            tokens_seen = state["trainer"]["tokens"]
+        log.truncate(step)
+        log.event(f"resumed {run_dir} at step {step}/{run.total_steps}"
+                  + (f" from {ckpts[-1][1].name}" if ckpts else " (no checkpoint: restart)"))
+    elif env.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in ("metrics.jsonl", "train.log"):
+            (run_dir / stale).unlink(missing_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(
+            {"train": run.to_dict(), "model": model_config.to_dict()}, indent=2) + "\n")
+        log.event(f"started {run_dir}")
+    env.barrier()
+    model.set_attention(stage_at(step, run.lighthouse_steps))
+    model.train()
+    autocast = (torch.autocast(env.device.type, dtype=torch.bfloat16) if bf16
+                else contextlib.nullcontext())
+
+    def save(stage: str) -> Path | None:
+        model_state, optimizer_state = distributed.full_state_dicts(model, optimizer)
+        path = None
+        if env.is_main:
+            trainer_state = {"stage": stage, "loader": loader.state_dict(),
+                             "elapsed_s": elapsed, "tokens": tokens_seen}
+            path = checkpoint.save_checkpoint(run_dir, step, model_state, optimizer_state,
+                                              trainer_state, rng_state(), model_config, stage)
+            checkpoint.prune_checkpoints(run_dir, run.keep_ckpts, {run.lighthouse_steps})
+        env.barrier()
+        return path
+
+    # ---- 4. The loop ----------------------------------------------------------------
+    bar = tqdm(total=run.total_steps, initial=step, unit="step", dynamic_ncols=True,
+               disable=not (progress and env.is_main))
+    step_tokens = run.batch_size * run.seq_len
+    interrupted = None
+    with StopRequest() as stop:
+        while step < run.total_steps:
+            stage = stage_at(step, run.lighthouse_steps)
+            if stage != model.attention_mode:
+                model.set_attention(stage)
+                log.event(f"step {step}: switch to dense SDPA in every layer (same weights, "
+                          "optimizer state, learning-rate schedule and data position)")
+            lr = lr_at(step, run.total_steps, run.lr, run.warmup_steps, run.min_lr_ratio,
+                       run.schedule)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+            t0 = time.perf_counter()
+            try:
+                loss, grad_norm = train_step(model, optimizer, loader.next_step(), autocast,
+                                             run.grad_clip, env)
+            except NonFiniteLoss as err:
+                last = checkpoint.list_checkpoints(run_dir)
+                where = f"the last good checkpoint is {last[-1][1]}" if last else \
+                    "no checkpoint was written yet"
+                msg = (f"non-finite {err} at step {step + 1} ({stage} stage); stopped without "
+                       f"updating the weights; {where}. Lower --lr or raise --warmup-steps")
+                log.event(msg)
+                bar.close()
+                raise TrainingError(msg) from None
+            dt = time.perf_counter() - t0
+            step += 1
+            elapsed += dt
+            tokens_seen += step_tokens
+
+            record = {"step": step, "stage": stage, "loss": loss, "lr": lr,
+                      "grad_norm": grad_norm, "tokens_per_s": step_tokens / dt,
+                      "tokens_step": step_tokens, "tokens": tokens_seen, "elapsed_s": elapsed}
+            if env.is_main:
+                log.append(record)
+                bar.set_postfix(stage=stage, loss=f"{loss:.3f}",
+                                tok_s=f"{step_tokens / dt:,.0f}")
+                bar.update()
+                if on_step is not None:
+                    on_step(record)
+
+            stage_end = step == run.lighthouse_steps and run.dense_steps > 0
+            saved = step % run.ckpt_every == 0 or stage_end
+            if saved:
+                path = save(stage)
+                log.event(f"step {step}: checkpoint {path}")
+            if env.any(stop.requested) and step < run.total_steps:
+                if not saved:
+                    path = save(stage)
+                interrupted = stop.signal_name or "signal"
+                log.event(f"{interrupted} at step {step}: checkpoint {path}; continue with "
+                          f"`lighthouse-attn train --resume {run_dir}`")
+                break
+    bar.close()
+
+    # ---- 5. The dense model, plot and summary -----------------------------------------
+    final_dir = None
+    if interrupted is None:
+        model_state = distributed.full_model_state_dict(model)
+        if env.is_main:
+            final_dir = str(checkpoint.save_final_model(run_dir, model_state, model_config,
+                                                        step))
+    summary_path = None
+    if env.is_main:
+        summary_path = str(report(run, run_dir, final_dir, interrupted, step))
+    log.event(f"report: {summary_path}")
+    env.barrier()
+    status = "interrupted" if interrupted else "finished"
+    return RunResult(status, step, str(run_dir), final_dir, summary_path, interrupted)
+
+
+def train_step(model: Llama, optimizer: torch.optim.Optimizer,
+               micro_batches: list[tuple[torch.Tensor, torch.Tensor]], autocast,
+               grad_clip: float, env: DistEnv) -> tuple[float, float]:
+    """One optimizer step over ``micro_batches`` of (inputs, targets) int64 ``(b, N)``.
+
+    Returns the mean loss over every token of the global batch and the gradient norm before
+    clipping. Raises :class:`NonFiniteLoss` before updating if either is not finite.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    total = torch.zeros((), device=env.device)
+    for i, (inputs, targets) in enumerate(micro_batches):
+        if env.distributed:  # reduce gradients once, after the last micro-batch
+            model.set_requires_gradient_sync(i == len(micro_batches) - 1)
+        inputs = inputs.to(env.device, non_blocking=True)
+        targets = targets.to(env.device, non_blocking=True)
+        with autocast:
+            logits = model(inputs)
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten()) / len(micro_batches)
+        loss.backward()
+        total += loss.detach()
+    loss = env.mean(total).item()
+    grad_norm = distributed.grad_norm_value(
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip))
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        raise NonFiniteLoss(f"loss {loss} (grad norm {grad_norm})")
+    optimizer.step()
+    return loss, grad_norm
+
+
+def make_optimizer(model: torch.nn.Module, run: TrainConfig, device: torch.device
+                   ) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on norm gains)."""
+    params = list(model.parameters())
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": run.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=run.lr, betas=(run.beta1, run.beta2),
+                             fused=device.type == "cuda")
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def describe(run: TrainConfig, model: LlamaConfig, env: DistEnv, data: PackedSequences,
+             memory: dict[str, int], bf16: bool, threads: int | None) -> str:
+    """The plan printed before training."""
+    lh = model.lighthouse
+    lh_layers = model.lighthouse_layer_indices
+    if run.lighthouse_steps and lh_layers:
+        stage1 = (f"Lighthouse L={lh.num_levels} p={lh.pooling_factor} K={lh.topk} "
+                  f"{lh.scorer} in {len(lh_layers)}/{model.n_layers} layers (dense: "
+                  f"{list(model.dense_layer_indices)}), gathered length "
+                  f"{lh.gathered_length(run.seq_len):,} of {run.seq_len:,}")
+    else:
+        stage1 = "none (dense from scratch)" if not run.lighthouse_steps else \
+            "every layer is in dense_layers: stage 1 runs dense"
+    tokens = run.batch_size * run.seq_len
+    header = (f"lighthouse-attn train: preset {run.preset}, "
+              f"{model.num_parameters() / 1e6:.2f}M parameters ({model.n_layers} layers, "
+              f"d_model {model.d_model}, {model.n_heads} heads, {model.n_kv_heads} kv heads)")
+    processes = f"{env.world_size} process{'es' if env.world_size > 1 else ''}"
+    source = "embedded stdlib corpus" if not run.data else ", ".join(run.data)
+    device = env.device.type + (f" ({threads} thread{'s' if threads > 1 else ''})"
+                                if threads else "")
+    return "\n".join([
+        header,
+        f"  stage 1: {run.lighthouse_steps} steps, {stage1}",
+        f"  stage 2: {run.dense_steps} steps, dense SDPA in every layer",
+        f"  batch: {run.batch_size} x {run.seq_len:,} = {tokens:,} tokens/step (grad-accum "
+        f"{run.grad_accum}, {processes})",
+        f"  data: {len(data.tokens):,} tokens, {len(data):,} sequences ({source})",
+        f"  device: {device}, {'bf16 autocast' if bf16 else 'fp32'}, activation checkpointing "
+        f"{'on' if run.activation_checkpointing else 'off'}, estimated memory "
+        f"{gib(sum(memory.values()))} per process",
+        f"  run dir: {run.run_dir}",
+    ])
+
+
+def report(run: TrainConfig, run_dir: Path, final_dir: str | None, interrupted: str | None,
+           step: int) -> Path:
+    """Write ``loss.png`` and ``summary.md``, print the summary table; returns its path."""
+    records = read_metrics(run_dir / "metrics.jsonl")
+    switch = run.lighthouse_steps if 0 < run.lighthouse_steps < run.total_steps else None
+    title = f"lighthouse-attn train: {run.preset}, seq_len {run.seq_len:,}"
+    if records:
+        plot_loss(records, switch, run_dir / "loss.png", title)
+    status = (f"interrupted by {interrupted} at step {step}/{run.total_steps}; resume with "
+              f"`lighthouse-attn train --resume {run_dir}`" if interrupted else
+              f"finished, {step} steps")
+    config = json.loads((run_dir / "config.json").read_text())
+    text = write_summary(run_dir / "summary.md", title=title, records=records, config=config,
+                         switch_step=switch, final_dir=final_dir, status=status)
+    tqdm.write(text.split("\n## Config")[0].rstrip())
+    return run_dir / "summary.md"

@@ -1,0 +1,53 @@
+"""A rough up-front estimate of training memory per process, to refuse hopeless runs early."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from ..models import LlamaConfig
+
+
+def estimate_bytes(model: LlamaConfig, seq_len: int, micro_batch: int, world_size: int,
+                   bf16: bool, checkpointing: bool, lighthouse: bool) -> dict[str, int]:
+    """Bytes per process: ``state`` (fp32 weights, grads and AdamW moments, sharded over
+    ``world_size``), ``activations`` (saved for backward; with checkpointing only block
+    inputs plus one block's internals) and ``logits``. An estimate, not a bound."""
+    P, L = model.num_parameters(), model.n_layers
+    b, N, d, f = micro_batch, seq_len, model.d_model, model.ffn_hidden
+    act = 2 if bf16 else 4
+    kv = model.n_kv_heads * model.head_dim
+    # norms (fp32), q/k/v/attention output/o, SwiGLU gate, up, product
+    per_block = b * N * (2 * 4 * d + act * (3 * d + 2 * kv) + act * 3 * f)
+    if lighthouse and model.lighthouse_layer_indices:
+        S = model.lighthouse.gathered_length(seq_len)
+        per_block += b * model.n_heads * S * model.head_dim * act * 5  # gathered q, k, v, o, grad
+    residual = b * N * d * 4
+    activations = (L * residual + per_block) if checkpointing else L * (residual + per_block)
+    return {"state": 16 * P // world_size, "activations": activations,
+            "logits": 3 * b * N * model.vocab_size * 4}
+
+
+def available_bytes(device: torch.device) -> int:
+    """Total memory of the GPU, or physical memory for the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def check_memory(estimate: dict[str, int], device: torch.device, checkpointing: bool) -> None:
+    """``ValueError`` when the estimate exceeds 90% of the device's memory."""
+    total, have = sum(estimate.values()), available_bytes(device)
+    if total > 0.9 * have:
+        parts = ", ".join(f"{k} {gib(v)}" for k, v in estimate.items())
+        fixes = "lower --batch-size or --seq-len, raise --grad-accum, "
+        if not checkpointing:
+            fixes += "turn on --activation-checkpointing, "
+        raise ValueError(f"estimated memory {gib(total)} per process ({parts}) exceeds 90% of "
+                         f"the {gib(have)} on {device.type}: {fixes}or use more GPUs "
+                         "(torchrun)")

@@ -1,0 +1,174 @@
+"""The settings of a training run (``TrainConfig``), per-preset defaults, and their checks."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass, field, fields
+
+from ..data import VOCAB_SIZE
+from ..models import LlamaConfig
+
+SCHEDULES = ("cosine", "linear")
+PRECISIONS = ("auto", "bf16", "fp32")
+DEVICES = ("auto", "cpu", "cuda")
+
+# Training defaults per model preset (command-line options override them). The demo's fit
+# the main job's budget (a few minutes on a 2-core CPU); the others are starting points.
+PRESET_TRAINING: dict[str, dict] = {
+    "demo": dict(seq_len=2048, batch_size=2, lighthouse_steps=150, dense_steps=50, lr=2e-3,
+                 warmup_steps=20, ckpt_every=50, activation_checkpointing=False),
+    "small": dict(seq_len=32768, batch_size=8, lighthouse_steps=4000, dense_steps=1000,
+                  lr=6e-4, warmup_steps=200, ckpt_every=250, activation_checkpointing=True),
+    "paper-530m": dict(seq_len=98304, batch_size=8, lighthouse_steps=8000, dense_steps=2000,
+                       lr=3e-4, warmup_steps=500, ckpt_every=250,
+                       activation_checkpointing=True),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything about a run except the model architecture (see ``LlamaConfig``).
+
+    ``batch_size`` is the global batch in sequences per optimizer step, split into
+    ``grad_accum`` micro-steps and over the processes. Steps ``1..lighthouse_steps`` train with
+    Lighthouse, the next ``dense_steps`` with dense SDPA everywhere.
+    """
+
+    run_dir: str
+    preset: str = "demo"
+    lighthouse_steps: int = 150
+    dense_steps: int = 50
+    seq_len: int = 2048
+    batch_size: int = 2
+    grad_accum: int = 1
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 20
+    schedule: str = "cosine"
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    seed: int = 0
+    data: list[str] = field(default_factory=list)
+    text_field: str = "text"
+    ckpt_every: int = 50
+    keep_ckpts: int = 3
+    compile: bool = False
+    activation_checkpointing: bool = False
+    device: str = "auto"
+    precision: str = "auto"
+    threads: int | None = None
+
+    @property
+    def total_steps(self) -> int:
+        return self.lighthouse_steps + self.dense_steps
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad setting and a valid alternative."""
+        for name in ("seq_len", "batch_size", "grad_accum", "ckpt_every", "keep_ckpts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1 "
+                                 f"(got {getattr(self, name)})")
+        for name in ("lighthouse_steps", "dense_steps", "warmup_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
+        if self.total_steps < 1:
+            raise ValueError("--lighthouse-steps + --dense-steps must be >= 1")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError("--threads must be >= 1")
+        if not self.lr > 0:
+            raise ValueError(f"--lr must be > 0 (got {self.lr})")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"--min-lr-ratio must be in [0, 1] (got {self.min_lr_ratio})")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ValueError("AdamW betas must be in [0, 1)")
+        if self.weight_decay < 0 or self.grad_clip <= 0:
+            raise ValueError("--weight-decay must be >= 0 and --grad-clip > 0")
+        for name, allowed in (("schedule", SCHEDULES), ("precision", PRECISIONS),
+                              ("device", DEVICES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"--{name} must be one of {', '.join(allowed)}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown training settings {unknown} in the run config")
+        return cls(**d)
+
+
+def validate_model_for_run(model: LlamaConfig, run: TrainConfig) -> None:
+    """Check the model against the run: byte vocabulary, and the sequence length against the
+    Lighthouse budget when stage 1 has Lighthouse layers."""
+    if model.vocab_size < VOCAB_SIZE:
+        raise ValueError(f"vocab_size {model.vocab_size} is smaller than the byte tokenizer's "
+                         f"{VOCAB_SIZE}")
+    if run.lighthouse_steps > 0 and model.lighthouse_layer_indices:
+        try:
+            model.lighthouse.validate(run.seq_len)
+        except ValueError as err:
+            raise ValueError(f"--seq-len {run.seq_len} does not fit the Lighthouse settings: "
+                             f"{err}") from None
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the run; ``None`` defaults are filled from ``PRESET_TRAINING``."""
+    g = parser.add_argument_group("run")
+    g.add_argument("--run-dir", help="output directory (default: runs/PRESET-TIMESTAMP)")
+    g.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue RUN_DIR from its latest checkpoint with its own settings")
+    g.add_argument("--overwrite", action="store_true",
+                   help="allow a --run-dir that already holds a run (its files are replaced)")
+    g.add_argument("--lighthouse-steps", type=int,
+                   help="stage-1 steps with Lighthouse (0: dense from scratch)")
+    g.add_argument("--dense-steps", type=int, help="stage-2 (recovery) steps with dense SDPA")
+    g.add_argument("--seq-len", type=int, help="tokens (bytes) per sequence")
+    g.add_argument("--batch-size", type=int, help="global batch: sequences per optimizer step")
+    g.add_argument("--grad-accum", type=int, default=1, help="micro-steps per optimizer step")
+    g.add_argument("--data", nargs="+", metavar="PATH",
+                   help="files, directories, globs, .jsonl (default: the embedded stdlib corpus)")
+    g.add_argument("--text-field", default="text", help="field of .jsonl records")
+    g.add_argument("--seed", type=int, default=0)
+    o = parser.add_argument_group("optimizer and schedule")
+    o.add_argument("--lr", type=float, help="peak learning rate")
+    o.add_argument("--min-lr-ratio", type=float, default=0.1,
+                   help="final learning rate as a fraction of --lr")
+    o.add_argument("--warmup-steps", type=int, help="linear warm-up steps")
+    o.add_argument("--schedule", choices=SCHEDULES, default="cosine",
+                   help="decay after warm-up, over both stages")
+    o.add_argument("--weight-decay", type=float, default=0.1)
+    o.add_argument("--grad-clip", type=float, default=1.0, help="max global grad norm")
+    s = parser.add_argument_group("system")
+    s.add_argument("--ckpt-every", type=int, help="checkpoint every N steps")
+    s.add_argument("--keep-ckpts", type=int, default=3, help="checkpoints kept (the newest)")
+    s.add_argument("--device", choices=DEVICES, default="auto")
+    s.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto: bf16 autocast on GPU, fp32 on CPU")
+    s.add_argument("--threads", type=int,
+                   help="CPU threads per process (default: the cores that are free at start)")
+    s.add_argument("--compile", action="store_true", help="torch.compile each block")
+    s.add_argument("--activation-checkpointing", action=argparse.BooleanOptionalAction,
+                   default=None, help="recompute blocks in the backward pass")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("--dry-run", action="store_true",
+                   help="validate the settings, print the plan and exit")
+
+
+def train_config_from_args(args: argparse.Namespace, run_dir: str) -> TrainConfig:
+    """The :class:`TrainConfig` of the options, preset defaults filling what is unset."""
+    defaults = PRESET_TRAINING[args.preset]
+    values = {}
+    for f in fields(TrainConfig):
+        if f.name == "run_dir":
+            continue
+        given = getattr(args, f.name, None)
+        values[f.name] = defaults[f.name] if given is None and f.name in defaults else given
+    values["data"] = list(args.data or [])
+    cfg = TrainConfig(run_dir=run_dir, **{k: v for k, v in values.items() if v is not None})
+    cfg.validate()
+    return cfg
