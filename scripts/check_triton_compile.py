@@ -11,7 +11,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from lighthouse_attn.ops.triton import scores, select, window
+from lighthouse_attn.ops.triton import scores, select, window  # noqa: F401
 
 
 def sig(fn, types: dict, consts: dict) -> ASTSource:
@@ -21,31 +21,34 @@ def sig(fn, types: dict, consts: dict) -> ASTSource:
 
 
 def cases():
+    bf = {n: "*bf16" for n in ("a_ptr", "b_ptr", "x0", "x1", "x2", "g0", "g1", "g2", "o0",
+                               "o1", "o2")}
     for dt in ("bf16", "fp32"):
-        yield "row_norms", sig(scores._row_norms_kernel, {"x_ptr": f"*{dt}", "out_ptr": "*fp32"},
-                               {"BLOCK_R": 64, "BLOCK_D": 128})
-    for L, p in ((2, 2), (3, 4), (4, 4), (4, 2)):
+        yield "row_norms", sig(scores._row_norms_kernel,
+                               {"a_ptr": f"*{dt}", "b_ptr": f"*{dt}", "oa_ptr": "*fp32",
+                                "ob_ptr": "*fp32"}, {"BLOCK_R": 64, "BLOCK_D": 128})
+    for L, p in ((2, 2), (3, 4), (4, 4), (4, 2), (3, 8)):
         log2p = p.bit_length() - 1
         C = 512
         E = triton.next_power_of_2(C + (L - 1) * 128 * p)
         yield f"select L={L} p={p}", sig(
             select._select_kernel,
             {"sq_ptr": "*fp32", "sk_ptr": "*fp32", "level_ptr": "*i64", "index_ptr": "*i64",
-             "key_ptr": "*i64", "parent_ptr": "*i32"},
+             "map_ptr": "*i32", "key_ptr": "*i64", "parent_ptr": "*i32"},
             {"L": L, "P": p, "LOG2P": log2p, "BLOCK_C": C, "E_PAD": E, "TILE_": 128,
              "HALF_": 64})
         yield f"map L={L} p={p}", sig(window._map_kernel,
                                       {"level_ptr": "*i64", "index_ptr": "*i64",
                                        "map_ptr": "*i32"},
                                       {"L": L, "LOG2P": log2p, "BLOCK": 1024})
-        rows = window._rows(p, L, 128)
-        for kern, ptrs in ((window._pool_kernel, ("x_ptr", "out_ptr")),
-                           (window._spread_kernel, ("g_ptr", "out_ptr"))):
+        for kern, base in ((window._pool_kernel, window.POOL_ROWS),
+                           (window._spread_kernel, window.SPREAD_ROWS)):
             for shift, mean in ((0, True), (1, False)):
                 yield f"{kern.fn.__name__} L={L} p={p} shift={shift}", sig(
-                    kern, {ptrs[0]: "*bf16", ptrs[1]: "*bf16", "map_ptr": "*i32"},
+                    kern, {**bf, "map_ptr": "*i32"},
                     {"SHIFT": shift, "MEAN": mean, "L": L, "P": p, "LOG2P": log2p,
-                     "ROWS": rows, "BLOCK_D": 128, "ACC": triton.language.float32})
+                     "ROWS": window._rows(base, p, L, 128), "BLOCK_D": 128,
+                     "ACC": triton.language.float32})
 
 
 def main() -> int:

@@ -61,26 +61,27 @@ def _measure(fn, inputs, grad, warmup, repeats) -> dict:
 
 def _stage_breakdown(q, k, v, cfg, warmup, repeats) -> dict:
     """Each stage of the fast path timed alone on the same inputs (forward and backward)."""
-    from ..ops.triton.scores import row_norms_triton
-    from ..ops.triton.select import select_from_base_scores
-    from ..ops.triton.window import pool, position_map, spread
+    from ..ops.triton.scores import row_norms_pair
+    from ..ops.triton.select import select_with_map
+    from ..ops.triton.window import build_position_map, pool, spread
 
     N, H, L, p = q.shape[2], q.shape[1], cfg.num_levels, cfg.pooling_factor
-    sq0, sk0 = row_norms_triton(q), row_norms_triton(k)
-    sel = select_from_base_scores(sq0, sk0, cfg)
+    sq0, sk0 = row_norms_pair(q, k)
+    sel, pm = select_with_map(sq0, sk0, cfg)
     S = sel.level.shape[2]
-    pm = position_map(sel, N, p, L)
-    gathered = [pool(x, pm, S, H, 1, 1, False, True, p, L) for x in (q, k, v)]
+    gathered = pool([q, k, v], pm, S, [H] * 3, [1] * 3, [1] * 3, False, True, p, L)
     og = fast_causal_attention(*gathered)
     dout = torch.randn_like(q)
     stages = {
-        "scores": lambda: (row_norms_triton(q), row_norms_triton(k)),
-        "select": lambda: select_from_base_scores(sq0, sk0, cfg),
-        "position_map": lambda: position_map(sel, N, p, L),
-        "gather_fwd": lambda: [pool(x, pm, S, H, 1, 1, False, True, p, L) for x in (q, k, v)],
-        "scatter_fwd": lambda: spread(og, pm, N, H, 1, 1, True, False, p, L),
-        "scatter_bwd": lambda: pool(dout, pm, S, H, 1, 1, True, False, p, L),
-        "gather_bwd": lambda: [spread(g, pm, N, H, 1, 1, False, True, p, L) for g in gathered],
+        "scores": lambda: row_norms_pair(q, k),
+        "select": lambda: select_with_map(sq0, sk0, cfg),
+        "position_map (user selections only)": lambda: build_position_map(*sel, N, p, L),
+        "gather_fwd": lambda: pool([q, k, v], pm, S, [H] * 3, [1] * 3, [1] * 3, False, True,
+                                   p, L),
+        "scatter_fwd": lambda: spread([og], pm, N, [H], [1], [1], True, False, p, L),
+        "scatter_bwd": lambda: pool([dout], pm, S, [H], [1], [1], True, False, p, L),
+        "gather_bwd": lambda: spread(gathered, pm, N, [H] * 3, [1] * 3, [1] * 3, False, True,
+                                     p, L),
     }
     return {name: time_ms(fn, warmup, repeats)["median_ms"] for name, fn in stages.items()}
 

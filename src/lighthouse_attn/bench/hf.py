@@ -113,7 +113,8 @@ def format_table(record: dict) -> str:
         if "error" in r:
             lines.append(f"{variant:<12}{r['error']}")
             continue
-        mem = "n/a" if r["peak_memory_bytes"] is None else f"{r['peak_memory_bytes'] / 2**30:.2f} GiB"
+        peak = r["peak_memory_bytes"]
+        mem = "n/a" if peak is None else f"{peak / 2**30:.2f} GiB"
         lines.append(f"{variant:<12}{r['median_step_s']:>12.3f} s{r['tokens_per_s']:>14,.0f}"
                      f"{mem:>14}  ({r['timed_steps']} timed steps)")
     if "speedup" in record:
@@ -160,7 +161,8 @@ def _bench_config(args: argparse.Namespace) -> dict:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but no CUDA device is available; use --device cpu")
+        raise ValueError("--device cuda asked for, but no CUDA device is available; "
+                         "use --device cpu")
     model = {k: getattr(args, k) for k in PAPER_530M}
     return {"model": model, "lighthouse": lighthouse.to_dict(), "dense_layers": dense_layers,
             "lighthouse_layers": lighthouse_layers,

@@ -23,8 +23,7 @@ import torch
 from tqdm import tqdm
 
 from ..data import VOCAB_SIZE
-from ..models import (ATTENTION_MODES, Llama, LlamaConfig, add_model_arguments,
-                      build_model_config)
+from ..models import ATTENTION_MODES, Llama, LlamaConfig, add_model_arguments, build_model_config
 from ..train.distributed import DistEnv, resolve_device, set_cpu_threads
 from ..train.loop import make_optimizer, train_step
 from ..train.options import TrainConfig

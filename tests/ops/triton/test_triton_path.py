@@ -9,16 +9,22 @@ from conftest import rand_qkv
 
 pytest.importorskip("triton")
 
-from lighthouse_attn import LighthouseConfig, lighthouse_attention, select  # noqa: E402
-from lighthouse_attn.ops.gather import gather  # noqa: E402
-from lighthouse_attn.ops.pyramid import build_pyramid  # noqa: E402
-from lighthouse_attn.ops.scatter import scatter  # noqa: E402
-from lighthouse_attn.ops.scores import level_scores  # noqa: E402
-from lighthouse_attn.ops.select import select_from_scores  # noqa: E402
-from lighthouse_attn.ops.triton.select import select_from_base_scores  # noqa: E402
-from lighthouse_attn.ops.scores import row_norms  # noqa: E402
-from lighthouse_attn.ops.triton.scores import row_norms_triton  # noqa: E402
-from lighthouse_attn.ops.triton.window import pool_op, position_map, spread_op  # noqa: E402
+from lighthouse_attn import LighthouseConfig, lighthouse_attention, select
+from lighthouse_attn.ops.gather import gather
+from lighthouse_attn.ops.pyramid import build_pyramid
+from lighthouse_attn.ops.scatter import scatter
+from lighthouse_attn.ops.scores import level_scores, row_norms
+from lighthouse_attn.ops.select import select_from_scores
+from lighthouse_attn.ops.triton.scores import row_norms_pair
+from lighthouse_attn.ops.triton.select import select_from_base_scores, select_with_map
+from lighthouse_attn.ops.triton.window import (
+    gather_pooled,
+    pool,
+    pool_op,
+    position_map,
+    spread_gathered,
+    spread_op,
+)
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -62,18 +68,24 @@ def test_selection_gqa_scorers_identical(gqa, scorer):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 def test_row_norms_kernel_bitwise_equal(dtype):
-    x = torch.randn(2, 3, 200, 72, generator=torch.Generator().manual_seed(30)).to(DEV, dtype)
+    g = torch.Generator().manual_seed(30)
+    x = torch.randn(2, 3, 200, 72, generator=g).to(DEV, dtype)
+    y = torch.randn(2, 1, 200, 72, generator=g).to(DEV, dtype)
     x[0, 0, :5] *= 1e3  # wide dynamic range within rows
     x[1, 2, 7] = 0
-    assert torch.equal(row_norms_triton(x), row_norms(x))
-    assert torch.equal(row_norms_triton(x.transpose(2, 3).contiguous().transpose(2, 3)),
-                       row_norms(x))
+    a, b = row_norms_pair(x, y)
+    assert torch.equal(a, row_norms(x)) and torch.equal(b, row_norms(y))
+    strided = x.transpose(1, 2).contiguous().transpose(1, 2)  # (B, N, H, D) memory, as models
+    assert torch.equal(row_norms_pair(strided, y)[0], row_norms(x))
 
 
 def test_position_map_inverts_selection():
     q, k, _ = qkv(B=2, H=3, N=1024, seed=31)
-    sel = select(q, k, cfg("torch", num_levels=3))
+    c = cfg("triton", num_levels=3)
+    sq, sk = row_norms(q), row_norms(k)
+    sel, pm_kernel = select_with_map(sq, sk, c)
     pm = position_map(sel, 1024, 2, 3)
+    assert torch.equal(pm, pm_kernel)  # the cascade's own map and the standalone map kernel
     offsets = torch.tensor([0, 1024, 1536], device=DEV)
     flat = offsets[sel.level] + sel.index
     S = sel.level.shape[-1]
@@ -125,8 +137,9 @@ def test_gather_and_scatter_kernels_match_twins(dtype, gqa):
     S = sel.level.shape[-1]
 
     def kernels(x, o):
-        g = pool_op(x, pm, S, heads, div, 1, False, True, 2, 3)
-        out = spread_op(o, pm, N, H, 1, G if gqa == "shared" else 1, True, False, 2, 3)
+        (g,) = gather_pooled([x], pm, S, [heads], [div], [1], False, True, 2, 3)
+        (out,) = spread_gathered([o], pm, N, [H], [1], [G if gqa == "shared" else 1], True,
+                                 False, 2, 3)
         return g, out
 
     def reference(x, o):
@@ -200,11 +213,25 @@ def test_custom_ops_pass_opcheck():
     sel = select(q, k, cfg("torch"))
     pm = position_map(sel, 256, 2, 2)
     S = sel.level.shape[-1]
-    torch.library.opcheck(pool_op, (k, pm, S, 2, 1, 1, False, True, 2, 2))
-    torch.library.opcheck(pool_op, (k, pm, S, 2, 1, 1, True, False, 2, 2))
+    torch.library.opcheck(pool_op, ([k, q], pm, S, [2, 2], [1, 1], [1, 1], False, True, 2, 2))
+    torch.library.opcheck(pool_op, ([k], pm, S, [2], [1], [1], True, False, 2, 2))
     o = torch.randn(1, 2, S, 4, device=DEV, requires_grad=True)
-    torch.library.opcheck(spread_op, (o, pm, 256, 2, 1, 1, True, False, 2, 2))
-    torch.library.opcheck(spread_op, (o, pm, 256, 2, 1, 1, False, True, 2, 2))
+    torch.library.opcheck(spread_op, ([o], pm, 256, [2], [1], [1], True, False, 2, 2))
+    o2 = torch.randn(1, 2, S, 4, device=DEV, requires_grad=True)
+    torch.library.opcheck(spread_op, ([o, o2], pm, 256, [2, 1], [1, 2], [1, 1], False, True,
+                                      2, 2))
+
+
+def test_three_tensor_launch_equals_separate_launches():
+    q, k, v = qkv(B=2, H=4, Hkv=2, N=512, D=8, seed=32)
+    sel = select(q, k, cfg("torch"))
+    pm = position_map(sel, 512, 2, 2)
+    S = sel.level.shape[-1]
+    fused = pool([q, k, v], pm, S, [4, 4, 4], [1, 2, 2], [1, 1, 1], False, True, 2, 2)
+    alone = [pool([x], pm, S, [4], [d], [1], False, True, 2, 2)[0]
+             for x, d in ((q, 1), (k, 2), (v, 2))]
+    for a, b in zip(fused, alone):
+        assert torch.equal(a, b)
 
 
 def test_compiles_without_graph_breaks():

@@ -11,25 +11,29 @@ from ...config import LighthouseConfig
 from ..inner import fast_causal_attention
 from ..scores import base_scores
 from ..select import Selection
-from .scores import row_norms_triton
-from .select import select_from_base_scores
-from .window import pool_op, position_map, spread_op
+from .scores import scores_qk
+from .select import select_with_map
+from .window import gather_pooled, position_map, spread_gathered
 
 
-@torch.no_grad()
+def _select(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConfig
+            ) -> tuple[Selection, Tensor]:
+    B, H, N, _ = q.shape
+    group = H // k.shape[1]
+    with torch.no_grad():
+        if config.scorer == "dilated":
+            sq0, sk0 = base_scores(q, k, v, config)
+        else:
+            sq0, sk0 = scores_qk(q.detach(), k.detach())  # key scores stay per kv head
+            if config.gqa == "shared":
+                sq0 = sq0.view(B, H // group, group, N).amax(2)
+        return select_with_map(sq0, sk0, config)
+
+
 def select_triton(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConfig
                   ) -> Selection:
     """Same contract and result as ``ops.select.select``, on the Triton cascade."""
-    B, H, N, _ = q.shape
-    group = H // k.shape[1]
-    if config.scorer == "dilated":
-        sq0, sk0 = base_scores(q, k, v, config)
-    elif config.gqa == "shared":
-        sq0 = row_norms_triton(q).view(B, H // group, group, N).amax(2)
-        sk0 = row_norms_triton(k)
-    else:
-        sq0, sk0 = row_norms_triton(q), row_norms_triton(k)  # key scores stay per kv head
-    return select_from_base_scores(sq0, sk0, config)
+    return _select(q, k, v, config)[0]
 
 
 def lighthouse_triton(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
@@ -40,17 +44,17 @@ def lighthouse_triton(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
     group = H // Hkv
     L, p = config.num_levels, config.pooling_factor
     if selection is None:
-        selection = select_triton(q, k, v, config)
+        selection, pos_map = _select(q, k, v, config)
+    else:
+        pos_map = position_map(selection, N, p, L)
     S = selection.level.shape[2]
-    pos_map = position_map(selection, N, p, L)
     shared = config.gqa == "shared"
     q_sel_div = group if shared else 1
-    qg = pool_op(q, pos_map, S, H, 1, q_sel_div, False, True, p, L)
     kv_heads, kv_div = (Hkv, 1) if shared else (H, group)
-    kg = pool_op(k, pos_map, S, kv_heads, kv_div, 1, False, True, p, L)
-    vg = pool_op(v, pos_map, S, kv_heads, kv_div, 1, False, True, p, L)
+    qg, kg, vg = gather_pooled([q, k, v], pos_map, S, [H, kv_heads, kv_heads],
+                               [1, kv_div, kv_div], [q_sel_div, 1, 1], False, True, p, L)
     if attn_fn is None:
         og = fast_causal_attention(qg, kg, vg, scale, config.deterministic)
     else:
         og = attn_fn(qg, kg, vg, D**-0.5 if scale is None else scale)
-    return spread_op(og, pos_map, N, H, 1, q_sel_div, True, False, p, L)
+    return spread_gathered([og], pos_map, N, [H], [1], [q_sel_div], True, False, p, L)[0]

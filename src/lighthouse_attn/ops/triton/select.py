@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ...config import HALF, TILE, LighthouseConfig
 from ..select import Selection
+from .window import map_len
 
 LEVEL_BITS = 3  # packed key = (causal key * 2^L) << 3 | level; L <= 7
 
@@ -85,8 +86,8 @@ def _children(parent_row, cand, chosen, P: tl.constexpr, TILE_: tl.constexpr):
 
 
 @triton.jit
-def _select_kernel(sq_ptr, sk_ptr, level_ptr, index_ptr, key_ptr, parent_ptr,
-                   N, S, C, heads, sk_div,
+def _select_kernel(sq_ptr, sk_ptr, level_ptr, index_ptr, map_ptr, key_ptr, parent_ptr,
+                   N, S, M, C, heads, sk_div,
                    L: tl.constexpr, P: tl.constexpr, LOG2P: tl.constexpr,
                    BLOCK_C: tl.constexpr, E_PAD: tl.constexpr, TILE_: tl.constexpr,
                    HALF_: tl.constexpr):
@@ -128,15 +129,19 @@ def _select_kernel(sq_ptr, sk_ptr, level_ptr, index_ptr, key_ptr, parent_ptr,
     lvl64 = lvl.to(tl.int64)
     end = (pos + (tl.full(lvl.shape, 1, tl.int64) << (L - lvl64))) >> L
     index = tl.where(low == 0, (pos >> L) >> (lvl64 * LOG2P), (end >> (lvl64 * LOG2P)) - 1)
-    out = row.to(tl.int64) * S + tile * E + offs_e
+    pos = tile * E + offs_e
+    out = row.to(tl.int64) * S + pos
     tl.store(level_ptr + out, lvl.to(tl.int64), mask=offs_e < E)
     tl.store(index_ptr + out, index, mask=offs_e < E)
+    level_off = tl.zeros_like(index)
+    for i in tl.static_range(L):
+        level_off += tl.where(lvl > i, N >> (i * LOG2P), 0)
+    tl.store(map_ptr + row.to(tl.int64) * M + level_off + index, pos, mask=offs_e < E)
 
 
-@torch.library.custom_op("lighthouse_attn::select_tiles", mutates_args=())
 def select_tiles(sq0: Tensor, sk0: Tensor, num_levels: int, pooling_factor: int, topk: int
-                 ) -> tuple[Tensor, Tensor]:
-    """The kernel as an opaque op (torch.compile traces around it): ``(level, index)``."""
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+    """Launch the cascade: ``(level, index, pos_map)`` (see :func:`select_with_map`)."""
     L, p, T = num_levels, pooling_factor, topk // TILE
     B, heads, N = sq0.shape
     C = N // p ** (L - 1) // T
@@ -144,32 +149,53 @@ def select_tiles(sq0: Tensor, sk0: Tensor, num_levels: int, pooling_factor: int,
     E_pad = triton.next_power_of_2(E)
     level = torch.empty(B, heads, T * E, dtype=torch.int64, device=sq0.device)
     index = torch.empty_like(level)
+    pos_map = torch.full((B, heads, map_len(N, p, L)), -1, dtype=torch.int32,
+                         device=sq0.device)
     keys = torch.empty(B * heads * T, E_pad, dtype=torch.int64, device=sq0.device)
     parents = torch.empty(B * heads * T, TILE, dtype=torch.int32, device=sq0.device)
     _select_kernel[(T, B * heads)](
-        sq0.contiguous(), sk0.contiguous(), level, index, keys, parents,
-        N, T * E, C, heads, heads // sk0.shape[1],
+        sq0.contiguous(), sk0.contiguous(), level, index, pos_map, keys, parents,
+        N, T * E, pos_map.shape[2], C, heads, heads // sk0.shape[1],
         L=L, P=p, LOG2P=p.bit_length() - 1, BLOCK_C=triton.next_power_of_2(C), E_PAD=E_pad,
         TILE_=TILE, HALF_=HALF, num_warps=8 if E_pad >= 2048 else 4)
-    return level, index
+    return level, index, pos_map
 
 
-@select_tiles.register_fake
+@torch.library.custom_op("lighthouse_attn::select_tiles", mutates_args=())
+def select_tiles_op(sq0: Tensor, sk0: Tensor, num_levels: int, pooling_factor: int, topk: int
+                    ) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`select_tiles` as an opaque op for torch.compile."""
+    return select_tiles(sq0, sk0, num_levels, pooling_factor, topk)
+
+
+@select_tiles_op.register_fake
 def _(sq0, sk0, num_levels, pooling_factor, topk):
     B, heads, N = sq0.shape
     S = N // pooling_factor ** (num_levels - 1) + (num_levels - 1) * pooling_factor * topk
     out = sq0.new_empty(B, heads, S, dtype=torch.int64)
-    return out, torch.empty_like(out)
+    pos_map = sq0.new_empty(B, heads, map_len(N, pooling_factor, num_levels),
+                            dtype=torch.int32)
+    return out, torch.empty_like(out), pos_map
 
 
-def select_from_base_scores(sq0: Tensor, sk0: Tensor, config: LighthouseConfig) -> Selection:
+def select_with_map(sq0: Tensor, sk0: Tensor, config: LighthouseConfig
+                    ) -> tuple[Selection, Tensor]:
     """Run the cascade on level-0 scores: ``sq0`` ``(B, H', N)`` fp32 and ``sk0``
     ``(B, H'/r, N)`` fp32 (``r`` query heads per key head: the ``expand`` GQA mode passes the
-    un-repeated key scores). Same result as ``ops.select.select_from_scores`` on the
-    window-max level scores. ``pooling_factor`` must be a power of two and ``L <= 7``."""
+    un-repeated key scores). Returns the same :class:`Selection` as
+    ``ops.select.select_from_scores`` on the window-max level scores, and its inverse position
+    map ``(B, H', M)`` int32 (see ``window.build_position_map``). ``pooling_factor`` must be a
+    power of two and ``L <= 7``."""
     if config.num_levels == 1:
         B, heads, N = sq0.shape
         index = torch.arange(N, device=sq0.device).expand(B, heads, N).contiguous()
-        return Selection(torch.zeros_like(index), index)
-    return Selection(*select_tiles(sq0, sk0, config.num_levels, config.pooling_factor,
-                                   config.topk))
+        return Selection(torch.zeros_like(index), index), index.to(torch.int32)
+    args = (sq0, sk0, config.num_levels, config.pooling_factor, config.topk)
+    level, index, pos_map = (select_tiles_op(*args) if torch.compiler.is_compiling()
+                             else select_tiles(*args))
+    return Selection(level, index), pos_map
+
+
+def select_from_base_scores(sq0: Tensor, sk0: Tensor, config: LighthouseConfig) -> Selection:
+    """:func:`select_with_map` without the map."""
+    return select_with_map(sq0, sk0, config)[0]

@@ -5,18 +5,20 @@ window ``p^(L-1)``), in "u-space" ``u = t + shift``: with ``shift = 1`` the shif
 entry ``(l, m)``, base rows ``[(m+1) p^l - 1, (m+2) p^l - 1)``, is the aligned u-window
 ``m + 1``. Gathered entries are found through the inverse position map (``position_map``).
 
-``pool``: reads every base row of a span once and sums it up the pyramid in registers; each
-gathered entry whose window lies in the span gets its sum (mean if ``mean``).
-    gather forward   = pool(x, mean, shift 0)      (pooling fused into the gather)
-    scatter backward = pool(grad_out, sum, shift 1)
+``pool``: each gathered entry whose window lies in the span gets the sum (mean if ``mean``)
+of its window's rows, read as one ``(entries, window, D)`` block per level.
+    gather forward   = pool([q, k, v], mean, shift 0)   (pooling fused into the gather)
+    scatter backward = pool([grad_out], sum, shift 1)
 ``spread``: every base row gets, at each level, the gathered row whose window covers it
 (divided by ``p^l`` if ``mean``), summed over levels in order 0 .. L-1.
-    gather backward  = spread(grad_gathered, mean, shift 0)
-    scatter forward  = spread(o, sum, shift 1)
+    gather backward  = spread([dq_g, dk_g, dv_g], mean, shift 0)
+    scatter forward  = spread([o], sum, shift 1)
 
-No atomics: every output row is written by exactly one program, so results are deterministic.
-Heads: output head ``o`` of ``pool`` reads input head ``o // x_div`` and selection head
-``o // sel_div``; ``spread`` output head ``j`` sums the ``group`` heads ``j * group + i``.
+One launch serves up to three tensors (q, k, v). No atomics: every output row is written by
+exactly one program, so results are deterministic. Heads: output head ``o`` of ``pool`` reads
+input head ``o // x_div`` and selection head ``o // sel_div``; ``spread`` output head ``j``
+sums the ``group`` gathered heads ``j * group + i``, whose selection head is ``(j*group+i) //
+sel_div``.
 """
 
 from __future__ import annotations
@@ -28,52 +30,66 @@ from torch import Tensor
 
 from ..select import Selection
 
+POOL_ROWS = 128  # span of the pool kernel (measured on H100: 128 > 64 > 32)
+SPREAD_ROWS = 64
+
+
 @triton.jit
-def _pool_kernel(x_ptr, map_ptr, out_ptr, N, M, D, out_heads, x_div, sel_div, sel_heads,
-                 sxb, sxh, sxn, sob, soh, sos,
-                 SHIFT: tl.constexpr, MEAN: tl.constexpr, L: tl.constexpr, P: tl.constexpr,
-                 LOG2P: tl.constexpr, ROWS: tl.constexpr, BLOCK_D: tl.constexpr,
-                 ACC: tl.constexpr):
-    pid_u = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // out_heads
-    o = pid_bh % out_heads
-    u0 = pid_u * ROWS
-    t = u0 + tl.arange(0, ROWS) - SHIFT
+def _pool_one(x_ptr, out_ptr, map_ptr, b, o, N, M, S, D, heads, x_div, sel_div, sel_heads,
+              sxb, sxh, sxn, u0, SHIFT: tl.constexpr, MEAN: tl.constexpr, L: tl.constexpr,
+              P: tl.constexpr, LOG2P: tl.constexpr, ROWS: tl.constexpr, BLOCK_D: tl.constexpr,
+              ACC: tl.constexpr):
     d = tl.arange(0, BLOCK_D)
     md = d < D
     x_base = x_ptr + b.to(tl.int64) * sxb + (o // x_div).to(tl.int64) * sxh
-    cur = tl.load(x_base + t[:, None].to(tl.int64) * sxn + d[None, :],
-                  mask=((t >= 0) & (t < N))[:, None] & md[None, :], other=0.0).to(ACC)
     map_row = map_ptr + (b * sel_heads + o // sel_div).to(tl.int64) * M
-    out_base = out_ptr + b.to(tl.int64) * sob + o.to(tl.int64) * soh
+    out_base = out_ptr + ((b * heads + o).to(tl.int64) * S) * D
     level_off = 0
     for lvl in tl.static_range(L):
-        if lvl > 0:
-            cur = tl.sum(tl.reshape(cur, (ROWS // (P**lvl), P, BLOCK_D)), axis=1)
         m = (u0 >> (lvl * LOG2P)) + tl.arange(0, ROWS // (P**lvl)) - SHIFT
         ok = (m >= 0) & (m < (N >> (lvl * LOG2P)))
         s = tl.load(map_row + level_off + m, mask=ok, other=-1)
         ok = ok & (s >= 0)
-        val = cur
+        t = (u0 + tl.arange(0, ROWS // (P**lvl))[:, None] * (P**lvl)
+             + tl.arange(0, P**lvl)[None, :] - SHIFT)
+        mt = ok[:, None] & (t >= 0) & (t < N)
+        x = tl.load(x_base + t[:, :, None].to(tl.int64) * sxn + d[None, None, :],
+                    mask=mt[:, :, None] & md[None, None, :], other=0.0).to(ACC)
+        val = tl.sum(x, axis=1)
         if MEAN:
-            val = cur * (1.0 / (P**lvl))
-        tl.store(out_base + s[:, None].to(tl.int64) * sos + d[None, :],
+            val = val * (1.0 / (P**lvl))
+        tl.store(out_base + s[:, None].to(tl.int64) * D + d[None, :],
                  val.to(out_ptr.dtype.element_ty), mask=ok[:, None] & md[None, :])
         level_off += N >> (lvl * LOG2P)
 
 
 @triton.jit
-def _spread_kernel(g_ptr, map_ptr, out_ptr, N, M, D, out_heads, group, sel_div, sel_heads,
-                   sgb, sgh, sgs, sob, soh, son,
-                   SHIFT: tl.constexpr, MEAN: tl.constexpr, L: tl.constexpr, P: tl.constexpr,
-                   LOG2P: tl.constexpr, ROWS: tl.constexpr, BLOCK_D: tl.constexpr,
-                   ACC: tl.constexpr):
-    pid_u = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // out_heads
-    j = pid_bh % out_heads
-    u0 = pid_u * ROWS
+def _pool_kernel(x0, x1, x2, o0, o1, o2, map_ptr, N, M, S, D, h0, h1, h2, xd0, xd1, xd2,
+                 sd0, sd1, sd2, sel_heads, s0b, s0h, s0n, s1b, s1h, s1n, s2b, s2h, s2n,
+                 SHIFT: tl.constexpr, MEAN: tl.constexpr, L: tl.constexpr, P: tl.constexpr,
+                 LOG2P: tl.constexpr, ROWS: tl.constexpr, BLOCK_D: tl.constexpr,
+                 ACC: tl.constexpr):
+    u0 = tl.program_id(0) * ROWS
+    pid_y = tl.program_id(1)
+    total = h0 + h1 + h2
+    b = pid_y // total
+    slot = pid_y % total
+    if slot < h0:
+        _pool_one(x0, o0, map_ptr, b, slot, N, M, S, D, h0, xd0, sd0, sel_heads, s0b, s0h,
+                  s0n, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC)
+    elif slot < h0 + h1:
+        _pool_one(x1, o1, map_ptr, b, slot - h0, N, M, S, D, h1, xd1, sd1, sel_heads, s1b,
+                  s1h, s1n, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC)
+    else:
+        _pool_one(x2, o2, map_ptr, b, slot - h0 - h1, N, M, S, D, h2, xd2, sd2, sel_heads,
+                  s2b, s2h, s2n, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC)
+
+
+@triton.jit
+def _spread_one(g_ptr, out_ptr, map_ptr, b, j, N, M, D, heads, group, sel_div, sel_heads,
+                sgb, sgh, sgs, u0, SHIFT: tl.constexpr, MEAN: tl.constexpr, L: tl.constexpr,
+                P: tl.constexpr, LOG2P: tl.constexpr, ROWS: tl.constexpr,
+                BLOCK_D: tl.constexpr, ACC: tl.constexpr):
     d = tl.arange(0, BLOCK_D)
     md = d < D
     acc = tl.zeros((ROWS, BLOCK_D), ACC)
@@ -99,9 +115,31 @@ def _spread_kernel(g_ptr, map_ptr, out_ptr, N, M, D, out_heads, group, sel_div, 
                                   (ROWS, BLOCK_D))
             level_off += N >> (lvl * LOG2P)
     t = u0 + tl.arange(0, ROWS) - SHIFT
-    out = out_ptr + b.to(tl.int64) * sob + j.to(tl.int64) * soh + t[:, None].to(tl.int64) * son
+    out = out_ptr + ((b * heads + j).to(tl.int64) * N + t[:, None].to(tl.int64)) * D
     tl.store(out + d[None, :], acc.to(out_ptr.dtype.element_ty),
              mask=((t >= 0) & (t < N))[:, None] & md[None, :])
+
+
+@triton.jit
+def _spread_kernel(g0, g1, g2, o0, o1, o2, map_ptr, N, M, D, h0, h1, h2, gr0, gr1, gr2,
+                   sd0, sd1, sd2, sel_heads, s0b, s0h, s0s, s1b, s1h, s1s, s2b, s2h, s2s,
+                   SHIFT: tl.constexpr, MEAN: tl.constexpr, L: tl.constexpr, P: tl.constexpr,
+                   LOG2P: tl.constexpr, ROWS: tl.constexpr, BLOCK_D: tl.constexpr,
+                   ACC: tl.constexpr):
+    u0 = tl.program_id(0) * ROWS
+    pid_y = tl.program_id(1)
+    total = h0 + h1 + h2
+    b = pid_y // total
+    slot = pid_y % total
+    if slot < h0:
+        _spread_one(g0, o0, map_ptr, b, slot, N, M, D, h0, gr0, sd0, sel_heads, s0b, s0h, s0s,
+                    u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC)
+    elif slot < h0 + h1:
+        _spread_one(g1, o1, map_ptr, b, slot - h0, N, M, D, h1, gr1, sd1, sel_heads, s1b,
+                    s1h, s1s, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC)
+    else:
+        _spread_one(g2, o2, map_ptr, b, slot - h0 - h1, N, M, D, h2, gr2, sd2, sel_heads,
+                    s2b, s2h, s2s, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC)
 
 
 @triton.jit
@@ -123,24 +161,66 @@ def _acc(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
-def _rows(pooling_factor: int, num_levels: int, D: int) -> int:
-    """Span length: a multiple of the coarsest window, about 8K elements of registers."""
-    window = pooling_factor ** (num_levels - 1)
-    return max(window, min(64, 8192 // triton.next_power_of_2(D)))
+def map_len(seq_len: int, pooling_factor: int, num_levels: int) -> int:
+    """``M = sum_l N / p^l``: entries of the position map per row."""
+    return sum(seq_len // pooling_factor**lvl for lvl in range(num_levels))
 
 
-def position_map(selection: Selection, seq_len: int, pooling_factor: int, num_levels: int
-                 ) -> Tensor:
-    """Inverse of a selection: ``(B, H', M)`` int32, ``M = sum_l N / p^l``; entry
-    ``[b, h, off_l + m]`` is the gathered position of ``(l, m)``, or -1 if not gathered."""
-    return _position_map(selection.level, selection.index, seq_len, pooling_factor, num_levels)
+def _rows(base: int, pooling_factor: int, num_levels: int, D: int) -> int:
+    """Span: a multiple of the coarsest window, ``base`` rows for D <= 128."""
+    rows = base if D <= 128 else base // 2
+    return max(rows, pooling_factor ** (num_levels - 1))
 
 
-@torch.library.custom_op("lighthouse_attn::position_map", mutates_args=())
-def _position_map(level: Tensor, index: Tensor, seq_len: int, pooling_factor: int,
-                  num_levels: int) -> Tensor:
+def _pad3(xs: list, fill) -> list:
+    return list(xs) + [fill] * (3 - len(xs))
+
+
+def pool(xs: list[Tensor], pos_map: Tensor, S: int, heads: list[int], x_divs: list[int],
+         sel_divs: list[int], shift: bool, mean: bool, pooling_factor: int, num_levels: int
+         ) -> list[Tensor]:
+    """For each ``x`` ``(B, H_x, N, D)`` (last dim contiguous) in ``xs`` (1 to 3 tensors):
+    ``(B, heads[i], S, D)`` pooled windows, in one launch (module doc)."""
+    B, _, N, D = xs[0].shape
+    outs = [x.new_empty(B, h, S, D) for x, h in zip(xs, heads)]
+    rows = _rows(POOL_ROWS, pooling_factor, num_levels, D)
+    grid = (triton.cdiv(N + (pooling_factor ** (num_levels - 1) if shift else 0), rows),
+            B * sum(heads))
+    strides = [s for x in _pad3(xs, xs[0]) for s in x.stride()[:3]]
+    _pool_kernel[grid](
+        *_pad3(xs, xs[0]), *_pad3(outs, outs[0]), pos_map, N, pos_map.shape[2], S, D,
+        *_pad3(heads, 0), *_pad3(x_divs, 1), *_pad3(sel_divs, 1), pos_map.shape[1], *strides,
+        SHIFT=int(shift), MEAN=mean, L=num_levels, P=pooling_factor,
+        LOG2P=pooling_factor.bit_length() - 1, ROWS=rows, BLOCK_D=triton.next_power_of_2(D),
+        ACC=_acc(xs[0].dtype), num_warps=4)
+    return outs
+
+
+def spread(gs: list[Tensor], pos_map: Tensor, seq_len: int, heads: list[int],
+           groups: list[int], sel_divs: list[int], shift: bool, mean: bool,
+           pooling_factor: int, num_levels: int) -> list[Tensor]:
+    """For each ``g`` ``(B, heads[i] * groups[i], S, D)`` (last dim contiguous) in ``gs``:
+    ``(B, heads[i], N, D)``, the gathered rows spread over the base rows they cover."""
+    B, _, _, D = gs[0].shape
+    outs = [g.new_empty(B, h, seq_len, D) for g, h in zip(gs, heads)]
+    rows = _rows(SPREAD_ROWS, pooling_factor, num_levels, D)
+    grid = (triton.cdiv(seq_len + int(shift), rows), B * sum(heads))
+    strides = [s for g in _pad3(gs, gs[0]) for s in g.stride()[:3]]
+    _spread_kernel[grid](
+        *_pad3(gs, gs[0]), *_pad3(outs, outs[0]), pos_map, seq_len, pos_map.shape[2], D,
+        *_pad3(heads, 0), *_pad3(groups, 1), *_pad3(sel_divs, 1), pos_map.shape[1], *strides,
+        SHIFT=int(shift), MEAN=mean, L=num_levels, P=pooling_factor,
+        LOG2P=pooling_factor.bit_length() - 1, ROWS=rows, BLOCK_D=triton.next_power_of_2(D),
+        ACC=_acc(gs[0].dtype), num_warps=4)
+    return outs
+
+
+def build_position_map(level: Tensor, index: Tensor, seq_len: int, pooling_factor: int,
+                       num_levels: int) -> Tensor:
+    """Inverse of a selection ``(level, index)`` ``(B, H', S)``: ``(B, H', M)`` int32 whose
+    entry ``[b, h, off_l + m]`` is the gathered position of ``(l, m)``, or -1."""
     B, heads, S = level.shape
-    pos_map = torch.full((B, heads, _map_len(seq_len, pooling_factor, num_levels)), -1,
+    pos_map = torch.full((B, heads, map_len(seq_len, pooling_factor, num_levels)), -1,
                          dtype=torch.int32, device=level.device)
     block = 1024
     _map_kernel[(triton.cdiv(S, block), B * heads)](
@@ -149,111 +229,151 @@ def _position_map(level: Tensor, index: Tensor, seq_len: int, pooling_factor: in
     return pos_map
 
 
-@_position_map.register_fake
-def _(level, index, seq_len, pooling_factor, num_levels):
-    B, heads, _ = level.shape
-    return level.new_empty(B, heads, _map_len(seq_len, pooling_factor, num_levels),
-                           dtype=torch.int32)
+# --------------------------------------------------------------------------- autograd
+# Eager calls go through light autograd Functions; under torch.compile the same launchers run
+# inside torch.library custom ops (opaque to the compiler: no graph break, no fallback). Each
+# op's backward is the other op with the same flags and swapped head arguments.
+
+def _contig(xs):
+    return [x if x.stride(-1) == 1 else x.contiguous() for x in xs]
 
 
-def _map_len(seq_len: int, pooling_factor: int, num_levels: int) -> int:
-    return sum(seq_len // pooling_factor**lvl for lvl in range(num_levels))
+def _grads(ctx, grads):
+    """Output gradients, zeros where autograd passes None (an output left unused)."""
+    return [g if g is not None else torch.zeros(shape, dtype=ctx.dtype, device=ctx.device)
+            for g, shape in zip(grads, ctx.out_shapes)]
 
 
-def pool(x: Tensor, pos_map: Tensor, S: int, out_heads: int, x_div: int, sel_div: int,
-         shift: bool, mean: bool, pooling_factor: int, num_levels: int) -> Tensor:
-    """``(B, out_heads, S, D)``: pooled windows of ``x`` ``(B, H_x, N, D)`` (module doc)."""
-    B, _, N, D = x.shape
-    out = x.new_empty(B, out_heads, S, D)
-    rows = _rows(pooling_factor, num_levels, D)
-    grid = (triton.cdiv(N + (pooling_factor ** (num_levels - 1) if shift else 0), rows),
-            B * out_heads)
-    _pool_kernel[grid](
-        x, pos_map, out, N, pos_map.shape[2], D, out_heads, x_div, sel_div, pos_map.shape[1],
-        x.stride(0), x.stride(1), x.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        SHIFT=int(shift), MEAN=mean, L=num_levels, P=pooling_factor,
-        LOG2P=pooling_factor.bit_length() - 1, ROWS=rows, BLOCK_D=triton.next_power_of_2(D),
-        ACC=_acc(x.dtype), num_warps=4)
-    return out
+class _Pool(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, pos_map, meta, *xs):
+        S, heads, x_divs, sel_divs, shift, mean, p, L = meta
+        ctx.save_for_backward(pos_map)
+        ctx.meta = (xs[0].shape[2], [x.shape[1] for x in xs], x_divs, sel_divs, shift, mean,
+                    p, L)
+        outs = pool(_contig(xs), pos_map, *meta)
+        ctx.out_shapes, ctx.dtype, ctx.device = [o.shape for o in outs], outs[0].dtype, \
+            outs[0].device
+        return tuple(outs)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        (pos_map,) = ctx.saved_tensors
+        dxs = spread(_contig(_grads(ctx, grads)), pos_map, *ctx.meta)
+        return (None, None, *dxs)
 
 
-def spread(g: Tensor, pos_map: Tensor, seq_len: int, out_heads: int, group: int,
-           sel_div: int, shift: bool, mean: bool, pooling_factor: int, num_levels: int
-           ) -> Tensor:
-    """``(B, out_heads, N, D)``: gathered rows ``g`` ``(B, out_heads * group, S, D)`` spread
-    over the base rows they cover (module doc)."""
-    B, _, _, D = g.shape
-    out = g.new_empty(B, out_heads, seq_len, D)
-    rows = _rows(pooling_factor, num_levels, D)
-    grid = (triton.cdiv(seq_len + int(shift), rows), B * out_heads)
-    _spread_kernel[grid](
-        g, pos_map, out, seq_len, pos_map.shape[2], D, out_heads, group, sel_div,
-        pos_map.shape[1], g.stride(0), g.stride(1), g.stride(2),
-        out.stride(0), out.stride(1), out.stride(2),
-        SHIFT=int(shift), MEAN=mean, L=num_levels, P=pooling_factor,
-        LOG2P=pooling_factor.bit_length() - 1, ROWS=rows, BLOCK_D=triton.next_power_of_2(D),
-        ACC=_acc(g.dtype), num_warps=4)
-    return out
+class _Spread(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, pos_map, meta, *gs):
+        N, heads, groups, sel_divs, shift, mean, p, L = meta
+        ctx.save_for_backward(pos_map)
+        ctx.meta = (gs[0].shape[2], [g.shape[1] for g in gs], groups, sel_divs, shift, mean,
+                    p, L)
+        outs = spread(_contig(gs), pos_map, *meta)
+        ctx.out_shapes, ctx.dtype, ctx.device = [o.shape for o in outs], outs[0].dtype, \
+            outs[0].device
+        return tuple(outs)
 
+    @staticmethod
+    def backward(ctx, *grads):
+        (pos_map,) = ctx.saved_tensors
+        dgs = pool(_contig(_grads(ctx, grads)), pos_map, *ctx.meta)
+        return (None, None, *dgs)
 
-# --------------------------------------------------------------------------- custom ops
-# Registered with torch.library so torch.compile sees opaque ops (no graph break, no silent
-# fallback). Each op's autograd is the other op with the same flags and swapped head arguments.
 
 @torch.library.custom_op("lighthouse_attn::pool", mutates_args=())
-def pool_op(x: Tensor, pos_map: Tensor, S: int, out_heads: int, x_div: int, sel_div: int,
-            shift: bool, mean: bool, pooling_factor: int, num_levels: int) -> Tensor:
-    """Differentiable :func:`pool`."""
-    if x.stride(-1) != 1:
-        x = x.contiguous()
-    return pool(x, pos_map, S, out_heads, x_div, sel_div, shift, mean, pooling_factor,
+def pool_op(xs: list[Tensor], pos_map: Tensor, S: int, heads: list[int], x_divs: list[int],
+            sel_divs: list[int], shift: bool, mean: bool, pooling_factor: int,
+            num_levels: int) -> list[Tensor]:
+    """:func:`pool` as an opaque op for torch.compile."""
+    return pool(_contig(xs), pos_map, S, heads, x_divs, sel_divs, shift, mean, pooling_factor,
                 num_levels)
 
 
 @pool_op.register_fake
-def _(x, pos_map, S, out_heads, x_div, sel_div, shift, mean, pooling_factor, num_levels):
-    return x.new_empty(x.shape[0], out_heads, S, x.shape[3])
+def _(xs, pos_map, S, heads, x_divs, sel_divs, shift, mean, pooling_factor, num_levels):
+    return [x.new_empty(x.shape[0], h, S, x.shape[3]) for x, h in zip(xs, heads)]
 
 
 @torch.library.custom_op("lighthouse_attn::spread", mutates_args=())
-def spread_op(g: Tensor, pos_map: Tensor, seq_len: int, out_heads: int, group: int,
-              sel_div: int, shift: bool, mean: bool, pooling_factor: int, num_levels: int
-              ) -> Tensor:
-    """Differentiable :func:`spread`."""
-    if g.stride(-1) != 1:
-        g = g.contiguous()
-    return spread(g, pos_map, seq_len, out_heads, group, sel_div, shift, mean, pooling_factor,
-                  num_levels)
+def spread_op(gs: list[Tensor], pos_map: Tensor, seq_len: int, heads: list[int],
+              groups: list[int], sel_divs: list[int], shift: bool, mean: bool,
+              pooling_factor: int, num_levels: int) -> list[Tensor]:
+    """:func:`spread` as an opaque op for torch.compile."""
+    return spread(_contig(gs), pos_map, seq_len, heads, groups, sel_divs, shift, mean,
+                  pooling_factor, num_levels)
 
 
 @spread_op.register_fake
-def _(g, pos_map, seq_len, out_heads, group, sel_div, shift, mean, pooling_factor, num_levels):
-    return g.new_empty(g.shape[0], out_heads, seq_len, g.shape[3])
+def _(gs, pos_map, seq_len, heads, groups, sel_divs, shift, mean, pooling_factor, num_levels):
+    return [g.new_empty(g.shape[0], h, seq_len, g.shape[3]) for g, h in zip(gs, heads)]
 
 
 def _setup_pool(ctx, inputs, output):
-    x, pos_map, S, out_heads, x_div, sel_div, shift, mean, p, L = inputs
+    xs, pos_map, S, heads, x_divs, sel_divs, shift, mean, p, L = inputs
     ctx.save_for_backward(pos_map)
-    ctx.args = (x.shape[2], x.shape[1], x_div, sel_div, shift, mean, p, L)
+    ctx.meta = (xs[0].shape[2], [x.shape[1] for x in xs], x_divs, sel_divs, shift, mean, p, L)
 
 
-def _pool_backward(ctx, grad):
+def _pool_op_backward(ctx, grads):
     (pos_map,) = ctx.saved_tensors
-    dx = spread_op(grad, pos_map, *ctx.args)
-    return (dx,) + (None,) * 9
+    return (spread_op(list(grads), pos_map, *ctx.meta),) + (None,) * 9
 
 
 def _setup_spread(ctx, inputs, output):
-    g, pos_map, N, out_heads, group, sel_div, shift, mean, p, L = inputs
+    gs, pos_map, N, heads, groups, sel_divs, shift, mean, p, L = inputs
     ctx.save_for_backward(pos_map)
-    ctx.args = (g.shape[2], g.shape[1], group, sel_div, shift, mean, p, L)
+    ctx.meta = (gs[0].shape[2], [g.shape[1] for g in gs], groups, sel_divs, shift, mean, p, L)
 
 
-def _spread_backward(ctx, grad):
+def _spread_op_backward(ctx, grads):
     (pos_map,) = ctx.saved_tensors
-    dg = pool_op(grad, pos_map, *ctx.args)
-    return (dg,) + (None,) * 9
+    return (pool_op(list(grads), pos_map, *ctx.meta),) + (None,) * 9
 
 
-pool_op.register_autograd(_pool_backward, setup_context=_setup_pool)
-spread_op.register_autograd(_spread_backward, setup_context=_setup_spread)
+pool_op.register_autograd(_pool_op_backward, setup_context=_setup_pool)
+spread_op.register_autograd(_spread_op_backward, setup_context=_setup_spread)
+
+
+def gather_pooled(xs: list[Tensor], pos_map: Tensor, S: int, heads: list[int],
+                  x_divs: list[int], sel_divs: list[int], shift: bool, mean: bool,
+                  pooling_factor: int, num_levels: int) -> list[Tensor]:
+    """Differentiable :func:`pool` (an autograd Function eagerly, a custom op compiled)."""
+    meta = (S, heads, x_divs, sel_divs, shift, mean, pooling_factor, num_levels)
+    if torch.compiler.is_compiling():
+        return pool_op(list(xs), pos_map, *meta)
+    return list(_Pool.apply(pos_map, meta, *xs))
+
+
+def spread_gathered(gs: list[Tensor], pos_map: Tensor, seq_len: int, heads: list[int],
+                    groups: list[int], sel_divs: list[int], shift: bool, mean: bool,
+                    pooling_factor: int, num_levels: int) -> list[Tensor]:
+    """Differentiable :func:`spread` (an autograd Function eagerly, a custom op compiled)."""
+    meta = (seq_len, heads, groups, sel_divs, shift, mean, pooling_factor, num_levels)
+    if torch.compiler.is_compiling():
+        return spread_op(list(gs), pos_map, *meta)
+    return list(_Spread.apply(pos_map, meta, *gs))
+
+
+def position_map(selection: Selection, seq_len: int, pooling_factor: int, num_levels: int
+                 ) -> Tensor:
+    """Inverse of a selection (see :func:`build_position_map`); an opaque op when compiled."""
+    if torch.compiler.is_compiling():
+        return _position_map_op(selection.level, selection.index, seq_len, pooling_factor,
+                                num_levels)
+    return build_position_map(selection.level, selection.index, seq_len, pooling_factor,
+                              num_levels)
+
+
+@torch.library.custom_op("lighthouse_attn::position_map", mutates_args=())
+def _position_map_op(level: Tensor, index: Tensor, seq_len: int, pooling_factor: int,
+                     num_levels: int) -> Tensor:
+    return build_position_map(level, index, seq_len, pooling_factor, num_levels)
+
+
+@_position_map_op.register_fake
+def _(level, index, seq_len, pooling_factor, num_levels):
+    B, heads, _ = level.shape
+    return level.new_empty(B, heads, map_len(seq_len, pooling_factor, num_levels),
+                           dtype=torch.int32)
