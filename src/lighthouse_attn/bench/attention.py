@@ -19,7 +19,14 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from ..config import LighthouseConfig
 from ..ops import lighthouse_attention
 from ..ops.inner import fast_causal_attention
-from .common import environment, output_path, peak_memory_mib, time_ms, write_json
+from .common import (
+    environment,
+    output_path,
+    peak_memory_mib,
+    time_ms,
+    warm_up_gpu,
+    write_json,
+)
 
 ISSUE_CASES = "32768:512,32768:2048,131072:2048,524288:2048,524288:8192,1048576:4096:4:4"
 SDPA_BACKENDS = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
@@ -230,6 +237,7 @@ def main(args: argparse.Namespace) -> int:
         cases = args.cases
     parsed = parse_cases(cases, args.num_levels, args.pooling_factor)
     env = environment()
+    warm_up_gpu()
     rows, dense_cache = [], {}
     for i, (N, cfg) in enumerate(parsed, 1):
         print(f"[{i}/{len(parsed)}] N={N:,} L={cfg.num_levels} p={cfg.pooling_factor} "

@@ -7,6 +7,7 @@ import os
 import platform
 import statistics
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,6 +36,18 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
+def warm_up_gpu(seconds: float = 3.0) -> None:
+    """Run matrix products for a few seconds so clocks settle before the first timing."""
+    if not torch.cuda.is_available():
+        return
+    a = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        for _ in range(20):
+            a @ a
+        sync()
+
+
 def time_ms(fn: Callable[[], object], warmup: int = 2, repeats: int = 10,
             budget_ms: float = 20_000.0) -> dict:
     """Median (and min/max) wall time of ``fn`` in ms over ``repeats`` runs after ``warmup``,
@@ -52,7 +65,6 @@ def time_ms(fn: Callable[[], object], warmup: int = 2, repeats: int = 10,
             end.synchronize()
             times.append(start.elapsed_time(end))
         else:
-            import time
             t0 = time.perf_counter()
             fn()
             times.append((time.perf_counter() - t0) * 1e3)

@@ -157,7 +157,7 @@ def select_tiles(sq0: Tensor, sk0: Tensor, num_levels: int, pooling_factor: int,
         sq0.contiguous(), sk0.contiguous(), level, index, pos_map, keys, parents,
         N, T * E, pos_map.shape[2], C, heads, heads // sk0.shape[1],
         L=L, P=p, LOG2P=p.bit_length() - 1, BLOCK_C=triton.next_power_of_2(C), E_PAD=E_pad,
-        TILE_=TILE, HALF_=HALF, num_warps=8 if E_pad >= 2048 else 4)
+        TILE_=TILE, HALF_=HALF, num_warps=16 if E_pad >= 4096 else 8)
     return level, index, pos_map
 
 

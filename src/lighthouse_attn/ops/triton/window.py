@@ -49,21 +49,26 @@ def _pool_one(x_ptr, out_ptr, map_ptr, b, o, N, M, S, D, heads, x_div, sel_div, 
         m = (u0 >> (lvl * LOG2P)) + tl.arange(0, ROWS // (P**lvl)) - SHIFT
         ok = (m >= 0) & (m < (N >> (lvl * LOG2P)))
         s = tl.load(map_row + level_off + m, mask=ok, other=-1)
-        ok = ok & (s >= 0)
-        t = (u0 + tl.arange(0, ROWS // (P**lvl))[:, None] * (P**lvl)
-             + tl.arange(0, P**lvl)[None, :] - SHIFT)
-        mt = ok[:, None] & (t >= 0) & (t < N)
-        x = tl.load(x_base + t[:, :, None].to(tl.int64) * sxn + d[None, None, :],
-                    mask=mt[:, :, None] & md[None, None, :], other=0.0).to(ACC)
-        val = tl.sum(x, axis=1)
-        if MEAN:
-            val = val * (1.0 / (P**lvl))
-        tl.store(out_base + s[:, None].to(tl.int64) * D + d[None, :],
-                 val.to(out_ptr.dtype.element_ty), mask=ok[:, None] & md[None, :])
+        if tl.max(s, 0) >= 0:  # any entry of this level in the span (refined levels: few)
+            ok = ok & (s >= 0)
+            t = (u0 + tl.arange(0, ROWS // (P**lvl))[:, None] * (P**lvl)
+                 + tl.arange(0, P**lvl)[None, :] - SHIFT)
+            mt = ok[:, None] & (t >= 0) & (t < N)
+            x = tl.load(x_base + t[:, :, None].to(tl.int64) * sxn + d[None, None, :],
+                        mask=mt[:, :, None] & md[None, None, :], other=0.0).to(ACC)
+            val = tl.sum(x, axis=1)
+            if MEAN:
+                val = val * (1.0 / (P**lvl))
+            tl.store(out_base + s[:, None].to(tl.int64) * D + d[None, :],
+                     val.to(out_ptr.dtype.element_ty), mask=ok[:, None] & md[None, :])
         level_off += N >> (lvl * LOG2P)
 
 
-@triton.jit
+_RUNTIME_INTS = ["N", "M", "S", "D", "h0", "h1", "h2", "xd0", "xd1", "xd2", "gr0", "gr1", "gr2",
+                 "sd0", "sd1", "sd2", "sel_heads"]
+
+
+@triton.jit(do_not_specialize=[n for n in _RUNTIME_INTS if n not in ("gr0", "gr1", "gr2")])
 def _pool_kernel(x0, x1, x2, o0, o1, o2, map_ptr, N, M, S, D, h0, h1, h2, xd0, xd1, xd2,
                  sd0, sd1, sd2, sel_heads, s0b, s0h, s0n, s1b, s1h, s1n, s2b, s2h, s2n,
                  SHIFT: tl.constexpr, MEAN: tl.constexpr, L: tl.constexpr, P: tl.constexpr,
@@ -102,17 +107,18 @@ def _spread_one(g_ptr, out_ptr, map_ptr, b, j, N, M, D, heads, group, sel_div, s
             m = (u0 >> (lvl * LOG2P)) + tl.arange(0, ROWS // (P**lvl)) - SHIFT
             ok = (m >= 0) & (m < (N >> (lvl * LOG2P)))
             s = tl.load(map_row + level_off + m, mask=ok, other=-1)
-            ok = ok & (s >= 0)
-            rows = tl.load(g_base + s[:, None].to(tl.int64) * sgs + d[None, :],
-                           mask=ok[:, None] & md[None, :], other=0.0).to(ACC)
-            if MEAN:
-                rows = rows * (1.0 / (P**lvl))
-            if lvl == 0:
-                acc += rows
-            else:
-                acc += tl.reshape(tl.broadcast_to(rows[:, None, :],
-                                                  (ROWS // (P**lvl), P**lvl, BLOCK_D)),
-                                  (ROWS, BLOCK_D))
+            if tl.max(s, 0) >= 0:  # any entry of this level covers the span
+                ok = ok & (s >= 0)
+                rows = tl.load(g_base + s[:, None].to(tl.int64) * sgs + d[None, :],
+                               mask=ok[:, None] & md[None, :], other=0.0).to(ACC)
+                if MEAN:
+                    rows = rows * (1.0 / (P**lvl))
+                if lvl == 0:
+                    acc += rows
+                else:
+                    acc += tl.reshape(tl.broadcast_to(rows[:, None, :],
+                                                      (ROWS // (P**lvl), P**lvl, BLOCK_D)),
+                                      (ROWS, BLOCK_D))
             level_off += N >> (lvl * LOG2P)
     t = u0 + tl.arange(0, ROWS) - SHIFT
     out = out_ptr + ((b * heads + j).to(tl.int64) * N + t[:, None].to(tl.int64)) * D
@@ -120,7 +126,8 @@ def _spread_one(g_ptr, out_ptr, map_ptr, b, j, N, M, D, heads, group, sel_div, s
              mask=((t >= 0) & (t < N))[:, None] & md[None, :])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=[n for n in _RUNTIME_INTS
+                               if n not in ("S", "xd0", "xd1", "xd2")])
 def _spread_kernel(g0, g1, g2, o0, o1, o2, map_ptr, N, M, D, h0, h1, h2, gr0, gr1, gr2,
                    sd0, sd1, sd2, sel_heads, s0b, s0h, s0s, s1b, s1h, s1s, s2b, s2h, s2s,
                    SHIFT: tl.constexpr, MEAN: tl.constexpr, L: tl.constexpr, P: tl.constexpr,
