@@ -6,6 +6,7 @@ every layer but ``dense_layers``) and with dense SDPA everywhere, on random byte
 mode starts from the same initial weights; the first ``--warmup-steps`` (kernel compilation,
 autotuning, allocator growth) are not timed. Reports the median step time, tokens/s and peak
 memory per mode and the tokens/s ratio; writes JSON with the device, versions and full config.
+``--hf-config PATH`` times a Hugging Face architecture from a local ``config.json`` instead.
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ import torch
 from tqdm import tqdm
 
 from ..data import VOCAB_SIZE
-from ..models import ATTENTION_MODES, Llama, LlamaConfig, add_model_arguments, build_model_config
+from ..models import (
+    ATTENTION_MODES,
+    ModelConfig,
+    add_model_arguments,
+    build_model_config,
+    model_from_config,
+    model_label,
+)
 from ..train.distributed import DistEnv, resolve_device, set_cpu_threads
 from ..train.loop import make_optimizer, train_step
 from ..train.options import TrainConfig
@@ -56,12 +64,15 @@ def _parse_modes(text: str) -> list[str]:
     return modes
 
 
-def _check(args: argparse.Namespace, config: LlamaConfig, modes: list[str]) -> None:
+def _check(args: argparse.Namespace, config: ModelConfig, modes: list[str]) -> None:
     for name in ("seq_len", "batch_size", "steps"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
     if args.warmup_steps < 0:
         raise ValueError("--warmup-steps must be >= 0")
+    if config.vocab_size < VOCAB_SIZE:
+        raise ValueError(f"the model's vocab_size {config.vocab_size} is smaller than the byte "
+                         f"tokenizer's {VOCAB_SIZE} tokens: use a vocab_size >= {VOCAB_SIZE}")
     if "lighthouse" in modes and config.lighthouse_layer_indices:
         try:
             config.lighthouse.validate(args.seq_len)
@@ -70,13 +81,13 @@ def _check(args: argparse.Namespace, config: LlamaConfig, modes: list[str]) -> N
                              f"{err}") from None
 
 
-def time_mode(config: LlamaConfig, mode: str, args: argparse.Namespace, device: torch.device,
+def time_mode(config: ModelConfig, mode: str, args: argparse.Namespace, device: torch.device,
               bf16: bool) -> dict:
     """Warm-up then timed optimizer steps of one attention mode; per-step times and losses,
     median step time, tokens/s and peak memory (CUDA only). An out-of-memory error is
     reported in the result instead of raised."""
     torch.manual_seed(args.seed)
-    model = Llama(config).to(device)
+    model = model_from_config(config).to(device)
     model.gradient_checkpointing = args.activation_checkpointing
     model.set_attention(mode)
     if args.compile:
@@ -164,6 +175,7 @@ def format_table(result: dict) -> str:
 
 def main(args: argparse.Namespace) -> int:
     config = build_model_config(args)
+    label = model_label(args, config)
     modes = _parse_modes(args.modes)
     _check(args, config, modes)
     device = resolve_device(args.device)
@@ -178,7 +190,7 @@ def main(args: argparse.Namespace) -> int:
     lh_active = "lighthouse" in modes and bool(config.lighthouse_layer_indices)
     name = _device_name(device)
     result = {
-        "benchmark": "train", "preset": args.preset, "device": name, **_versions(),
+        "benchmark": "train", "preset": label, "device": name, **_versions(),
         "seq_len": args.seq_len, "batch_size": args.batch_size,
         "warmup_steps": args.warmup_steps, "steps": args.steps,
         "precision": "bf16 autocast" if bf16 else "fp32",
@@ -192,7 +204,7 @@ def main(args: argparse.Namespace) -> int:
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     print(format_table(result))
-    path = _out_path(args.out, args.preset, args.seq_len, name)
+    path = _out_path(args.out, label, args.seq_len, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {path}")

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from ..config import LighthouseConfig
 from .attention import ATTN_IMPLEMENTATION, register
@@ -79,8 +79,27 @@ def lighthouse_layers(model: PreTrainedModel) -> list[int]:
     return out
 
 
-def build_causal_lm(config_path: str, lighthouse: LighthouseConfig, dense_layers: Sequence[int],
-                    attention: str = ATTN_IMPLEMENTATION) -> PreTrainedModel:
+def read_config(config_path: str | os.PathLike) -> PretrainedConfig:
+    """The transformers config in a local ``config.json`` file, or a directory holding one.
+
+    Raises:
+        ValueError: no such file, or one transformers cannot read (no or unknown
+            ``model_type``, bad JSON, ...).
+    """
+    path = Path(config_path)
+    file = path / "config.json" if path.is_dir() else path
+    if not file.is_file():
+        raise ValueError(f"no config.json at {str(config_path)!r}: pass a local config.json file "
+                         "or a directory holding one")
+    try:
+        return AutoConfig.from_pretrained(str(file))
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(f"cannot read a transformers config from {file}: {err}") from err
+
+
+def build_causal_lm(config_path: str | os.PathLike, lighthouse: LighthouseConfig,
+                    dense_layers: Sequence[int], attention: str = ATTN_IMPLEMENTATION
+                    ) -> PreTrainedModel:
     """A randomly initialised ``AutoModelForCausalLM`` from a local ``config.json`` (no download).
 
     The init draws from torch's global RNG (seed it first); parameters are fp32 unless the
@@ -100,15 +119,15 @@ def build_causal_lm(config_path: str, lighthouse: LighthouseConfig, dense_layers
     """
     if attention not in ATTENTIONS:
         raise ValueError(f"attention must be one of {ATTENTIONS}; got {attention!r}")
-    path = Path(config_path)
-    file = path / "config.json" if path.is_dir() else path
-    if not file.is_file():
-        raise ValueError(f"no config.json at {config_path!r}: pass a local config.json file or "
-                         "a directory holding one")
-    try:
-        config = AutoConfig.from_pretrained(str(file))
-    except (OSError, ValueError, KeyError) as err:
-        raise ValueError(f"cannot read a transformers config from {file}: {err}") from err
+    return causal_lm_from_config(read_config(config_path), lighthouse, dense_layers, attention)
+
+
+def causal_lm_from_config(config: PretrainedConfig, lighthouse: LighthouseConfig,
+                          dense_layers: Sequence[int], attention: str = ATTN_IMPLEMENTATION
+                          ) -> PreTrainedModel:
+    """:func:`build_causal_lm` from a transformers config object instead of a file."""
+    if attention not in ATTENTIONS:
+        raise ValueError(f"attention must be one of {ATTENTIONS}; got {attention!r}")
     model = AutoModelForCausalLM.from_config(config, attn_implementation=DENSE_IMPLEMENTATION)
     if attention == ATTN_IMPLEMENTATION:
         configure(model, lighthouse, dense_layers)

@@ -1,18 +1,33 @@
-"""The one place where command-line options become a model: preset + overrides -> LlamaConfig.
+"""The one place where command-line options become a model.
 
-Commands that build a model (``train``, ``bench train``) call :func:`add_model_arguments` and
-:func:`build_model_config` / :func:`build_model`; a model read from another format (a Hugging
-Face config, say) plugs in here.
+``--preset`` + overrides -> :class:`LlamaConfig` -> :class:`Llama`, or ``--hf-config PATH`` +
+the Lighthouse options -> :class:`~lighthouse_attn.hf.HFModelConfig` ->
+:class:`~lighthouse_attn.hf.HFCausalLM` (a transformers causal LM; needs the ``hf`` extra,
+imported only then). Both models share one interface: ``forward(input_ids) -> logits``,
+``set_attention``, ``attention_mode``, ``layers``, ``gradient_checkpointing``, and their configs
+the sizes, ``lighthouse`` settings, layer indices, ``num_parameters()`` and ``to_dict()``.
+
+Commands that build a model (``train``, ``bench train``) call :func:`add_model_arguments`,
+:func:`build_model_config` and :func:`model_from_config`; a saved run reads its config back with
+:func:`model_config_from_dict`.
 """
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from typing import TYPE_CHECKING, Union
+
+from torch import nn
 
 from ..config import LighthouseConfig
 from .llama import Llama, LlamaConfig
 from .presets import PRESETS
+
+if TYPE_CHECKING:
+    from ..hf.causal_lm import HFModelConfig
+
+ModelConfig = Union[LlamaConfig, "HFModelConfig"]
 
 # option dest -> LlamaConfig field
 _MODEL_FIELDS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "ffn_hidden", "rope_theta",
@@ -39,7 +54,11 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_preset: str = "
     to the preset's values)."""
     g = parser.add_argument_group("model (defaults come from --preset)")
     g.add_argument("--preset", default=default_preset, choices=sorted(PRESETS),
-                   help=f"model preset (default: {default_preset})")
+                   action=_StorePreset, help=f"model preset (default: {default_preset})")
+    g.add_argument("--hf-config", metavar="PATH",
+                   help="train a Hugging Face architecture from a local config.json (random "
+                        "init, no download) instead of a preset; the Lighthouse options apply, "
+                        f"with the {default_preset} preset's as defaults; needs the hf extra")
     g.add_argument("--d-model", type=int, help="width of the residual stream")
     g.add_argument("--n-layers", type=int, help="decoder blocks")
     g.add_argument("--n-heads", type=int, help="query heads")
@@ -60,22 +79,77 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_preset: str = "
                         "write --dense-layers=-1 when the list starts with a minus) or 'none'")
 
 
-def build_model_config(args: argparse.Namespace) -> LlamaConfig:
-    """The :class:`LlamaConfig` the options describe: ``PRESETS[args.preset]`` with every
-    option that is not ``None`` applied. Raises ``ValueError`` for invalid values."""
+class _StorePreset(argparse.Action):
+    """Stores ``--preset`` and records that it was given (``--hf-config`` rejects it)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.preset_given = True
+
+
+def build_model_config(args: argparse.Namespace) -> ModelConfig:
+    """The model config the options describe: ``PRESETS[args.preset]`` with every option that
+    is not ``None`` applied, or with ``--hf-config`` an ``HFModelConfig`` whose Lighthouse
+    settings are the preset's with the Lighthouse options applied. Raises ``ValueError`` for
+    invalid values, and for ``--hf-config`` with ``--preset`` or a model-shape option."""
     if args.preset not in PRESETS:
         raise ValueError(f"unknown preset {args.preset!r}; choose one of {sorted(PRESETS)}")
     base = PRESETS[args.preset]
     lh_changes = {f: getattr(args, f) for f in _LIGHTHOUSE_FIELDS
                   if getattr(args, f, None) is not None}
+    lighthouse = LighthouseConfig(**{**base.lighthouse.to_dict(), **lh_changes})
+    dense_layers = (base.dense_layers if getattr(args, "dense_layers", None) is None
+                    else parse_dense_layers(args.dense_layers))
+    if getattr(args, "hf_config", None):
+        return _hf_model_config(args, lighthouse, dense_layers)
     changes = {f: getattr(args, f) for f in _MODEL_FIELDS if getattr(args, f, None) is not None}
-    if getattr(args, "dense_layers", None) is not None:
-        changes["dense_layers"] = parse_dense_layers(args.dense_layers)
-    if lh_changes:
-        changes["lighthouse"] = LighthouseConfig(**{**base.lighthouse.to_dict(), **lh_changes})
-    return replace(base, **changes)
+    return replace(base, **changes, dense_layers=dense_layers, lighthouse=lighthouse)
 
 
-def build_model(args: argparse.Namespace) -> Llama:
-    """A freshly initialised :class:`Llama` from the options (seed the RNG first)."""
-    return Llama(build_model_config(args))
+def _hf_model_config(args: argparse.Namespace, lighthouse: LighthouseConfig,
+                     dense_layers: tuple[int, ...]) -> HFModelConfig:
+    conflicts = (["--preset"] if getattr(args, "preset_given", False) else []) + [
+        "--" + f.replace("_", "-") for f in _MODEL_FIELDS if getattr(args, f, None) is not None]
+    if conflicts:
+        raise ValueError(f"--hf-config takes the architecture from its config.json: drop "
+                         f"{', '.join(conflicts)} (the Lighthouse options and --dense-layers "
+                         "still apply)")
+    try:
+        from ..hf.causal_lm import HFModelConfig
+    except ImportError as err:
+        raise ValueError(f"--hf-config needs transformers: pip install 'lighthouse-attn[hf]' "
+                         f"({err})") from None
+    return HFModelConfig.from_file(args.hf_config, lighthouse, dense_layers)
+
+
+def model_label(args: argparse.Namespace, config: ModelConfig) -> str:
+    """A short name for run directories and titles: the preset, or ``hf-MODEL_TYPE``."""
+    return args.preset if isinstance(config, LlamaConfig) else f"hf-{config.model_type}"
+
+
+def model_from_config(config: ModelConfig) -> nn.Module:
+    """A freshly initialised model (seed the RNG first): a :class:`Llama`, or an
+    :class:`~lighthouse_attn.hf.HFCausalLM` for an HF config."""
+    if isinstance(config, LlamaConfig):
+        return Llama(config)
+    from ..hf.causal_lm import HFCausalLM
+
+    return HFCausalLM(config)
+
+
+def model_config_from_dict(d: dict) -> ModelConfig:
+    """Inverse of ``config.to_dict()`` for either kind of model config; ``ValueError`` on
+    anything malformed (or an HF config without transformers installed)."""
+    if isinstance(d, dict) and "hf_config" in d:
+        try:
+            from ..hf.causal_lm import HFModelConfig
+        except ImportError as err:
+            raise ValueError(f"this run trains a Hugging Face architecture; it needs "
+                             f"transformers: pip install 'lighthouse-attn[hf]' ({err})") from None
+        return HFModelConfig.from_dict(d)
+    return LlamaConfig.from_dict(d)
+
+
+def build_model(args: argparse.Namespace) -> nn.Module:
+    """A freshly initialised model from the options (seed the RNG first)."""
+    return model_from_config(build_model_config(args))

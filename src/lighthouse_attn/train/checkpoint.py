@@ -3,7 +3,7 @@
 A run directory holds ``checkpoints/step_NNNNNNN/`` (the newest few) and, once finished,
 ``final/`` (the dense model). A checkpoint directory holds::
 
-    config.json        {"format", "model": LlamaConfig dict, "attention", "step", "tokenizer"}
+    config.json        {"format", "model": model config dict, "attention", "step", "tokenizer"}
     model.safetensors  weights (the keys of the dense model, in every stage)
     optimizer.pt       AdamW state keyed by parameter name (checkpoints only)
     trainer.json       step, stage, data position, elapsed time (checkpoints only)
@@ -12,6 +12,12 @@ A run directory holds ``checkpoints/step_NNNNNNN/`` (the newest few) and, once f
 
 A directory is written under a temporary name and renamed into place, so a crash never
 leaves a half-written checkpoint under a real name; the manifest catches later damage.
+
+The final model of a Llama run is such a directory (no optimizer, trainer or RNG state); that of
+a ``--hf-config`` run is an ordinary Hugging Face checkpoint (``config.json``,
+``model.safetensors``, ``generation_config.json``; the HF model's keys), written atomically by
+:func:`lighthouse_attn.hf.save_pretrained`. Checkpoints of either kind of run use the format
+above, with the model's own state-dict keys.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..data import SEP_ID, VOCAB_SIZE
-from ..models import Llama, LlamaConfig
+from ..models import LlamaConfig, ModelConfig, model_config_from_dict, model_from_config
 
 FORMAT = "lighthouse-attn/1"
 TOKENIZER_INFO = {"type": "byte", "vocab_size": VOCAB_SIZE, "sep_id": SEP_ID}
@@ -83,18 +89,30 @@ def _tmp_dir(final: Path) -> Path:
     return tmp
 
 
-def _model_config_json(model_config: LlamaConfig, attention: str, step: int) -> dict:
+def _model_config_json(model_config: ModelConfig, attention: str, step: int) -> dict:
     return {"format": FORMAT, "model": model_config.to_dict(), "attention": attention,
             "step": step, "tokenizer": TOKENIZER_INFO}
 
 
+def _unshared(state: dict) -> dict:
+    """Contiguous tensors, a copy of any that shares memory with an earlier one (tied
+    embeddings appear under two keys; safetensors refuses shared memory)."""
+    out, seen = {}, set()
+    for k, v in state.items():
+        v = v.contiguous()
+        ptr = v.untyped_storage().data_ptr()
+        out[k] = v.clone() if ptr in seen else v
+        seen.add(ptr)
+    return out
+
+
 def save_checkpoint(run_dir: str | Path, step: int, model_state: dict, optimizer_state: dict,
-                    trainer_state: dict, rng_state: dict, model_config: LlamaConfig,
+                    trainer_state: dict, rng_state: dict, model_config: ModelConfig,
                     attention: str) -> Path:
     """Write ``run_dir/checkpoints/step_<step>/`` atomically; returns its path."""
     final = Path(run_dir) / "checkpoints" / f"step_{step:07d}"
     tmp = _tmp_dir(final)
-    save_file({k: v.contiguous() for k, v in model_state.items()}, tmp / "model.safetensors")
+    save_file(_unshared(model_state), tmp / "model.safetensors")
     torch.save(optimizer_state, tmp / "optimizer.pt")
     torch.save(rng_state, tmp / "rng.pt")
     _write_json(tmp / "trainer.json", dict(trainer_state, step=step))
@@ -103,10 +121,15 @@ def save_checkpoint(run_dir: str | Path, step: int, model_state: dict, optimizer
     return final
 
 
-def save_final_model(run_dir: str | Path, model_state: dict, model_config: LlamaConfig,
+def save_final_model(run_dir: str | Path, model_state: dict, model_config: ModelConfig,
                      step: int) -> Path:
-    """Write the finished dense model to ``run_dir/final/`` atomically; returns its path."""
+    """Write the finished dense model to ``run_dir/final/`` atomically; returns its path. An HF
+    architecture is saved as an ordinary HF checkpoint (see the module docstring)."""
     final = Path(run_dir) / "final"
+    if not isinstance(model_config, LlamaConfig):
+        from ..hf.causal_lm import save_dense_checkpoint
+
+        return save_dense_checkpoint(model_state, model_config, final)
     tmp = _tmp_dir(final)
     save_file({k: v.contiguous() for k, v in model_state.items()}, tmp / "model.safetensors")
     _write_json(tmp / "config.json", _model_config_json(model_config, "dense", step))
@@ -160,27 +183,28 @@ def _read_json(path: Path) -> dict:
         raise ValueError(f"cannot read {path}: {err}") from None
 
 
-def read_model_config(path: Path) -> tuple[LlamaConfig, dict]:
+def read_model_config(path: Path) -> tuple[ModelConfig, dict]:
     """The model config and the raw ``config.json`` of a checkpoint directory."""
     meta = _read_json(path / "config.json")
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not a lighthouse-attn checkpoint (format "
                          f"{meta.get('format')!r}, expected {FORMAT!r})")
     try:
-        return LlamaConfig.from_dict(meta["model"]), meta
+        return model_config_from_dict(meta["model"]), meta
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"checkpoint {path} has an invalid model config: {err}") from None
 
 
-def read_weights(path: Path, model_config: LlamaConfig) -> dict:
+def read_weights(path: Path, model_config: ModelConfig) -> dict:
     """The verified weights of a checkpoint directory, checked against ``model_config``
-    (same keys and shapes as a fresh :class:`Llama`)."""
+    (same keys and shapes as a fresh model)."""
     try:
         state = load_file(path / "model.safetensors")
     except (SafetensorError, OSError) as err:
         raise ValueError(f"checkpoint {path} is corrupt: model.safetensors: {err}") from None
     with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in Llama(model_config).state_dict().items()}
+        expected = {k: tuple(v.shape)
+                    for k, v in model_from_config(model_config).state_dict().items()}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     shapes = [f"{k}: {tuple(state[k].shape)} vs {expected[k]}" for k in sorted(expected)
@@ -192,7 +216,7 @@ def read_weights(path: Path, model_config: LlamaConfig) -> dict:
     return state
 
 
-def read_checkpoint(path: str | Path, model_config: LlamaConfig) -> dict:
+def read_checkpoint(path: str | Path, model_config: ModelConfig) -> dict:
     """Everything needed to resume from a checkpoint directory, verified: ``model``,
     ``optimizer``, ``trainer`` and ``rng``. ``ValueError`` if it is corrupt, incomplete, or
     saved for another model than ``model_config``."""
@@ -231,7 +255,28 @@ def resolve_model_dir(path: str | Path) -> Path:
                      "config.json + model.safetensors")
 
 
-def load_model(path: str | Path, attention: str = "dense") -> tuple[Llama, dict]:
+def is_hf_checkpoint(path: str | Path) -> bool:
+    """True when ``path`` holds an ordinary Hugging Face checkpoint (the final model of a
+    ``--hf-config`` run) rather than a lighthouse-attn one."""
+    config = Path(path) / "config.json"
+    if not config.is_file() or (Path(path) / "manifest.json").exists():
+        return False
+    try:
+        meta = json.loads(config.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(meta, dict) and "model_type" in meta and "format" not in meta
+
+
+def how_to_load(final_dir: str | Path) -> str:
+    """How to load a run's final model, for the summary."""
+    if is_hf_checkpoint(final_dir):
+        return ("an ordinary Hugging Face checkpoint: `AutoModelForCausalLM.from_pretrained"
+                "(path, attn_implementation=\"sdpa\")`, or `lighthouse_attn.train.load_model`")
+    return "load with `lighthouse_attn.train.checkpoint.load_model`"
+
+
+def load_model(path: str | Path, attention: str = "dense") -> tuple[torch.nn.Module, dict]:
     """Load a trained model for evaluation.
 
     Args:
@@ -240,18 +285,27 @@ def load_model(path: str | Path, attention: str = "dense") -> tuple[Llama, dict]
         attention: ``"dense"`` or ``"lighthouse"``: the mode the model is set to.
 
     Returns:
-        ``(model, info)``: a :class:`Llama` on the CPU in eval mode, and ``info`` with
-        ``path``, ``kind`` (``"final"`` or ``"checkpoint"``), ``step``, ``trained_attention``
-        (the mode at save time), ``attention``, ``model_config`` (dict) and ``tokenizer``.
+        ``(model, info)``: the model (a :class:`~lighthouse_attn.models.Llama`, or for a
+        ``--hf-config`` run a :class:`~lighthouse_attn.hf.HFCausalLM`; both take int64
+        ``(B, N)`` token ids and return fp32 logits) on the CPU in eval mode, and ``info`` with
+        ``path``, ``kind`` (``"final"`` or ``"checkpoint"``), ``step`` (``None`` for the HF
+        checkpoint of a ``--hf-config`` run's final model), ``trained_attention`` (the mode at
+        save time), ``attention``, ``model_config`` (dict) and ``tokenizer``.
 
     Raises:
         ValueError: no model there, or a corrupt or mismatched checkpoint.
     """
     model_dir = resolve_model_dir(path)
-    verify(model_dir)
-    config, meta = read_model_config(model_dir)
-    model = Llama(config)
-    model.load_state_dict(read_weights(model_dir, config), strict=True)
+    if is_hf_checkpoint(model_dir):
+        from ..hf.causal_lm import load_dense_checkpoint
+
+        model = load_dense_checkpoint(model_dir)
+        config, meta = model.config, {"step": None, "attention": "dense"}
+    else:
+        verify(model_dir)
+        config, meta = read_model_config(model_dir)
+        model = model_from_config(config)
+        model.load_state_dict(read_weights(model_dir, config), strict=True)
     model.set_attention(attention)
     model.eval()
     info = {"path": str(model_dir), "kind": "final" if model_dir.name == "final" else

@@ -1,7 +1,8 @@
 """`lighthouse-attn train`: two-stage pretraining (Lighthouse, then dense recovery).
 
 With no arguments it is the main job: the ``demo`` preset on the embedded stdlib corpus,
-both stages, a few minutes on a CPU.
+both stages, a few minutes on a CPU. ``--hf-config PATH`` trains a Hugging Face architecture
+from a local ``config.json`` instead (same stages; the final model is an HF checkpoint).
 """
 
 from __future__ import annotations
@@ -12,9 +13,16 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from ..models import LlamaConfig, add_model_arguments, build_model_config
+from ..models import (
+    ModelConfig,
+    add_model_arguments,
+    build_model_config,
+    model_config_from_dict,
+    model_label,
+)
 from .loop import TrainingError, train
 from .options import TrainConfig, add_train_arguments, train_config_from_args
 
@@ -37,7 +45,7 @@ def _defaults() -> dict:
     return vars(parser.parse_args([]))
 
 
-def _resume_configs(args: argparse.Namespace) -> tuple[TrainConfig, LlamaConfig]:
+def _resume_configs(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig]:
     defaults = _defaults()
     extra = sorted(k for k, v in vars(args).items()
                    if k not in _RESUME_ALLOWED and k in defaults and v != defaults[k])
@@ -51,7 +59,7 @@ def _resume_configs(args: argparse.Namespace) -> tuple[TrainConfig, LlamaConfig]
     try:
         saved = json.loads(path.read_text())
         run = TrainConfig.from_dict(dict(saved["train"], run_dir=str(args.resume)))
-        model = LlamaConfig.from_dict(saved["model"])
+        model = model_config_from_dict(saved["model"])
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise ValueError(f"{path} is not a valid run config ({err!r})") from None
     if args.device != "auto":
@@ -61,11 +69,11 @@ def _resume_configs(args: argparse.Namespace) -> tuple[TrainConfig, LlamaConfig]
     return run, model
 
 
-def _new_run_dir(args: argparse.Namespace) -> str:
+def _new_run_dir(args: argparse.Namespace, label: str) -> str:
     if args.run_dir is None:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ValueError("pass --run-dir under torchrun (every process must agree on it)")
-        return os.path.join("runs", f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
+        return os.path.join("runs", f"{label}-{time.strftime('%Y%m%d-%H%M%S')}")
     run_dir = Path(args.run_dir)
     if (run_dir / "config.json").exists() and not args.dry_run:
         if not args.overwrite:
@@ -86,7 +94,8 @@ def main(args: argparse.Namespace) -> int:
         run, model = _resume_configs(args)
     else:
         model = build_model_config(args)
-        run = train_config_from_args(args, _new_run_dir(args))
+        label = model_label(args, model)
+        run = replace(train_config_from_args(args, _new_run_dir(args, label)), preset=label)
     try:
         result = train(run, model, resume=bool(args.resume), progress=not args.no_progress,
                        dry_run=args.dry_run)

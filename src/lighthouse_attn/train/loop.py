@@ -4,6 +4,10 @@ Stage 1 trains with Lighthouse in every layer except ``dense_layers``; at step
 ``lighthouse_steps`` every layer switches to dense SDPA and training continues with the same
 weights, optimizer state, learning-rate schedule and data position (stage 2, recovery). The run
 ends with an ordinary dense model in ``run_dir/final/``.
+
+The model is a :class:`~lighthouse_attn.models.Llama` or, for a ``--hf-config`` run, a
+transformers causal LM behind the same interface (:class:`~lighthouse_attn.hf.HFCausalLM`);
+:func:`~lighthouse_attn.models.model_from_config` builds either from its config.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..data import BatchLoader, PackedSequences, load_tokens
-from ..models import Llama, LlamaConfig
+from ..models import ModelConfig, model_from_config
 from . import checkpoint, distributed
 from .distributed import DistEnv
 from .memory import check_memory, estimate_bytes, gib
@@ -50,7 +54,7 @@ class RunResult:
     interrupted_by: str | None = None  # "SIGINT" or "SIGTERM"
 
 
-def train(run: TrainConfig, model_config: LlamaConfig, *, resume: bool = False,
+def train(run: TrainConfig, model_config: ModelConfig, *, resume: bool = False,
           progress: bool = True, dry_run: bool = False,
           on_step: Callable[[dict], None] | None = None) -> RunResult:
     """Run (or, with ``resume``, continue) a two-stage training run in ``run.run_dir``.
@@ -68,7 +72,7 @@ def train(run: TrainConfig, model_config: LlamaConfig, *, resume: bool = False,
         distributed.teardown()
 
 
-def _train(env: DistEnv, run: TrainConfig, model_config: LlamaConfig, resume: bool,
+def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, resume: bool,
            progress: bool, dry_run: bool, on_step: Callable[[dict], None] | None) -> RunResult:
     run_dir = Path(run.run_dir)
     log = MetricsLog(run_dir, enabled=env.is_main, echo=tqdm.write)
@@ -93,7 +97,7 @@ def _train(env: DistEnv, run: TrainConfig, model_config: LlamaConfig, resume: bo
 
     # ---- 2. Model and optimizer: same init on every process, then FSDP2 shards it ----
     torch.manual_seed(run.seed)
-    model = Llama(model_config).to(env.device)
+    model = model_from_config(model_config).to(env.device)
     model.gradient_checkpointing = run.activation_checkpointing
     if env.distributed:
         distributed.shard(model)
@@ -224,7 +228,7 @@ def _train(env: DistEnv, run: TrainConfig, model_config: LlamaConfig, resume: bo
     return RunResult(status, step, str(run_dir), final_dir, summary_path, interrupted)
 
 
-def train_step(model: Llama, optimizer: torch.optim.Optimizer,
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                micro_batches: list[tuple[torch.Tensor, torch.Tensor]], autocast,
                grad_clip: float, env: DistEnv) -> tuple[float, float]:
     """One optimizer step over ``micro_batches`` of (inputs, targets) int64 ``(b, N)``.
@@ -276,7 +280,7 @@ def restore_rng(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def describe(run: TrainConfig, model: LlamaConfig, env: DistEnv, data: PackedSequences,
+def describe(run: TrainConfig, model: ModelConfig, env: DistEnv, data: PackedSequences,
              memory: dict[str, int], bf16: bool, threads: int | None) -> str:
     """The plan printed before training."""
     lh = model.lighthouse
@@ -324,6 +328,7 @@ def report(run: TrainConfig, run_dir: Path, final_dir: str | None, interrupted: 
               f"finished, {step} steps")
     config = json.loads((run_dir / "config.json").read_text())
     text = write_summary(run_dir / "summary.md", title=title, records=records, config=config,
-                         switch_step=switch, final_dir=final_dir, status=status)
+                         switch_step=switch, final_dir=final_dir, status=status,
+                         final_note=checkpoint.how_to_load(final_dir) if final_dir else "")
     tqdm.write(text.split("\n## Config")[0].rstrip())
     return run_dir / "summary.md"

@@ -6,10 +6,10 @@ import os
 
 import torch
 
-from ..models import LlamaConfig
+from ..models import ModelConfig
 
 
-def estimate_bytes(model: LlamaConfig, seq_len: int, micro_batch: int, world_size: int,
+def estimate_bytes(model: ModelConfig, seq_len: int, micro_batch: int, world_size: int,
                    bf16: bool, checkpointing: bool, lighthouse: bool) -> dict[str, int]:
     """Bytes per process: ``state`` (fp32 weights, grads and AdamW moments, sharded over
     ``world_size``), ``activations`` (saved for backward; with checkpointing only block

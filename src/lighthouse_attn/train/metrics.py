@@ -118,8 +118,11 @@ def _fmt_time(seconds: float) -> str:
 
 
 def write_summary(path: str | Path, *, title: str, records: list[dict], config: dict,
-                  switch_step: int | None, final_dir: str | None, status: str) -> str:
-    """Write ``summary.md`` and return its text."""
+                  switch_step: int | None, final_dir: str | None, status: str,
+                  final_note: str = "load with `lighthouse_attn.train.checkpoint.load_model`"
+                  ) -> str:
+    """Write ``summary.md`` and return its text; ``final_note`` says how to load the final
+    model."""
     stats = stage_stats(records)
     lines = [f"# {title}", "", f"Status: {status}", ""]
     lines += ["| stage | steps | wall time | median tokens/s | first loss | last loss |",
@@ -139,8 +142,7 @@ def write_summary(path: str | Path, *, title: str, records: list[dict], config: 
         lines.append(f"Switch to dense after step {switch_step}: loss {before:.4f} -> "
                      f"{after:.4f} ({after - before:+.4f} nats).")
     if final_dir:
-        lines.append(f"Dense model: `{final_dir}` (load with "
-                     "`lighthouse_attn.train.checkpoint.load_model`).")
+        lines.append(f"Dense model: `{final_dir}` ({final_note}).")
     files = "Files: `config.json`, `metrics.jsonl`, `loss.png`, `train.log`, `checkpoints/`."
     lines += ["", files, "", "## Config", "", "```json",
               json.dumps(config, indent=2), "```", ""]

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import asdict, dataclass, field, fields
 
 from ..data import VOCAB_SIZE
-from ..models import LlamaConfig
+from ..models import ModelConfig
 
 SCHEDULES = ("cosine", "linear")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -28,6 +28,9 @@ PRESET_TRAINING: dict[str, dict] = {
 @dataclass
 class TrainConfig:
     """Everything about a run except the model architecture (see ``LlamaConfig``).
+
+    ``preset`` names the model in titles and run directories (``hf-MODEL_TYPE`` for a
+    ``--hf-config`` run, whose training defaults are the demo preset's).
 
     ``batch_size`` is the global batch in sequences per optimizer step, split into
     ``grad_accum`` micro-steps and over the processes. Steps ``1..lighthouse_steps`` train with
@@ -102,12 +105,13 @@ class TrainConfig:
         return cls(**d)
 
 
-def validate_model_for_run(model: LlamaConfig, run: TrainConfig) -> None:
+def validate_model_for_run(model: ModelConfig, run: TrainConfig) -> None:
     """Check the model against the run: byte vocabulary, and the sequence length against the
     Lighthouse budget when stage 1 has Lighthouse layers."""
     if model.vocab_size < VOCAB_SIZE:
-        raise ValueError(f"vocab_size {model.vocab_size} is smaller than the byte tokenizer's "
-                         f"{VOCAB_SIZE}")
+        raise ValueError(f"the model's vocab_size {model.vocab_size} is smaller than the byte "
+                         f"tokenizer's {VOCAB_SIZE} tokens (256 bytes + separator): use a "
+                         f"vocab_size >= {VOCAB_SIZE}")
     if run.lighthouse_steps > 0 and model.lighthouse_layer_indices:
         try:
             model.lighthouse.validate(run.seq_len)
