@@ -96,7 +96,7 @@ def write_json(path: Path, obj: dict) -> None:
 def file_stem(text: str) -> str:
     """``text`` with every character other than letters, digits, ``.``, ``-`` and ``_``
     replaced by ``_`` (names and labels become file names)."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", text)
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
 
 
 def describe(ckpt: EvalCheckpoint) -> dict:
@@ -170,8 +170,10 @@ def niah_main(args: argparse.Namespace) -> int:
         raise ValueError(f"no context length can be evaluated ({reasons})")
 
     t0 = time.perf_counter()
-    result = run_passkey(ckpt.model, list(batches), depths, args.trials, args.seed, batches,
-                         device, args.precision, not args.no_progress, skipped)
+    result = run_passkey(ckpt.model, list(batches), depths, trials=args.trials,
+                         seed=args.seed, batch_size=batches, device=device,
+                         precision=args.precision, progress=not args.no_progress,
+                         skipped=skipped)
     elapsed = time.perf_counter() - t0
     print(f"passkey retrieval: {ckpt.name} ({args.attention} attention)")
     print(result.table())
@@ -182,8 +184,8 @@ def niah_main(args: argparse.Namespace) -> int:
         "checkpoint": describe(ckpt), "attention": args.attention, "max_context": max_context,
         "device": str(device), "precision": args.precision, "elapsed_s": elapsed,
         "notes": notes, **result.to_dict()})
-    plot_passkey(result, out / f"{stem}.png",
-                 f"passkey retrieval: {ckpt.name} ({args.attention} attention)")
+    plot_passkey(result, out / f"{stem}.png", f"passkey retrieval: {ckpt.name} (step "
+                 f"{ckpt.info['step']}, {args.attention} attention)")
     print(f"wrote {out / (stem + '.json')} and {out / (stem + '.png')}")
     return 0
 

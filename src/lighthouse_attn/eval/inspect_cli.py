@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text", required=True, metavar="FILE", help="input text (UTF-8)")
     parser.add_argument("--seq-len", type=int,
                         help="tokens (bytes) of the text to use (default: the longest length "
-                             "the selection accepts within the text and the training seq_len)")
+                             "the selection accepts within the text and the training seq_len, "
+                              "or the shortest it accepts if that is longer)")
     parser.add_argument("--attention", choices=["lighthouse", "dense"], default="lighthouse",
                         help="attention of the other layers on the way to --layer (default: "
                              "lighthouse, as in stage 1)")
@@ -62,18 +63,17 @@ def _parse_head(text: str) -> int | None:
 
 
 def choose_seq_len(available: int, configs: list[LighthouseConfig], cap: int | None) -> int:
-    """The longest length ``<= min(available, cap)`` that every config in ``configs`` accepts;
-    ``ValueError`` (naming the shortest valid length) when there is none."""
+    """The longest length ``<= min(available, cap)`` that every config in ``configs`` accepts,
+    or the shortest one they accept when ``cap`` is below it; ``ValueError`` (naming the
+    shortest valid length) when the text is shorter than that."""
     multiple = math.lcm(*(c.seq_len_multiple for c in configs))
     shortest = -(-max(c.min_seq_len for c in configs) // multiple) * multiple
+    if available < shortest:
+        raise ValueError(f"the text has {available:,} tokens (bytes), but the selection needs "
+                         f"a sequence length that is a multiple of {multiple:,} and at least "
+                         f"{shortest:,}: give a longer --text or lower --topk / --num-levels")
     limit = min(available, cap) if cap else available
-    n = limit // multiple * multiple
-    if n < shortest:
-        raise ValueError(f"the text gives {limit:,} usable tokens (bytes), but the selection "
-                         f"needs a sequence length that is a multiple of {multiple:,} and at "
-                         f"least {shortest:,}: give a longer --text or lower --topk / "
-                         "--num-levels")
-    return n
+    return max(shortest, limit // multiple * multiple)
 
 
 def main(args: argparse.Namespace) -> int:

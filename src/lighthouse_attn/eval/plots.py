@@ -72,13 +72,17 @@ def plot_position_loss(results: list[PositionLoss], path: str | Path, title: str
         # a light smoothing of the per-position curve, over windows growing with position
         pos = np.unique(np.geomspace(1, r.seq_len, num=min(r.seq_len, 400)).astype(int))
         cum = np.concatenate([[0.0], np.cumsum(per_pos)])
-        lo = np.maximum(1, (pos / 1.1).astype(int))
+        lo = np.maximum(1, (pos / 1.25).astype(int))
         smooth = (cum[pos] - cum[lo - 1]) / (pos - lo + 1)
         ax.plot(pos, smooth, color=color, lw=0.8, alpha=0.3)
         mids = [math.sqrt(b["start"] * (b["end"] - 1)) for b in r.buckets]
         ax.plot(mids, [b["loss"] for b in r.buckets], color=color, marker="o", lw=1.8,
                 label=f"{r.name} (mean {r.loss:.3f}, {r.sequences} x {r.seq_len:,} tokens)")
     ax.set_xscale("log", base=2)
+    from matplotlib.ticker import FuncFormatter
+
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: _context_label(int(round(v)))
+                                               if v >= 1 else ""))
     ax.set_xlabel("token position (tokens of context before the predicted one, log scale)")
     ax.set_ylabel("loss (nats per token)")
     ax.set_title(title, fontsize=10)
@@ -136,12 +140,13 @@ def plot_selection(selection: Selection, config: LighthouseConfig | int, *, batc
     x = np.arange(N)
     if head is not None:
         ax = all_axes[0]
-        ax.step(x, levels[head], where="post", color="black", lw=0.8)
-        for lvl in range(L):
-            ax.fill_between(x, 0, levels[head], where=levels[head] == lvl, step="post",
-                            color=colors[lvl], alpha=0.8)
+        for lvl in range(L):  # bars from below level 0, so token-level stretches show too
+            ax.fill_between(x, -0.5, levels[head], where=levels[head] == lvl, step="post",
+                            color=colors[lvl], lw=0)
+        if N <= 2048:  # an outline helps while a window is wider than a pixel
+            ax.step(x, levels[head], where="post", color="black", lw=0.6)
         ax.set_yticks(range(L))
-        ax.set_ylim(-0.2, L - 0.5)
+        ax.set_ylim(-0.5, L - 0.5)
         ax.set_ylabel(f"head {head}\nlevel")
     ax_raster, ax_frac = all_axes[-2:]
     cmap = ListedColormap(colors)
