@@ -37,6 +37,11 @@ def test_commands_are_registered(capsys):
         main(["eval", "--help"])
     out = capsys.readouterr().out
     assert "niah" in out and "loss" in out
+    for command in (["eval", "niah"], ["eval", "loss"], ["inspect"]):
+        with pytest.raises(SystemExit) as exc:
+            main(command + ["--help"])
+        assert exc.value.code == 0
+        assert "--checkpoint" in capsys.readouterr().out
 
 
 def test_niah_defaults_fall_back_to_the_training_length(tiny_run, tmp_path, capsys):

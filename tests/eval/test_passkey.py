@@ -140,6 +140,8 @@ def test_result_table_lists_the_grid_and_the_skipped():
     (dict(contexts=[300], depths=[101]), "outside 0..100"),
     (dict(contexts=[300], trials=0), "trials must be >= 1"),
     (dict(contexts=[]), "no context lengths"),
+    (dict(contexts=[300], batch_size=0), "batch_size must be an integer >= 1"),
+    (dict(contexts=[300, 400], batch_size={300: 2}), "batch_size must be an integer >= 1"),
 ])
 def test_bad_grids_are_rejected(kwargs, match):
     with pytest.raises(ValueError, match=match):

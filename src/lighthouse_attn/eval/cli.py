@@ -35,7 +35,7 @@ def add_runtime_arguments(parser: argparse.ArgumentParser, out_default: str = "e
                    help="CPU threads (default: the cores that are free at start)")
     g.add_argument("--memory-gib", type=float,
                    help="memory the forward passes may use beyond the weights (default: "
-                        f"{MEMORY_FRACTION:.0%} of the device's free memory after loading)")
+                        f"{100 * MEMORY_FRACTION:.0f}%% of the device's free memory after loading)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--out", default=out_default,
                    help=f"directory for the JSON and PNG files (default: {out_default}/)")

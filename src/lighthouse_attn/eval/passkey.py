@@ -155,10 +155,15 @@ def run_passkey(model: Callable[[torch.Tensor], torch.Tensor], contexts: list[in
         skipped: contexts left out before the run, recorded in the result.
 
     Raises:
-        ValueError: a context too short for the prompt, a depth outside 0..100, trials < 1.
+        ValueError: a context too short for the prompt, a depth outside 0..100, trials < 1,
+            a batch size < 1.
     """
     contexts, depths, device = list(contexts), list(depths), torch.device(device)
     check_grid(contexts, depths, trials)
+    sizes = batch_size if isinstance(batch_size, dict) else dict.fromkeys(contexts, batch_size)
+    if any(not isinstance(sizes.get(c), int) or sizes[c] < 1 for c in contexts):
+        raise ValueError(f"batch_size must be an integer >= 1 for every context (got "
+                         f"{batch_size!r})")
     total = len(contexts) * len(depths) * trials
     bar = tqdm(total=total, unit="prompt", dynamic_ncols=True, disable=not progress)
     correct = np.zeros((len(depths), len(contexts)))
@@ -166,7 +171,7 @@ def run_passkey(model: Callable[[torch.Tensor], torch.Tensor], contexts: list[in
     records = []
     for j, context in enumerate(contexts):
         bar.set_description(f"passkey {_short(context)}")
-        per_pass = batch_size[context] if isinstance(batch_size, dict) else batch_size
+        per_pass = sizes[context]
         jobs = [(t, i) for t in range(trials) for i in range(len(depths))]
         setups = [trial_setup(context, t, seed) for t in range(trials)]
         for start in range(0, len(jobs), per_pass):
