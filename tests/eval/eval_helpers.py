@@ -7,6 +7,8 @@ for the other directories' ``from conftest import ...``.
 import random
 from pathlib import Path
 
+import torch
+
 from lighthouse_attn import LighthouseConfig
 from lighthouse_attn.models import LlamaConfig
 from lighthouse_attn.train import TrainConfig, train
@@ -47,7 +49,11 @@ def shared_run(tmp_path_factory) -> Path:
     run = TrainConfig(run_dir=str(run_dir), data=[shared_corpus(tmp_path_factory)],
                       seq_len=TRAINED_SEQ_LEN, batch_size=2, lighthouse_steps=4, dense_steps=2,
                       warmup_steps=1, lr=3e-3, ckpt_every=2, threads=1)
-    result = train(run, EVAL_MODEL, progress=False)
+    threads = torch.get_num_threads()
+    try:
+        result = train(run, EVAL_MODEL, progress=False)
+    finally:
+        torch.set_num_threads(threads)  # the trainer sets its own; leave other tests theirs
     assert result.status == "finished"
     _SHARED["run"] = run_dir
     return run_dir

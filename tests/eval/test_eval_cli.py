@@ -5,6 +5,7 @@ import re
 import shutil
 
 import pytest
+import torch
 from eval_helpers import EVAL_MODEL, TRAINED_SEQ_LEN, shared_corpus, shared_run
 
 from lighthouse_attn.cli import main
@@ -22,6 +23,14 @@ def tiny_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory):
     return shared_corpus(tmp_path_factory)
+
+
+@pytest.fixture(autouse=True)
+def keep_threads():
+    """The commands set torch's CPU threads (--threads 1): restore them for other tests."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 def read(path):
@@ -198,3 +207,18 @@ def test_inspect_errors(tiny_run, corpus, tmp_path, capsys, extra, match):
     assert main(["inspect", "--checkpoint", str(tiny_run), "--text", corpus, "--out",
                  str(tmp_path)] + COMMON[1:] + extra) == 2
     assert match in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+def test_commands_run_on_cuda(tiny_run, corpus, tmp_path):
+    gpu = ["--no-progress", "--device", "cuda", "--out", str(tmp_path)]
+    assert main(["eval", "niah", "--checkpoint", str(tiny_run), "--trials", "2"] + gpu) == 0
+    assert main(["eval", "niah", "--checkpoint", str(tiny_run), "--trials", "2", "--attention",
+                 "lighthouse", "--contexts", "512", "--precision", "fp32"] + gpu) == 0
+    assert read(tmp_path / "niah_tiny.json")["device"].startswith("cuda")
+    assert main(["eval", "loss", "--checkpoint", str(tiny_run), "--data", corpus,
+                 "--max-sequences", "4"] + gpu) == 0
+    assert main(["inspect", "--checkpoint", str(tiny_run), "--layer", "1", "--text", corpus,
+                 "--seq-len", "2048", "--device", "cuda", "--out", str(tmp_path)]) == 0
+    result = read(tmp_path / "inspect_tiny_layer1.json")
+    assert all(h["level_fraction"] == [0.25, 0.75] for h in result["heads"])
