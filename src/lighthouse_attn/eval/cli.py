@@ -1,0 +1,288 @@
+"""`lighthouse-attn eval niah|loss`: passkey retrieval and loss by position of checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import torch
+
+from ..data import PackedSequences, load_tokens
+from ..train.distributed import resolve_device, set_cpu_threads
+from .forward import MEMORY_FRACTION, bytes_per_sequence, fit_batch, free_memory, gib
+from .loading import EvalCheckpoint, load_checkpoint
+from .passkey import DEFAULT_CONTEXTS, DEFAULT_DEPTHS, MIN_CONTEXT, plan_contexts, run_passkey
+from .plots import plot_passkey, plot_position_loss
+from .position_loss import loss_by_position
+
+NIAH_HELP = "passkey retrieval: a digit hidden at several depths and context lengths"
+LOSS_HELP = "held-out loss overall and by token position, for one or more checkpoints"
+
+
+# --------------------------------------------------------------------------- shared
+def add_runtime_arguments(parser: argparse.ArgumentParser, out_default: str = "eval") -> None:
+    """``--device``, ``--precision``, ``--threads``, ``--memory-gib``, ``--no-progress``,
+    ``--out``."""
+    g = parser.add_argument_group("runtime and output")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    g.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="auto: bf16 autocast on GPU, fp32 on CPU")
+    g.add_argument("--threads", type=int,
+                   help="CPU threads (default: the cores that are free at start)")
+    g.add_argument("--memory-gib", type=float,
+                   help="memory the forward passes may use beyond the weights (default: "
+                        f"{100 * MEMORY_FRACTION:.0f}%% of the device's free memory after loading)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--out", default=out_default,
+                   help=f"directory for the JSON and PNG files (default: {out_default}/)")
+
+
+def setup_runtime(args: argparse.Namespace) -> torch.device:
+    """The device (``ValueError`` for CUDA without a GPU); sets the CPU threads."""
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1 (got {args.threads})")
+    if getattr(args, "memory_gib", None) is not None and not args.memory_gib > 0:
+        raise ValueError(f"--memory-gib must be > 0 (got {args.memory_gib})")
+    device = resolve_device(args.device)
+    if device.type == "cpu":
+        set_cpu_threads(args.threads)
+    return device
+
+
+def memory_budget(args: argparse.Namespace, device: torch.device) -> int:
+    """Bytes of activations the forward passes may use (call after loading the models)."""
+    if args.memory_gib is not None:
+        return int(args.memory_gib * 2**30)
+    return int(MEMORY_FRACTION * free_memory(device))
+
+
+def uses_bf16(args: argparse.Namespace, device: torch.device) -> bool:
+    return args.precision == "bf16" or (args.precision == "auto" and device.type == "cuda")
+
+
+def parse_lengths(text: str, flag: str) -> list[int]:
+    """``"4K,8192,16k"`` -> ``[4096, 8192, 16384]`` (K = 1024)."""
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            out.append(int(part[:-1]) * 1024 if part[-1:] in "kK" and part[:-1] else int(part))
+        except ValueError:
+            raise ValueError(f"{flag} must be comma-separated token counts such as "
+                             f"'4K,8K,16384' (K = 1024); got {text!r}") from None
+    return out
+
+
+def parse_numbers(text: str, flag: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{flag} must be comma-separated numbers such as '0,50,100'; got "
+                         f"{text!r}") from None
+
+
+def write_json(path: Path, obj: dict) -> None:
+    """Write ``obj`` to ``path`` atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def file_stem(text: str) -> str:
+    """``text`` with every character other than letters, digits, ``.``, ``-`` and ``_``
+    replaced by ``_`` (names and labels become file names)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
+
+
+def describe(ckpt: EvalCheckpoint) -> dict:
+    """What the output files record about a checkpoint."""
+    return {"name": ckpt.name, "path": ckpt.info["path"], "step": ckpt.info["step"],
+            "trained_attention": ckpt.info["trained_attention"],
+            "trained_seq_len": ckpt.trained_seq_len, "model": ckpt.info["model_config"]}
+
+
+# --------------------------------------------------------------------------- niah
+def add_niah_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, metavar="RUN_DIR",
+                        help="run directory (its final model, else its newest checkpoint) or "
+                             "checkpoint directory")
+    parser.add_argument("--attention", choices=["dense", "lighthouse"], default="dense",
+                        help="dense: the served model (default); lighthouse: probe a stage-1 "
+                             "checkpoint as it trained")
+    parser.add_argument("--contexts", default=",".join(str(c) for c in DEFAULT_CONTEXTS),
+                        help="prompt lengths in tokens (bytes), K = 1024 (default: 4K, 8K, "
+                             "16K, 32K, 64K, 96K)")
+    parser.add_argument("--depths", default=",".join(str(d) for d in DEFAULT_DEPTHS),
+                        help="needle depths in percent of the filler (default: "
+                             "0,15,30,50,70,85,100)")
+    parser.add_argument("--trials", type=int, default=10, help="seeded trials per cell")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="prompts per forward pass (lowered per context to fit memory)")
+    parser.add_argument("--max-context", type=int,
+                        help="skip longer contexts (default: the run's training seq_len; "
+                             "raise it to test length extrapolation)")
+    add_runtime_arguments(parser)
+
+
+def _fallback_contexts(max_context: int) -> list[int]:
+    return sorted({c for c in (max_context // 8, max_context // 4, max_context // 2,
+                               max_context) if c >= MIN_CONTEXT})
+
+
+def niah_main(args: argparse.Namespace) -> int:
+    contexts = parse_lengths(args.contexts, "--contexts")
+    depths = parse_numbers(args.depths, "--depths")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1 (got {args.batch_size})")
+    if args.max_context is not None and args.max_context < MIN_CONTEXT:
+        raise ValueError(f"--max-context must be >= {MIN_CONTEXT}, the shortest passkey "
+                         f"prompt (got {args.max_context})")
+    device = setup_runtime(args)
+    ckpt = load_checkpoint(args.checkpoint, args.attention, device)
+    max_context = args.max_context or ckpt.trained_seq_len
+    notes = []
+    if max_context is None:
+        notes.append("the run's training seq_len is unknown (no run config.json): contexts "
+                     "are capped by memory only")
+    plan = dict(config=ckpt.model.config, attention=args.attention,
+                batch_size=args.batch_size, memory_budget=memory_budget(args, device),
+                max_context=max_context, trained_seq_len=ckpt.trained_seq_len,
+                bf16=uses_bf16(args, device))
+    batches, skipped = plan_contexts(contexts=contexts, **plan)
+    defaults = args.contexts == ",".join(str(c) for c in DEFAULT_CONTEXTS)
+    if not batches and defaults and max_context is not None and \
+            all(s["kind"] == "max-context" for s in skipped):
+        fallback = _fallback_contexts(max_context)
+        notes.append(f"every default context is longer than --max-context {max_context:,}; "
+                     f"evaluating {', '.join(f'{c:,}' for c in fallback)} instead")
+        batches, more = plan_contexts(contexts=fallback, **plan)
+        skipped += more
+    for note in notes:
+        print(f"note: {note}")
+    if not batches:
+        reasons = "; ".join(f"{s['context']:,}: {s['reason']}" for s in skipped)
+        raise ValueError(f"no context length can be evaluated ({reasons})")
+
+    t0 = time.perf_counter()
+    result = run_passkey(ckpt.model, list(batches), depths, trials=args.trials,
+                         seed=args.seed, batch_size=batches, device=device,
+                         precision=args.precision, progress=not args.no_progress,
+                         skipped=skipped)
+    elapsed = time.perf_counter() - t0
+    print(f"passkey retrieval: {ckpt.name} ({args.attention} attention)")
+    print(result.table())
+
+    out = Path(args.out)
+    stem = file_stem(f"niah_{ckpt.name}")
+    write_json(out / f"{stem}.json", {
+        "checkpoint": describe(ckpt), "attention": args.attention, "max_context": max_context,
+        "device": str(device), "precision": args.precision, "elapsed_s": elapsed,
+        "notes": notes, **result.to_dict()})
+    plot_passkey(result, out / f"{stem}.png", f"passkey retrieval: {ckpt.name} (step "
+                 f"{ckpt.info['step']}, {args.attention} attention)")
+    print(f"wrote {out / (stem + '.json')} and {out / (stem + '.png')}")
+    return 0
+
+
+# --------------------------------------------------------------------------- loss
+def add_loss_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, action="append", metavar="RUN_DIR",
+                        help="run or checkpoint directory; repeat to overlay several")
+    parser.add_argument("--label", action="append",
+                        help="legend name per --checkpoint, in order (default: run names)")
+    parser.add_argument("--data", required=True, nargs="+", metavar="PATH",
+                        help="held-out text: files, directories, globs or .jsonl")
+    parser.add_argument("--text-field", default="text", help="field of .jsonl records")
+    parser.add_argument("--seq-len", type=int,
+                        help="tokens per sequence (default: the longest training seq_len of "
+                             "the checkpoints)")
+    parser.add_argument("--max-sequences", type=int, default=32,
+                        help="score the first this many sequences of the data (default: 32)")
+    parser.add_argument("--batch-size", type=int, default=4,
+                        help="sequences per forward pass (lowered to fit memory)")
+    parser.add_argument("--attention", choices=["dense", "lighthouse"], default="dense",
+                        help="dense (default) or lighthouse (a stage-1 checkpoint as trained)")
+    add_runtime_arguments(parser)
+
+
+def loss_main(args: argparse.Namespace) -> int:
+    if args.label and len(args.label) != len(args.checkpoint):
+        raise ValueError(f"give one --label per --checkpoint ({len(args.checkpoint)} "
+                         f"checkpoints, {len(args.label)} labels)")
+    if args.batch_size < 1 or args.max_sequences < 1:
+        raise ValueError("--batch-size and --max-sequences must be >= 1")
+    if args.seq_len is not None and args.seq_len < 2:
+        raise ValueError(f"--seq-len must be >= 2 (got {args.seq_len})")
+    device = setup_runtime(args)
+    ckpts = [load_checkpoint(path, args.attention, device) for path in args.checkpoint]
+    for i, label in enumerate(args.label or []):
+        ckpts[i].name = label
+    seq_len = args.seq_len or max((c.trained_seq_len or 0) for c in ckpts) or None
+    if seq_len is None:
+        raise ValueError("the checkpoints' training seq_len is unknown (no run config.json); "
+                         "pass --seq-len")
+    budget, bf16 = memory_budget(args, device), uses_bf16(args, device)
+    data = PackedSequences(load_tokens(args.data, args.text_field), seq_len)
+    results = []
+    for ckpt in ckpts:
+        lh = ckpt.model.config.lighthouse
+        if args.attention == "lighthouse" and ckpt.model.config.lighthouse_layer_indices and \
+                not (lh.short_seq == "dense" and lh.is_short(seq_len)):
+            lh.validate(seq_len)
+        per = bytes_per_sequence(ckpt.model.config, seq_len, attention=args.attention,
+                                 bf16=bf16, full_logits=True)
+        batch = fit_batch(per, budget, args.batch_size)
+        if batch == 0:
+            raise ValueError(f"one sequence of {seq_len:,} tokens needs about {gib(per)} for "
+                             f"{ckpt.name}, more than the {gib(budget)} available "
+                             "(--memory-gib); lower --seq-len")
+        results.append(loss_by_position(ckpt.model, data, name=ckpt.name,
+                                        max_sequences=args.max_sequences, batch_size=batch,
+                                        device=device, precision=args.precision,
+                                        progress=not args.no_progress))
+    print(f"loss by position ({args.attention} attention, {results[0].sequences} x "
+          f"{seq_len:,} tokens of {', '.join(args.data)})")
+    print(_loss_table(results))
+
+    out = Path(args.out)
+    stem = file_stem("loss_" + "_vs_".join(r.name for r in results))
+    write_json(out / f"{stem}.json", {
+        "data": args.data, "seq_len": seq_len, "attention": args.attention,
+        "device": str(device), "precision": args.precision,
+        "checkpoints": [describe(c) for c in ckpts],
+        "results": [r.to_dict() for r in results]})
+    plot_position_loss(results, out / f"{stem}.png",
+                       f"held-out loss by position ({args.attention} attention)")
+    print(f"wrote {out / (stem + '.json')} and {out / (stem + '.png')}")
+    return 0
+
+
+def _loss_table(results) -> str:
+    width = max(12, *(len(r.name) + 2 for r in results))
+    lines = [f"{'positions':>18}" + "".join(f"{r.name:>{width}}" for r in results)]
+    for i, b in enumerate(results[0].buckets):
+        lines.append(f"{b['start']:>8,} - {b['end'] - 1:<8,}" +
+                     "".join(f"{r.buckets[i]['loss']:>{width}.4f}" for r in results))
+    lines.append(f"{'all':>18}" + "".join(f"{r.loss:>{width}.4f}" for r in results))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- command
+SUBCOMMANDS = {"niah": (add_niah_arguments, niah_main, NIAH_HELP),
+               "loss": (add_loss_arguments, loss_main, LOSS_HELP)}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="eval_command", metavar="WHAT", required=True)
+    for name, (add, _, help_) in SUBCOMMANDS.items():
+        add(sub.add_parser(name, help=help_, description=help_))
+
+
+def main(args: argparse.Namespace) -> int:
+    return SUBCOMMANDS[args.eval_command][1](args)
