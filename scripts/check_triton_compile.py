@@ -43,12 +43,12 @@ def cases():
                                       {"L": L, "LOG2P": log2p, "BLOCK": 1024})
         for kern, base in ((window._pool_kernel, window.POOL_ROWS),
                            (window._spread_kernel, window.SPREAD_ROWS)):
-            for shift, mean in ((0, True), (1, False)):
+            for (shift, mean), skip in (((0, True), False), ((1, False), True)):
                 yield f"{kern.fn.__name__} L={L} p={p} shift={shift}", sig(
                     kern, {**bf, "map_ptr": "*i32"},
                     {"SHIFT": shift, "MEAN": mean, "L": L, "P": p, "LOG2P": log2p,
                      "ROWS": window._rows(base, p, L, 128), "BLOCK_D": 128,
-                     "ACC": triton.language.float32})
+                     "ACC": triton.language.float32, "SKIP_EMPTY": skip})
 
 
 def main() -> int:

@@ -272,3 +272,22 @@ def test_backend_resolution_errors(monkeypatch):
         out = lighthouse_attention(q[..., :512, :], k[..., :512, :], v[..., :512, :],
                                    cfg("auto"))
         assert out.shape == (1, 2, 512, 8)
+
+
+def test_skip_empty_levels_variant_is_bitwise_equal(monkeypatch):
+    from lighthouse_attn.ops.triton import window
+
+    q, k, v = qkv(B=1, H=2, N=1024, D=8, seed=33)
+    sel = select(q, k, cfg("torch", num_levels=3))
+    pm = position_map(sel, 1024, 2, 3)
+    S = sel.level.shape[-1]
+    runs = []
+    for skip in (False, True):
+        monkeypatch.setattr(window, "SKIP_EMPTY", skip)
+        g = pool([q, k, v], pm, S, [2] * 3, [1] * 3, [1] * 3, False, True, 2, 3)
+        b = pool([q], pm, S, [2], [1], [1], True, False, 2, 3)
+        runs.append([*g, *b, *window.spread(g, pm, 1024, [2] * 3, [1] * 3, [1] * 3, False,
+                                            True, 2, 3),
+                     *window.spread([g[0]], pm, 1024, [2], [1], [1], True, False, 2, 3)])
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)

@@ -32,13 +32,14 @@ from ..select import Selection
 
 POOL_ROWS = 128  # span of the pool kernel (measured on H100: 128 > 64 > 32)
 SPREAD_ROWS = 64
+SKIP_EMPTY = False  # branch around levels absent from a span (an experiment; off as measured)
 
 
 @triton.jit
 def _pool_one(x_ptr, out_ptr, map_ptr, b, o, N, M, S, D, heads, x_div, sel_div, sel_heads,
               sxb, sxh, sxn, u0, SHIFT: tl.constexpr, MEAN: tl.constexpr, L: tl.constexpr,
               P: tl.constexpr, LOG2P: tl.constexpr, ROWS: tl.constexpr, BLOCK_D: tl.constexpr,
-              ACC: tl.constexpr):
+              ACC: tl.constexpr, SKIP_EMPTY: tl.constexpr):
     d = tl.arange(0, BLOCK_D)
     md = d < D
     x_base = x_ptr + b.to(tl.int64) * sxb + (o // x_div).to(tl.int64) * sxh
@@ -49,7 +50,7 @@ def _pool_one(x_ptr, out_ptr, map_ptr, b, o, N, M, S, D, heads, x_div, sel_div, 
         m = (u0 >> (lvl * LOG2P)) + tl.arange(0, ROWS // (P**lvl)) - SHIFT
         ok = (m >= 0) & (m < (N >> (lvl * LOG2P)))
         s = tl.load(map_row + level_off + m, mask=ok, other=-1)
-        if tl.max(s, 0) >= 0:  # any entry of this level in the span (refined levels: few)
+        if not SKIP_EMPTY or tl.max(s, 0) >= 0:  # skip levels absent from the span
             ok = ok & (s >= 0)
             t = (u0 + tl.arange(0, ROWS // (P**lvl))[:, None] * (P**lvl)
                  + tl.arange(0, P**lvl)[None, :] - SHIFT)
@@ -64,16 +65,12 @@ def _pool_one(x_ptr, out_ptr, map_ptr, b, o, N, M, S, D, heads, x_div, sel_div, 
         level_off += N >> (lvl * LOG2P)
 
 
-_RUNTIME_INTS = ["N", "M", "S", "D", "h0", "h1", "h2", "xd0", "xd1", "xd2", "gr0", "gr1", "gr2",
-                 "sd0", "sd1", "sd2", "sel_heads"]
-
-
-@triton.jit(do_not_specialize=[n for n in _RUNTIME_INTS if n not in ("gr0", "gr1", "gr2")])
+@triton.jit
 def _pool_kernel(x0, x1, x2, o0, o1, o2, map_ptr, N, M, S, D, h0, h1, h2, xd0, xd1, xd2,
                  sd0, sd1, sd2, sel_heads, s0b, s0h, s0n, s1b, s1h, s1n, s2b, s2h, s2n,
                  SHIFT: tl.constexpr, MEAN: tl.constexpr, L: tl.constexpr, P: tl.constexpr,
                  LOG2P: tl.constexpr, ROWS: tl.constexpr, BLOCK_D: tl.constexpr,
-                 ACC: tl.constexpr):
+                 ACC: tl.constexpr, SKIP_EMPTY: tl.constexpr):
     u0 = tl.program_id(0) * ROWS
     pid_y = tl.program_id(1)
     total = h0 + h1 + h2
@@ -81,20 +78,20 @@ def _pool_kernel(x0, x1, x2, o0, o1, o2, map_ptr, N, M, S, D, h0, h1, h2, xd0, x
     slot = pid_y % total
     if slot < h0:
         _pool_one(x0, o0, map_ptr, b, slot, N, M, S, D, h0, xd0, sd0, sel_heads, s0b, s0h,
-                  s0n, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC)
+                  s0n, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC, SKIP_EMPTY)
     elif slot < h0 + h1:
         _pool_one(x1, o1, map_ptr, b, slot - h0, N, M, S, D, h1, xd1, sd1, sel_heads, s1b,
-                  s1h, s1n, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC)
+                  s1h, s1n, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC, SKIP_EMPTY)
     else:
         _pool_one(x2, o2, map_ptr, b, slot - h0 - h1, N, M, S, D, h2, xd2, sd2, sel_heads,
-                  s2b, s2h, s2n, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC)
+                  s2b, s2h, s2n, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC, SKIP_EMPTY)
 
 
 @triton.jit
 def _spread_one(g_ptr, out_ptr, map_ptr, b, j, N, M, D, heads, group, sel_div, sel_heads,
                 sgb, sgh, sgs, u0, SHIFT: tl.constexpr, MEAN: tl.constexpr, L: tl.constexpr,
                 P: tl.constexpr, LOG2P: tl.constexpr, ROWS: tl.constexpr,
-                BLOCK_D: tl.constexpr, ACC: tl.constexpr):
+                BLOCK_D: tl.constexpr, ACC: tl.constexpr, SKIP_EMPTY: tl.constexpr):
     d = tl.arange(0, BLOCK_D)
     md = d < D
     acc = tl.zeros((ROWS, BLOCK_D), ACC)
@@ -107,7 +104,7 @@ def _spread_one(g_ptr, out_ptr, map_ptr, b, j, N, M, D, heads, group, sel_div, s
             m = (u0 >> (lvl * LOG2P)) + tl.arange(0, ROWS // (P**lvl)) - SHIFT
             ok = (m >= 0) & (m < (N >> (lvl * LOG2P)))
             s = tl.load(map_row + level_off + m, mask=ok, other=-1)
-            if tl.max(s, 0) >= 0:  # any entry of this level covers the span
+            if not SKIP_EMPTY or tl.max(s, 0) >= 0:  # skip levels absent from the span
                 ok = ok & (s >= 0)
                 rows = tl.load(g_base + s[:, None].to(tl.int64) * sgs + d[None, :],
                                mask=ok[:, None] & md[None, :], other=0.0).to(ACC)
@@ -126,13 +123,12 @@ def _spread_one(g_ptr, out_ptr, map_ptr, b, j, N, M, D, heads, group, sel_div, s
              mask=((t >= 0) & (t < N))[:, None] & md[None, :])
 
 
-@triton.jit(do_not_specialize=[n for n in _RUNTIME_INTS
-                               if n not in ("S", "xd0", "xd1", "xd2")])
+@triton.jit
 def _spread_kernel(g0, g1, g2, o0, o1, o2, map_ptr, N, M, D, h0, h1, h2, gr0, gr1, gr2,
                    sd0, sd1, sd2, sel_heads, s0b, s0h, s0s, s1b, s1h, s1s, s2b, s2h, s2s,
                    SHIFT: tl.constexpr, MEAN: tl.constexpr, L: tl.constexpr, P: tl.constexpr,
                    LOG2P: tl.constexpr, ROWS: tl.constexpr, BLOCK_D: tl.constexpr,
-                   ACC: tl.constexpr):
+                   ACC: tl.constexpr, SKIP_EMPTY: tl.constexpr):
     u0 = tl.program_id(0) * ROWS
     pid_y = tl.program_id(1)
     total = h0 + h1 + h2
@@ -140,13 +136,13 @@ def _spread_kernel(g0, g1, g2, o0, o1, o2, map_ptr, N, M, D, h0, h1, h2, gr0, gr
     slot = pid_y % total
     if slot < h0:
         _spread_one(g0, o0, map_ptr, b, slot, N, M, D, h0, gr0, sd0, sel_heads, s0b, s0h, s0s,
-                    u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC)
+                    u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC, SKIP_EMPTY)
     elif slot < h0 + h1:
         _spread_one(g1, o1, map_ptr, b, slot - h0, N, M, D, h1, gr1, sd1, sel_heads, s1b,
-                    s1h, s1s, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC)
+                    s1h, s1s, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC, SKIP_EMPTY)
     else:
         _spread_one(g2, o2, map_ptr, b, slot - h0 - h1, N, M, D, h2, gr2, sd2, sel_heads,
-                    s2b, s2h, s2s, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC)
+                    s2b, s2h, s2s, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC, SKIP_EMPTY)
 
 
 @triton.jit
@@ -199,7 +195,7 @@ def pool(xs: list[Tensor], pos_map: Tensor, S: int, heads: list[int], x_divs: li
         *_pad3(heads, 0), *_pad3(x_divs, 1), *_pad3(sel_divs, 1), pos_map.shape[1], *strides,
         SHIFT=int(shift), MEAN=mean, L=num_levels, P=pooling_factor,
         LOG2P=pooling_factor.bit_length() - 1, ROWS=rows, BLOCK_D=triton.next_power_of_2(D),
-        ACC=_acc(xs[0].dtype), num_warps=4)
+        ACC=_acc(xs[0].dtype), SKIP_EMPTY=SKIP_EMPTY, num_warps=4)
     return outs
 
 
@@ -218,7 +214,7 @@ def spread(gs: list[Tensor], pos_map: Tensor, seq_len: int, heads: list[int],
         *_pad3(heads, 0), *_pad3(groups, 1), *_pad3(sel_divs, 1), pos_map.shape[1], *strides,
         SHIFT=int(shift), MEAN=mean, L=num_levels, P=pooling_factor,
         LOG2P=pooling_factor.bit_length() - 1, ROWS=rows, BLOCK_D=triton.next_power_of_2(D),
-        ACC=_acc(gs[0].dtype), num_warps=4)
+        ACC=_acc(gs[0].dtype), SKIP_EMPTY=SKIP_EMPTY, num_warps=4)
     return outs
 
 
