@@ -5,7 +5,6 @@ set -uo pipefail
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 OUT="${OUT:-benchmarks/results}"
 mkdir -p "$OUT"
-python3 benchmarks/kernel_variants.py --out "$OUT/variants.json" 2>&1 | tail -4
 python3 -m pytest tests/train tests/hf tests/eval -m gpu -q -p no:cacheprovider -p no:logging \
   2>&1 | tee "$OUT/gpu_tests_models.log" | tail -4
 python3 -m lighthouse_attn.cli bench train --preset paper-530m --seq-len 98304 \

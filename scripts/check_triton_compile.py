@@ -41,14 +41,16 @@ def cases():
                                       {"level_ptr": "*i64", "index_ptr": "*i64",
                                        "map_ptr": "*i32"},
                                       {"L": L, "LOG2P": log2p, "BLOCK": 1024})
-        for kern, base in ((window._pool_kernel, window.POOL_ROWS),
-                           (window._spread_kernel, window.SPREAD_ROWS)):
-            for (shift, mean), skip in (((0, True), False), ((1, False), True)):
-                yield f"{kern.fn.__name__} L={L} p={p} shift={shift}", sig(
-                    kern, {**bf, "map_ptr": "*i32"},
-                    {"SHIFT": shift, "MEAN": mean, "L": L, "P": p, "LOG2P": log2p,
-                     "ROWS": window._rows(base, p, L, 128), "BLOCK_D": 128,
-                     "ACC": triton.language.float32, "SKIP_EMPTY": skip})
+        rows, skip = window.pool_plan(p, L, 128)
+        for shift, mean in ((0, True), (1, False)):
+            consts = {"SHIFT": shift, "MEAN": mean, "L": L, "P": p, "LOG2P": log2p,
+                      "BLOCK_D": 128, "ACC": triton.language.float32}
+            yield f"pool L={L} p={p} shift={shift}", sig(
+                window._pool_kernel, {**bf, "map_ptr": "*i32"},
+                {**consts, "ROWS": rows, "SKIP_EMPTY": skip})
+            yield f"spread L={L} p={p} shift={shift}", sig(
+                window._spread_kernel, {**bf, "map_ptr": "*i32"},
+                {**consts, "ROWS": window._rows(window.SPREAD_ROWS, p, L, 128)})
 
 
 def main() -> int:

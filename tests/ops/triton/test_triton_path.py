@@ -274,20 +274,23 @@ def test_backend_resolution_errors(monkeypatch):
         assert out.shape == (1, 2, 512, 8)
 
 
-def test_skip_empty_levels_variant_is_bitwise_equal(monkeypatch):
-    from lighthouse_attn.ops.triton import window
+def test_pool_and_spread_with_level_skipping_match_twins():
+    """L=4, p=4 (coarsest window 64): the pool kernel's 256-row spans skip absent levels."""
+    from lighthouse_attn.ops.triton.window import pool_plan, spread
 
-    q, k, v = qkv(B=1, H=2, N=1024, D=8, seed=33)
-    sel = select(q, k, cfg("torch", num_levels=3))
-    pm = position_map(sel, 1024, 2, 3)
+    assert pool_plan(4, 4, 4) == (256, True)
+    c = cfg("torch", num_levels=4, pooling_factor=4)
+    N = c.min_seq_len
+    q, k, v = qkv(B=1, H=1, N=N, D=4, dtype=torch.float64, seed=33)
+    sel = select(q, k, c)
+    pm = position_map(sel, N, 4, 4)
     S = sel.level.shape[-1]
-    runs = []
-    for skip in (False, True):
-        monkeypatch.setattr(window, "SKIP_EMPTY", skip)
-        g = pool([q, k, v], pm, S, [2] * 3, [1] * 3, [1] * 3, False, True, 2, 3)
-        b = pool([q], pm, S, [2], [1], [1], True, False, 2, 3)
-        runs.append([*g, *b, *window.spread(g, pm, 1024, [2] * 3, [1] * 3, [1] * 3, False,
-                                            True, 2, 3),
-                     *window.spread([g[0]], pm, 1024, [2], [1], [1], True, False, 2, 3)])
-    for a, b in zip(*runs):
-        assert torch.equal(a, b)
+    got = pool([q, k], pm, S, [1, 1], [1, 1], [1, 1], False, True, 4, 4)
+    for x, g in zip((q, k), got):
+        torch.testing.assert_close(g, gather(build_pyramid(x, 4, 4), sel), rtol=0, atol=1e-12)
+    o = torch.randn(1, 1, S, 4, dtype=torch.float64, device=DEV)
+    (shifted,) = pool([v], pm, S, [1], [1], [1], True, False, 4, 4)
+    (out,) = spread([o], pm, N, [1], [1], [1], True, False, 4, 4)
+    torch.testing.assert_close(out, scatter(o, sel, N, c), rtol=0, atol=1e-12)
+    # pool(shift, sum) is the adjoint of spread(shift, sum): <spread(o), v> == <o, pool(v)>
+    torch.testing.assert_close((out * v).sum(), (o * shifted).sum(), rtol=1e-12, atol=0)

@@ -30,9 +30,17 @@ from torch import Tensor
 
 from ..select import Selection
 
-POOL_ROWS = 128  # span of the pool kernel (measured on H100: 128 > 64 > 32)
-SPREAD_ROWS = 64
-SKIP_EMPTY = False  # branch around levels absent from a span (an experiment; off as measured)
+SPREAD_ROWS = 64  # spread span; 128 was slower at every size measured on H100
+
+
+def pool_plan(pooling_factor: int, num_levels: int, D: int) -> tuple[int, bool]:
+    """Span of the pool kernel and whether it skips levels absent from a span: measured on an
+    H100 (benchmarks/NOTES.md), 128 rows without skipping for coarsest windows up to 16;
+    256 rows with skipping for windows of 64 and more (L=4, p=4), where most spans hold no
+    refined entries of the finer levels."""
+    window = pooling_factor ** (num_levels - 1)
+    rows = 256 if window >= 64 else 128
+    return _rows(rows, pooling_factor, num_levels, D), window >= 64
 
 
 @triton.jit
@@ -50,7 +58,7 @@ def _pool_one(x_ptr, out_ptr, map_ptr, b, o, N, M, S, D, heads, x_div, sel_div, 
         m = (u0 >> (lvl * LOG2P)) + tl.arange(0, ROWS // (P**lvl)) - SHIFT
         ok = (m >= 0) & (m < (N >> (lvl * LOG2P)))
         s = tl.load(map_row + level_off + m, mask=ok, other=-1)
-        if not SKIP_EMPTY or tl.max(s, 0) >= 0:  # skip levels absent from the span
+        if not SKIP_EMPTY or tl.max(s, 0) >= 0:  # any entry of this level in the span
             ok = ok & (s >= 0)
             t = (u0 + tl.arange(0, ROWS // (P**lvl))[:, None] * (P**lvl)
                  + tl.arange(0, P**lvl)[None, :] - SHIFT)
@@ -91,7 +99,7 @@ def _pool_kernel(x0, x1, x2, o0, o1, o2, map_ptr, N, M, S, D, h0, h1, h2, xd0, x
 def _spread_one(g_ptr, out_ptr, map_ptr, b, j, N, M, D, heads, group, sel_div, sel_heads,
                 sgb, sgh, sgs, u0, SHIFT: tl.constexpr, MEAN: tl.constexpr, L: tl.constexpr,
                 P: tl.constexpr, LOG2P: tl.constexpr, ROWS: tl.constexpr,
-                BLOCK_D: tl.constexpr, ACC: tl.constexpr, SKIP_EMPTY: tl.constexpr):
+                BLOCK_D: tl.constexpr, ACC: tl.constexpr):
     d = tl.arange(0, BLOCK_D)
     md = d < D
     acc = tl.zeros((ROWS, BLOCK_D), ACC)
@@ -104,18 +112,17 @@ def _spread_one(g_ptr, out_ptr, map_ptr, b, j, N, M, D, heads, group, sel_div, s
             m = (u0 >> (lvl * LOG2P)) + tl.arange(0, ROWS // (P**lvl)) - SHIFT
             ok = (m >= 0) & (m < (N >> (lvl * LOG2P)))
             s = tl.load(map_row + level_off + m, mask=ok, other=-1)
-            if not SKIP_EMPTY or tl.max(s, 0) >= 0:  # skip levels absent from the span
-                ok = ok & (s >= 0)
-                rows = tl.load(g_base + s[:, None].to(tl.int64) * sgs + d[None, :],
-                               mask=ok[:, None] & md[None, :], other=0.0).to(ACC)
-                if MEAN:
-                    rows = rows * (1.0 / (P**lvl))
-                if lvl == 0:
-                    acc += rows
-                else:
-                    acc += tl.reshape(tl.broadcast_to(rows[:, None, :],
-                                                      (ROWS // (P**lvl), P**lvl, BLOCK_D)),
-                                      (ROWS, BLOCK_D))
+            ok = ok & (s >= 0)
+            rows = tl.load(g_base + s[:, None].to(tl.int64) * sgs + d[None, :],
+                           mask=ok[:, None] & md[None, :], other=0.0).to(ACC)
+            if MEAN:
+                rows = rows * (1.0 / (P**lvl))
+            if lvl == 0:
+                acc += rows
+            else:
+                acc += tl.reshape(tl.broadcast_to(rows[:, None, :],
+                                                  (ROWS // (P**lvl), P**lvl, BLOCK_D)),
+                                  (ROWS, BLOCK_D))
             level_off += N >> (lvl * LOG2P)
     t = u0 + tl.arange(0, ROWS) - SHIFT
     out = out_ptr + ((b * heads + j).to(tl.int64) * N + t[:, None].to(tl.int64)) * D
@@ -128,7 +135,7 @@ def _spread_kernel(g0, g1, g2, o0, o1, o2, map_ptr, N, M, D, h0, h1, h2, gr0, gr
                    sd0, sd1, sd2, sel_heads, s0b, s0h, s0s, s1b, s1h, s1s, s2b, s2h, s2s,
                    SHIFT: tl.constexpr, MEAN: tl.constexpr, L: tl.constexpr, P: tl.constexpr,
                    LOG2P: tl.constexpr, ROWS: tl.constexpr, BLOCK_D: tl.constexpr,
-                   ACC: tl.constexpr, SKIP_EMPTY: tl.constexpr):
+                   ACC: tl.constexpr):
     u0 = tl.program_id(0) * ROWS
     pid_y = tl.program_id(1)
     total = h0 + h1 + h2
@@ -136,13 +143,13 @@ def _spread_kernel(g0, g1, g2, o0, o1, o2, map_ptr, N, M, D, h0, h1, h2, gr0, gr
     slot = pid_y % total
     if slot < h0:
         _spread_one(g0, o0, map_ptr, b, slot, N, M, D, h0, gr0, sd0, sel_heads, s0b, s0h, s0s,
-                    u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC, SKIP_EMPTY)
+                    u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC)
     elif slot < h0 + h1:
         _spread_one(g1, o1, map_ptr, b, slot - h0, N, M, D, h1, gr1, sd1, sel_heads, s1b,
-                    s1h, s1s, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC, SKIP_EMPTY)
+                    s1h, s1s, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC)
     else:
         _spread_one(g2, o2, map_ptr, b, slot - h0 - h1, N, M, D, h2, gr2, sd2, sel_heads,
-                    s2b, s2h, s2s, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC, SKIP_EMPTY)
+                    s2b, s2h, s2s, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC)
 
 
 @triton.jit
@@ -186,7 +193,7 @@ def pool(xs: list[Tensor], pos_map: Tensor, S: int, heads: list[int], x_divs: li
     ``(B, heads[i], S, D)`` pooled windows, in one launch (module doc)."""
     B, _, N, D = xs[0].shape
     outs = [x.new_empty(B, h, S, D) for x, h in zip(xs, heads)]
-    rows = _rows(POOL_ROWS, pooling_factor, num_levels, D)
+    rows, skip = pool_plan(pooling_factor, num_levels, D)
     grid = (triton.cdiv(N + (pooling_factor ** (num_levels - 1) if shift else 0), rows),
             B * sum(heads))
     strides = [s for x in _pad3(xs, xs[0]) for s in x.stride()[:3]]
@@ -195,7 +202,7 @@ def pool(xs: list[Tensor], pos_map: Tensor, S: int, heads: list[int], x_divs: li
         *_pad3(heads, 0), *_pad3(x_divs, 1), *_pad3(sel_divs, 1), pos_map.shape[1], *strides,
         SHIFT=int(shift), MEAN=mean, L=num_levels, P=pooling_factor,
         LOG2P=pooling_factor.bit_length() - 1, ROWS=rows, BLOCK_D=triton.next_power_of_2(D),
-        ACC=_acc(xs[0].dtype), SKIP_EMPTY=SKIP_EMPTY, num_warps=4)
+        ACC=_acc(xs[0].dtype), SKIP_EMPTY=skip, num_warps=4)
     return outs
 
 
@@ -214,7 +221,7 @@ def spread(gs: list[Tensor], pos_map: Tensor, seq_len: int, heads: list[int],
         *_pad3(heads, 0), *_pad3(groups, 1), *_pad3(sel_divs, 1), pos_map.shape[1], *strides,
         SHIFT=int(shift), MEAN=mean, L=num_levels, P=pooling_factor,
         LOG2P=pooling_factor.bit_length() - 1, ROWS=rows, BLOCK_D=triton.next_power_of_2(D),
-        ACC=_acc(gs[0].dtype), SKIP_EMPTY=SKIP_EMPTY, num_warps=4)
+        ACC=_acc(gs[0].dtype), num_warps=4)
     return outs
 
 
