@@ -254,42 +254,29 @@ def _grads(ctx, grads):
             for g, shape in zip(grads, ctx.out_shapes)]
 
 
-class _Pool(torch.autograd.Function):
+def _adjoint_meta(xs: list[Tensor], meta: tuple) -> tuple:
+    """Arguments of the adjoint launch: the inputs' length and heads become its output's, the
+    rest (head divisors, selection divisors, flags, p, L) is shared."""
+    return (xs[0].shape[2], [x.shape[1] for x in xs], *meta[2:])
+
+
+class _Windowed(torch.autograd.Function):
+    """``outs = kernel(xs)``, with gradient ``adjoint(grad_outs)`` (pool <-> spread)."""
+
     @staticmethod
-    def forward(ctx, pos_map, meta, *xs):
-        S, heads, x_divs, sel_divs, shift, mean, p, L = meta
+    def forward(ctx, kernel, adjoint, pos_map, meta, *xs):
         ctx.save_for_backward(pos_map)
-        ctx.meta = (xs[0].shape[2], [x.shape[1] for x in xs], x_divs, sel_divs, shift, mean,
-                    p, L)
-        outs = pool(_contig(xs), pos_map, *meta)
-        ctx.out_shapes, ctx.dtype, ctx.device = [o.shape for o in outs], outs[0].dtype, \
-            outs[0].device
+        ctx.adjoint, ctx.meta = adjoint, _adjoint_meta(xs, meta)
+        outs = kernel(_contig(xs), pos_map, *meta)
+        ctx.out_shapes = [o.shape for o in outs]
+        ctx.dtype, ctx.device = outs[0].dtype, outs[0].device
         return tuple(outs)
 
     @staticmethod
     def backward(ctx, *grads):
         (pos_map,) = ctx.saved_tensors
-        dxs = spread(_contig(_grads(ctx, grads)), pos_map, *ctx.meta)
-        return (None, None, *dxs)
-
-
-class _Spread(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, pos_map, meta, *gs):
-        N, heads, groups, sel_divs, shift, mean, p, L = meta
-        ctx.save_for_backward(pos_map)
-        ctx.meta = (gs[0].shape[2], [g.shape[1] for g in gs], groups, sel_divs, shift, mean,
-                    p, L)
-        outs = spread(_contig(gs), pos_map, *meta)
-        ctx.out_shapes, ctx.dtype, ctx.device = [o.shape for o in outs], outs[0].dtype, \
-            outs[0].device
-        return tuple(outs)
-
-    @staticmethod
-    def backward(ctx, *grads):
-        (pos_map,) = ctx.saved_tensors
-        dgs = pool(_contig(_grads(ctx, grads)), pos_map, *ctx.meta)
-        return (None, None, *dgs)
+        dxs = ctx.adjoint(_contig(_grads(ctx, grads)), pos_map, *ctx.meta)
+        return (None, None, None, None, *dxs)
 
 
 @torch.library.custom_op("lighthouse_attn::pool", mutates_args=())
@@ -320,10 +307,9 @@ def _(gs, pos_map, seq_len, heads, groups, sel_divs, shift, mean, pooling_factor
     return [g.new_empty(g.shape[0], h, seq_len, g.shape[3]) for g, h in zip(gs, heads)]
 
 
-def _setup_pool(ctx, inputs, output):
-    xs, pos_map, S, heads, x_divs, sel_divs, shift, mean, p, L = inputs
-    ctx.save_for_backward(pos_map)
-    ctx.meta = (xs[0].shape[2], [x.shape[1] for x in xs], x_divs, sel_divs, shift, mean, p, L)
+def _setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[1])
+    ctx.meta = _adjoint_meta(inputs[0], inputs[2:])
 
 
 def _pool_op_backward(ctx, grads):
@@ -331,19 +317,19 @@ def _pool_op_backward(ctx, grads):
     return (spread_op(list(grads), pos_map, *ctx.meta),) + (None,) * 9
 
 
-def _setup_spread(ctx, inputs, output):
-    gs, pos_map, N, heads, groups, sel_divs, shift, mean, p, L = inputs
-    ctx.save_for_backward(pos_map)
-    ctx.meta = (gs[0].shape[2], [g.shape[1] for g in gs], groups, sel_divs, shift, mean, p, L)
-
-
 def _spread_op_backward(ctx, grads):
     (pos_map,) = ctx.saved_tensors
     return (pool_op(list(grads), pos_map, *ctx.meta),) + (None,) * 9
 
 
-pool_op.register_autograd(_pool_op_backward, setup_context=_setup_pool)
-spread_op.register_autograd(_spread_op_backward, setup_context=_setup_spread)
+pool_op.register_autograd(_pool_op_backward, setup_context=_setup)
+spread_op.register_autograd(_spread_op_backward, setup_context=_setup)
+
+
+def _differentiable(kernel, adjoint, op, xs, pos_map, meta) -> list[Tensor]:
+    if torch.compiler.is_compiling():
+        return op(list(xs), pos_map, *meta)
+    return list(_Windowed.apply(kernel, adjoint, pos_map, meta, *xs))
 
 
 def gather_pooled(xs: list[Tensor], pos_map: Tensor, S: int, heads: list[int],
@@ -351,9 +337,7 @@ def gather_pooled(xs: list[Tensor], pos_map: Tensor, S: int, heads: list[int],
                   pooling_factor: int, num_levels: int) -> list[Tensor]:
     """Differentiable :func:`pool` (an autograd Function eagerly, a custom op compiled)."""
     meta = (S, heads, x_divs, sel_divs, shift, mean, pooling_factor, num_levels)
-    if torch.compiler.is_compiling():
-        return pool_op(list(xs), pos_map, *meta)
-    return list(_Pool.apply(pos_map, meta, *xs))
+    return _differentiable(pool, spread, pool_op, xs, pos_map, meta)
 
 
 def spread_gathered(gs: list[Tensor], pos_map: Tensor, seq_len: int, heads: list[int],
@@ -361,9 +345,7 @@ def spread_gathered(gs: list[Tensor], pos_map: Tensor, seq_len: int, heads: list
                     pooling_factor: int, num_levels: int) -> list[Tensor]:
     """Differentiable :func:`spread` (an autograd Function eagerly, a custom op compiled)."""
     meta = (seq_len, heads, groups, sel_divs, shift, mean, pooling_factor, num_levels)
-    if torch.compiler.is_compiling():
-        return spread_op(list(gs), pos_map, *meta)
-    return list(_Spread.apply(pos_map, meta, *gs))
+    return _differentiable(spread, pool, spread_op, gs, pos_map, meta)
 
 
 def position_map(selection: Selection, seq_len: int, pooling_factor: int, num_levels: int
