@@ -9,23 +9,38 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 
 import torch
 
 
+def versions() -> dict:
+    """Python, torch, CUDA, triton and transformers versions (None where not installed)."""
+    out = {"python": platform.python_version(), "torch": torch.__version__,
+           "cuda": torch.version.cuda}
+    for package in ("triton", "transformers"):
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            out[package] = None
+    return out
+
+
+def device_name(device: torch.device | str | None = None) -> str:
+    """The GPU's name, or the CPU's with its thread count."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
 def environment() -> dict:
-    """Device name and library versions, stored with every result."""
-    env = {"torch": torch.__version__, "python": platform.python_version(),
-           "cuda": torch.version.cuda, "device": "cpu"}
-    try:
-        import triton
-        env["triton"] = triton.__version__
-    except ImportError:
-        env["triton"] = None
+    """Device and library versions, stored with every result."""
+    env = {**versions(), "device": device_name()}
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        env.update(device=props.name, sm_count=props.multi_processor_count,
+        env.update(sm_count=props.multi_processor_count,
                    memory_gib=round(props.total_memory / 2**30, 1),
                    cudnn=torch.backends.cudnn.version())
     return env

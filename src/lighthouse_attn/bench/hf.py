@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
-import os
-import platform
 import statistics
 import sys
 import time
-from importlib import metadata
 
 import torch
 
 from ..config import LighthouseConfig
+from .common import device_name, sync, versions, write_json
 
 PAPER_530M = dict(hidden_size=1024, num_layers=30, heads=8, kv_heads=8, intermediate_size=1536,
                   vocab_size=257, rope_theta=10000.0)
@@ -71,7 +68,7 @@ def main(args: argparse.Namespace) -> int:
     config = _bench_config(args)
     result = run(config)
     print(format_table(result))
-    _write_json(args.out, result)
+    write_json(args.out, result)
     print(f"wrote {args.out}")
     return 0
 
@@ -88,7 +85,7 @@ def run(config: dict) -> dict:
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    record = {"benchmark": "hf", "device": _device_name(device), "versions": _versions(),
+    record = {"benchmark": "hf", "device": device_name(device), "versions": versions(),
               "config": config, "results": results}
     lh, dense = results.get("lighthouse", {}), results.get("sdpa", {})
     if "median_step_s" in lh and "median_step_s" in dense:
@@ -215,13 +212,13 @@ def _time_variant(config: dict, variant: str, device: torch.device) -> dict:
     while len(times) < warmup + config["steps"]:
         if len(times) == warmup and device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        _sync(device)
+        sync()
         start = time.perf_counter()
         loss = model(input_ids=tokens, labels=tokens).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        _sync(device)
+        sync()
         times.append(time.perf_counter() - start)
         losses.append(loss.item())
         bar.update()
@@ -239,33 +236,3 @@ def _time_variant(config: dict, variant: str, device: torch.device) -> dict:
             "step_times_s": times, "losses": losses}
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
-
-
-def _versions() -> dict:
-    out = {"python": platform.python_version(), "torch": torch.__version__,
-           "cuda": torch.version.cuda}
-    for package in ("triton", "transformers", "lighthouse-attn"):
-        try:
-            out[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            out[package] = None
-    return out
-
-
-def _write_json(path: str, record: dict) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(record, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)

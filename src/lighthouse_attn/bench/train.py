@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import gc
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ from ..models import (
 from ..train.distributed import DistEnv, resolve_device, set_cpu_threads
 from ..train.loop import make_optimizer, train_step
 from ..train.options import TrainConfig
+from .common import device_name, versions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -129,23 +129,6 @@ def time_mode(config: ModelConfig, mode: str, args: argparse.Namespace, device: 
             "peak_memory_bytes": peak}
 
 
-def _versions() -> dict:
-    try:
-        import triton
-
-        triton_version = triton.__version__
-    except ImportError:
-        triton_version = None
-    return {"torch": torch.__version__, "triton": triton_version, "cuda": torch.version.cuda,
-            "python": platform.python_version()}
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
 def _out_path(out: str, preset: str, seq_len: int, device_name: str) -> Path:
     path = Path(out)
     if path.suffix == ".json":
@@ -188,9 +171,9 @@ def main(args: argparse.Namespace) -> int:
                if {"lighthouse", "dense"} <= set(ok) else None)
     lh = config.lighthouse
     lh_active = "lighthouse" in modes and bool(config.lighthouse_layer_indices)
-    name = _device_name(device)
+    name = device_name(device)
     result = {
-        "benchmark": "train", "preset": label, "device": name, **_versions(),
+        "benchmark": "train", "preset": label, "device": name, **versions(),
         "seq_len": args.seq_len, "batch_size": args.batch_size,
         "warmup_steps": args.warmup_steps, "steps": args.steps,
         "precision": "bf16 autocast" if bf16 else "fp32",
