@@ -12,7 +12,6 @@ from torch import Tensor
 
 from ..config import LighthouseConfig
 from ..models import Llama
-from ..models.llama import apply_rope
 from ..ops import Selection, select
 
 
@@ -47,15 +46,7 @@ def layer_qkv(model: Llama, input_ids: Tensor, layer: int) -> tuple[Tensor, Tens
         pass
     finally:
         handle.remove()
-    x, cos, sin = got["x"], got["cos"], got["sin"]
-    B, N, _ = x.shape
-
-    def heads(t: Tensor, h: int) -> Tensor:
-        return t.view(B, N, h, attn.head_dim).transpose(1, 2)
-
-    q = apply_rope(heads(attn.q_proj(x), attn.n_heads), cos, sin)
-    k = apply_rope(heads(attn.k_proj(x), attn.n_kv_heads), cos, sin)
-    return q, k, heads(attn.v_proj(x), attn.n_kv_heads)
+    return attn.project(got["x"], got["cos"], got["sin"])
 
 
 def model_selection(model: Llama, input_ids: Tensor, layer: int,

@@ -182,12 +182,18 @@ class Attention(nn.Module):
         self.always_dense = always_dense
         self.use_lighthouse = not always_dense
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    def project(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``x`` ``(B, N, d_model)`` -> ``q`` ``(B, H, N, D)`` and ``k``, ``v``
+        ``(B, H_kv, N, D)``, RoPE applied to q and k: what the attention kernel receives."""
         B, N, _ = x.shape
         q = self.q_proj(x).view(B, N, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, N, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, N, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        B, N, _ = x.shape
+        q, k, v = self.project(x, cos, sin)
         if self.use_lighthouse:
             o = lighthouse_attention(q, k, v, self.lighthouse)
         else:
