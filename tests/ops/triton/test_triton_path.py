@@ -294,3 +294,21 @@ def test_pool_and_spread_with_level_skipping_match_twins():
     torch.testing.assert_close(out, scatter(o, sel, N, c), rtol=0, atol=1e-12)
     # pool(shift, sum) is the adjoint of spread(shift, sum): <spread(o), v> == <o, pool(v)>
     torch.testing.assert_close((out * v).sum(), (o * shifted).sum(), rtol=1e-12, atol=0)
+
+
+def test_shared_gqa_gives_the_inner_kernel_kv_heads():
+    q, k, v = qkv(B=1, H=4, Hkv=2, N=512, D=8, seed=34)
+    c = cfg("triton", gqa="shared")
+    seen = []
+
+    def attn_fn(qq, kk, vv, scale):
+        seen.append((tuple(qq.shape), tuple(kk.shape), tuple(vv.shape)))
+        return torch.nn.functional.scaled_dot_product_attention(
+            qq, kk.repeat_interleave(2, 1), vv.repeat_interleave(2, 1), is_causal=True,
+            scale=scale)
+
+    out = lighthouse_attention(q, k, v, c, attn_fn=attn_fn)
+    S = c.gathered_length(512)
+    assert seen == [((1, 4, S, 8), (1, 2, S, 8), (1, 2, S, 8))]
+    torch.testing.assert_close(out, lighthouse_attention(q, k, v, cfg("torch", gqa="shared")),
+                               rtol=1e-5, atol=1e-6)
