@@ -5,7 +5,6 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -21,19 +20,13 @@ AttnFn = Callable[[Tensor, Tensor, Tensor, float], Tensor]
 """An inner dense causal kernel: ``attn_fn(q, k, v, scale)`` with ``q`` ``(B, H, S, D)`` and
 ``k``, ``v`` ``(B, H_kv, S, D)`` (``H_kv < H`` only with ``gqa="shared"``) -> ``(B, H, S, D)``."""
 
-_TORCH_VERSION = tuple(int(x) for x in torch.__version__.split(".")[:2])
 _warned_short: set[tuple] = set()
 
 
 def sdpa_causal(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None) -> Tensor:
     """Causal ``F.scaled_dot_product_attention``; ``k``, ``v`` may have fewer heads (GQA)."""
-    if k.shape[1] != q.shape[1]:
-        if _TORCH_VERSION >= (2, 5):
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale,
-                                                  enable_gqa=True)
-        group = q.shape[1] // k.shape[1]
-        k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
-    return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale,
+                                          enable_gqa=k.shape[1] != q.shape[1])
 
 
 def _dense_fallback(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
