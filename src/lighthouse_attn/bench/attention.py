@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..config import LighthouseConfig
+from ..jsonfile import write_json
 from ..ops import lighthouse_attention
 from ..ops.inner import fast_causal_attention
 from .common import (
@@ -25,7 +26,6 @@ from .common import (
     peak_memory_mib,
     time_ms,
     warm_up_gpu,
-    write_json,
 )
 
 ISSUE_CASES = "32768:512,32768:2048,131072:2048,524288:2048,524288:8192,1048576:4096:4:4"

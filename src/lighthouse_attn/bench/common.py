@@ -1,12 +1,9 @@
-"""What every benchmark shares: the environment record, CUDA-event timing, JSON output."""
+"""What every benchmark shares: the environment record (versions, device) and CUDA-event timing."""
 
 from __future__ import annotations
 
-import json
-import os
 import platform
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from importlib import metadata
@@ -99,17 +96,6 @@ def peak_memory_mib(fn: Callable[[], object]) -> float | None:
     fn()
     sync()
     return (torch.cuda.max_memory_allocated() - base) / 2**20
-
-
-def write_json(path: str | os.PathLike, data: dict) -> Path:
-    """Write ``data`` atomically (temp file + rename); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
-    return path
 
 
 def output_path(out: str, default_name: str) -> Path:

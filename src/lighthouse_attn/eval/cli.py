@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import re
 import time
 from pathlib import Path
@@ -12,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ..data import PackedSequences, load_tokens
+from ..jsonfile import write_json
 from ..train.distributed import resolve_device, set_cpu_threads
 from .forward import MEMORY_FRACTION, bytes_per_sequence, fit_batch, free_memory, gib
 from .loading import EvalCheckpoint, load_checkpoint
@@ -83,14 +82,6 @@ def parse_numbers(text: str, flag: str) -> list[float]:
     except ValueError:
         raise ValueError(f"{flag} must be comma-separated numbers such as '0,50,100'; got "
                          f"{text!r}") from None
-
-
-def write_json(path: Path, obj: dict) -> None:
-    """Write ``obj`` to ``path`` atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def file_stem(text: str) -> str:

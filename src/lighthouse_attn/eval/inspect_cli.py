@@ -16,7 +16,8 @@ import torch
 
 from ..config import GQA_MODES, SCORERS, LighthouseConfig
 from ..data import encode
-from .cli import describe, file_stem, setup_runtime, write_json
+from ..jsonfile import write_json
+from .cli import describe, file_stem, setup_runtime
 from .loading import load_checkpoint
 from .plots import plot_selection
 from .selection import model_selection, selection_summary
