@@ -26,17 +26,16 @@ def cases():
     for dt in ("bf16", "fp32"):
         yield "row_norms", sig(scores._row_norms_kernel,
                                {"a_ptr": f"*{dt}", "b_ptr": f"*{dt}", "oa_ptr": "*fp32",
-                                "ob_ptr": "*fp32"}, {"BLOCK_R": 64, "BLOCK_D": 128})
+                                "ob_ptr": "*fp32"}, {"BLOCK_R": 32, "BLOCK_D": 128})
     for L, p in ((2, 2), (3, 4), (4, 4), (4, 2), (3, 8)):
         log2p = p.bit_length() - 1
         C = 512
-        E = triton.next_power_of_2(C + (L - 1) * 128 * p)
         yield f"select L={L} p={p}", sig(
             select._select_kernel,
             {"sq_ptr": "*fp32", "sk_ptr": "*fp32", "level_ptr": "*i64", "index_ptr": "*i64",
-             "map_ptr": "*i32", "key_ptr": "*i64", "parent_ptr": "*i32"},
-            {"L": L, "P": p, "LOG2P": log2p, "BLOCK_C": C, "E_PAD": E, "TILE_": 128,
-             "HALF_": 64})
+             "map_ptr": "*i32", "work_ptr": "*i32"},
+            {"L": L, "P": p, "LOG2P": log2p, "BLOCK_C": C, "NMAX": max(C, 128 * p),
+             "TILE_": 128, "HALF_": 64, "DIGIT": 4})
         yield f"map L={L} p={p}", sig(window._map_kernel,
                                       {"level_ptr": "*i64", "index_ptr": "*i64",
                                        "map_ptr": "*i32"},

@@ -1,11 +1,18 @@
 """Triton twin of ``ops/select.py``: the whole tile-stratified cascade in one launch.
 
-One program per (batch row x selecting head, tile). Per level it reads the window-max scores of
-its candidates straight from the level-0 scores, picks ``A`` and ``B`` with a binary search on
-the fp32 bit patterns (ties to the lower index, as the reference), compacts the chosen parents
-through a small scratch row, and finally sorts the tile's packed causal keys in registers. The
-tile's entries form one contiguous segment of the gathered sequence (tiles cover consecutive
-base windows), so no global sort is needed.
+One program per (batch row x selecting head, tile), in three passes over the levels:
+
+1. top-down, choose: per level, read the window-max scores of the candidates straight from the
+   level-0 scores, pick ``A`` and ``B`` with a radix search on the fp32 bit patterns (ties to
+   the lower index, as the reference), and make the chosen entries' children the next level's
+   candidates (compacted through a small scratch row);
+2. bottom-up, count: how many gathered entries each candidate stands for (itself, plus its
+   subtree when chosen);
+3. top-down, place: a prefix sum of those counts gives every entry's gathered position; a
+   chosen entry comes right after its subtree (SPEC section 4), so no sort is needed.
+
+The tile's entries form one contiguous segment of the gathered sequence (tiles cover
+consecutive base windows).
 """
 
 from __future__ import annotations
@@ -19,15 +26,17 @@ from ...config import HALF, TILE, LighthouseConfig
 from ..select import Selection
 from .window import map_len
 
-LEVEL_BITS = 3  # packed key = (causal key * 2^L) << 3 | level; L <= 7
-
 
 @triton.jit
 def _window_max(s_row, cand, valid, W: tl.constexpr):
-    """max of the level-0 scores over each candidate's window of W tokens (-1 where invalid)."""
+    """max of the level-0 scores over each candidate's window of W tokens (-1 where invalid),
+    read as coalesced (candidates, chunk) blocks."""
+    WC: tl.constexpr = tl.constexpr(W if W < 16 else 16)
     acc = tl.full(cand.shape, -1.0, tl.float32)
-    for j in range(W):
-        acc = tl.maximum(acc, tl.load(s_row + cand * W + j, mask=valid, other=-1.0))
+    for j0 in tl.static_range(0, W, WC):
+        x = tl.load(s_row + cand[:, None] * W + j0 + tl.arange(0, WC)[None, :],
+                    mask=valid[:, None], other=-1.0)
+        acc = tl.maximum(acc, tl.max(x, 1))
     return acc
 
 
@@ -40,16 +49,19 @@ def _sort_bits(score, valid):
 
 
 @triton.jit
-def _top(keys, K: tl.constexpr):
-    """Mask of the K largest keys (K <= number of keys >= 0), ties to the lower position."""
+def _top(keys, K: tl.constexpr, DIGIT: tl.constexpr):
+    """Mask of the K largest keys (keys in [-1, 2^31), at least K of them >= 0), ties to the
+    lower position. A radix search finds the K-th largest key ``lo``, DIGIT bits per round:
+    each round counts the keys above 2^DIGIT thresholds at once (one block reduction)."""
     lo = tl.max(keys, 0) * 0  # scalar int32 zero
-    hi = lo + 0x7FFFFFFF
-    for _ in range(31):  # largest lo with count(keys >= lo) >= K
-        gap = hi - lo
-        mid = lo + (gap >> 1) + (gap & 1)
-        ok = tl.sum((keys >= mid).to(tl.int32), 0) >= K
-        lo = tl.where(ok, mid, lo)
-        hi = tl.where(ok, hi, mid - 1)
+    d = tl.arange(0, 1 << DIGIT)
+    for r in tl.static_range(32 // DIGIT):
+        t = lo + (d << (32 - DIGIT * (r + 1)))  # the top round's upper half wraps: masked
+        cnt = tl.sum((keys[:, None] >= t[None, :]).to(tl.int32), 0)
+        ok = cnt >= K
+        if r == 0:
+            ok = ok & (d < (1 << (DIGIT - 1)))
+        lo = lo + (tl.max(tl.where(ok, d, 0), 0) << (32 - DIGIT * (r + 1)))
     above = keys > lo
     need = K - tl.sum(above.to(tl.int32), 0)
     tied = keys == lo
@@ -57,86 +69,108 @@ def _top(keys, K: tl.constexpr):
 
 
 @triton.jit
-def _pick_and_emit(sq_row, sk_row, cand, valid, key_row, key_off, lvl: tl.constexpr,
-                   W: tl.constexpr, L: tl.constexpr, HALF_: tl.constexpr):
-    """Pick A and B among the candidates of level ``lvl`` (window ``W`` tokens), store their
-    packed keys at ``key_row + key_off``, return the chosen mask."""
+def _pick(sq_row, sk_row, cand, valid, W: tl.constexpr, HALF_: tl.constexpr,
+          DIGIT: tl.constexpr):
+    """Chosen mask among the candidates (window ``W`` tokens): A by sq, then B by sk."""
     kq = _sort_bits(_window_max(sq_row, cand, valid, W), valid)
-    in_a = _top(kq, HALF_) & valid
+    in_a = _top(kq, HALF_, DIGIT) & valid
     kk = _sort_bits(_window_max(sk_row, cand, valid, W), valid & (in_a == 0))
-    chosen = in_a | (_top(kk, HALF_) & valid)
-    start = (cand * W).to(tl.int64) << L
-    end_minus = (((cand + 1) * W).to(tl.int64) << L) - (1 << (L - lvl))
-    key = tl.where(chosen, end_minus, start)
-    offs = tl.arange(0, cand.shape[0])
-    tl.store(key_row + key_off + offs, (key << 3) | lvl, mask=valid)
-    return chosen
+    return in_a | (_top(kk, HALF_, DIGIT) & valid)
 
 
 @triton.jit
-def _children(parent_row, cand, chosen, P: tl.constexpr, TILE_: tl.constexpr):
-    """The P children of every chosen candidate, ascending: TILE_ * P indices."""
+def _by_rank(scratch, values, chosen, n: tl.constexpr):
+    """The values of the chosen entries in rank order (``n`` of them), through scratch."""
     rank = tl.cumsum(chosen.to(tl.int32), 0) - 1
-    tl.store(parent_row + rank, cand, mask=chosen)
+    tl.store(scratch + rank, values, mask=chosen)
     tl.debug_barrier()
-    j = tl.arange(0, TILE_ * P)
-    parent = tl.load(parent_row + j // P)
-    tl.debug_barrier()  # the next level overwrites the scratch row
-    return parent * P + j % P
+    out = tl.load(scratch + tl.arange(0, n))
+    tl.debug_barrier()  # the scratch row is reused next
+    return out
 
 
 @triton.jit
-def _select_kernel(sq_ptr, sk_ptr, level_ptr, index_ptr, map_ptr, key_ptr, parent_ptr,
-                   N, S, M, C, heads, sk_div,
-                   L: tl.constexpr, P: tl.constexpr, LOG2P: tl.constexpr,
-                   BLOCK_C: tl.constexpr, E_PAD: tl.constexpr, TILE_: tl.constexpr,
-                   HALF_: tl.constexpr):
+def _gather_rank(scratch, values, NV: tl.constexpr, chosen):
+    """``values[rank]`` (``values`` is ``NV`` long) for each chosen entry (0 elsewhere)."""
+    tl.store(scratch + tl.arange(0, NV), values)
+    tl.debug_barrier()
+    rank = tl.cumsum(chosen.to(tl.int32), 0) - 1
+    out = tl.load(scratch + rank, mask=chosen, other=0)
+    tl.debug_barrier()
+    return out
+
+
+@triton.jit
+def _emit(level_ptr, index_ptr, map_ptr, out_row, map_row, base, pos, index, valid,
+          lvl: tl.constexpr, N, LOG2P: tl.constexpr):
+    """Write entries of level ``lvl`` at gathered positions ``base + pos``."""
+    tl.store(level_ptr + out_row + base + pos, tl.full(pos.shape, lvl, tl.int64), mask=valid)
+    tl.store(index_ptr + out_row + base + pos, index.to(tl.int64), mask=valid)
+    level_off = 0
+    for i in tl.static_range(lvl):
+        level_off += N >> (i * LOG2P)
+    tl.store(map_ptr + map_row + level_off + index, (base + pos).to(tl.int32), mask=valid)
+
+
+@triton.jit
+def _select_kernel(sq_ptr, sk_ptr, level_ptr, index_ptr, map_ptr, work_ptr,
+                        N, S, M, C, heads, sk_div,
+                        L: tl.constexpr, P: tl.constexpr, LOG2P: tl.constexpr,
+                        BLOCK_C: tl.constexpr, NMAX: tl.constexpr, TILE_: tl.constexpr,
+                        HALF_: tl.constexpr, DIGIT: tl.constexpr):
     tile = tl.program_id(0)
     row = tl.program_id(1)
     n_tiles = tl.num_programs(0)
     sk_row_id = (row // heads) * (heads // sk_div) + (row % heads) // sk_div
     sq_row = sq_ptr + row.to(tl.int64) * N
     sk_row = sk_ptr + sk_row_id.to(tl.int64) * N
-    prog = row.to(tl.int64) * n_tiles + tile
-    key_row = key_ptr + prog * E_PAD
-    parent_row = parent_ptr + prog * TILE_
+    work = work_ptr + (row.to(tl.int64) * n_tiles + tile) * ((2 * L - 1) * NMAX)
+    scratch = work + (2 * L - 2) * NMAX  # slot 2(l-1): candidates of level l, 2l-1: sizes
     E = C + (L - 1) * TILE_ * P
-
-    # coarsest level: every entry of the tile is a candidate
+    out_row = row.to(tl.int64) * S
+    map_row = row.to(tl.int64) * M
+    base = tile * E
     offs_c = tl.arange(0, BLOCK_C)
     valid_c = offs_c < C
     cand_c = tile * C + offs_c
-    chosen_c = _pick_and_emit(sq_row, sk_row, cand_c, valid_c, key_row, 0, L - 1,
-                              1 << ((L - 1) * LOG2P), L, HALF_)
-    cand = _children(parent_row, cand_c, chosen_c, P, TILE_)
-    ones = cand >= 0
-    key_off = C
-    for i in tl.static_range(L - 2):  # finer levels L-2 .. 1: children of the chosen ones
-        chosen = _pick_and_emit(sq_row, sk_row, cand, ones, key_row, key_off, L - 2 - i,
-                                1 << ((L - 2 - i) * LOG2P), L, HALF_)
-        cand = _children(parent_row, cand, chosen, P, TILE_)
-        key_off += TILE_ * P
-    # level 0: base tokens
-    tl.store(key_row + key_off + tl.arange(0, TILE_ * P), (cand.to(tl.int64) << L) << 3)
+    r2 = tl.arange(0, TILE_)[:, None]
+    j2 = tl.arange(0, P)[None, :]
+
+    # 1. top-down: choose at every level; keep candidates and choices in the work rows
+    chosen_c = _pick(sq_row, sk_row, cand_c, valid_c, P**(L - 1), HALF_, DIGIT)
+    cand = (_by_rank(scratch, cand_c, chosen_c, TILE_)[:, None] * P + j2).reshape(TILE_ * P)
+    for lvl in tl.static_range(L - 2, 0, -1):
+        chosen = _pick(sq_row, sk_row, cand, cand >= 0, P**lvl, HALF_, DIGIT)
+        tl.store(work + (2 * lvl - 2) * NMAX + tl.arange(0, TILE_ * P), cand)
+        tl.store(work + (2 * lvl - 1) * NMAX + tl.arange(0, TILE_ * P), chosen.to(tl.int32))
+        cand = (_by_rank(scratch, cand, chosen, TILE_)[:, None] * P + j2).reshape(TILE_ * P)
     tl.debug_barrier()
 
-    offs_e = tl.arange(0, E_PAD)
-    keys = tl.load(key_row + offs_e, mask=offs_e < E, other=0x7FFFFFFFFFFFFFFF)
-    keys = tl.sort(keys)
-    lvl = (keys & 7).to(tl.int32)
-    pos = keys >> 3
-    low = pos & ((1 << L) - 1)
-    lvl64 = lvl.to(tl.int64)
-    end = (pos + (tl.full(lvl.shape, 1, tl.int64) << (L - lvl64))) >> L
-    index = tl.where(low == 0, (pos >> L) >> (lvl64 * LOG2P), (end >> (lvl64 * LOG2P)) - 1)
-    pos = tile * E + offs_e
-    out = row.to(tl.int64) * S + pos
-    tl.store(level_ptr + out, lvl.to(tl.int64), mask=offs_e < E)
-    tl.store(index_ptr + out, index, mask=offs_e < E)
-    level_off = tl.zeros_like(index)
-    for i in tl.static_range(L):
-        level_off += tl.where(lvl > i, N >> (i * LOG2P), 0)
-    tl.store(map_ptr + row.to(tl.int64) * M + level_off + index, pos, mask=offs_e < E)
+    # 2. bottom-up: entries each candidate emits (itself, plus its subtree when chosen)
+    group = tl.full((TILE_,), P, tl.int32)  # level 1: every chosen entry emits P base tokens
+    for lvl in tl.static_range(1, L - 1):
+        chosen = tl.load(work + (2 * lvl - 1) * NMAX + tl.arange(0, TILE_ * P)) > 0
+        size = 1 + tl.where(chosen, _gather_rank(scratch, group, TILE_, chosen), 0)
+        tl.store(work + (2 * lvl - 1) * NMAX + tl.arange(0, TILE_ * P), size)
+        tl.debug_barrier()
+        group = tl.sum(tl.load(work + (2 * lvl - 1) * NMAX + r2 * P + j2), 1)
+    size_c = 1 + tl.where(chosen_c, _gather_rank(scratch, group, TILE_, chosen_c), 0)
+    size_c = tl.where(valid_c, size_c, 0)
+
+    # 3. top-down: gathered positions (a chosen entry follows its subtree)
+    start = tl.cumsum(size_c, 0) - size_c
+    _emit(level_ptr, index_ptr, map_ptr, out_row, map_row, base, start + size_c - 1, cand_c,
+          valid_c, L - 1, N, LOG2P)
+    first = _by_rank(scratch, start, chosen_c, TILE_)
+    for lvl in tl.static_range(L - 2, 0, -1):
+        size = tl.load(work + (2 * lvl - 1) * NMAX + r2 * P + j2)
+        start = first[:, None] + tl.cumsum(size, 1) - size
+        _emit(level_ptr, index_ptr, map_ptr, out_row, map_row, base, start + size - 1,
+              tl.load(work + (2 * lvl - 2) * NMAX + r2 * P + j2), size > 0, lvl, N, LOG2P)
+        first = _by_rank(scratch, start.reshape(TILE_ * P), size.reshape(TILE_ * P) > 1,
+                         TILE_)
+    _emit(level_ptr, index_ptr, map_ptr, out_row, map_row, base, first[:, None] + j2,
+          cand.reshape(TILE_, P), j2 >= 0, 0, N, LOG2P)
 
 
 def select_tiles(sq0: Tensor, sk0: Tensor, num_levels: int, pooling_factor: int, topk: int
@@ -146,18 +180,17 @@ def select_tiles(sq0: Tensor, sk0: Tensor, num_levels: int, pooling_factor: int,
     B, heads, N = sq0.shape
     C = N // p ** (L - 1) // T
     E = C + (L - 1) * TILE * p
-    E_pad = triton.next_power_of_2(E)
     level = torch.empty(B, heads, T * E, dtype=torch.int64, device=sq0.device)
     index = torch.empty_like(level)
     pos_map = torch.full((B, heads, map_len(N, p, L)), -1, dtype=torch.int32,
                          device=sq0.device)
-    keys = torch.empty(B * heads * T, E_pad, dtype=torch.int64, device=sq0.device)
-    parents = torch.empty(B * heads * T, TILE, dtype=torch.int32, device=sq0.device)
+    nmax = max(triton.next_power_of_2(C), TILE * p)
+    work = torch.empty(B * heads * T, (2 * L - 1) * nmax, dtype=torch.int32, device=sq0.device)
     _select_kernel[(T, B * heads)](
-        sq0.contiguous(), sk0.contiguous(), level, index, pos_map, keys, parents,
+        sq0.contiguous(), sk0.contiguous(), level, index, pos_map, work,
         N, T * E, pos_map.shape[2], C, heads, heads // sk0.shape[1],
-        L=L, P=p, LOG2P=p.bit_length() - 1, BLOCK_C=triton.next_power_of_2(C), E_PAD=E_pad,
-        TILE_=TILE, HALF_=HALF, num_warps=16 if E_pad >= 4096 else 8)
+        L=L, P=p, LOG2P=p.bit_length() - 1, BLOCK_C=triton.next_power_of_2(C), NMAX=nmax,
+        TILE_=TILE, HALF_=HALF, DIGIT=4, num_warps=8)
     return level, index, pos_map
 
 

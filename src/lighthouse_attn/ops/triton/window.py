@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ..select import Selection
 
-SPREAD_ROWS = 64  # spread span; 128 was slower at every size measured on H100
+SPREAD_ROWS = 32  # spread span: 5-7% faster than 64 for the 3-tensor spread from 32K to 512K
 
 
 def pool_plan(pooling_factor: int, num_levels: int, D: int) -> tuple[int, bool]:
