@@ -5,8 +5,7 @@ each config given (dK/dV configs with the default dQ one, then dQ configs with t
 dK/dV one), and forward+backward of fast_causal_attention in default and deterministic mode.
 A config is BMxBNwWARPSsSTAGES, e.g. 64x128w8s2.
 
-    python benchmarks/sweep_flash_backward.py --seq-lens 18432,98304 --heads 8 --kv-heads 8 \\
-        --dkdv 64x128w8s2,32x128w8s3 --dq 128x64w8s2,128x128w8s2
+    python benchmarks/sweep_flash_backward.py --seq-lens 18432,98304 --heads 8 --kv-heads 8
 """
 
 from __future__ import annotations
@@ -45,8 +44,10 @@ def main() -> None:
     ap.add_argument("--heads", type=int, default=8)
     ap.add_argument("--kv-heads", type=int, default=8)
     ap.add_argument("--dim", type=int, default=128)
-    ap.add_argument("--dkdv", default="", help="comma-separated dK/dV configs to try")
-    ap.add_argument("--dq", default="", help="comma-separated dQ configs to try")
+    ap.add_argument("--dkdv", default="64x128w8s2,32x128w8s3,32x64w4s2,64x64w4s3",
+                    help="comma-separated dK/dV configs to try (all compile with Triton 3.6)")
+    ap.add_argument("--dq", default="128x64w8s2,128x128w8s2,64x32w4s2,128x32w8s3",
+                    help="comma-separated dQ configs to try (all compile with Triton 3.6)")
     args = ap.parse_args()
     dkdv_list = [parse_config(c) for c in args.dkdv.split(",") if c]
     dq_list = [parse_config(c) for c in args.dq.split(",") if c]

@@ -95,7 +95,7 @@ def _attention_with_lse_op(q: Tensor, k: Tensor, v: Tensor, scale: float
 
 @_attention_with_lse_op.register_fake
 def _(q, k, v, scale):
-    return torch.empty_like(q), q.new_empty(q.shape[:3], dtype=torch.float32)
+    return q.new_empty(q.shape), q.new_empty(q.shape[:3], dtype=torch.float32)
 
 
 @torch.library.custom_op("lighthouse_attn::causal_attention_backward", mutates_args=())
@@ -108,7 +108,7 @@ def _attention_backward_op(do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tenso
 
 @_attention_backward_op.register_fake
 def _(do, q, k, v, o, lse, scale):
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
 class _DeterministicAttention(torch.autograd.Function):

@@ -1,6 +1,8 @@
 """The deterministic causal attention backward (ops/triton/flash_backward.py) against torch
 autograd of fp64 math attention; the CPU interpreter in CI, the GPU when present."""
 
+from contextlib import nullcontext
+
 import pytest
 import torch
 from conftest import rand_qkv
@@ -162,13 +164,22 @@ def test_deterministic_attention_matches_fp32_sdpa_and_is_bitwise_reproducible(H
 
 
 @pytest.mark.gpu
-def test_forward_lse_is_natural_log_of_scaled_scores():
-    from lighthouse_attn.ops.inner import _forward_with_lse
+@pytest.mark.parametrize("cudnn", [True, False])
+def test_forward_lse_is_natural_log_of_scaled_scores(monkeypatch, cudnn):
+    """cuDNN's softmax stats (and flash's, the fallback) in the convention the backward takes."""
+    from lighthouse_attn.ops import inner
 
-    q, k, v, do = inputs(1000, 64, 2, dtype=torch.bfloat16, seed=12, B=1, H=4)
-    o, lse = _forward_with_lse(q, k, v, 0.1)
-    _, ref_lse, _ = reference(q, k, v, do, 0.1)
+    if not cudnn:
+        def refuse(*args, **kwargs):
+            raise RuntimeError("refused for the test")
+        monkeypatch.setattr(torch.ops.aten, "_scaled_dot_product_cudnn_attention", refuse)
+    q, k, v, _ = inputs(1000, 64, 2, dtype=torch.bfloat16, seed=12, B=1, H=4)
+    with pytest.warns(UserWarning, match="flash") if not cudnn else nullcontext():
+        o, lse = inner._forward_with_lse(q, k, v, 0.1)
+    ref_o, ref_lse, _ = reference(q, k, v, None, 0.1)
+    assert lse.shape == (1, 4, 1000) and lse.dtype == torch.float32
     torch.testing.assert_close(lse.double(), ref_lse, rtol=0, atol=2e-2)
+    assert _rel(o, ref_o) < 1e-2
 
 
 @pytest.mark.gpu

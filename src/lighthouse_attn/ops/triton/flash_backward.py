@@ -40,12 +40,17 @@ class KernelConfig(NamedTuple):
     num_stages: int
 
 
-# Defaults for Hopper (H100) chosen by register use without spills in the main loops (ptxas,
-# Triton 3.6); fp32 (3xTF32 dots, correctness rather than speed) takes smaller tiles.
-DKDV_CONFIG = KernelConfig(block_m=64, block_n=128, num_warps=8, num_stages=3)
-DQ_CONFIG = KernelConfig(block_m=128, block_n=64, num_warps=8, num_stages=3)
-DKDV_CONFIG_FP32 = KernelConfig(block_m=32, block_n=64, num_warps=8, num_stages=2)
-DQ_CONFIG_FP32 = KernelConfig(block_m=64, block_n=32, num_warps=8, num_stages=2)
+# Defaults for Hopper (H100), {max head dim: (dkdv, dq)}, chosen from ptxas register counts
+# (Triton 3.6, sm_90): no spills in the unmasked loops and, up to D = 128, one warpgroup per
+# program so that two programs share an SM (<= 255 regs x 128 threads, < 114 KB shared each):
+# one program's exponentials then overlap the other's matrix products. Not yet timed; see
+# benchmarks/sweep_flash_backward.py. fp32 (3xTF32 products) is for correctness, not speed.
+DEFAULT_CONFIGS = {
+    64: (KernelConfig(64, 64, 4, 3), KernelConfig(64, 64, 4, 3)),
+    128: (KernelConfig(64, 64, 4, 2), KernelConfig(64, 64, 4, 2)),
+    256: (KernelConfig(32, 64, 8, 2), KernelConfig(64, 32, 8, 2)),
+}
+FP32_CONFIGS = (KernelConfig(32, 64, 8, 2), KernelConfig(64, 32, 8, 2))
 DELTA_BLOCK = 64
 HEAD_DIMS = (16, 32, 64, 128, 256)
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -54,13 +59,8 @@ DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 def default_configs(head_dim: int, dtype: torch.dtype) -> tuple[KernelConfig, KernelConfig]:
     """``(dkdv, dq)`` launch configs used when none are given."""
     if dtype == torch.float32:
-        return DKDV_CONFIG_FP32, DQ_CONFIG_FP32
-    if head_dim >= 256:
-        return (DKDV_CONFIG._replace(block_m=32, block_n=64, num_stages=2),
-                DQ_CONFIG._replace(block_m=64, block_n=32, num_stages=2))
-    if head_dim >= 128:
-        return DKDV_CONFIG._replace(num_stages=2), DQ_CONFIG._replace(num_stages=2)
-    return DKDV_CONFIG, DQ_CONFIG
+        return FP32_CONFIGS
+    return DEFAULT_CONFIGS[min(d for d in DEFAULT_CONFIGS if d >= head_dim)]
 
 
 # --------------------------------------------------------------------------- kernels
