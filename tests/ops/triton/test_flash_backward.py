@@ -17,7 +17,7 @@ DEV = "cuda" if torch.cuda.is_available() else "cpu"
 HALF = torch.bfloat16 if DEV == "cuda" else torch.float16
 SMALL = dict(dkdv=KernelConfig(16, 32, 4, 2), dq=KernelConfig(32, 16, 4, 2))
 WIDE = dict(dkdv=KernelConfig(32, 16, 4, 2), dq=KernelConfig(16, 32, 4, 2))
-H100 = dict(dkdv=KernelConfig(64, 128, 4, 2), dq=KernelConfig(128, 64, 4, 2))
+LARGE = dict(dkdv=KernelConfig(64, 128, 4, 2), dq=KernelConfig(128, 64, 4, 2))
 
 
 def reference(q, k, v, do, scale):
@@ -46,7 +46,7 @@ def inputs(S, D, Hkv, dtype=torch.float32, seed=0, B=2, H=4):
 
 @pytest.mark.parametrize("S,D,Hkv,blocks", [
     (64, 16, 4, SMALL),
-    (192, 32, 2, H100),    # S is not a multiple of the key block (128)
+    (192, 32, 2, LARGE),   # S is not a multiple of the key block (128)
     (200, 16, 1, SMALL),   # nor of any block
     (256, 32, 4, WIDE),    # query blocks wider than key blocks in dK/dV, narrower in dQ
 ])
