@@ -5,19 +5,56 @@ before spending device time:  python scripts/check_triton_compile.py [--arch 90]
 """
 
 import argparse
+import os
+import re
+import subprocess
 import sys
+import tempfile
 
+import torch
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from lighthouse_attn.ops.triton import scores, select, window  # noqa: F401
+from lighthouse_attn.ops.triton import flash_backward, scores, select, window  # noqa: F401
 
 
-def sig(fn, types: dict, consts: dict) -> ASTSource:
+def sig(fn, types: dict, consts: dict, aligned: tuple = ()) -> ASTSource:
+    """``aligned``: arguments the launcher would see as multiples of 16 (pointers, strides)."""
     names = fn.arg_names
     signature = {n: ("constexpr" if n in consts else types.get(n, "i32")) for n in names}
-    return ASTSource(fn=fn, signature=signature, constexprs=consts)
+    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in aligned}
+    return ASTSource(fn=fn, signature=signature, constexprs=consts, attrs=attrs)
+
+
+def flash_backward_cases(configs: list | None = None):
+    """The deterministic attention backward; ``configs``: [(dtype, D, dkdv, dq)] to compile
+    instead of the defaults (options: warps, stages)."""
+    fb = flash_backward
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+    if configs is None:
+        configs = [(dt, D, *fb.default_configs(D, dtypes[dt]))
+                   for dt, D in (("bf16", 128), ("bf16", 64), ("bf16", 16), ("bf16", 256),
+                                 ("fp16", 128), ("fp32", 128), ("fp32", 32))]
+    for dt, D, dkdv, dq in configs:
+        prec = "tf32x3" if dt == "fp32" else "tf32"
+        for name, fn, cfg in (("dkdv", fb._dkdv_kernel, dkdv), ("dq", fb._dq_kernel, dq)):
+            rows = {"q": cfg.block_m, "do": cfg.block_m, "k": cfg.block_n, "v": cfg.block_n,
+                    "dq": cfg.block_m, "dk": cfg.block_n, "dv": cfg.block_n}
+            types = {f"{t}_desc": f"tensordesc<{dt}[1,1,{r},{D}]>" for t, r in rows.items()}
+            types.update(lse2_ptr="*fp32", delta_ptr="*fp32", qk_scale="fp32", scale="fp32")
+            consts = {"BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n, "D": D,
+                      "PRECISION": prec}
+            yield (f"flash_bwd {name} {dt} D={D} "
+                   f"{cfg.block_m}x{cfg.block_n} w{cfg.num_warps} s{cfg.num_stages}",
+                   sig(fn, types, consts, ("lse2_ptr", "delta_ptr", "S_PAD")),
+                   {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
+        yield f"flash_bwd delta {dt} D={D}", sig(
+            fb._delta_kernel, {"o_ptr": f"*{dt}", "do_ptr": f"*{dt}", "lse_ptr": "*fp32",
+                               "delta_ptr": "*fp32", "lse2_ptr": "*fp32"},
+            {"BLOCK": fb.DELTA_BLOCK, "D": D},
+            ("o_ptr", "do_ptr", "lse_ptr", "delta_ptr", "lse2_ptr", "S_PAD", "sob", "soh", "sos",
+             "sdb", "sdh", "sds")), {"num_warps": 4}
 
 
 def cases():
@@ -27,6 +64,7 @@ def cases():
         yield "row_norms", sig(scores._row_norms_kernel,
                                {"a_ptr": f"*{dt}", "b_ptr": f"*{dt}", "oa_ptr": "*fp32",
                                 "ob_ptr": "*fp32"}, {"BLOCK_R": 32, "BLOCK_D": 128})
+    yield from flash_backward_cases()
     for L, p in ((2, 2), (3, 4), (4, 4), (4, 2), (3, 8)):
         log2p = p.bit_length() - 1
         C = 512
@@ -52,18 +90,34 @@ def cases():
                 {**consts, "ROWS": window._rows(window.SPREAD_ROWS, p, L, 128)})
 
 
+def resource_usage(kernel, arch: int) -> tuple[str, str]:
+    """Registers and spill bytes from ptxas -v (the compiled object only knows them once
+    loaded on a GPU)."""
+    from triton.backends.nvidia.compiler import get_ptxas
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "k.ptx")
+        with open(path, "w") as f:
+            f.write(kernel.asm["ptx"])
+        log = subprocess.run([get_ptxas(arch).path, "-v", f"--gpu-name=sm_{arch}a", path,
+                              "-o", os.path.join(tmp, "k.cubin")],
+                             capture_output=True, text=True).stderr
+    regs = re.search(r"Used (\d+) registers", log)
+    spills = re.search(r"(\d+) bytes spill stores", log)
+    return (regs.group(1) if regs else "?"), (spills.group(1) if spills else "?")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--arch", type=int, default=90)
     args = ap.parse_args()
     target = GPUTarget("cuda", args.arch, 32)
     failed = 0
-    for name, src in cases():
+    for name, src, *options in cases():
         try:
-            k = triton.compile(src, target=target)
-            meta = k.metadata
-            print(f"ok    {name:40s} regs={getattr(k, 'n_regs', '?')} "
-                  f"spills={getattr(k, 'n_spills', '?')} shared={meta.shared}")
+            k = triton.compile(src, target=target, options=options[0] if options else None)
+            regs, spills = resource_usage(k, args.arch)
+            print(f"ok    {name:52s} regs={regs} spills={spills} shared={k.metadata.shared}")
         except Exception as err:  # report every failure, not only the first
             failed += 1
             print(f"FAIL  {name}: {type(err).__name__}: {str(err).splitlines()[-1][:300]}")

@@ -1,19 +1,28 @@
 """The inner dense causal attention of the fast path: the quickest SDPA kernel for the gathered
-shapes, or a deterministic one."""
+shapes, or a deterministic one.
+
+Deterministic mode on CUDA, fp16/bf16, head dims 16-256 (powers of two): the cuDNN forward
+(deterministic; flash if cuDNN refuses the inputs) and the Triton backward of
+``ops/triton/flash_backward.py``, which never uses float atomics. Other dtypes and head dims:
+SDPA (flash, efficient, math) under ``torch.use_deterministic_algorithms``.
+"""
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .attention import sdpa_causal
+from .backend import HAS_TRITON
 
 # cuDNN first: on Hopper it is 1.6-1.9x faster than flash for long causal bf16 sequences.
 FAST_ORDER = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION,
               SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 # Flash and memory-efficient backward passes are deterministic in torch's deterministic mode;
-# cuDNN is not.
+# cuDNN is not. Used for deterministic mode where the Triton backward does not apply.
 DETERMINISTIC_ORDER = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
                        SDPBackend.MATH]
 
@@ -48,13 +57,95 @@ class _DeterministicSDPA(torch.autograd.Function):
         return dq, dk, dv, None
 
 
+_warned_fallback: set[str] = set()
+
+
+def _forward_with_lse(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    """Causal attention output ``(B, H, S, D)`` and its natural-log logsumexp ``(B, H, S)``
+    fp32, from cuDNN, or from flash if cuDNN refuses the inputs (warned once)."""
+    B, H, S, _ = q.shape
+    if k.shape[1] != H:  # the forward kernels get k, v expanded to H heads
+        k, v = (x.repeat_interleave(H // k.shape[1], dim=1) for x in (k, v))
+    try:
+        o, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(
+            q, k, v, None, True, 0.0, True, False, scale=scale)[:2]
+    except torch.OutOfMemoryError:
+        raise
+    except RuntimeError as err:
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else repr(err)
+        if reason not in _warned_fallback:
+            _warned_fallback.add(reason)
+            warnings.warn(f"deterministic attention: cuDNN forward refused the inputs "
+                          f"({reason}); using the flash forward", stacklevel=4)
+        o, lse = torch.ops.aten._scaled_dot_product_flash_attention(
+            q, k, v, 0.0, True, False, scale=scale)[:2]
+    if lse.dim() == 4 and lse.shape[-1] == 1:  # cuDNN's softmax stats are (B, H, S, 1)
+        lse = lse.squeeze(-1)
+    if lse.shape != (B, H, S):
+        raise RuntimeError(f"attention forward returned logsumexp of shape {tuple(lse.shape)}, "
+                           f"expected {(B, H, S)}")
+    return o.contiguous(), lse.float().contiguous()
+
+
+@torch.library.custom_op("lighthouse_attn::causal_attention_with_lse", mutates_args=())
+def _attention_with_lse_op(q: Tensor, k: Tensor, v: Tensor, scale: float
+                           ) -> tuple[Tensor, Tensor]:
+    return _forward_with_lse(q, k, v, scale)
+
+
+@_attention_with_lse_op.register_fake
+def _(q, k, v, scale):
+    return q.new_empty(q.shape), q.new_empty(q.shape[:3], dtype=torch.float32)
+
+
+@torch.library.custom_op("lighthouse_attn::causal_attention_backward", mutates_args=())
+def _attention_backward_op(do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor,
+                           scale: float) -> tuple[Tensor, Tensor, Tensor]:
+    from .triton.flash_backward import causal_attention_backward
+
+    return causal_attention_backward(do, q, k, v, o, lse, scale)
+
+
+@_attention_backward_op.register_fake
+def _(do, q, k, v, o, lse, scale):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+class _DeterministicAttention(torch.autograd.Function):
+    """Causal attention with a deterministic forward (cuDNN) and backward (Triton, no float
+    atomics). Both halves are opaque custom ops, so torch.compile keeps them whole."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
+        o, lse = _attention_with_lse_op(q, k, v, scale)
+        ctx.save_for_backward(q, k, v, o, lse)
+        ctx.scale = scale
+        return o
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        q, k, v, o, lse = ctx.saved_tensors
+        dq, dk, dv = _attention_backward_op(grad.contiguous(), q, k, v, o, lse, ctx.scale)
+        return dq, dk, dv, None
+
+
+def _triton_backward_applies(q: Tensor) -> bool:
+    D = q.shape[-1]
+    return (HAS_TRITON and q.dtype in (torch.float16, torch.bfloat16)
+            and 16 <= D <= 256 and D & (D - 1) == 0)
+
+
 def fast_causal_attention(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None,
                           deterministic: bool = False) -> Tensor:
     """Causal attention on ``(B, H, S, D)`` / ``(B, H_kv, S, D)`` with the fastest available
-    SDPA backend (cuDNN, then flash, efficient, math), or with deterministic kernels."""
+    SDPA backend (cuDNN, then flash, efficient, math), or with deterministic kernels (bitwise
+    reproducible forward and backward; see the module docstring for which ones)."""
     if not q.is_cuda:
         return sdpa_causal(q, k, v, scale)
     if deterministic:
+        if _triton_backward_applies(q):
+            scale = q.shape[-1] ** -0.5 if scale is None else scale
+            return _DeterministicAttention.apply(q, k, v, scale)
         return _DeterministicSDPA.apply(q, k, v, scale)
     with sdpa_kernel(FAST_ORDER, set_priority=True):
         return sdpa_causal(q, k, v, scale)
