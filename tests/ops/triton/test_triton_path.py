@@ -312,3 +312,33 @@ def test_shared_gqa_gives_the_inner_kernel_kv_heads():
     assert seen == [((1, 4, S, 8), (1, 2, S, 8), (1, 2, S, 8))]
     torch.testing.assert_close(out, lighthouse_attention(q, k, v, cfg("torch", gqa="shared")),
                                rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("gqa,Hkv", [("expand", 2), ("shared", 4)])
+def test_one_node_cudnn_layer_matches_reference(monkeypatch, gqa, Hkv):
+    """The eager cuDNN layer (pool, attention, spread and their backward as one autograd node),
+    with math attention standing in for cuDNN's ops, against the torch backend in fp64."""
+    from lighthouse_attn.ops.attention import sdpa_causal
+    from lighthouse_attn.ops.triton import attention as fast
+
+    def fwd(q, k, v, scale):
+        return sdpa_causal(q, k, v, scale), (q, k, v), ()
+
+    def bwd(dout, q, k, v, out, saved, sizes, scale):
+        xs = [x.detach().requires_grad_() for x in saved]
+        with torch.enable_grad():
+            return torch.autograd.grad(sdpa_causal(*xs, scale), xs, dout)
+
+    calls = []
+    monkeypatch.setattr(fast, "_cudnn_applies", lambda *a: calls.append(1) or True)
+    monkeypatch.setattr(fast, "_cudnn_forward", fwd)
+    monkeypatch.setattr(fast, "_cudnn_backward", bwd)
+    q, k, v = qkv(B=2, H=4, Hkv=Hkv, N=1024, D=4, dtype=torch.float64, seed=33,
+                  requires_grad=True)
+    res = []
+    for backend in ("triton", "torch"):
+        out = lighthouse_attention(q, k, v, cfg(backend, num_levels=3, gqa=gqa), scale=0.7)
+        res.append((out, *torch.autograd.grad(out, (q, k, v), out.detach() + 1)))
+    assert calls, "the one-node layer did not run"
+    for a, b in zip(*res):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-11)

@@ -1,6 +1,11 @@
 """The fast path: Triton row norms, the Triton cascade, fused pool-and-gather,
 the fastest inner SDPA kernel, and the shifted scatter, with no N x D intermediate kept for
-backward (only the inputs and the S-long gathered tensors)."""
+backward (only the inputs and the S-long gathered tensors).
+
+In eager mode with the default inner kernel, gather, cuDNN attention and scatter run as one
+autograd node that calls cuDNN's attention ops directly: at 32K tokens a layer is bound by host
+dispatch, and this saves about a third of it (benchmarks/NOTES.md).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,69 @@ from ..scores import base_scores
 from ..select import Selection
 from .scores import scores_qk
 from .select import select_with_map
-from .window import gather_pooled, position_map, spread_gathered
+from .window import gather_pooled, pool, position_map, spread, spread_gathered
+
+_cudnn_ok: dict[tuple, bool] = {}
+
+
+def _cudnn_applies(q: Tensor, k: Tensor, config: LighthouseConfig) -> bool:
+    """Whether cuDNN's causal attention op runs these inputs (probed once per dtype, head
+    dim and device; the user's ``torch.backends.cuda.enable_cudnn_sdp`` is respected)."""
+    if (config.deterministic or not q.is_cuda or q.dtype not in (torch.float16, torch.bfloat16)
+            or k.shape[1] != q.shape[1] and config.gqa == "shared"
+            or not torch.backends.cuda.cudnn_sdp_enabled()):
+        return False
+    key = (q.dtype, q.shape[-1], q.device)
+    if key not in _cudnn_ok:
+        x = torch.randn(1, 1, 128, q.shape[-1], device=q.device, dtype=q.dtype)
+        try:
+            torch.ops.aten._scaled_dot_product_cudnn_attention(x, x, x, None, True, 0.0, True,
+                                                               False)
+            _cudnn_ok[key] = True
+        except RuntimeError:
+            _cudnn_ok[key] = False
+    return _cudnn_ok[key]
+
+
+def _cudnn_forward(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple:
+    """cuDNN causal attention: ``(out, saved, sizes)``; the backward takes the last two."""
+    out, lse, cq, ck, mq, mk, seed, offset, _ = \
+        torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, 0.0, True,
+                                                           False, scale=scale)
+    return out, (lse, cq, ck, seed, offset), (mq, mk)
+
+
+def _cudnn_backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, saved: tuple,
+                    sizes: tuple, scale: float) -> tuple[Tensor, Tensor, Tensor]:
+    lse, cq, ck, seed, offset = saved
+    return torch.ops.aten._scaled_dot_product_cudnn_attention_backward(
+        dout, q, k, v, out, lse, seed, offset, None, cq, ck, *sizes, 0.0, True, scale=scale)
+
+
+class _CudnnLayer(torch.autograd.Function):
+    """``spread(cudnn_attention(pool(q, k, v)))`` and its exact backward, as one node."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, pos_map, S, kv_heads, kv_div, p, L, scale):
+        H, N = q.shape[1], q.shape[2]
+        qg, kg, vg = pool([x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v)],
+                          pos_map, S, [H, kv_heads, kv_heads], [1, kv_div, kv_div], [1, 1, 1],
+                          False, True, p, L)
+        og, saved, sizes = _cudnn_forward(qg, kg, vg, scale)
+        ctx.save_for_backward(pos_map, qg, kg, vg, og, *saved)
+        ctx.meta = (N, k.shape[1], kv_div, p, L, scale, sizes)
+        return spread([og], pos_map, N, [H], [1], [1], True, False, p, L)[0]
+
+    @staticmethod
+    def backward(ctx, dout):
+        pos_map, qg, kg, vg, og, *saved = ctx.saved_tensors
+        N, Hkv, kv_div, p, L, scale, sizes = ctx.meta
+        H, S = qg.shape[1], qg.shape[2]
+        dog = pool([dout.contiguous()], pos_map, S, [H], [1], [1], True, False, p, L)[0]
+        dqg, dkg, dvg = _cudnn_backward(dog, qg, kg, vg, og, saved, sizes, scale)
+        dq, dk, dv = spread([dqg.contiguous(), dkg.contiguous(), dvg.contiguous()], pos_map,
+                            N, [H, Hkv, Hkv], [1, kv_div, kv_div], [1, 1, 1], False, True, p, L)
+        return dq, dk, dv, None, None, None, None, None, None, None
 
 
 def _select(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConfig
@@ -51,6 +118,9 @@ def lighthouse_triton(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
     shared = config.gqa == "shared"
     q_sel_div = group if shared else 1
     kv_heads, kv_div = (Hkv, 1) if shared else (H, group)
+    if attn_fn is None and not torch.compiler.is_compiling() and _cudnn_applies(q, k, config):
+        scale = D**-0.5 if scale is None else scale
+        return _CudnnLayer.apply(q, k, v, pos_map, S, kv_heads, kv_div, p, L, scale)
     qg, kg, vg = gather_pooled([q, k, v], pos_map, S, [H, kv_heads, kv_heads],
                                [1, kv_div, kv_div], [q_sel_div, 1, 1], False, True, p, L)
     if attn_fn is None:
