@@ -2,9 +2,9 @@
 the fastest inner SDPA kernel, and the shifted scatter, with no N x D intermediate kept for
 backward (only the inputs and the S-long gathered tensors).
 
-In eager mode with the default inner kernel, gather, cuDNN attention and scatter run as one
-autograd node that calls cuDNN's attention ops directly: at 32K tokens a layer is bound by host
-dispatch, and this saves about a third of it (benchmarks/NOTES.md).
+In eager mode with the default inner kernel, gather, attention and scatter run as one autograd
+node that calls cuDNN's attention ops directly (and, when deterministic, the Triton backward of
+``flash_backward.py``): at 32K tokens a layer is bound by host dispatch (benchmarks/NOTES.md).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ...config import LighthouseConfig
-from ..inner import fast_causal_attention
+from ..inner import _forward_with_lse, _triton_backward_applies, fast_causal_attention
 from ..scores import base_scores
 from ..select import Selection
 from .scores import scores_qk
@@ -23,12 +23,10 @@ from .window import gather_pooled, pool, position_map, spread, spread_gathered
 _cudnn_ok: dict[tuple, bool] = {}
 
 
-def _cudnn_applies(q: Tensor, k: Tensor, config: LighthouseConfig) -> bool:
+def _cudnn_applies(q: Tensor) -> bool:
     """Whether cuDNN's causal attention op runs these inputs (probed once per dtype, head
     dim and device; the user's ``torch.backends.cuda.enable_cudnn_sdp`` is respected)."""
-    if (config.deterministic or not q.is_cuda or q.dtype not in (torch.float16, torch.bfloat16)
-            or k.shape[1] != q.shape[1] and config.gqa == "shared"
-            or not torch.backends.cuda.cudnn_sdp_enabled()):
+    if not torch.backends.cuda.cudnn_sdp_enabled():
         return False
     key = (q.dtype, q.shape[-1], q.device)
     if key not in _cudnn_ok:
@@ -57,30 +55,58 @@ def _cudnn_backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, 
         dout, q, k, v, out, lse, seed, offset, None, cq, ck, *sizes, 0.0, True, scale=scale)
 
 
-class _CudnnLayer(torch.autograd.Function):
-    """``spread(cudnn_attention(pool(q, k, v)))`` and its exact backward, as one node."""
+def _deterministic_forward(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple:
+    out, lse = _forward_with_lse(q, k, v, scale)
+    return out, (lse,), ()
+
+
+def _deterministic_backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor,
+                            saved: tuple, sizes: tuple, scale: float
+                            ) -> tuple[Tensor, Tensor, Tensor]:
+    from .flash_backward import causal_attention_backward
+
+    return causal_attention_backward(dout, q, k, v, out, saved[0], scale)
+
+
+def _one_node_inner(q: Tensor, k: Tensor, config: LighthouseConfig):
+    """``(forward, backward)`` of the inner attention for :class:`_OneNodeLayer`, or ``None``
+    where the composed path runs (compiled code, CPU, fp32/fp64, shared GQA groups)."""
+    if (torch.compiler.is_compiling() or not q.is_cuda
+            or q.dtype not in (torch.float16, torch.bfloat16)
+            or k.shape[1] != q.shape[1] and config.gqa == "shared"):
+        return None
+    if config.deterministic:
+        if _triton_backward_applies(q):
+            return _deterministic_forward, _deterministic_backward
+        return None
+    return (_cudnn_forward, _cudnn_backward) if _cudnn_applies(q) else None
+
+
+class _OneNodeLayer(torch.autograd.Function):
+    """``spread(attention(pool(q, k, v)))`` and its exact backward as one autograd node, the
+    attention being cuDNN's (default) or cuDNN forward + Triton backward (deterministic)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, pos_map, S, kv_heads, kv_div, p, L, scale):
+    def forward(ctx, q, k, v, pos_map, S, kv_heads, kv_div, p, L, scale, inner):
         H, N = q.shape[1], q.shape[2]
         qg, kg, vg = pool([x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v)],
                           pos_map, S, [H, kv_heads, kv_heads], [1, kv_div, kv_div], [1, 1, 1],
                           False, True, p, L)
-        og, saved, sizes = _cudnn_forward(qg, kg, vg, scale)
+        og, saved, sizes = inner[0](qg, kg, vg, scale)
         ctx.save_for_backward(pos_map, qg, kg, vg, og, *saved)
-        ctx.meta = (N, k.shape[1], kv_div, p, L, scale, sizes)
+        ctx.meta = (N, k.shape[1], kv_div, p, L, scale, sizes, inner[1])
         return spread([og], pos_map, N, [H], [1], [1], True, False, p, L)[0]
 
     @staticmethod
     def backward(ctx, dout):
         pos_map, qg, kg, vg, og, *saved = ctx.saved_tensors
-        N, Hkv, kv_div, p, L, scale, sizes = ctx.meta
+        N, Hkv, kv_div, p, L, scale, sizes, inner_backward = ctx.meta
         H, S = qg.shape[1], qg.shape[2]
         dog = pool([dout.contiguous()], pos_map, S, [H], [1], [1], True, False, p, L)[0]
-        dqg, dkg, dvg = _cudnn_backward(dog, qg, kg, vg, og, saved, sizes, scale)
+        dqg, dkg, dvg = inner_backward(dog, qg, kg, vg, og, saved, sizes, scale)
         dq, dk, dv = spread([dqg.contiguous(), dkg.contiguous(), dvg.contiguous()], pos_map,
                             N, [H, Hkv, Hkv], [1, kv_div, kv_div], [1, 1, 1], False, True, p, L)
-        return dq, dk, dv, None, None, None, None, None, None, None
+        return dq, dk, dv, None, None, None, None, None, None, None, None
 
 
 def _select(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConfig
@@ -118,9 +144,10 @@ def lighthouse_triton(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
     shared = config.gqa == "shared"
     q_sel_div = group if shared else 1
     kv_heads, kv_div = (Hkv, 1) if shared else (H, group)
-    if attn_fn is None and not torch.compiler.is_compiling() and _cudnn_applies(q, k, config):
+    inner = None if attn_fn is not None else _one_node_inner(q, k, config)
+    if inner is not None:
         scale = D**-0.5 if scale is None else scale
-        return _CudnnLayer.apply(q, k, v, pos_map, S, kv_heads, kv_div, p, L, scale)
+        return _OneNodeLayer.apply(q, k, v, pos_map, S, kv_heads, kv_div, p, L, scale, inner)
     qg, kg, vg = gather_pooled([q, k, v], pos_map, S, [H, kv_heads, kv_heads],
                                [1, kv_div, kv_div], [q_sel_div, 1, 1], False, True, p, L)
     if attn_fn is None:
