@@ -29,7 +29,7 @@ def _row(n, k, inner, lh, dense=None):
     cfg = bench.parse_cases(f"{n}:{k}", 3, 4)[0][1]
     return {"seq_len": n, "topk": k, "num_levels": 3, "pooling_factor": 4,
             "gathered_length": cfg.gathered_length(n), "dense": dense or {},
-            "inner": {"fwd_ms": inner / 3, "fwd_bwd_ms": inner},
+            "inner": {"fwd_ms": inner / 3, "fwd_bwd_ms": inner}, "inner_fwd_bwd_ms": inner,
             "lighthouse": {"fwd_ms": lh / 3, "fwd_bwd_ms": lh},
             "overhead_vs_inner": lh / inner, "target_vs_inner": 1.2,
             **({"speedup_vs_dense_fwd_bwd": dense["cudnn"]["fwd_bwd_ms"] / lh} if dense else {})}
@@ -38,8 +38,10 @@ def _row(n, k, inner, lh, dense=None):
 def test_table_and_plot(tmp_path):
     rows = [_row(131072, 2048, 8.0, 9.5, {"cudnn": {"fwd_ms": 60.0, "fwd_bwd_ms": 225.0}}),
             _row(524288, 2048, 31.0, 34.5)]
+    rows[1]["deterministic_vs_default"] = 1.234
     table = bench.format_table(rows)
     assert "1.19x" in table and "23.7x" in table and "1.11x" in table
+    assert "det/default" in table and "1.23x" in table
     path = tmp_path / "a.png"
     bench.plot(rows, path, {"device": "test"})
     assert path.stat().st_size > 10_000
