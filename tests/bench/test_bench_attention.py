@@ -39,9 +39,10 @@ def test_table_and_plot(tmp_path):
     rows = [_row(131072, 2048, 8.0, 9.5, {"cudnn": {"fwd_ms": 60.0, "fwd_bwd_ms": 225.0}}),
             _row(524288, 2048, 31.0, 34.5)]
     rows[1]["deterministic_vs_default"] = 1.234
+    rows[1]["cuda_graphs"] = {"overhead_vs_inner": 1.456}
     table = bench.format_table(rows)
     assert "1.19x" in table and "23.7x" in table and "1.11x" in table
-    assert "det/default" in table and "1.23x" in table
+    assert "det/default" in table and "1.23x" in table and "1.46x" in table
     path = tmp_path / "a.png"
     bench.plot(rows, path, {"device": "test"})
     assert path.stat().st_size > 10_000

@@ -64,6 +64,13 @@ def _fwd_bwd(fn, inputs, grad):
     return run
 
 
+def _graphed_fwd_bwd_ms(fn, inputs, grad, repeats) -> float:
+    """Forward+backward of ``fn`` replayed as CUDA graphs (``make_graphed_callables``): the
+    time without host dispatch, as under ``torch.compile(mode="reduce-overhead")``."""
+    graphed = torch.cuda.make_graphed_callables(fn, inputs)
+    return time_ms(_fwd_bwd(graphed, inputs, grad), 2, repeats)["median_ms"]
+
+
 def _measure(fn, inputs, grad, warmup, repeats) -> dict:
     fwd = time_ms(lambda: fn(*inputs), warmup, repeats)
     both = time_ms(_fwd_bwd(fn, inputs, grad), warmup, repeats)
@@ -133,9 +140,18 @@ def run_case(N: int, cfg: LighthouseConfig, args: argparse.Namespace, dense_cach
     if dtype in (torch.float16, torch.bfloat16):  # cuDNN's op called directly, as the layer does
         row["inner_cudnn_op"] = _measure(_cudnn_op, (qs, ks, vs), torch.randn_like(qs), 2,
                                          args.repeats)
-    del qs, ks, vs
     row["lighthouse"] = _measure(lambda a, b, c: lighthouse_attention(a, b, c, cfg), (q, k, v),
                                  grad, 2, args.repeats)
+    if args.cuda_graphs:
+        row["cuda_graphs"] = {
+            "inner_fwd_bwd_ms": _graphed_fwd_bwd_ms(fast_causal_attention, (qs, ks, vs),
+                                                    torch.randn_like(qs), args.repeats),
+            "lighthouse_fwd_bwd_ms": _graphed_fwd_bwd_ms(
+                lambda a, b, c: lighthouse_attention(a, b, c, cfg), (q, k, v), grad,
+                args.repeats)}
+        row["cuda_graphs"]["overhead_vs_inner"] = (row["cuda_graphs"]["lighthouse_fwd_bwd_ms"]
+                                                   / row["cuda_graphs"]["inner_fwd_bwd_ms"])
+    del qs, ks, vs
     row["lighthouse"]["stages_ms"] = _stage_breakdown(q.detach(), k.detach(), v.detach(), cfg,
                                                       1, args.repeats)
     if args.deterministic:
@@ -164,7 +180,9 @@ def format_table(rows: list[dict]) -> str:
     head = (f"{'N':>9} {'K':>5} {'L':>2} {'p':>2} {'S':>7} | {'dense best f/fb ms':>20} | "
             f"{'inner f/fb ms':>16} | {'lighthouse f/fb ms':>19} | {'LH/inner':>8} "
             f"{'target':>6} | {'vs dense':>8}"
-            + (f" | {'det/default':>8}" if any("deterministic_vs_default" in r for r in rows)
+            + (f" | {'det/default':>11}" if any("deterministic_vs_default" in r for r in rows)
+               else "")
+            + (f" | {'graphed LH/inner':>11}" if any("cuda_graphs" in r for r in rows)
                else ""))
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -179,7 +197,9 @@ def format_table(rows: list[dict]) -> str:
             f"{inner['fwd_ms']:7.2f}/{r['inner_fwd_bwd_ms']:8.2f} | "
             f"{lh['fwd_ms']:8.2f}/{lh['fwd_bwd_ms']:9.2f} | {r['overhead_vs_inner']:7.2f}x "
             f"{r['target_vs_inner']:5.1f}x | " + (f"{sp:7.1f}x" if sp else f"{'-':>8}")
-            + (f" | {r['deterministic_vs_default']:8.2f}x" if "deterministic_vs_default" in r
+            + (f" | {r['deterministic_vs_default']:10.2f}x" if "deterministic_vs_default" in r
+               else "")
+            + (f" | {r['cuda_graphs']['overhead_vs_inner']:10.2f}x" if "cuda_graphs" in r
                else ""))
     return "\n".join(lines)
 
@@ -234,6 +254,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dense-max-len", type=int, default=524_288,
                         help="skip dense SDPA above this length")
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="also time Lighthouse and the inner kernel replayed as CUDA graphs "
+                             "(no host dispatch, as under torch.compile reduce-overhead)")
     parser.add_argument("--deterministic", action="store_true",
                         help="also time LighthouseConfig(deterministic=True)")
     parser.add_argument("--out", default="benchmarks/attention",
@@ -262,7 +285,8 @@ def main(args: argparse.Namespace) -> int:
     result = {"benchmark": "attention", "environment": env,
               "settings": {"batch_size": args.batch_size, "heads": args.heads,
                            "head_dim": args.head_dim, "dtype": args.dtype, "scorer": "norm",
-                           "repeats": args.repeats, "inner": "fast_causal_attention"},
+                           "repeats": args.repeats, "cuda_graphs": args.cuda_graphs,
+                           "inner": "faster of fast_causal_attention (SDPA) and cuDNN's op"},
               "cases": rows}
     path = write_json(output_path(args.out, "attention.json"), result)
     plot(rows, path.with_suffix(".png"), env)
