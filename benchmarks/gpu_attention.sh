@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One device call: GPU tests of the fast path, the attention benchmark, and two profiles.
+# One device call: GPU tests of the fast path, two profiles, the host-overhead probe at 32K and
+# the attention benchmark (eager, deterministic and CUDA-graph timings).
 # Usage (repo root, on the GPU machine): OUT=/some/dir bash benchmarks/gpu_attention.sh
 set -uo pipefail
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -13,5 +14,7 @@ for nk in 32768:512 131072:2048; do
   python3 benchmarks/profile_layer.py --seq-len "${nk%:*}" --topk "${nk#*:}" \
     --out "$OUT/profile_${nk%:*}.txt"
 done
-python3 -m lighthouse_attn.cli bench attention --out "$OUT/attention" --deterministic "$@" \
+python3 benchmarks/host_overhead.py --out "$OUT/host_32k.json" | tail -3
+python3 -m lighthouse_attn.cli bench attention --out "$OUT/attention" --deterministic \
+  --cuda-graphs --repeats 15 "$@" \
   2>&1 | tee "$OUT/bench_attention.log"
