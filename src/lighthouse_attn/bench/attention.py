@@ -53,8 +53,9 @@ def parse_cases(text: str, num_levels: int, pooling_factor: int
 
 
 def _cudnn_op(q, k, v):
-    return torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, 0.0, True,
-                                                              False)[0]
+    from ..ops.triton.attention import _cudnn_forward
+
+    return _cudnn_forward(q, k, v, None)[0]
 
 
 def _fwd_bwd(fn, inputs, grad):

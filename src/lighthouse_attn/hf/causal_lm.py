@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from transformers import CONFIG_MAPPING, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from ..config import LighthouseConfig
-from ..models.llama import ATTENTION_MODES
+from ..models.llama import check_attention_mode
 from .model import causal_lm_from_config, configure, read_config, save_pretrained, to_dense
 from .settings import CONFIG_KEY, read_settings, resolve_dense_layers
 
@@ -216,8 +216,7 @@ class HFCausalLM(nn.Module):
 
     def set_attention(self, mode: str) -> None:
         """Run the non-dense layers with ``"lighthouse"`` or every layer with ``"dense"``."""
-        if mode not in ATTENTION_MODES:
-            raise ValueError(f"unknown attention mode {mode!r}; choose 'lighthouse' or 'dense'")
+        check_attention_mode(mode)
         if mode == "lighthouse":
             configure(self.lm, self.config.lighthouse, self.config.dense_layers)
         else:

@@ -21,6 +21,12 @@ from ..ops import lighthouse_attention, sdpa_causal
 ATTENTION_MODES = ("lighthouse", "dense")
 
 
+def check_attention_mode(mode: str) -> None:
+    """Raise ``ValueError`` unless ``mode`` is one of :data:`ATTENTION_MODES`."""
+    if mode not in ATTENTION_MODES:
+        raise ValueError(f"unknown attention mode {mode!r}; choose 'lighthouse' or 'dense'")
+
+
 @dataclass(frozen=True)
 class LlamaConfig:
     """Architecture of :class:`Llama`, plus its Lighthouse settings.
@@ -269,8 +275,7 @@ class Llama(nn.Module):
 
     def set_attention(self, mode: str) -> None:
         """Run the non-dense layers with ``"lighthouse"`` or every layer with ``"dense"``."""
-        if mode not in ATTENTION_MODES:
-            raise ValueError(f"unknown attention mode {mode!r}; choose 'lighthouse' or 'dense'")
+        check_attention_mode(mode)
         self._mode = mode
         for block in self.layers:
             block.attn.use_lighthouse = mode == "lighthouse" and not block.attn.always_dense

@@ -18,7 +18,14 @@ from ..scores import base_scores
 from ..select import Selection
 from .scores import scores_qk
 from .select import select_with_map
-from .window import gather_pooled, pool, position_map, spread, spread_gathered
+from .window import (
+    _contig,
+    gather_pooled,
+    pool,
+    position_map,
+    spread,
+    spread_gathered,
+)
 
 _cudnn_ok: dict[tuple, bool] = {}
 
@@ -89,9 +96,8 @@ class _OneNodeLayer(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, pos_map, S, kv_heads, kv_div, p, L, scale, inner):
         H, N = q.shape[1], q.shape[2]
-        qg, kg, vg = pool([x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v)],
-                          pos_map, S, [H, kv_heads, kv_heads], [1, kv_div, kv_div], [1, 1, 1],
-                          False, True, p, L)
+        qg, kg, vg = pool(_contig([q, k, v]), pos_map, S, [H, kv_heads, kv_heads],
+                          [1, kv_div, kv_div], [1, 1, 1], False, True, p, L)
         og, saved, sizes = inner[0](qg, kg, vg, scale)
         ctx.save_for_backward(pos_map, qg, kg, vg, og, *saved)
         ctx.meta = (N, k.shape[1], kv_div, p, L, scale, sizes, inner[1])
@@ -102,10 +108,10 @@ class _OneNodeLayer(torch.autograd.Function):
         pos_map, qg, kg, vg, og, *saved = ctx.saved_tensors
         N, Hkv, kv_div, p, L, scale, sizes, inner_backward = ctx.meta
         H, S = qg.shape[1], qg.shape[2]
-        dog = pool([dout.contiguous()], pos_map, S, [H], [1], [1], True, False, p, L)[0]
+        dog = pool(_contig([dout]), pos_map, S, [H], [1], [1], True, False, p, L)[0]
         dqg, dkg, dvg = inner_backward(dog, qg, kg, vg, og, saved, sizes, scale)
-        dq, dk, dv = spread([dqg.contiguous(), dkg.contiguous(), dvg.contiguous()], pos_map,
-                            N, [H, Hkv, Hkv], [1, kv_div, kv_div], [1, 1, 1], False, True, p, L)
+        dq, dk, dv = spread(_contig([dqg, dkg, dvg]), pos_map, N, [H, Hkv, Hkv],
+                            [1, kv_div, kv_div], [1, 1, 1], False, True, p, L)
         return dq, dk, dv, None, None, None, None, None, None, None, None
 
 
