@@ -61,19 +61,22 @@ def cases():
     bf = {n: "*bf16" for n in ("a_ptr", "b_ptr", "x0", "x1", "x2", "g0", "g1", "g2", "o0",
                                "o1", "o2")}
     for dt in ("bf16", "fp32"):
-        yield "row_norms", sig(scores._row_norms_kernel,
-                               {"a_ptr": f"*{dt}", "b_ptr": f"*{dt}", "oa_ptr": "*fp32",
-                                "ob_ptr": "*fp32"}, {"BLOCK_R": 32, "BLOCK_D": 128})
+        yield f"row_norms {dt}", sig(
+            scores._row_norms_kernel,
+            {"a_ptr": f"*{dt}", "b_ptr": f"*{dt}", "oa_ptr": "*fp32", "ob_ptr": "*fp32"},
+            {"BLOCK_R": 32, "BLOCK_D": 128},
+            ("a_ptr", "b_ptr", "D", "N", "sab", "sah", "san", "sbb", "sbh", "sbn"))
     yield from flash_backward_cases()
     for L, p in ((2, 2), (3, 4), (4, 4), (4, 2), (3, 8)):
         log2p = p.bit_length() - 1
         C = 512
-        yield f"select L={L} p={p}", sig(
+        sel = L != 3
+        yield f"select L={L} p={p} sel={sel}", sig(
             select._select_kernel,
             {"sq_ptr": "*fp32", "sk_ptr": "*fp32", "level_ptr": "*i64", "index_ptr": "*i64",
              "map_ptr": "*i32", "work_ptr": "*i32"},
             {"L": L, "P": p, "LOG2P": log2p, "BLOCK_C": C, "NMAX": max(C, 128 * p),
-             "TILE_": 128, "HALF_": 64, "DIGIT": 4})
+             "TILE_": 128, "HALF_": 64, "DIGIT": 4, "SEL": sel, "FILL": 1024})
         yield f"map L={L} p={p}", sig(window._map_kernel,
                                       {"level_ptr": "*i64", "index_ptr": "*i64",
                                        "map_ptr": "*i32"},
@@ -84,10 +87,19 @@ def cases():
                       "BLOCK_D": 128, "ACC": triton.language.float32}
             yield f"pool L={L} p={p} shift={shift}", sig(
                 window._pool_kernel, {**bf, "map_ptr": "*i32"},
-                {**consts, "ROWS": rows, "SKIP_EMPTY": skip})
+                {**consts, "ROWS": rows, "SKIP_EMPTY": skip}, aligned(window._pool_kernel))
             yield f"spread L={L} p={p} shift={shift}", sig(
                 window._spread_kernel, {**bf, "map_ptr": "*i32"},
-                {**consts, "ROWS": window._rows(window.SPREAD_ROWS, p, L, 128)})
+                {**consts, "ROWS": window._rows(window.SPREAD_ROWS, p, L, 128)},
+                aligned(window._spread_kernel))
+
+
+def aligned(fn) -> tuple:
+    """The pool/spread arguments that are multiples of 16 at D = 128 (pointers, lengths and
+    strides), as the launcher sees them in the benchmarks."""
+    return tuple(n for n in fn.arg_names if n[0] in "xgo" and n[1:].isdigit()
+                 or n in ("map_ptr", "N", "M", "S", "D")
+                 or n[0] == "s" and n[-1] in "bhns" and n[1].isdigit())
 
 
 def resource_usage(kernel, arch: int) -> tuple[str, str]:

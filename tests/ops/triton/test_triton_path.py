@@ -93,6 +93,29 @@ def test_position_map_inverts_selection():
     assert int((pm >= 0).sum()) == 2 * 3 * S  # nothing else is mapped
 
 
+def test_cascade_map_alone_fills_every_entry(monkeypatch):
+    """The map-only cascade (no level/index written) starts from garbage memory and still
+    gives the same map: every program sets its windows to -1 before writing positions."""
+    import lighthouse_attn.ops.triton.select as tsel
+
+    q, k, _ = qkv(B=2, H=3, N=1024, seed=32)
+    c = cfg("triton", num_levels=3)
+    sq, sk = row_norms(q), row_norms(k)
+    sel, pm = select_with_map(sq, sk, c)
+
+    class GarbageTorch:
+        def __getattr__(self, name):
+            return getattr(torch, name)
+
+        @staticmethod
+        def empty(*shape, **kw):
+            return torch.full(shape, 77, **kw)
+
+    monkeypatch.setattr(tsel, "torch", GarbageTorch())
+    none, pm_alone = select_with_map(sq, sk, c, with_selection=False)
+    assert none is None and torch.equal(pm_alone, pm)
+
+
 def test_selection_ties_identical():
     """Integer-valued scores: many exact ties, broken towards the lower index by both."""
     g = torch.Generator().manual_seed(22)

@@ -28,6 +28,8 @@ from .window import (
 )
 
 _cudnn_ok: dict[tuple, bool] = {}
+_CUDNN_FWD = torch.ops.aten._scaled_dot_product_cudnn_attention.default
+_CUDNN_BWD = torch.ops.aten._scaled_dot_product_cudnn_attention_backward.default
 
 
 def _cudnn_applies(q: Tensor) -> bool:
@@ -39,8 +41,7 @@ def _cudnn_applies(q: Tensor) -> bool:
     if key not in _cudnn_ok:
         x = torch.randn(1, 1, 128, q.shape[-1], device=q.device, dtype=q.dtype)
         try:
-            torch.ops.aten._scaled_dot_product_cudnn_attention(x, x, x, None, True, 0.0, True,
-                                                               False)
+            _CUDNN_FWD(x, x, x, None, True, 0.0, True, False)
             _cudnn_ok[key] = True
         except RuntimeError:
             _cudnn_ok[key] = False
@@ -49,8 +50,7 @@ def _cudnn_applies(q: Tensor) -> bool:
 
 def _cudnn_forward(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple:
     """cuDNN causal attention: ``(out, saved, sizes)``; the backward takes the last two."""
-    out, lse, cq, ck, mq, mk, seed, offset, _ = \
-        torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, 0.0, True,
+    out, lse, cq, ck, mq, mk, seed, offset, _ = _CUDNN_FWD(q, k, v, None, True, 0.0, True,
                                                            False, scale=scale)
     return out, (lse, cq, ck, seed, offset), (mq, mk)
 
@@ -58,8 +58,8 @@ def _cudnn_forward(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple:
 def _cudnn_backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, saved: tuple,
                     sizes: tuple, scale: float) -> tuple[Tensor, Tensor, Tensor]:
     lse, cq, ck, seed, offset = saved
-    return torch.ops.aten._scaled_dot_product_cudnn_attention_backward(
-        dout, q, k, v, out, lse, seed, offset, None, cq, ck, *sizes, 0.0, True, scale=scale)
+    return _CUDNN_BWD(dout, q, k, v, out, lse, seed, offset, None, cq, ck, *sizes, 0.0, True,
+                      scale=scale)
 
 
 def _deterministic_forward(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple:
@@ -115,8 +115,9 @@ class _OneNodeLayer(torch.autograd.Function):
         return dq, dk, dv, None, None, None, None, None, None, None, None
 
 
-def _select(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConfig
-            ) -> tuple[Selection, Tensor]:
+def _select(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConfig,
+            with_selection: bool = True) -> tuple[Selection | None, Tensor]:
+    """The cascade's selection (``None`` unless ``with_selection``) and its position map."""
     B, H, N, _ = q.shape
     group = H // k.shape[1]
     with torch.no_grad():
@@ -126,7 +127,7 @@ def _select(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConfig
             sq0, sk0 = scores_qk(q.detach(), k.detach())  # key scores stay per kv head
             if config.gqa == "shared":
                 sq0 = sq0.view(B, H // group, group, N).amax(2)
-        return select_with_map(sq0, sk0, config)
+        return select_with_map(sq0, sk0, config, with_selection)
 
 
 def select_triton(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConfig
@@ -143,10 +144,10 @@ def lighthouse_triton(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
     group = H // Hkv
     L, p = config.num_levels, config.pooling_factor
     if selection is None:
-        selection, pos_map = _select(q, k, v, config)
+        pos_map = _select(q, k, v, config, with_selection=False)[1]
     else:
         pos_map = position_map(selection, N, p, L)
-    S = selection.level.shape[2]
+    S = config.gathered_length(N)
     shared = config.gqa == "shared"
     q_sel_div = group if shared else 1
     kv_heads, kv_div = (Hkv, 1) if shared else (H, group)

@@ -27,6 +27,8 @@ import triton.language as tl
 from torch import Tensor
 from triton.tools.tensor_descriptor import TensorDescriptor
 
+from .launch import fast
+
 LOG2E = math.log2(math.e)
 
 
@@ -282,7 +284,7 @@ def causal_attention_backward(do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Te
 
     delta = torch.empty(B, H, S_pad, device=q.device, dtype=torch.float32)
     lse2 = torch.empty_like(delta)
-    _delta_kernel[(S_pad // DELTA_BLOCK, H, B)](
+    fast(_delta_kernel)[(S_pad // DELTA_BLOCK, H, B)](
         o, do, lse, delta, lse2, H, S, S_pad, *o.stride()[:3], *do.stride()[:3],
         *lse.stride(), BLOCK=DELTA_BLOCK, D=D, num_warps=4)
 
@@ -291,13 +293,13 @@ def causal_attention_backward(do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Te
     grad_v = torch.empty_like(grad_k)
     qk_scale = scale * LOG2E
     bm, bn = dkdv.block_m, dkdv.block_n
-    _dkdv_kernel[(triton.cdiv(S, bn), Hkv, B)](
+    fast(_dkdv_kernel)[(triton.cdiv(S, bn), Hkv, B)](
         _desc(q, bm), _desc(k, bn), _desc(v, bn), _desc(do, bm), _desc(grad_k, bn),
         _desc(grad_v, bn), lse2, delta, H, S, S_pad, H // Hkv, qk_scale, scale,
         BLOCK_M=bm, BLOCK_N=bn, D=D, PRECISION=precision, num_warps=dkdv.num_warps,
         num_stages=dkdv.num_stages)
     bm, bn = dq_cfg.block_m, dq_cfg.block_n
-    _dq_kernel[(triton.cdiv(S, bm), H, B)](
+    fast(_dq_kernel)[(triton.cdiv(S, bm), H, B)](
         _desc(q, bm), _desc(k, bn), _desc(v, bn), _desc(do, bm), _desc(grad_q, bm), lse2,
         delta, H, S, S_pad, H // Hkv, qk_scale, scale, BLOCK_M=bm, BLOCK_N=bn, D=D,
         PRECISION=precision, num_warps=dq_cfg.num_warps, num_stages=dq_cfg.num_stages)

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from ...config import HALF, TILE, LighthouseConfig
 from ..select import Selection
+from .launch import fast
 from .window import map_len
 
 
@@ -52,20 +53,25 @@ def _sort_bits(score, valid):
 def _top(keys, K: tl.constexpr, DIGIT: tl.constexpr):
     """Mask of the K largest keys (keys in [-1, 2^31), at least K of them >= 0), ties to the
     lower position. A radix search finds the K-th largest key ``lo``, DIGIT bits per round:
-    each round counts the keys above 2^DIGIT thresholds at once (one block reduction)."""
+    each round counts the keys above 2^DIGIT thresholds at once (one block reduction). It
+    stops early once exactly K keys lie at or above a threshold (no tie to break)."""
     lo = tl.max(keys, 0) * 0  # scalar int32 zero
+    exact = lo != 0
     d = tl.arange(0, 1 << DIGIT)
     for r in tl.static_range(32 // DIGIT):
-        t = lo + (d << (32 - DIGIT * (r + 1)))  # the top round's upper half wraps: masked
-        cnt = tl.sum((keys[:, None] >= t[None, :]).to(tl.int32), 0)
-        ok = cnt >= K
-        if r == 0:
-            ok = ok & (d < (1 << (DIGIT - 1)))
-        lo = lo + (tl.max(tl.where(ok, d, 0), 0) << (32 - DIGIT * (r + 1)))
+        if not exact:
+            t = lo + (d << (32 - DIGIT * (r + 1)))  # the top round's upper half wraps: masked
+            cnt = tl.sum((keys[:, None] >= t[None, :]).to(tl.int32), 0)
+            ok = cnt >= K
+            if r == 0:
+                ok = ok & (d < (1 << (DIGIT - 1)))
+            pick = tl.max(tl.where(ok, d, 0), 0)
+            lo = lo + (pick << (32 - DIGIT * (r + 1)))
+            exact = tl.sum(tl.where(d == pick, cnt, 0), 0) == K
     above = keys > lo
     need = K - tl.sum(above.to(tl.int32), 0)
     tied = keys == lo
-    return above | (tied & (tl.cumsum(tied.to(tl.int32), 0) <= need))
+    return tl.where(exact, keys >= lo, above | (tied & (tl.cumsum(tied.to(tl.int32), 0) <= need)))
 
 
 @triton.jit
@@ -102,10 +108,13 @@ def _gather_rank(scratch, values, NV: tl.constexpr, chosen):
 
 @triton.jit
 def _emit(level_ptr, index_ptr, map_ptr, out_row, map_row, base, pos, index, valid,
-          lvl: tl.constexpr, N, LOG2P: tl.constexpr):
-    """Write entries of level ``lvl`` at gathered positions ``base + pos``."""
-    tl.store(level_ptr + out_row + base + pos, tl.full(pos.shape, lvl, tl.int64), mask=valid)
-    tl.store(index_ptr + out_row + base + pos, index.to(tl.int64), mask=valid)
+          lvl: tl.constexpr, N, LOG2P: tl.constexpr, SEL: tl.constexpr):
+    """Write entries of level ``lvl`` at gathered positions ``base + pos`` (to the map, and to
+    the selection if SEL)."""
+    if SEL:
+        tl.store(level_ptr + out_row + base + pos, tl.full(pos.shape, lvl, tl.int64),
+                 mask=valid)
+        tl.store(index_ptr + out_row + base + pos, index.to(tl.int64), mask=valid)
     level_off = 0
     for i in tl.static_range(lvl):
         level_off += N >> (i * LOG2P)
@@ -117,7 +126,8 @@ def _select_kernel(sq_ptr, sk_ptr, level_ptr, index_ptr, map_ptr, work_ptr,
                         N, S, M, C, heads, sk_div,
                         L: tl.constexpr, P: tl.constexpr, LOG2P: tl.constexpr,
                         BLOCK_C: tl.constexpr, NMAX: tl.constexpr, TILE_: tl.constexpr,
-                        HALF_: tl.constexpr, DIGIT: tl.constexpr):
+                        HALF_: tl.constexpr, DIGIT: tl.constexpr, SEL: tl.constexpr,
+                        FILL: tl.constexpr):
     tile = tl.program_id(0)
     row = tl.program_id(1)
     n_tiles = tl.num_programs(0)
@@ -135,6 +145,17 @@ def _select_kernel(sq_ptr, sk_ptr, level_ptr, index_ptr, map_ptr, work_ptr,
     cand_c = tile * C + offs_c
     r2 = tl.arange(0, TILE_)[:, None]
     j2 = tl.arange(0, P)[None, :]
+
+    # 0. the tile's part of the map (its windows at every level) starts at -1
+    level_off = 0
+    for lvl in tl.static_range(L):
+        n_lvl = C * P**(L - 1 - lvl)
+        for i in range(0, n_lvl, FILL):
+            f = i + tl.arange(0, FILL)
+            tl.store(map_ptr + map_row + level_off + tile * n_lvl + f,
+                     tl.full((FILL,), -1, tl.int32), mask=f < n_lvl)
+        level_off += N >> (lvl * LOG2P)
+    tl.debug_barrier()
 
     # 1. top-down: choose at every level; keep candidates and choices in the work rows
     chosen_c = _pick(sq_row, sk_row, cand_c, valid_c, P**(L - 1), HALF_, DIGIT)
@@ -160,37 +181,40 @@ def _select_kernel(sq_ptr, sk_ptr, level_ptr, index_ptr, map_ptr, work_ptr,
     # 3. top-down: gathered positions (a chosen entry follows its subtree)
     start = tl.cumsum(size_c, 0) - size_c
     _emit(level_ptr, index_ptr, map_ptr, out_row, map_row, base, start + size_c - 1, cand_c,
-          valid_c, L - 1, N, LOG2P)
+          valid_c, L - 1, N, LOG2P, SEL)
     first = _by_rank(scratch, start, chosen_c, TILE_)
     for lvl in tl.static_range(L - 2, 0, -1):
         size = tl.load(work + (2 * lvl - 1) * NMAX + r2 * P + j2)
         start = first[:, None] + tl.cumsum(size, 1) - size
         _emit(level_ptr, index_ptr, map_ptr, out_row, map_row, base, start + size - 1,
-              tl.load(work + (2 * lvl - 2) * NMAX + r2 * P + j2), size > 0, lvl, N, LOG2P)
+              tl.load(work + (2 * lvl - 2) * NMAX + r2 * P + j2), size > 0, lvl, N, LOG2P, SEL)
         first = _by_rank(scratch, start.reshape(TILE_ * P), size.reshape(TILE_ * P) > 1,
                          TILE_)
     _emit(level_ptr, index_ptr, map_ptr, out_row, map_row, base, first[:, None] + j2,
-          cand.reshape(TILE_, P), j2 >= 0, 0, N, LOG2P)
+          cand.reshape(TILE_, P), j2 >= 0, 0, N, LOG2P, SEL)
 
 
-def select_tiles(sq0: Tensor, sk0: Tensor, num_levels: int, pooling_factor: int, topk: int
-                 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Launch the cascade: ``(level, index, pos_map)`` (see :func:`select_with_map`)."""
+def select_tiles(sq0: Tensor, sk0: Tensor, num_levels: int, pooling_factor: int, topk: int,
+                 with_selection: bool = True) -> tuple[Tensor | None, Tensor | None, Tensor]:
+    """Launch the cascade: ``(level, index, pos_map)`` (see :func:`select_with_map`); level
+    and index are ``None`` unless ``with_selection`` (the kernels need the map alone)."""
     L, p, T = num_levels, pooling_factor, topk // TILE
     B, heads, N = sq0.shape
     C = N // p ** (L - 1) // T
     E = C + (L - 1) * TILE * p
-    level = torch.empty(B, heads, T * E, dtype=torch.int64, device=sq0.device)
-    index = torch.empty_like(level)
-    pos_map = torch.full((B, heads, map_len(N, p, L)), -1, dtype=torch.int32,
-                         device=sq0.device)
+    pos_map = torch.empty(B, heads, map_len(N, p, L), dtype=torch.int32, device=sq0.device)
+    level = index = None
+    if with_selection:
+        level = torch.empty(B, heads, T * E, dtype=torch.int64, device=sq0.device)
+        index = torch.empty_like(level)
     nmax = max(triton.next_power_of_2(C), TILE * p)
     work = torch.empty(B * heads * T, (2 * L - 1) * nmax, dtype=torch.int32, device=sq0.device)
-    _select_kernel[(T, B * heads)](
-        sq0.contiguous(), sk0.contiguous(), level, index, pos_map, work,
+    fast(_select_kernel)[(T, B * heads)](
+        sq0.contiguous(), sk0.contiguous(), pos_map if level is None else level,
+        pos_map if index is None else index, pos_map, work,
         N, T * E, pos_map.shape[2], C, heads, heads // sk0.shape[1],
         L=L, P=p, LOG2P=p.bit_length() - 1, BLOCK_C=triton.next_power_of_2(C), NMAX=nmax,
-        TILE_=TILE, HALF_=HALF, DIGIT=4, num_warps=8)
+        TILE_=TILE, HALF_=HALF, DIGIT=4, SEL=with_selection, FILL=1024, num_warps=8)
     return level, index, pos_map
 
 
@@ -211,22 +235,24 @@ def _(sq0, sk0, num_levels, pooling_factor, topk):
     return out, torch.empty_like(out), pos_map
 
 
-def select_with_map(sq0: Tensor, sk0: Tensor, config: LighthouseConfig
-                    ) -> tuple[Selection, Tensor]:
+def select_with_map(sq0: Tensor, sk0: Tensor, config: LighthouseConfig,
+                    with_selection: bool = True) -> tuple[Selection | None, Tensor]:
     """Run the cascade on level-0 scores: ``sq0`` ``(B, H', N)`` fp32 and ``sk0``
     ``(B, H'/r, N)`` fp32 (``r`` query heads per key head: the ``expand`` GQA mode passes the
     un-repeated key scores). Returns the same :class:`Selection` as
-    ``ops.select.select_from_scores`` on the window-max level scores, and its inverse position
-    map ``(B, H', M)`` int32 (see ``window.build_position_map``). ``pooling_factor`` must be a
-    power of two and ``L <= 7``."""
+    ``ops.select.select_from_scores`` on the window-max level scores (``None`` unless
+    ``with_selection``), and its inverse position map ``(B, H', M)`` int32 (see
+    ``window.build_position_map``). ``pooling_factor`` must be a power of two and ``L <= 7``."""
     if config.num_levels == 1:
         B, heads, N = sq0.shape
         index = torch.arange(N, device=sq0.device).expand(B, heads, N).contiguous()
         return Selection(torch.zeros_like(index), index), index.to(torch.int32)
     args = (sq0, sk0, config.num_levels, config.pooling_factor, config.topk)
-    level, index, pos_map = (select_tiles_op(*args) if torch.compiler.is_compiling()
-                             else select_tiles(*args))
-    return Selection(level, index), pos_map
+    if torch.compiler.is_compiling():
+        level, index, pos_map = select_tiles_op(*args)
+    else:
+        level, index, pos_map = select_tiles(*args, with_selection)
+    return (Selection(level, index) if level is not None else None), pos_map
 
 
 def select_from_base_scores(sq0: Tensor, sk0: Tensor, config: LighthouseConfig) -> Selection:

@@ -1,0 +1,149 @@
+"""Host/GPU timeline of one Lighthouse layer step (forward+backward): when each kernel is
+launched on the host and when it runs on the GPU, and where the GPU waits for the host.
+
+    python benchmarks/timeline.py --seq-len 32768 --topk 512 --out timeline_32k.json
+
+The step is traced with torch.profiler (which slows the host a little); "gpu_idle_us" sums the
+gaps between consecutive kernels, the time the GPU waits for the host. A second section times
+the step's host functions without the profiler (perf_counter around each, no sync).
+"""
+
+import argparse
+import functools
+import json
+import os
+import tempfile
+import time
+from collections import defaultdict
+
+import torch
+from torch.profiler import ProfilerActivity, profile, record_function
+
+import lighthouse_attn.ops.attention as op_attention
+import lighthouse_attn.ops.triton.attention as tri
+from lighthouse_attn import LighthouseConfig, lighthouse_attention
+from lighthouse_attn.bench.common import warm_up_gpu
+
+
+def trace_step(step, steps: int = 3) -> dict:
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            with record_function("STEP"):
+                step()
+            torch.cuda.synchronize()
+    path = os.path.join(tempfile.mkdtemp(), "trace.json")
+    prof.export_chrome_trace(path)
+    with open(path) as f:
+        events = json.load(f)["traceEvents"]
+    marks = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+                   if e.get("name") == "STEP" and e.get("cat") == "user_annotation")
+    t0, t1 = marks[-1]  # the last step
+    launches = {e["args"]["correlation"]: e["ts"] for e in events
+                if e.get("cat") in ("cuda_runtime", "cuda_driver")
+                and "correlation" in e.get("args", {})}
+    kernels = sorted((e for e in events if e.get("cat") in ("kernel", "gpu_memset")
+                      and launches.get(e["args"].get("correlation"), -1) >= t0
+                      and launches.get(e["args"].get("correlation"), t1 + 1) <= t1),
+                     key=lambda e: e["ts"])
+    rows, idle, prev_end = [], 0.0, None
+    for e in kernels:
+        launch = launches[e["args"]["correlation"]]
+        if prev_end is not None:
+            idle += max(0.0, e["ts"] - prev_end)
+        prev_end = e["ts"] + e["dur"]
+        rows.append({"kernel": e["name"][:60], "launched_us": round(launch - t0, 1),
+                     "start_us": round(e["ts"] - t0, 1), "dur_us": round(e["dur"], 1)})
+    return {"host_step_us": round(t1 - t0, 1),
+            "gpu_end_us": round(prev_end - t0, 1) if prev_end else None,
+            "gpu_busy_us": round(sum(r["dur_us"] for r in rows), 1),
+            "gpu_idle_us": round(idle, 1), "kernels": rows}
+
+
+def host_breakdown(step, steps: int = 100) -> dict:
+    """perf_counter totals of the step's host functions, per step (nested totals overlap)."""
+    acc = defaultdict(float)
+    targets = [(op_attention, "check_inputs"), (tri, "_select"), (tri, "scores_qk"),
+               (tri, "select_with_map"), (tri, "pool"), (tri, "spread"),
+               (tri, "_cudnn_forward"), (tri, "_cudnn_backward"), (tri, "_one_node_inner"),
+               (tri, "lighthouse_triton")]
+    saved = []
+    for mod, name in targets:
+        fn = getattr(mod, name)
+        saved.append((mod, name, fn))
+
+        def wrap(fn=fn, name=name):
+            @functools.wraps(fn)
+            def inner(*a, **kw):
+                t = time.perf_counter()
+                try:
+                    return fn(*a, **kw)
+                finally:
+                    acc[name] += time.perf_counter() - t
+            return inner
+        setattr(mod, name, wrap())
+    try:
+        step()
+        torch.cuda.synchronize()
+        acc.clear()
+        t = time.perf_counter()
+        for _ in range(steps):
+            step()
+        total = time.perf_counter() - t
+        torch.cuda.synchronize()
+    finally:
+        for mod, name, fn in saved:
+            setattr(mod, name, fn)
+    out = {k: round(v / steps * 1e6, 1) for k, v in acc.items()}
+    out["whole step (host)"] = round(total / steps * 1e6, 1)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seq-len", type=int, default=32768)
+    ap.add_argument("--topk", type=int, default=512)
+    ap.add_argument("--deterministic", action="store_true")
+    ap.add_argument("--out", default="timeline.json")
+    args = ap.parse_args()
+    N, H, D = args.seq_len, 8, 128
+    cfg = LighthouseConfig(num_levels=3, pooling_factor=4, topk=args.topk, backend="triton",
+                           deterministic=args.deterministic)
+    S = cfg.gathered_length(N)
+    q, k, v = (torch.randn(1, H, N, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+               for _ in range(3))
+    dout = torch.randn_like(q)
+    qs, ks, vs = (torch.randn(1, H, S, D, device="cuda", dtype=torch.bfloat16,
+                              requires_grad=True) for _ in range(3))
+    gs = torch.randn_like(qs)
+
+    def layer():
+        out = lighthouse_attention(q, k, v, cfg)
+        torch.autograd.grad(out, (q, k, v), dout)
+
+    def inner():
+        out = torch.ops.aten._scaled_dot_product_cudnn_attention(
+            qs, ks, vs, None, True, 0.0, True, False)[0]
+        torch.autograd.grad(out, (qs, ks, vs), gs)
+
+    for _ in range(5):
+        layer()
+        inner()
+    warm_up_gpu(1)
+    res = {"device": torch.cuda.get_device_name(), "N": N, "K": args.topk, "S": S,
+           "deterministic": args.deterministic,
+           "layer": trace_step(layer), "inner": trace_step(inner),
+           "host_us": host_breakdown(layer)}
+    with open(args.out, "w") as f:
+        json.dump(res, f, indent=1)
+    for name in ("layer", "inner"):
+        r = res[name]
+        print(f"{name}: host {r['host_step_us']} us, GPU end {r['gpu_end_us']} us, busy "
+              f"{r['gpu_busy_us']} us, idle {r['gpu_idle_us']} us")
+        for row in r["kernels"]:
+            print(f"   {row['kernel'][:40]:40s} launched {row['launched_us']:8.1f} start "
+                  f"{row['start_us']:8.1f} dur {row['dur_us']:7.1f}")
+    print(json.dumps(res["host_us"], indent=1))
+
+
+if __name__ == "__main__":
+    main()

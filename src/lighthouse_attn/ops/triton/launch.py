@@ -1,0 +1,116 @@
+"""Kernel launches with less host work than triton's JIT launcher.
+
+``fast(kernel)[grid](*args, CONST=..., num_warps=...)`` launches like ``kernel[grid](...)``.
+The first call with a given specialization goes through triton (which compiles and launches)
+and keeps the compiled kernel; later calls hand the arguments straight to its launcher. Triton's
+launcher binds the arguments and rebuilds its cache key on every call: 35 us for the 30
+arguments of the pool kernel on an H100 host, against 11 us straight
+(benchmarks/h100/launch_probe.json). At 32K tokens a layer is bound by such host work.
+
+Our key is at least as fine as triton's specialization (tensors: dtype and 16-byte alignment;
+integers: equal to 1, divisible by 16, 32-bit range; tensor descriptors: dtype, block shape,
+padding), so a kept kernel only ever runs arguments it was compiled for. The direct path is
+used only where triton's own launch makes the call it mimics (checked once at import), never
+under ``TRITON_INTERPRET=1`` or with launch hooks set, and never when
+``LIGHTHOUSE_TRITON_LAUNCH=jit``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+
+import torch
+
+try:
+    import triton
+    from triton.runtime.jit import JITFunction
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # pragma: no cover - the Triton backend is unavailable anyway
+    triton = None
+
+_CALL = ("kernel.run(grid_0, grid_1, grid_2, stream, kernel.function, kernel.packed_metadata, "
+         "launch_metadata")
+
+
+def _direct_supported() -> bool:
+    if triton is None or os.environ.get("TRITON_INTERPRET") == "1":
+        return False
+    if os.environ.get("LIGHTHOUSE_TRITON_LAUNCH", "direct") == "jit":
+        return False
+    if not hasattr(triton, "knobs"):
+        return False
+    try:
+        return _CALL in " ".join(inspect.getsource(JITFunction.run).split())
+    except (OSError, TypeError):
+        return False
+
+
+DIRECT = _direct_supported()
+
+
+def spec_key(arg) -> object:
+    """What triton specializes a runtime argument on, or finer."""
+    if isinstance(arg, torch.Tensor):
+        return arg.dtype, arg.data_ptr() % 16 == 0
+    if isinstance(arg, bool) or arg is None:
+        return arg
+    if isinstance(arg, int):
+        return 1 if arg == 1 else (arg % 16 == 0, -2**31 <= arg < 2**31, arg < 2**63)
+    if isinstance(arg, float):
+        return float
+    if triton is not None and isinstance(arg, TensorDescriptor):
+        return ("desc", arg.base.dtype, tuple(arg.block_shape), arg.padding)
+    raise TypeError(f"no launch key for a {type(arg).__name__} argument")
+
+
+def _active(hook) -> bool:
+    """A launch hook that does something (triton 3.6 keeps empty ``HookChain`` objects)."""
+    return hook is not None and bool(getattr(hook, "calls", True))
+
+
+def _hooked() -> bool:
+    hooks = triton.knobs.runtime
+    return _active(hooks.launch_enter_hook) or _active(hooks.launch_exit_hook)
+
+
+class FastKernel:
+    """A ``@triton.jit`` kernel launched through :mod:`launch` (module doc)."""
+
+    def __init__(self, kernel) -> None:
+        self.kernel = kernel
+        self.names = list(kernel.arg_names) if DIRECT else []
+        self.kept: dict = {}
+
+    def __getitem__(self, grid: tuple):
+        return lambda *args, **kw: self.launch(grid, args, kw)
+
+    def launch(self, grid: tuple, args: tuple, kw: dict) -> None:
+        if not DIRECT or _hooked():
+            self.kernel[grid](*args, **kw)
+            return
+        device = torch.cuda.current_device()
+        key = (device, tuple(map(spec_key, args)), tuple(kw.items()))
+        kept = self.kept.get(key)
+        if kept is None:
+            compiled = self.kernel[grid](*args, **kw)
+            rest = self.names[len(args):]
+            if all(name in kw for name in rest) and hasattr(compiled, "packed_metadata"):
+                self.kept[key] = (compiled.run, compiled.function, compiled.packed_metadata,
+                                  tuple(kw[name] for name in rest))
+            return
+        run, function, packed, constexprs = kept
+        run(grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1,
+            torch._C._cuda_getCurrentRawStream(device), function, packed, None, None, None,
+            *args, *constexprs)
+
+
+_wrapped: dict = {}
+
+
+def fast(kernel) -> FastKernel:
+    """The :class:`FastKernel` of a ``@triton.jit`` kernel (one per kernel, kept)."""
+    wrapped = _wrapped.get(kernel)
+    if wrapped is None:
+        wrapped = _wrapped[kernel] = FastKernel(kernel)
+    return wrapped
