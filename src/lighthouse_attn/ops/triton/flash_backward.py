@@ -27,7 +27,7 @@ import triton.language as tl
 from torch import Tensor
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from .launch import fast
+from .launch import cdiv, fast
 
 LOG2E = math.log2(math.e)
 
@@ -280,7 +280,7 @@ def causal_attention_backward(do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Te
     _config_ok(dq_cfg, "dq")
     precision = "tf32x3" if q.dtype == torch.float32 else "tf32"
     pad = max(dkdv.block_m, dq_cfg.block_m, DELTA_BLOCK)
-    S_pad = triton.cdiv(S, pad) * pad
+    S_pad = cdiv(S, pad) * pad
 
     delta = torch.empty(B, H, S_pad, device=q.device, dtype=torch.float32)
     lse2 = torch.empty_like(delta)
@@ -293,13 +293,13 @@ def causal_attention_backward(do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Te
     grad_v = torch.empty_like(grad_k)
     qk_scale = scale * LOG2E
     bm, bn = dkdv.block_m, dkdv.block_n
-    fast(_dkdv_kernel)[(triton.cdiv(S, bn), Hkv, B)](
+    fast(_dkdv_kernel)[(cdiv(S, bn), Hkv, B)](
         _desc(q, bm), _desc(k, bn), _desc(v, bn), _desc(do, bm), _desc(grad_k, bn),
         _desc(grad_v, bn), lse2, delta, H, S, S_pad, H // Hkv, qk_scale, scale,
         BLOCK_M=bm, BLOCK_N=bn, D=D, PRECISION=precision, num_warps=dkdv.num_warps,
         num_stages=dkdv.num_stages)
     bm, bn = dq_cfg.block_m, dq_cfg.block_n
-    fast(_dq_kernel)[(triton.cdiv(S, bm), H, B)](
+    fast(_dq_kernel)[(cdiv(S, bm), H, B)](
         _desc(q, bm), _desc(k, bn), _desc(v, bn), _desc(do, bm), _desc(grad_q, bm), lse2,
         delta, H, S, S_pad, H // Hkv, qk_scale, scale, BLOCK_M=bm, BLOCK_N=bn, D=D,
         PRECISION=precision, num_warps=dq_cfg.num_warps, num_stages=dq_cfg.num_stages)

@@ -8,8 +8,9 @@ arguments of the pool kernel on an H100 host, against 11 us straight
 (benchmarks/h100/launch_probe.json). At 32K tokens a layer is bound by such host work.
 
 Our key is at least as fine as triton's specialization (tensors: dtype and 16-byte alignment;
-integers: equal to 1, divisible by 16, 32-bit range; tensor descriptors: dtype, block shape,
-padding), so a kept kernel only ever runs arguments it was compiled for. The direct path is
+other arguments: their exact values, or for tensor descriptors dtype, block shape and padding),
+so a kept kernel only ever runs arguments it was compiled for. Where triton's launcher would
+only add empty scratch buffers, its C entry is called straight. The direct path is
 used only where triton's own launch makes the call it mimics (checked once at import), never
 under ``TRITON_INTERPRET=1`` or with launch hooks set, and never when
 ``LIGHTHOUSE_TRITON_LAUNCH=jit``.
@@ -18,6 +19,7 @@ under ``TRITON_INTERPRET=1`` or with launch hooks set, and never when
 from __future__ import annotations
 
 import inspect
+import operator
 import os
 
 import torch
@@ -49,6 +51,16 @@ def _direct_supported() -> bool:
 DIRECT = _direct_supported()
 
 
+def cdiv(a: int, b: int) -> int:
+    """``ceil(a / b)`` (``triton.cdiv`` goes through a slower constexpr wrapper on the host)."""
+    return -(-a // b)
+
+
+def next_pow2(n: int) -> int:
+    """Smallest power of two >= ``n`` (``n >= 1``)."""
+    return 1 << (n - 1).bit_length()
+
+
 def spec_key(arg) -> object:
     """What triton specializes a runtime argument on, or finer."""
     if isinstance(arg, torch.Tensor):
@@ -74,35 +86,88 @@ def _hooked() -> bool:
     return _active(hooks.launch_enter_hook) or _active(hooks.launch_exit_hook)
 
 
+_LAUNCH = ("self.launch(gridX, gridY, gridZ, stream, function, self.launch_cooperative_grid, "
+           "self.launch_pdl, global_scratch, profile_scratch, *args)")
+
+
+def _raw_launch(run):
+    """The compiled launcher's C entry, where its Python wrapper would only add empty scratch
+    buffers (checked against the wrapper's source), else ``None``."""
+    launch = getattr(run, "launch", None)
+    if (launch is None or getattr(run, "global_scratch_size", 1)
+            or getattr(run, "profile_scratch_size", 1)):
+        return None
+    try:
+        src = " ".join(inspect.getsource(type(run).__call__).split())
+    except (OSError, TypeError):
+        return None
+    if _LAUNCH not in src:
+        return None
+    flags = (run.launch_cooperative_grid, run.launch_pdl, None, None)
+    return lambda g0, g1, g2, stream, function, *args: launch(g0, g1, g2, stream, function,
+                                                            *flags, *args)
+
+
 class FastKernel:
-    """A ``@triton.jit`` kernel launched through :mod:`launch` (module doc)."""
+    """A ``@triton.jit`` kernel launched through :mod:`launch` (module doc).
+
+    The key of a call: the dtype and 16-byte alignment of every tensor, the exact value of
+    every other argument (finer than triton's specialization), and the keyword arguments."""
 
     def __init__(self, kernel) -> None:
         self.kernel = kernel
         self.names = list(kernel.arg_names) if DIRECT else []
         self.kept: dict = {}
+        self.layouts: dict = {}  # (number of args, tensor positions) -> item getters
 
     def __getitem__(self, grid: tuple):
         return lambda *args, **kw: self.launch(grid, args, kw)
+
+    def _layout(self, args: tuple):
+        tensors = tuple(i for i, a in enumerate(args) if isinstance(a, torch.Tensor))
+        key = (len(args), tensors)
+        layout = self.layouts.get(key)
+        if layout is None:
+            others = [i for i in range(len(args)) if i not in tensors]
+            descs = any(isinstance(args[i], TensorDescriptor) for i in others)
+            layout = self.layouts[key] = (_getter(tensors), _getter(others), descs)
+        return layout
 
     def launch(self, grid: tuple, args: tuple, kw: dict) -> None:
         if not DIRECT or _hooked():
             self.kernel[grid](*args, **kw)
             return
+        get_tensors, get_others, descs = self._layout(args)
+        tensors = get_tensors(args)
+        others = get_others(args)
+        if descs:  # descriptors are keyed like triton keys them; the rest by value
+            others = tuple(map(spec_key, others))
         device = torch.cuda.current_device()
-        key = (device, tuple(map(spec_key, args)), tuple(kw.items()))
+        key = (device, tuple((t.dtype, t.data_ptr() % 16 == 0) for t in tensors), others,
+               tuple(kw.items()))
         kept = self.kept.get(key)
         if kept is None:
             compiled = self.kernel[grid](*args, **kw)
             rest = self.names[len(args):]
             if all(name in kw for name in rest) and hasattr(compiled, "packed_metadata"):
-                self.kept[key] = (compiled.run, compiled.function, compiled.packed_metadata,
-                                  tuple(kw[name] for name in rest))
+                if len(self.kept) > 512:  # many shapes: start over rather than grow
+                    self.kept.clear()
+                run = compiled.run
+                self.kept[key] = (_raw_launch(run) or run, compiled.function,
+                                  compiled.packed_metadata, tuple(kw[name] for name in rest))
             return
         run, function, packed, constexprs = kept
         run(grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1,
             torch._C._cuda_getCurrentRawStream(device), function, packed, None, None, None,
             *args, *constexprs)
+
+
+def _getter(idx):
+    """``args -> tuple(args[i] for i in idx)`` at C speed."""
+    if not idx:
+        return lambda args: ()
+    get = operator.itemgetter(*idx)
+    return get if len(idx) > 1 else (lambda args: (get(args),))
 
 
 _wrapped: dict = {}

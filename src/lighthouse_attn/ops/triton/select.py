@@ -24,7 +24,7 @@ from torch import Tensor
 
 from ...config import HALF, TILE, LighthouseConfig
 from ..select import Selection
-from .launch import fast
+from .launch import fast, next_pow2
 from .window import map_len
 
 
@@ -207,13 +207,13 @@ def select_tiles(sq0: Tensor, sk0: Tensor, num_levels: int, pooling_factor: int,
     if with_selection:
         level = torch.empty(B, heads, T * E, dtype=torch.int64, device=sq0.device)
         index = torch.empty_like(level)
-    nmax = max(triton.next_power_of_2(C), TILE * p)
+    nmax = max(next_pow2(C), TILE * p)
     work = torch.empty(B * heads * T, (2 * L - 1) * nmax, dtype=torch.int32, device=sq0.device)
     fast(_select_kernel)[(T, B * heads)](
         sq0.contiguous(), sk0.contiguous(), pos_map if level is None else level,
         pos_map if index is None else index, pos_map, work,
         N, T * E, pos_map.shape[2], C, heads, heads // sk0.shape[1],
-        L=L, P=p, LOG2P=p.bit_length() - 1, BLOCK_C=triton.next_power_of_2(C), NMAX=nmax,
+        L=L, P=p, LOG2P=p.bit_length() - 1, BLOCK_C=next_pow2(C), NMAX=nmax,
         TILE_=TILE, HALF_=HALF, DIGIT=4, SEL=with_selection, FILL=1024, num_warps=8)
     return level, index, pos_map
 

@@ -29,7 +29,7 @@ import triton.language as tl
 from torch import Tensor
 
 from ..select import Selection
-from .launch import fast
+from .launch import cdiv, fast, next_pow2
 
 SPREAD_ROWS = 32  # spread span: 5-7% faster than 64 for the 3-tensor spread from 32K to 512K
 
@@ -195,7 +195,7 @@ def pool(xs: list[Tensor], pos_map: Tensor, S: int, heads: list[int], x_divs: li
     B, _, N, D = xs[0].shape
     outs = [x.new_empty(B, h, S, D) for x, h in zip(xs, heads)]
     rows, skip = pool_plan(pooling_factor, num_levels, D)
-    grid = (triton.cdiv(N + (pooling_factor ** (num_levels - 1) if shift else 0), rows),
+    grid = (cdiv(N + (pooling_factor ** (num_levels - 1) if shift else 0), rows),
             B * sum(heads))
     strides = [s for x in _pad3(xs, xs[0]) for s in x.stride()[:3]]
     fast(_pool_kernel)[grid](
@@ -203,7 +203,7 @@ def pool(xs: list[Tensor], pos_map: Tensor, S: int, heads: list[int], x_divs: li
         pos_map.shape[2], S, D, *_pad3(heads, 0), *_pad3(x_divs, 1), *_pad3(sel_divs, 1),
         pos_map.shape[1], *strides, SHIFT=int(shift), MEAN=mean, L=num_levels,
         P=pooling_factor, LOG2P=pooling_factor.bit_length() - 1, ROWS=rows,
-        BLOCK_D=triton.next_power_of_2(D), ACC=_acc(xs[0].dtype), SKIP_EMPTY=skip, num_warps=4)
+        BLOCK_D=next_pow2(D), ACC=_acc(xs[0].dtype), SKIP_EMPTY=skip, num_warps=4)
     return outs
 
 
@@ -215,13 +215,13 @@ def spread(gs: list[Tensor], pos_map: Tensor, seq_len: int, heads: list[int],
     B, _, _, D = gs[0].shape
     outs = [g.new_empty(B, h, seq_len, D) for g, h in zip(gs, heads)]
     rows = _rows(SPREAD_ROWS, pooling_factor, num_levels, D)
-    grid = (triton.cdiv(seq_len + int(shift), rows), B * sum(heads))
+    grid = (cdiv(seq_len + int(shift), rows), B * sum(heads))
     strides = [s for g in _pad3(gs, gs[0]) for s in g.stride()[:3]]
     fast(_spread_kernel)[grid](
         *_pad3(gs, gs[0]), *_pad3(outs, outs[0]), pos_map, seq_len, pos_map.shape[2], D,
         *_pad3(heads, 0), *_pad3(groups, 1), *_pad3(sel_divs, 1), pos_map.shape[1], *strides,
         SHIFT=int(shift), MEAN=mean, L=num_levels, P=pooling_factor,
-        LOG2P=pooling_factor.bit_length() - 1, ROWS=rows, BLOCK_D=triton.next_power_of_2(D),
+        LOG2P=pooling_factor.bit_length() - 1, ROWS=rows, BLOCK_D=next_pow2(D),
         ACC=_acc(gs[0].dtype), num_warps=4)
     return outs
 
@@ -234,7 +234,7 @@ def build_position_map(level: Tensor, index: Tensor, seq_len: int, pooling_facto
     pos_map = torch.full((B, heads, map_len(seq_len, pooling_factor, num_levels)), -1,
                          dtype=torch.int32, device=level.device)
     block = 1024
-    fast(_map_kernel)[(triton.cdiv(S, block), B * heads)](
+    fast(_map_kernel)[(cdiv(S, block), B * heads)](
         level.contiguous(), index.contiguous(), pos_map, S, pos_map.shape[2], seq_len,
         L=num_levels, LOG2P=pooling_factor.bit_length() - 1, BLOCK=block, num_warps=4)
     return pos_map

@@ -1,0 +1,64 @@
+"""Where the host time of one Lighthouse layer step (forward+backward) goes: the step's host
+time without a sync, and the Python functions that take it (cProfile, sorted by own time).
+
+    python benchmarks/host_profile.py --seq-len 32768 --topk 512 --out host_profile.txt
+
+Run it with LIGHTHOUSE_TRITON_LAUNCH=jit to compare with triton's own launcher.
+"""
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import time
+
+import torch
+
+from lighthouse_attn import LighthouseConfig, lighthouse_attention
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seq-len", type=int, default=32768)
+    ap.add_argument("--topk", type=int, default=512)
+    ap.add_argument("--deterministic", action="store_true")
+    ap.add_argument("--out", default="host_profile.txt")
+    args = ap.parse_args()
+    cfg = LighthouseConfig(num_levels=3, pooling_factor=4, topk=args.topk, backend="triton",
+                           deterministic=args.deterministic)
+    q, k, v = (torch.randn(1, 8, args.seq_len, 128, device="cuda", dtype=torch.bfloat16,
+                           requires_grad=True) for _ in range(3))
+    g = torch.randn_like(q)
+
+    def step():
+        out = lighthouse_attention(q, k, v, cfg)
+        torch.autograd.grad(out, (q, k, v), g)
+
+    for _ in range(10):
+        step()
+    torch.cuda.synchronize()
+    steps = 100
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    host_us = (time.perf_counter() - t0) / steps * 1e6
+    torch.cuda.synchronize()
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(steps):
+        step()
+    prof.disable()
+    torch.cuda.synchronize()
+    buf = io.StringIO()
+    pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(30)
+    launch = os.environ.get("LIGHTHOUSE_TRITON_LAUNCH", "direct")
+    head = (f"N={args.seq_len} K={args.topk} deterministic={args.deterministic} launch={launch}"
+            f": host {host_us:.1f} us per step (no profiler); profile of {steps} steps:\n")
+    with open(args.out, "w") as f:
+        f.write(head + buf.getvalue())
+    print(head + "\n".join(buf.getvalue().splitlines()[:45]))
+
+
+if __name__ == "__main__":
+    main()
