@@ -12,9 +12,8 @@ other arguments: their exact values, or for tensor descriptors dtype, block shap
 so a kept kernel only ever runs arguments it was compiled for. Where triton's launcher would
 only add empty scratch buffers, its C entry is called straight. The direct path is
 used only where triton's own launch makes the call it mimics (checked once at import), never
-under ``TRITON_INTERPRET=1``, with launch hooks set or while a CUDA graph is captured, and never
-when
-``LIGHTHOUSE_TRITON_LAUNCH=jit``.
+under ``TRITON_INTERPRET=1`` or with launch hooks set, and never when
+``LIGHTHOUSE_TRITON_LAUNCH=jit``. Launches into a CUDA graph being captured work the same way.
 """
 
 from __future__ import annotations
@@ -135,8 +134,8 @@ class FastKernel:
         return layout
 
     def launch(self, grid: tuple, args: tuple, kw: dict) -> None:
-        if not DIRECT or _hooked() or torch.cuda.is_current_stream_capturing():
-            self.kernel[grid](*args, **kw)  # CUDA-graph captures go through triton's launch
+        if not DIRECT or _hooked():
+            self.kernel[grid](*args, **kw)
             return
         get_tensors, get_others, descs = self._layout(args)
         tensors = get_tensors(args)
