@@ -67,7 +67,10 @@ def _fwd_bwd(fn, inputs, grad):
 
 def _graphed_fwd_bwd_ms(fn, inputs, grad, repeats) -> float:
     """Forward+backward of ``fn`` replayed as CUDA graphs (``make_graphed_callables``): the
-    time without host dispatch, as under ``torch.compile(mode="reduce-overhead")``."""
+    time without host dispatch, as under ``torch.compile(mode="reduce-overhead")``. The graphs
+    get fresh leaf inputs: leaves that eager runs already used keep gradient accumulators on
+    the default stream, whose synchronisation breaks the capture."""
+    inputs = tuple(x.detach().clone().requires_grad_() for x in inputs)
     graphed = torch.cuda.make_graphed_callables(fn, inputs)
     return time_ms(_fwd_bwd(graphed, inputs, grad), 2, repeats)["median_ms"]
 
