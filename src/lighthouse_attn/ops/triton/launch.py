@@ -18,6 +18,7 @@ under ``TRITON_INTERPRET=1`` or with launch hooks set, and never when
 
 from __future__ import annotations
 
+import functools
 import inspect
 import operator
 import os
@@ -112,25 +113,26 @@ class FastKernel:
     """A ``@triton.jit`` kernel launched through :mod:`launch` (module doc).
 
     The key of a call: the dtype and 16-byte alignment of every tensor, the exact value of
-    every other argument (finer than triton's specialization), and the keyword arguments."""
+    every other argument (finer than triton's specialization), and the keyword arguments.
+    Which positions hold tensors is learnt once per argument count (our call sites never
+    change it; a non-tensor where a tensor was raises ``TypeError``)."""
 
     def __init__(self, kernel) -> None:
         self.kernel = kernel
         self.names = list(kernel.arg_names) if DIRECT else []
         self.kept: dict = {}
-        self.layouts: dict = {}  # (number of args, tensor positions) -> item getters
+        self.layouts: dict = {}  # number of args -> item getters, descriptor flag
 
     def __getitem__(self, grid: tuple):
         return lambda *args, **kw: self.launch(grid, args, kw)
 
     def _layout(self, args: tuple):
-        tensors = tuple(i for i, a in enumerate(args) if isinstance(a, torch.Tensor))
-        key = (len(args), tensors)
-        layout = self.layouts.get(key)
+        layout = self.layouts.get(len(args))
         if layout is None:
+            tensors = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
             others = [i for i in range(len(args)) if i not in tensors]
             descs = any(isinstance(args[i], TensorDescriptor) for i in others)
-            layout = self.layouts[key] = (_getter(tensors), _getter(others), descs)
+            layout = self.layouts[len(args)] = (_getter(tensors), _getter(others), descs)
         return layout
 
     def launch(self, grid: tuple, args: tuple, kw: dict) -> None:
@@ -142,9 +144,11 @@ class FastKernel:
         others = get_others(args)
         if descs:  # descriptors are keyed like triton keys them; the rest by value
             others = tuple(map(spec_key, others))
+        ptrs = tuple(map(_data_ptr, tensors))
+        aligned = functools.reduce(operator.or_, ptrs, 0) % 16 == 0  # all of them
         device = torch.cuda.current_device()
-        key = (device, tuple((t.dtype, t.data_ptr() % 16 == 0) for t in tensors), others,
-               tuple(kw.items()))
+        key = (device, tuple(map(_dtype, tensors)),
+               aligned or tuple(p % 16 == 0 for p in ptrs), others, tuple(kw.items()))
         kept = self.kept.get(key)
         if kept is None:
             compiled = self.kernel[grid](*args, **kw)
@@ -160,6 +164,10 @@ class FastKernel:
         run(grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1,
             torch._C._cuda_getCurrentRawStream(device), function, packed, None, None, None,
             *args, *constexprs)
+
+
+_data_ptr = torch.Tensor.data_ptr
+_dtype = operator.attrgetter("dtype")
 
 
 def _getter(idx):
