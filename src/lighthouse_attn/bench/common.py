@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import platform
 import statistics
 import time
@@ -40,6 +41,10 @@ def environment() -> dict:
         env.update(sm_count=props.multi_processor_count,
                    memory_gib=round(props.total_memory / 2**30, 1),
                    cudnn=torch.backends.cudnn.version())
+    if importlib.util.find_spec("triton") is not None:
+        from ..ops.triton.launch import DIRECT
+
+        env["triton_launch"] = "direct" if DIRECT else "jit"  # ops/triton/launch.py
     return env
 
 
