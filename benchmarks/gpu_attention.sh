@@ -5,8 +5,9 @@
 #   OUT=/some/dir bash benchmarks/gpu_attention.sh bench    # attention benchmark, eager and
 #                                                           # deterministic
 #   OUT=/some/dir bash benchmarks/gpu_attention.sh graphs   # the same replayed as CUDA graphs
-# (graph capture after a deterministic run in the same process failed in this session's last
-# runs, so the two timings run as separate processes)
+# (kept apart so that each fits the limit; the graphs call of the committed results ran with
+# LIGHTHOUSE_TRITON_LAUNCH=jit, before the benchmark turned the garbage collector off while
+# capturing, which fixed its capture failures: benchmarks/NOTES.md)
 set -uo pipefail
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 OUT="${OUT:-benchmarks/results}"

@@ -9,6 +9,7 @@ writes JSON and a log-log PNG of latency against context length.
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 from pathlib import Path
 
@@ -69,9 +70,15 @@ def _graphed_fwd_bwd_ms(fn, inputs, grad, repeats) -> float:
     """Forward+backward of ``fn`` replayed as CUDA graphs (``make_graphed_callables``): the
     time without host dispatch, as under ``torch.compile(mode="reduce-overhead")``. The graphs
     get fresh leaf inputs: leaves that eager runs already used keep gradient accumulators on
-    the default stream, whose synchronisation breaks the capture."""
+    the default stream, whose synchronisation breaks the capture. Python's garbage collector is
+    off while capturing (a collection there may free CUDA objects, which a capture forbids)."""
     inputs = tuple(x.detach().clone().requires_grad_() for x in inputs)
-    graphed = torch.cuda.make_graphed_callables(fn, inputs)
+    gc.collect()
+    gc.disable()
+    try:
+        graphed = torch.cuda.make_graphed_callables(fn, inputs)
+    finally:
+        gc.enable()
     return time_ms(_fwd_bwd(graphed, inputs, grad), 2, repeats)["median_ms"]
 
 
