@@ -6,26 +6,15 @@ the compiled kernel's launcher (what ``ops/triton/launch.py`` does), at 32K toke
 
 import argparse
 import json
-import time
 
 import torch
 import triton
+from host_overhead import host_us  # benchmarks/ is on the path
 
 from lighthouse_attn import LighthouseConfig
 from lighthouse_attn.ops.triton import window
 from lighthouse_attn.ops.triton.scores import row_norms_pair
 from lighthouse_attn.ops.triton.select import select_with_map
-
-
-def host_us(fn, calls: int = 300) -> float:
-    fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    t1 = time.perf_counter()
-    torch.cuda.synchronize()
-    return round((t1 - t0) / calls * 1e6, 2)
 
 
 def main() -> None:
