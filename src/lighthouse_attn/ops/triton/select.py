@@ -1,6 +1,7 @@
 """Triton twin of ``ops/select.py``: the whole tile-stratified cascade in one launch.
 
-One program per (batch row x selecting head, tile), in three passes over the levels:
+One program per (batch row x selecting head, tile). It first sets the tile's part of the
+position map to -1 (its windows at every level), then makes three passes over the levels:
 
 1. top-down, choose: per level, read the window-max scores of the candidates straight from the
    level-0 scores, pick ``A`` and ``B`` with a radix search on the fp32 bit patterns (ties to
