@@ -13,8 +13,9 @@ import time
 import torch
 import triton
 import triton.language as tl
+from layer_case import layer_case
 
-from lighthouse_attn import LighthouseConfig, lighthouse_attention
+from lighthouse_attn import lighthouse_attention
 from lighthouse_attn.bench.common import time_ms, warm_up_gpu
 from lighthouse_attn.ops.inner import fast_causal_attention
 from lighthouse_attn.ops.triton.scores import row_norms_pair
@@ -63,32 +64,19 @@ def main() -> None:
     ap.add_argument("--topk", type=int, default=512)
     ap.add_argument("--out", default="host.json")
     args = ap.parse_args()
-    N, H, D = args.seq_len, 8, 128
-    cfg = LighthouseConfig(num_levels=3, pooling_factor=4, topk=args.topk, backend="triton")
-    S = cfg.gathered_length(N)
-    q, k, v = (torch.randn(1, H, N, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-               for _ in range(3))
-    dout = torch.randn_like(q)
-    qs, ks, vs = (torch.randn(1, H, S, D, device="cuda", dtype=torch.bfloat16,
-                              requires_grad=True) for _ in range(3))
-    gs = torch.randn_like(qs)
+    case = layer_case(args.seq_len, args.topk)
+    cfg, N, H, S = case.cfg, case.N, case.H, case.S
+    q, k, v, qs, ks, vs, gs = case.q, case.k, case.v, case.qs, case.ks, case.vs, case.gs
     with torch.no_grad():
         sq0, sk0 = row_norms_pair(q, k)
         sel, pm = select_with_map(sq0, sk0, cfg)
     x = torch.empty(16, device="cuda")
     ints = list(range(1, 22))
 
-    def layer():
-        out = lighthouse_attention(q, k, v, cfg)
-        torch.autograd.grad(out, (q, k, v), dout)
+    layer, inner_aten = case.layer, case.inner
 
     def inner():
         out = fast_causal_attention(qs, ks, vs)
-        torch.autograd.grad(out, (qs, ks, vs), gs)
-
-    def inner_aten():
-        out = torch.ops.aten._scaled_dot_product_cudnn_attention(
-            qs, ks, vs, None, True, 0.0, True, False)[0]
         torch.autograd.grad(out, (qs, ks, vs), gs)
 
     with torch.no_grad():

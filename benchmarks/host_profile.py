@@ -14,8 +14,7 @@ import pstats
 import time
 
 import torch
-
-from lighthouse_attn import LighthouseConfig, lighthouse_attention
+from layer_case import layer_case
 
 
 def main() -> None:
@@ -25,16 +24,7 @@ def main() -> None:
     ap.add_argument("--deterministic", action="store_true")
     ap.add_argument("--out", default="host_profile.txt")
     args = ap.parse_args()
-    cfg = LighthouseConfig(num_levels=3, pooling_factor=4, topk=args.topk, backend="triton",
-                           deterministic=args.deterministic)
-    q, k, v = (torch.randn(1, 8, args.seq_len, 128, device="cuda", dtype=torch.bfloat16,
-                           requires_grad=True) for _ in range(3))
-    g = torch.randn_like(q)
-
-    def step():
-        out = lighthouse_attention(q, k, v, cfg)
-        torch.autograd.grad(out, (q, k, v), g)
-
+    step = layer_case(args.seq_len, args.topk, args.deterministic).layer
     for _ in range(10):
         step()
     torch.cuda.synchronize()

@@ -17,11 +17,11 @@ import time
 from collections import defaultdict
 
 import torch
+from layer_case import layer_case
 from torch.profiler import ProfilerActivity, profile, record_function
 
 import lighthouse_attn.ops.attention as op_attention
 import lighthouse_attn.ops.triton.attention as tri
-from lighthouse_attn import LighthouseConfig, lighthouse_attention
 from lighthouse_attn.bench.common import warm_up_gpu
 
 
@@ -105,31 +105,13 @@ def main() -> None:
     ap.add_argument("--deterministic", action="store_true")
     ap.add_argument("--out", default="timeline.json")
     args = ap.parse_args()
-    N, H, D = args.seq_len, 8, 128
-    cfg = LighthouseConfig(num_levels=3, pooling_factor=4, topk=args.topk, backend="triton",
-                           deterministic=args.deterministic)
-    S = cfg.gathered_length(N)
-    q, k, v = (torch.randn(1, H, N, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-               for _ in range(3))
-    dout = torch.randn_like(q)
-    qs, ks, vs = (torch.randn(1, H, S, D, device="cuda", dtype=torch.bfloat16,
-                              requires_grad=True) for _ in range(3))
-    gs = torch.randn_like(qs)
-
-    def layer():
-        out = lighthouse_attention(q, k, v, cfg)
-        torch.autograd.grad(out, (q, k, v), dout)
-
-    def inner():
-        out = torch.ops.aten._scaled_dot_product_cudnn_attention(
-            qs, ks, vs, None, True, 0.0, True, False)[0]
-        torch.autograd.grad(out, (qs, ks, vs), gs)
-
+    case = layer_case(args.seq_len, args.topk, args.deterministic)
+    layer, inner = case.layer, case.inner
     for _ in range(5):
         layer()
         inner()
     warm_up_gpu(1)
-    res = {"device": torch.cuda.get_device_name(), "N": N, "K": args.topk, "S": S,
+    res = {"device": torch.cuda.get_device_name(), "N": case.N, "K": args.topk, "S": case.S,
            "deterministic": args.deterministic,
            "layer": trace_step(layer), "inner": trace_step(inner),
            "host_us": host_breakdown(layer)}
