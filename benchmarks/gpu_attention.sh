@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The device pass of the fast path, in three calls that each fit the 10-minute limit:
-#   OUT=/some/dir bash benchmarks/gpu_attention.sh checks   # GPU tests, host/GPU timeline and
-#                                                           # host profiles at 32K, stage kernels
+#   OUT=/some/dir bash benchmarks/gpu_attention.sh checks   # GPU tests, overlap A/B probe,
+#                                                           # host/GPU timeline and host
+#                                                           # profiles at 32K, stage kernels
 #   OUT=/some/dir bash benchmarks/gpu_attention.sh bench    # attention benchmark, eager and
 #                                                           # deterministic
 #   OUT=/some/dir bash benchmarks/gpu_attention.sh graphs   # the same replayed as CUDA graphs
@@ -17,6 +18,7 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', tr
 if [ "${1:-checks}" = checks ]; then
   python3 -m pytest tests/ops/triton -q -p no:cacheprovider -p no:logging -s 2>&1 \
     | tee "$OUT/gpu_tests.log" | grep -E "passed|failed|bitwise|Error" | tail -8
+  python3 benchmarks/overlap_probe.py --out "$OUT/overlap_probe.json"
   python3 benchmarks/timeline.py --out "$OUT/timeline_32k.json" 2>&1 | grep -E "^(layer|inner)"
   python3 benchmarks/host_profile.py --out "$OUT/host_profile_32k.txt" | head -1
   LIGHTHOUSE_TRITON_LAUNCH=jit python3 benchmarks/host_profile.py \

@@ -16,7 +16,7 @@ import triton.language as tl
 from layer_case import layer_case
 
 from lighthouse_attn import lighthouse_attention
-from lighthouse_attn.bench.common import time_ms, warm_up_gpu
+from lighthouse_attn.bench.common import steady_ms, time_ms, warm_up_gpu
 from lighthouse_attn.ops.inner import fast_causal_attention
 from lighthouse_attn.ops.triton.scores import row_norms_pair
 from lighthouse_attn.ops.triton.select import select_with_map
@@ -43,19 +43,6 @@ def host_us(fn, calls: int = 200) -> float:
     t1 = time.perf_counter()
     torch.cuda.synchronize()
     return round((t1 - t0) / calls * 1e6, 1)
-
-
-def steady_ms(fn, steps: int = 50) -> float:
-    """Time per step of back-to-back steps (host runs ahead of the GPU), CUDA events."""
-    fn()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(steps):
-        fn()
-    end.record()
-    end.synchronize()
-    return round(start.elapsed_time(end) / steps, 4)
 
 
 def main() -> None:
@@ -106,9 +93,9 @@ def main() -> None:
     warm_up_gpu(2)
     timing = {
         "layer synced per step (bench method)": round(time_ms(layer, 3, 20)["median_ms"], 4),
-        "layer back-to-back": steady_ms(layer),
+        "layer back-to-back": round(steady_ms(layer, 50, 3)["median_ms"], 4),
         "inner synced per step": round(time_ms(inner, 3, 20)["median_ms"], 4),
-        "inner back-to-back": steady_ms(inner),
+        "inner back-to-back": round(steady_ms(inner, 50, 3)["median_ms"], 4),
         "inner (aten op) synced per step": round(time_ms(inner_aten, 3, 20)["median_ms"], 4),
     }
     res = {"device": torch.cuda.get_device_name(), "N": N, "K": args.topk, "S": S,

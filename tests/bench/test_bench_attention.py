@@ -42,6 +42,10 @@ def test_table_and_plot(tmp_path):
     rows[1]["cuda_graphs"] = {"overhead_vs_inner": 1.456}
     table = bench.format_table(rows)
     assert "1.19x" in table and "23.7x" in table and "1.11x" in table
+    assert "steady" not in table
+    rows[0]["overhead_vs_inner_steady"] = 1.0875
+    table = bench.format_table(rows)
+    assert "steady" in table and "1.09x" in table
     assert "det/default" in table and "1.23x" in table and "1.46x" in table
     path = tmp_path / "a.png"
     bench.plot(rows, path, {"device": "test"})

@@ -91,6 +91,28 @@ def time_ms(fn: Callable[[], object], warmup: int = 2, repeats: int = 10,
             "repeats": len(times)}
 
 
+def steady_ms(fn: Callable[[], object], steps: int, repeats: int = 10) -> dict:
+    """Median time per call (ms) of ``steps`` calls issued back to back, over ``repeats``
+    samples, with CUDA events: the host queues work ahead of the GPU, as it does in a training
+    step where the model's other work hides host dispatch. ``time_ms`` syncs after every call,
+    so its figure also holds the host's time to issue the call's first kernels."""
+    if not torch.cuda.is_available():
+        raise ValueError("steady_ms times CUDA work; use time_ms on the CPU")
+    fn()
+    sync()
+    times: list[float] = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(steps):
+            fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / steps)
+    return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times),
+            "repeats": repeats, "steps": steps}
+
+
 def peak_memory_mib(fn: Callable[[], object]) -> float | None:
     """Peak GPU memory allocated while ``fn`` runs, above what was allocated before (MiB)."""
     if not torch.cuda.is_available():
