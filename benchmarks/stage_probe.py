@@ -1,7 +1,8 @@
 """GPU time of the forward stage kernels alone (20 launches captured in a CUDA graph per
-timing, median of 7), beside a plain copy of q, k and v.
+timing, median of 7), beside a plain copy of q, k and v; with ``--variants`` also the norm,
+pool and spread kernels (backward ones included) over span rows and warps.
 
-    python benchmarks/stage_probe.py --out stages.json
+    python benchmarks/stage_probe.py --out stages.json [--variants]
 """
 
 import argparse
@@ -40,9 +41,68 @@ def gpu_us(fn, calls: int = 20, repeats: int = 7) -> float:
     return round(statistics.median(times), 1)
 
 
+def _with_warps(module, warps: int):
+    """Make ``module``'s launches use ``warps`` warps (restore with the returned function)."""
+    real = module.fast
+
+    class Warps:
+        def __init__(self, kernel):
+            self.fk = real(kernel)
+
+        def __getitem__(self, grid):
+            launch = self.fk[grid]
+            return lambda *a, **kw: launch(*a, **{**kw, "num_warps": warps})
+
+    module.fast = Warps
+    return lambda: setattr(module, "fast", real)
+
+
+def variants(q, k, v, pm, S, H, p, L) -> dict:
+    """Span rows and warps of the norm, pool and spread kernels around the defaults (which
+    are marked *), each timed alone."""
+    from lighthouse_attn.ops.triton import window
+
+    N = q.shape[2]
+    dout = torch.randn_like(q)
+    g = [torch.randn(1, H, S, q.shape[3], device="cuda", dtype=q.dtype) for _ in range(3)]
+    stages = {
+        "pool dO": lambda: pool([dout], pm, S, [H], [1], [1], True, False, p, L),
+        "pool q,k,v": lambda: pool([q, k, v], pm, S, [H] * 3, [1] * 3, [1] * 3, False, True,
+                                   p, L),
+        "spread o": lambda: window.spread(g[:1], pm, N, [H], [1], [1], True, False, p, L),
+        "spread dq,dk,dv": lambda: window.spread(g, pm, N, [H] * 3, [1] * 3, [1] * 3, False,
+                                                 True, p, L),
+    }
+    plan, spread_rows, block_r = window.pool_plan, window.SPREAD_ROWS, scores.BLOCK_R
+    out = {}
+    for warps in (2, 4, 8):
+        restore = [_with_warps(window, warps), _with_warps(scores, warps)]
+        try:
+            for rows in (16, 32, 64, 128, 256):
+                window.pool_plan = lambda *a, _r=rows: (_r, False)
+                window.SPREAD_ROWS = rows
+                scores.BLOCK_R = rows
+                mark = lambda name, r=rows: "*" if (warps == 4 and r == {  # noqa: E731
+                    "pool": plan(p, L, 128)[0], "spread": spread_rows,
+                    "norms": block_r}[name.split()[0]]) else ""
+                for name, fn in stages.items():
+                    if rows >= 64 or name.startswith("spread"):
+                        out[f"{name} rows={rows} warps={warps}{mark(name)}"] = gpu_us(fn)
+                if rows <= 128:
+                    out[f"norms rows={rows} warps={warps}{mark('norms')}"] = gpu_us(
+                        lambda: scores.row_norms_pair(q, k))
+        finally:
+            window.pool_plan, window.SPREAD_ROWS, scores.BLOCK_R = plan, spread_rows, block_r
+            for r in restore:
+                r()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="stages.json")
+    ap.add_argument("--variants", action="store_true",
+                    help="also sweep span rows and warps of the norm, pool and spread kernels")
     args = ap.parse_args()
     res = {"device": torch.cuda.get_device_name(), "cases": []}
     for N, K in ((32768, 512), (131072, 2048)):
@@ -61,6 +121,12 @@ def main() -> None:
         args3 = ([q, k, v], pm, S, [H] * 3, [1] * 3, [1] * 3, False, True, 4, 3)
         case["pool q,k,v"] = gpu_us(lambda: pool(*args3))
         case["copy 3 x q (clone)"] = gpu_us(lambda: [x.clone() for x in (q, k, v)])
+        from lighthouse_attn.ops.triton.window import window_means
+        coarse = window_means(v, 4, 3)
+        case["window_means v"] = gpu_us(lambda: window_means(v, 4, 3))
+        case["pool q,k,v reading v's means"] = gpu_us(lambda: pool(*args3, coarse_last=coarse))
+        if args.variants:
+            case["variants"] = variants(q, k, v, pm, S, H, 4, 3)
         res["cases"].append(case)
         print(json.dumps(case, indent=1))
     with open(args.out, "w") as f:

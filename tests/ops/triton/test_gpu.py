@@ -86,6 +86,7 @@ def test_coarse_means_beside_the_cascade_change_no_bit(monkeypatch, Hkv):
     cfg = LighthouseConfig(num_levels=3, pooling_factor=4, topk=512, backend="triton",
                            deterministic=True)
     runs = []
+    monkeypatch.setattr(fast, "OVERLAP_MIN_ROWS", 0)
     for on in (True, False):
         monkeypatch.setattr(fast, "OVERLAP_MEANS", on)
         out = lighthouse_attention(q, k, v, cfg)

@@ -29,7 +29,11 @@ from .window import (
     window_means_buffer,
 )
 
-OVERLAP_MEANS = True  # compute v's coarsest means beside the cascade (see _MeansBeside)
+# v's coarsest means beside the cascade (see _MeansBeside): in captured CUDA graphs, and in
+# eager mode from this many rows of v up (the fork costs 0.1-0.2 ms of host time, which a
+# 32K-token layer does not hide: benchmarks/NOTES.md)
+OVERLAP_MEANS = True
+OVERLAP_MIN_ROWS = 1 << 20
 _side_streams: dict[int, torch.cuda.Stream] = {}
 
 _cudnn_ok: dict[tuple, bool] = {}
@@ -147,6 +151,12 @@ class _MeansBeside:
         return self.out
 
 
+def _overlap_applies(v: Tensor, inner, selection: Selection | None, L: int) -> bool:
+    return (OVERLAP_MEANS and inner is not None and selection is None and L > 1 and v.is_cuda
+            and v.stride(-1) == 1 and (v.numel() // v.shape[-1] >= OVERLAP_MIN_ROWS
+                                       or torch.cuda.is_current_stream_capturing()))
+
+
 def _select(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConfig,
             with_selection: bool = True, after_scores=None) -> tuple[Selection | None, Tensor]:
     """The cascade's selection (``None`` unless ``with_selection``) and its position map;
@@ -179,8 +189,7 @@ def lighthouse_triton(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
     group = H // Hkv
     L, p = config.num_levels, config.pooling_factor
     inner = None if attn_fn is not None else _one_node_inner(q, k, config)
-    beside = (_MeansBeside(v, config) if inner is not None and selection is None and L > 1
-              and OVERLAP_MEANS and v.is_cuda and v.stride(-1) == 1 else None)
+    beside = (_MeansBeside(v, config) if _overlap_applies(v, inner, selection, L) else None)
     if selection is None:
         pos_map = _select(q, k, v, config, False, beside and beside.start)[1]
     else:
