@@ -121,10 +121,6 @@ def main() -> None:
         args3 = ([q, k, v], pm, S, [H] * 3, [1] * 3, [1] * 3, False, True, 4, 3)
         case["pool q,k,v"] = gpu_us(lambda: pool(*args3))
         case["copy 3 x q (clone)"] = gpu_us(lambda: [x.clone() for x in (q, k, v)])
-        from lighthouse_attn.ops.triton.window import window_means
-        coarse = window_means(v, 4, 3)
-        case["window_means v"] = gpu_us(lambda: window_means(v, 4, 3))
-        case["pool q,k,v reading v's means"] = gpu_us(lambda: pool(*args3, coarse_last=coarse))
         if args.variants:
             case["variants"] = variants(q, k, v, pm, S, H, 4, 3)
         res["cases"].append(case)

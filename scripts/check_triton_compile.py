@@ -64,7 +64,7 @@ def cases():
         yield f"row_norms {dt}", sig(
             scores._row_norms_kernel,
             {"a_ptr": f"*{dt}", "b_ptr": f"*{dt}", "oa_ptr": "*fp32", "ob_ptr": "*fp32"},
-            {"BLOCK_R": 32, "BLOCK_D": 128},
+            {"BLOCK_R": scores.BLOCK_R, "BLOCK_D": 128},
             ("a_ptr", "b_ptr", "D", "N", "sab", "sah", "san", "sbb", "sbh", "sbn"))
     yield from flash_backward_cases()
     for L, p in ((2, 2), (3, 4), (4, 4), (4, 2), (3, 8)):
@@ -85,30 +85,21 @@ def cases():
         for shift, mean in ((0, True), (1, False)):
             consts = {"SHIFT": shift, "MEAN": mean, "L": L, "P": p, "LOG2P": log2p,
                       "BLOCK_D": 128, "ACC": triton.language.float32}
-            for c_slot in ((-1, 2) if mean else (-1,)):
-                yield f"pool L={L} p={p} shift={shift} coarse={c_slot}", sig(
-                    window._pool_kernel, {**bf, "map_ptr": "*i32", "c_ptr": "*bf16"},
-                    {**consts, "ROWS": rows, "SKIP_EMPTY": skip, "C_SLOT": c_slot},
-                    aligned(window._pool_kernel))
-        yield f"window_means L={L} p={p}", sig(
-            window._window_means_kernel, {"x_ptr": "*bf16", "out_ptr": "*bf16"},
-            {"W": p ** (L - 1), "WINDOWS": rows // p ** (L - 1), "BLOCK_D": 128,
-             "ACC": triton.language.float32},
-            ("x_ptr", "out_ptr", "D", "sxb", "sxh", "sxn"))
-        for shift, mean in ((0, True), (1, False)):
-            consts = {"SHIFT": shift, "MEAN": mean, "L": L, "P": p, "LOG2P": log2p,
-                      "BLOCK_D": 128, "ACC": triton.language.float32}
+            yield f"pool L={L} p={p} shift={shift}", sig(
+                window._pool_kernel, {**bf, "map_ptr": "*i32"},
+                {**consts, "ROWS": rows, "SKIP_EMPTY": skip}, aligned(window._pool_kernel))
+            srows = window._rows(window.SPREAD_ROWS, p, L, 128)
             yield f"spread L={L} p={p} shift={shift}", sig(
-                window._spread_kernel, {**bf, "map_ptr": "*i32"},
-                {**consts, "ROWS": window._rows(window.SPREAD_ROWS, p, L, 128)},
-                aligned(window._spread_kernel))
+                window._spread_kernel, {**bf, "map_ptr": "*i32"}, {**consts, "ROWS": srows},
+                aligned(window._spread_kernel)), {
+                    "num_warps": window.spread_warps(3 - 2 * shift, srows)}
 
 
 def aligned(fn) -> tuple:
     """The pool/spread arguments that are multiples of 16 at D = 128 (pointers, lengths and
     strides), as the launcher sees them in the benchmarks."""
     return tuple(n for n in fn.arg_names if n[0] in "xgo" and n[1:].isdigit()
-                 or n in ("map_ptr", "c_ptr", "N", "M", "S", "D")
+                 or n in ("map_ptr", "N", "M", "S", "D")
                  or n[0] == "s" and n[-1] in "bhns" and n[1].isdigit())
 
 

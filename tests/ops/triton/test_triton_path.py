@@ -257,28 +257,6 @@ def test_three_tensor_launch_equals_separate_launches():
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("L,p,dtype", [(3, 2, torch.bfloat16), (2, 4, torch.float32),
-                                       (4, 4, torch.float64)])
-def test_window_means_and_pool_reading_them(L, p, dtype):
-    """window_means is the pyramid's coarsest level, and the pool reading it for its last
-    tensor gives the same bits as the pool reading base rows (GQA heads included)."""
-    from lighthouse_attn.ops.triton.window import window_means
-
-    c = cfg("torch", num_levels=L, pooling_factor=p)
-    N = c.min_seq_len
-    q, k, v = qkv(B=2, H=4, Hkv=2, N=N, D=8, dtype=dtype, seed=35)
-    coarse = window_means(v, p, L)
-    torch.testing.assert_close(coarse, build_pyramid(v, L, p)[L - 1])
-    sel = select(q, k, c)
-    pm = position_map(sel, N, p, L)
-    S = sel.level.shape[-1]
-    args = ([q, k, v], pm, S, [4, 4, 4], [1, 2, 2], [1, 1, 1], False, True, p, L)
-    for a, b in zip(pool(*args), pool(*args, coarse_last=coarse)):
-        assert torch.equal(a, b)
-    with pytest.raises(ValueError, match="mean pooling without shift"):
-        pool([v], pm, S, [4], [2], [1], True, False, p, L, coarse_last=coarse)
-
-
 def test_compiles_without_graph_breaks():
     torch._dynamo.reset()
     q, k, v = qkv(B=1, H=2, N=512, D=4, seed=28, requires_grad=True)

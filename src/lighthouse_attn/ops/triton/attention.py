@@ -25,16 +25,7 @@ from .window import (
     position_map,
     spread,
     spread_gathered,
-    window_means,
-    window_means_buffer,
 )
-
-# v's coarsest means beside the cascade (see _MeansBeside): in captured CUDA graphs, and in
-# eager mode from this many rows of v up (the fork costs 0.1-0.2 ms of host time, which a
-# 32K-token layer does not hide: benchmarks/NOTES.md)
-OVERLAP_MEANS = True
-OVERLAP_MIN_ROWS = 1 << 20
-_side_streams: dict[int, torch.cuda.Stream] = {}
 
 _cudnn_ok: dict[tuple, bool] = {}
 _CUDNN_FWD = torch.ops.aten._scaled_dot_product_cudnn_attention.default
@@ -103,10 +94,10 @@ class _OneNodeLayer(torch.autograd.Function):
     attention being cuDNN's (default) or cuDNN forward + Triton backward (deterministic)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, pos_map, coarse_v, S, kv_heads, kv_div, p, L, scale, inner):
+    def forward(ctx, q, k, v, pos_map, S, kv_heads, kv_div, p, L, scale, inner):
         H, N = q.shape[1], q.shape[2]
         qg, kg, vg = pool(_contig([q, k, v]), pos_map, S, [H, kv_heads, kv_heads],
-                          [1, kv_div, kv_div], [1, 1, 1], False, True, p, L, coarse_v)
+                          [1, kv_div, kv_div], [1, 1, 1], False, True, p, L)
         og, saved, sizes = inner[0](qg, kg, vg, scale)
         ctx.save_for_backward(pos_map, qg, kg, vg, og, *saved)
         ctx.meta = (N, k.shape[1], kv_div, p, L, scale, sizes, inner[1])
@@ -121,46 +112,12 @@ class _OneNodeLayer(torch.autograd.Function):
         dqg, dkg, dvg = inner_backward(dog, qg, kg, vg, og, saved, sizes, scale)
         dq, dk, dv = spread(_contig([dqg, dkg, dvg]), pos_map, N, [H, Hkv, Hkv],
                             [1, kv_div, kv_div], [1, 1, 1], False, True, p, L)
-        return dq, dk, dv, None, None, None, None, None, None, None, None, None
-
-
-class _MeansBeside:
-    """The coarsest window means of ``v`` computed on a side stream while the cascade runs on
-    the current one: the cascade has one program per (head, tile), too few to fill the GPU
-    at short lengths (32 programs at 32K tokens, K=512), and the pool then reads ``v``'s
-    refined windows only. ``start`` once the scores are issued, ``join`` before the pool."""
-
-    def __init__(self, v: Tensor, config: LighthouseConfig) -> None:
-        self.v, self.config = v, config
-
-    def start(self) -> None:
-        main = torch.cuda.current_stream(self.v.device)
-        side = _side_streams.get(self.v.device.index)
-        if side is None:
-            side = _side_streams[self.v.device.index] = torch.cuda.Stream(self.v.device)
-        # allocated on the current stream, which uses and frees it after the join
-        self.out = window_means_buffer(self.v, self.config.pooling_factor,
-                                       self.config.num_levels)
-        side.wait_stream(main)  # after the scores: the cascade and the means start together
-        with torch.cuda.stream(side):
-            window_means(self.v, self.config.pooling_factor, self.config.num_levels, self.out)
-        self.done = side.record_event()
-
-    def join(self) -> Tensor:
-        torch.cuda.current_stream(self.v.device).wait_event(self.done)
-        return self.out
-
-
-def _overlap_applies(v: Tensor, inner, selection: Selection | None, L: int) -> bool:
-    return (OVERLAP_MEANS and inner is not None and selection is None and L > 1 and v.is_cuda
-            and v.stride(-1) == 1 and (v.numel() // v.shape[-1] >= OVERLAP_MIN_ROWS
-                                       or torch.cuda.is_current_stream_capturing()))
+        return dq, dk, dv, None, None, None, None, None, None, None, None
 
 
 def _select(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConfig,
-            with_selection: bool = True, after_scores=None) -> tuple[Selection | None, Tensor]:
-    """The cascade's selection (``None`` unless ``with_selection``) and its position map;
-    ``after_scores()`` runs between the scores and the cascade."""
+            with_selection: bool = True) -> tuple[Selection | None, Tensor]:
+    """The cascade's selection (``None`` unless ``with_selection``) and its position map."""
     B, H, N, _ = q.shape
     group = H // k.shape[1]
     with torch.no_grad():
@@ -170,8 +127,6 @@ def _select(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConfig,
             sq0, sk0 = scores_qk(q.detach(), k.detach())  # key scores stay per kv head
             if config.gqa == "shared":
                 sq0 = sq0.view(B, H // group, group, N).amax(2)
-        if after_scores is not None:
-            after_scores()
         return select_with_map(sq0, sk0, config, with_selection)
 
 
@@ -188,20 +143,18 @@ def lighthouse_triton(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
     Hkv = k.shape[1]
     group = H // Hkv
     L, p = config.num_levels, config.pooling_factor
-    inner = None if attn_fn is not None else _one_node_inner(q, k, config)
-    beside = (_MeansBeside(v, config) if _overlap_applies(v, inner, selection, L) else None)
     if selection is None:
-        pos_map = _select(q, k, v, config, False, beside and beside.start)[1]
+        pos_map = _select(q, k, v, config, with_selection=False)[1]
     else:
         pos_map = position_map(selection, N, p, L)
     S = config.gathered_length(N)
     shared = config.gqa == "shared"
     q_sel_div = group if shared else 1
     kv_heads, kv_div = (Hkv, 1) if shared else (H, group)
+    inner = None if attn_fn is not None else _one_node_inner(q, k, config)
     if inner is not None:
         scale = D**-0.5 if scale is None else scale
-        return _OneNodeLayer.apply(q, k, v, pos_map, beside and beside.join(), S, kv_heads,
-                                   kv_div, p, L, scale, inner)
+        return _OneNodeLayer.apply(q, k, v, pos_map, S, kv_heads, kv_div, p, L, scale, inner)
     qg, kg, vg = gather_pooled([q, k, v], pos_map, S, [H, kv_heads, kv_heads],
                                [1, kv_div, kv_div], [q_sel_div, 1, 1], False, True, p, L)
     if attn_fn is None:

@@ -34,6 +34,13 @@ from .launch import cdiv, fast, next_pow2
 SPREAD_ROWS = 32  # spread span: 5-7% faster than 64 for the 3-tensor spread from 32K to 512K
 
 
+def spread_warps(tensors: int, rows: int) -> int:
+    """Warps of a spread launch over spans of ``rows``: 2 for three tensors and 32-row spans
+    (3% faster than 4 at 32K and 128K), else 4 (2 were 4% slower for one tensor, and longer
+    spans would spill; benchmarks/h100/stage_variants.json)."""
+    return 2 if tensors == 3 and rows <= 32 else 4
+
+
 def pool_plan(pooling_factor: int, num_levels: int, D: int) -> tuple[int, bool]:
     """Span of the pool kernel and whether it skips levels absent from a span: measured on an
     H100 (benchmarks/NOTES.md), 128 rows without skipping for coarsest windows up to 16;
@@ -45,11 +52,10 @@ def pool_plan(pooling_factor: int, num_levels: int, D: int) -> tuple[int, bool]:
 
 
 @triton.jit
-def _pool_one(x_ptr, out_ptr, map_ptr, c_ptr, b, o, N, M, S, D, heads, x_div, sel_div,
-              sel_heads, c_heads, sxb, sxh, sxn, u0, SHIFT: tl.constexpr, MEAN: tl.constexpr,
-              L: tl.constexpr, P: tl.constexpr, LOG2P: tl.constexpr, ROWS: tl.constexpr,
-              BLOCK_D: tl.constexpr, ACC: tl.constexpr, SKIP_EMPTY: tl.constexpr,
-              HAS_C: tl.constexpr):
+def _pool_one(x_ptr, out_ptr, map_ptr, b, o, N, M, S, D, heads, x_div, sel_div, sel_heads,
+              sxb, sxh, sxn, u0, SHIFT: tl.constexpr, MEAN: tl.constexpr, L: tl.constexpr,
+              P: tl.constexpr, LOG2P: tl.constexpr, ROWS: tl.constexpr, BLOCK_D: tl.constexpr,
+              ACC: tl.constexpr, SKIP_EMPTY: tl.constexpr):
     d = tl.arange(0, BLOCK_D)
     md = d < D
     x_base = x_ptr + b.to(tl.int64) * sxb + (o // x_div).to(tl.int64) * sxh
@@ -60,15 +66,7 @@ def _pool_one(x_ptr, out_ptr, map_ptr, c_ptr, b, o, N, M, S, D, heads, x_div, se
         m = (u0 >> (lvl * LOG2P)) + tl.arange(0, ROWS // (P**lvl)) - SHIFT
         ok = (m >= 0) & (m < (N >> (lvl * LOG2P)))
         s = tl.load(map_row + level_off + m, mask=ok, other=-1)
-        if HAS_C and lvl == L - 1:  # the coarsest means, precomputed (window_means)
-            n_c = N >> (lvl * LOG2P)
-            c_base = c_ptr + ((b * c_heads + o // x_div).to(tl.int64) * n_c) * D
-            ok = ok & (s >= 0)
-            val = tl.load(c_base + m[:, None].to(tl.int64) * D + d[None, :],
-                          mask=ok[:, None] & md[None, :], other=0.0)
-            tl.store(out_base + s[:, None].to(tl.int64) * D + d[None, :], val,
-                     mask=ok[:, None] & md[None, :])
-        elif not SKIP_EMPTY or tl.max(s, 0) >= 0:  # any entry of this level in the span
+        if not SKIP_EMPTY or tl.max(s, 0) >= 0:  # any entry of this level in the span
             ok = ok & (s >= 0)
             t = (u0 + tl.arange(0, ROWS // (P**lvl))[:, None] * (P**lvl)
                  + tl.arange(0, P**lvl)[None, :] - SHIFT)
@@ -84,46 +82,25 @@ def _pool_one(x_ptr, out_ptr, map_ptr, c_ptr, b, o, N, M, S, D, heads, x_div, se
 
 
 @triton.jit
-def _pool_kernel(x0, x1, x2, o0, o1, o2, map_ptr, c_ptr, N, M, S, D, h0, h1, h2, xd0, xd1,
-                 xd2, sd0, sd1, sd2, sel_heads, c_heads, s0b, s0h, s0n, s1b, s1h, s1n, s2b,
-                 s2h, s2n, SHIFT: tl.constexpr, MEAN: tl.constexpr, L: tl.constexpr,
-                 P: tl.constexpr, LOG2P: tl.constexpr, ROWS: tl.constexpr,
-                 BLOCK_D: tl.constexpr, ACC: tl.constexpr, SKIP_EMPTY: tl.constexpr,
-                 C_SLOT: tl.constexpr):
+def _pool_kernel(x0, x1, x2, o0, o1, o2, map_ptr, N, M, S, D, h0, h1, h2, xd0, xd1, xd2,
+                 sd0, sd1, sd2, sel_heads, s0b, s0h, s0n, s1b, s1h, s1n, s2b, s2h, s2n,
+                 SHIFT: tl.constexpr, MEAN: tl.constexpr, L: tl.constexpr, P: tl.constexpr,
+                 LOG2P: tl.constexpr, ROWS: tl.constexpr, BLOCK_D: tl.constexpr,
+                 ACC: tl.constexpr, SKIP_EMPTY: tl.constexpr):
     u0 = tl.program_id(0) * ROWS
     pid_y = tl.program_id(1)
     total = h0 + h1 + h2
     b = pid_y // total
     slot = pid_y % total
     if slot < h0:
-        _pool_one(x0, o0, map_ptr, c_ptr, b, slot, N, M, S, D, h0, xd0, sd0, sel_heads,
-                  c_heads, s0b, s0h, s0n, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC,
-                  SKIP_EMPTY, C_SLOT == 0)
+        _pool_one(x0, o0, map_ptr, b, slot, N, M, S, D, h0, xd0, sd0, sel_heads, s0b, s0h,
+                  s0n, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC, SKIP_EMPTY)
     elif slot < h0 + h1:
-        _pool_one(x1, o1, map_ptr, c_ptr, b, slot - h0, N, M, S, D, h1, xd1, sd1, sel_heads,
-                  c_heads, s1b, s1h, s1n, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC,
-                  SKIP_EMPTY, C_SLOT == 1)
+        _pool_one(x1, o1, map_ptr, b, slot - h0, N, M, S, D, h1, xd1, sd1, sel_heads, s1b,
+                  s1h, s1n, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC, SKIP_EMPTY)
     else:
-        _pool_one(x2, o2, map_ptr, c_ptr, b, slot - h0 - h1, N, M, S, D, h2, xd2, sd2,
-                  sel_heads, c_heads, s2b, s2h, s2n, u0, SHIFT, MEAN, L, P, LOG2P, ROWS,
-                  BLOCK_D, ACC, SKIP_EMPTY, C_SLOT == 2)
-
-
-@triton.jit
-def _window_means_kernel(x_ptr, out_ptr, n_c, D, heads, sxb, sxh, sxn, W: tl.constexpr,
-                         WINDOWS: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr):
-    bh = tl.program_id(1)
-    m = tl.program_id(0) * WINDOWS + tl.arange(0, WINDOWS)
-    d = tl.arange(0, BLOCK_D)
-    md = d < D
-    ok = m < n_c
-    t = m[:, None] * W + tl.arange(0, W)[None, :]
-    x_base = x_ptr + (bh // heads).to(tl.int64) * sxb + (bh % heads).to(tl.int64) * sxh
-    x = tl.load(x_base + t[:, :, None].to(tl.int64) * sxn + d[None, None, :],
-                mask=ok[:, None, None] & md[None, None, :], other=0.0).to(ACC)
-    val = tl.sum(x, axis=1) * (1.0 / W)  # as the pool kernel's own coarsest level
-    tl.store(out_ptr + (bh.to(tl.int64) * n_c + m[:, None]) * D + d[None, :],
-             val.to(out_ptr.dtype.element_ty), mask=ok[:, None] & md[None, :])
+        _pool_one(x2, o2, map_ptr, b, slot - h0 - h1, N, M, S, D, h2, xd2, sd2, sel_heads,
+                  s2b, s2h, s2n, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC, SKIP_EMPTY)
 
 
 @triton.jit
@@ -218,50 +195,23 @@ def _pad3(xs: list, fill) -> list:
 
 
 def pool(xs: list[Tensor], pos_map: Tensor, S: int, heads: list[int], x_divs: list[int],
-         sel_divs: list[int], shift: bool, mean: bool, pooling_factor: int, num_levels: int,
-         coarse_last: Tensor | None = None) -> list[Tensor]:
+         sel_divs: list[int], shift: bool, mean: bool, pooling_factor: int, num_levels: int
+         ) -> list[Tensor]:
     """For each ``x`` ``(B, H_x, N, D)`` (last dim contiguous) in ``xs`` (1 to 3 tensors):
-    ``(B, heads[i], S, D)`` pooled windows, in one launch (module doc). ``coarse_last``:
-    the coarsest level of the last tensor, ``window_means(xs[-1], ...)``, read instead of
-    its base rows (mean pooling without shift only)."""
+    ``(B, heads[i], S, D)`` pooled windows, in one launch (module doc)."""
     B, _, N, D = xs[0].shape
-    if coarse_last is not None and (shift or not mean):
-        raise ValueError("coarse_last serves mean pooling without shift (the gather) only")
     outs = [x.new_empty(B, h, S, D) for x, h in zip(xs, heads)]
     rows, skip = pool_plan(pooling_factor, num_levels, D)
     grid = (cdiv(N + (pooling_factor ** (num_levels - 1) if shift else 0), rows),
             B * sum(heads))
     strides = [s for x in _pad3(xs, xs[0]) for s in x.stride()[:3]]
     fast(_pool_kernel)[grid](
-        *_pad3(xs, xs[0]), *_pad3(outs, outs[0]), pos_map,
-        pos_map if coarse_last is None else coarse_last, N, pos_map.shape[2], S, D,
-        *_pad3(heads, 0), *_pad3(x_divs, 1), *_pad3(sel_divs, 1), pos_map.shape[1],
-        xs[-1].shape[1], *strides, SHIFT=int(shift), MEAN=mean, L=num_levels,
+        *_pad3(xs, xs[0]), *_pad3(outs, outs[0]), pos_map, N,
+        pos_map.shape[2], S, D, *_pad3(heads, 0), *_pad3(x_divs, 1), *_pad3(sel_divs, 1),
+        pos_map.shape[1], *strides, SHIFT=int(shift), MEAN=mean, L=num_levels,
         P=pooling_factor, LOG2P=pooling_factor.bit_length() - 1, ROWS=rows,
-        BLOCK_D=next_pow2(D), ACC=_acc(xs[0].dtype), SKIP_EMPTY=skip,
-        C_SLOT=-1 if coarse_last is None else len(xs) - 1, num_warps=4)
+        BLOCK_D=next_pow2(D), ACC=_acc(xs[0].dtype), SKIP_EMPTY=skip, num_warps=4)
     return outs
-
-
-def window_means_buffer(x: Tensor, pooling_factor: int, num_levels: int) -> Tensor:
-    """An empty ``(B, H, N / p^(L-1), D)`` tensor for :func:`window_means` of ``x``."""
-    B, H, N, D = x.shape
-    return x.new_empty(B, H, N // pooling_factor ** (num_levels - 1), D)
-
-
-def window_means(x: Tensor, pooling_factor: int, num_levels: int, out: Tensor | None = None
-                 ) -> Tensor:
-    """The coarsest level of the pyramid of ``x`` ``(B, H, N, D)`` (last dim contiguous):
-    ``(B, H, N / p^(L-1), D)`` window means, computed as :func:`pool` computes them, written
-    to ``out`` (from :func:`window_means_buffer`) if given."""
-    B, H, N, D = x.shape
-    window = pooling_factor ** (num_levels - 1)
-    out = window_means_buffer(x, pooling_factor, num_levels) if out is None else out
-    windows = pool_plan(pooling_factor, num_levels, D)[0] // window
-    fast(_window_means_kernel)[(cdiv(N // window, windows), B * H)](
-        x, out, N // window, D, H, *x.stride()[:3], W=window, WINDOWS=windows,
-        BLOCK_D=next_pow2(D), ACC=_acc(x.dtype), num_warps=4)
-    return out
 
 
 def spread(gs: list[Tensor], pos_map: Tensor, seq_len: int, heads: list[int],
@@ -279,7 +229,7 @@ def spread(gs: list[Tensor], pos_map: Tensor, seq_len: int, heads: list[int],
         *_pad3(heads, 0), *_pad3(groups, 1), *_pad3(sel_divs, 1), pos_map.shape[1], *strides,
         SHIFT=int(shift), MEAN=mean, L=num_levels, P=pooling_factor,
         LOG2P=pooling_factor.bit_length() - 1, ROWS=rows, BLOCK_D=next_pow2(D),
-        ACC=_acc(gs[0].dtype), num_warps=4)
+        ACC=_acc(gs[0].dtype), num_warps=spread_warps(len(gs), rows))
     return outs
 
 
