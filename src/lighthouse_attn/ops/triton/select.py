@@ -28,6 +28,8 @@ from ..select import Selection
 from .launch import fast, next_pow2
 from .window import map_len
 
+WARPS = 8  # warps per (head, tile) program of the cascade
+
 
 @triton.jit
 def _window_max(s_row, cand, valid, W: tl.constexpr):
@@ -59,15 +61,14 @@ def _top(keys, K: tl.constexpr, DIGIT: tl.constexpr):
     lo = tl.max(keys, 0) * 0  # scalar int32 zero
     exact = lo != 0
     d = tl.arange(0, 1 << DIGIT)
-    for r in tl.static_range(32 // DIGIT):
+    for r in range(32 // DIGIT):  # a loop, not unrolled: the cascade's code stays small
         if not exact:
-            t = lo + (d << (32 - DIGIT * (r + 1)))  # the top round's upper half wraps: masked
+            shift = 32 - DIGIT * (r + 1)
+            t = lo + (d << shift)  # the top round's upper half wraps: masked
             cnt = tl.sum((keys[:, None] >= t[None, :]).to(tl.int32), 0)
-            ok = cnt >= K
-            if r == 0:
-                ok = ok & (d < (1 << (DIGIT - 1)))
+            ok = (cnt >= K) & ((r > 0) | (d < (1 << (DIGIT - 1))))
             pick = tl.max(tl.where(ok, d, 0), 0)
-            lo = lo + (pick << (32 - DIGIT * (r + 1)))
+            lo = lo + (pick << shift)
             exact = tl.sum(tl.where(d == pick, cnt, 0), 0) == K
     above = keys > lo
     need = K - tl.sum(above.to(tl.int32), 0)
@@ -215,7 +216,7 @@ def select_tiles(sq0: Tensor, sk0: Tensor, num_levels: int, pooling_factor: int,
         pos_map if index is None else index, pos_map, work,
         N, T * E, pos_map.shape[2], C, heads, heads // sk0.shape[1],
         L=L, P=p, LOG2P=p.bit_length() - 1, BLOCK_C=next_pow2(C), NMAX=nmax,
-        TILE_=TILE, HALF_=HALF, DIGIT=4, SEL=with_selection, FILL=1024, num_warps=8)
+        TILE_=TILE, HALF_=HALF, DIGIT=4, SEL=with_selection, FILL=1024, num_warps=WARPS)
     return level, index, pos_map
 
 

@@ -1,0 +1,53 @@
+"""GPU time of each kernel inside the layer's forward+backward (not alone): the profiler's
+per-kernel device time, averaged over steps issued back to back.
+
+    python benchmarks/layer_kernels.py --seq-len 32768 --topk 512 [--out kernels.json]
+"""
+
+import argparse
+import json
+from collections import defaultdict
+
+import torch
+from layer_case import layer_case
+from torch.profiler import ProfilerActivity, profile
+
+from lighthouse_attn.bench.common import warm_up_gpu
+
+
+def kernel_us(step, steps: int) -> dict:
+    """Mean device time per step of each kernel (by name) over ``steps`` steps."""
+    step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    per = defaultdict(float)
+    for e in prof.key_averages():
+        if e.self_device_time_total > 0:
+            per[e.key[:60]] += e.self_device_time_total / steps
+    return {k: round(v, 1) for k, v in sorted(per.items(), key=lambda kv: -kv[1])}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seq-len", type=int, default=32768)
+    ap.add_argument("--topk", type=int, default=512)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    warm_up_gpu(1)
+    c = layer_case(args.seq_len, args.topk)
+    res = {"device": torch.cuda.get_device_name(), "N": args.seq_len, "K": args.topk,
+           "layer_us": kernel_us(c.layer, args.steps), "inner_us": kernel_us(c.inner, args.steps)}
+    for part in ("layer_us", "inner_us"):
+        res[part]["total"] = round(sum(res[part].values()), 1)
+    print(json.dumps(res, indent=1))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(res, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
