@@ -37,7 +37,9 @@ def _norms(x_ptr, out_ptr, r, n_rows, D, heads, N, sxb, sxh, sxn, BLOCK_D: tl.co
 def _row_norms_kernel(a_ptr, b_ptr, oa_ptr, ob_ptr, rows_a, rows_b, blocks_a, D, heads_a,
                       heads_b, N, sab, sah, san, sbb, sbh, sbn,
                       BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
-    pid = tl.program_id(0)
+    # last block first: the launch ends on the first rows of ``a`` (q), which the pool reads
+    # first, so that they are still in L2 when it does
+    pid = tl.num_programs(0) - 1 - tl.program_id(0)
     if pid < blocks_a:
         r = pid * BLOCK_R + tl.arange(0, BLOCK_R)
         _norms(a_ptr, oa_ptr, r, rows_a, D, heads_a, N, sab, sah, san, BLOCK_D)
