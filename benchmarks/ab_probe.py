@@ -7,7 +7,7 @@ import os
 import statistics
 
 import torch
-from torch.profiler import ProfilerActivity, profile
+from layer_kernels import kernel_us
 
 from lighthouse_attn import LighthouseConfig, lighthouse_attention
 from lighthouse_attn.bench.common import warm_up_gpu
@@ -39,13 +39,7 @@ def interleaved(fns: dict, reps: int) -> dict:
 
 
 def kernel_ms(fn, steps=3):
-    fn()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(steps):
-            fn()
-        torch.cuda.synchronize()
-    return round(sum(e.self_device_time_total for e in prof.key_averages()) / steps / 1e3, 4)
+    return round(sum(kernel_us(fn, steps).values()) / 1e3, 4)
 
 
 def graphed_step(fn, args, grad):
