@@ -64,3 +64,39 @@ def test_arguments_parse():
     bench.add_arguments(parser)
     args = parser.parse_args(["--dense-backends", "cudnn,flash", "--seq-lens", "65536"])
     assert args.dense_backends == ["cudnn", "flash"] and args.topk == 2048
+
+
+def _result(path, device, rows):
+    import json
+
+    path.write_text(json.dumps({"benchmark": "attention", "environment": {"device": device},
+                                "settings": {"repeats": 15}, "cases": rows}))
+    return str(path)
+
+
+def test_merge_joins_runs_in_order_and_plots(tmp_path, capsys):
+    a = _result(tmp_path / "long.json", "H100",
+                [_row(524288, 2048, 31.0, 34.5), _row(524288, 8192, 127.0, 132.0)])
+    short = [_row(131072, 2048, 8.0, 9.5, {"cudnn": {"fwd_ms": 60.0, "fwd_bwd_ms": 225.0}})]
+    short[0]["cuda_graphs"] = {"overhead_vs_inner": 1.17}
+    b = _result(tmp_path / "short.json", "H100", short)
+    out = tmp_path / "all.json"
+    assert main(["bench", "attention", "--merge", f"{a},{b}", "--out", str(out)]) == 0
+    merged = bench.json.loads(out.read_text())
+    assert [(c["seq_len"], c["topk"]) for c in merged["cases"]] == [
+        (131072, 2048), (524288, 2048), (524288, 8192)]
+    assert merged["merged_from"] == [a, b] and out.with_suffix(".png").stat().st_size > 10_000
+    rows = capsys.readouterr().out.splitlines()[2:5]
+    assert rows[0].endswith("1.17x") and rows[1].endswith("-") and rows[2].endswith("-")
+
+
+def test_merge_rejects_bad_input(tmp_path):
+    good = _result(tmp_path / "a.json", "H100", [_row(131072, 2048, 8.0, 9.5)])
+    other = _result(tmp_path / "b.json", "H200", [_row(131072, 2048, 8.0, 9.0)])
+    with pytest.raises(ValueError, match="different devices"):
+        bench.merge_results([good, other])
+    with pytest.raises(ValueError, match="cannot read"):
+        bench.merge_results([str(tmp_path / "missing.json")])
+    (tmp_path / "c.json").write_text('{"benchmark": "train", "cases": []}')
+    with pytest.raises(ValueError, match="not a bench attention result"):
+        bench.merge_results([str(tmp_path / "c.json")])

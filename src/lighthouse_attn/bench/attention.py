@@ -3,13 +3,15 @@
 For every case ``N:K[:L[:p]]`` it times, forward and forward+backward (medians over repeats):
 dense causal SDPA with each requested backend, the inner attention alone on the gathered length
 ``S``, and the whole Lighthouse layer, with a per-stage breakdown and peak memory. Prints a table,
-writes JSON and a log-log PNG of latency against context length.
+writes JSON and a log-log PNG of latency against context length. ``--merge a.json,b.json``
+joins earlier results of one device (runs split to fit a time limit) without timing anything.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import math
 from pathlib import Path
 
@@ -201,14 +203,15 @@ def run_case(N: int, cfg: LighthouseConfig, args: argparse.Namespace, dense_cach
 
 
 def format_table(rows: list[dict]) -> str:
+    steady = any("overhead_vs_inner_steady" in r for r in rows)
+    graphed = any("cuda_graphs" in r for r in rows)
     head = (f"{'N':>9} {'K':>5} {'L':>2} {'p':>2} {'S':>7} | {'dense best f/fb ms':>20} | "
             f"{'inner f/fb ms':>16} | {'lighthouse f/fb ms':>19} | {'LH/inner':>8} "
-            + (f"{'steady':>7} " if any("overhead_vs_inner_steady" in r for r in rows) else "")
+            + (f"{'steady':>7} " if steady else "")
             + f"{'target':>6} | {'vs dense':>8}"
             + (f" | {'det/default':>11}" if any("deterministic_vs_default" in r for r in rows)
                else "")
-            + (f" | {'graphed LH/inner':>11}" if any("cuda_graphs" in r for r in rows)
-               else ""))
+            + (f" | {'graphed LH/inner':>11}" if graphed else ""))
     lines = [head, "-" * len(head)]
     for r in rows:
         dense = [d for d in r["dense"].values() if "fwd_bwd_ms" in d]
@@ -221,14 +224,17 @@ def format_table(rows: list[dict]) -> str:
             f"{r['gathered_length']:>7} | {dtxt:>20} | "
             f"{inner['fwd_ms']:7.2f}/{r['inner_fwd_bwd_ms']:8.2f} | "
             f"{lh['fwd_ms']:8.2f}/{lh['fwd_bwd_ms']:9.2f} | {r['overhead_vs_inner']:7.2f}x "
-            + (f"{r['overhead_vs_inner_steady']:6.2f}x " if "overhead_vs_inner_steady" in r
-               else "")
+            + (_ratio(r.get("overhead_vs_inner_steady"), 6) + " " if steady else "")
             + f"{r['target_vs_inner']:5.1f}x | " + (f"{sp:7.1f}x" if sp else f"{'-':>8}")
             + (f" | {r['deterministic_vs_default']:10.2f}x" if "deterministic_vs_default" in r
                else "")
-            + (f" | {r['cuda_graphs']['overhead_vs_inner']:10.2f}x" if "cuda_graphs" in r
-               else ""))
+            + (" | " + _ratio(r.get("cuda_graphs", {}).get("overhead_vs_inner"), 10)
+               if graphed else ""))
     return "\n".join(lines)
+
+
+def _ratio(value: float | None, width: int) -> str:
+    return f"{value:{width}.2f}x" if value is not None else f"{'-':>{width + 1}}"
 
 
 def plot(rows: list[dict], path: Path, env: dict) -> None:
@@ -286,11 +292,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(no host dispatch, as under torch.compile reduce-overhead)")
     parser.add_argument("--deterministic", action="store_true",
                         help="also time LighthouseConfig(deterministic=True)")
+    parser.add_argument("--merge", default=None, metavar="A.json,B.json",
+                        help="time nothing: merge earlier results of one device into one JSON, "
+                             "table and plot (e.g. runs split to fit a time limit)")
     parser.add_argument("--out", default="benchmarks/attention",
                         help="directory (or .json file) for the results")
 
 
+def merge_results(paths: list[str]) -> dict:
+    """One result from several ``bench attention`` JSON files of one device (cases in order of
+    N, then K); raises ``ValueError`` for a missing file, another benchmark or mixed devices."""
+    results = []
+    for path in paths:
+        try:
+            with open(path) as f:
+                res = json.load(f)
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"cannot read {path!r} as a bench attention result: {err}") from err
+        if res.get("benchmark") != "attention":
+            raise ValueError(f"{path!r} is not a bench attention result (its benchmark is "
+                             f"{res.get('benchmark')!r}); pass files written by this command")
+        results.append(res)
+    devices = {r["environment"].get("device") for r in results}
+    if len(devices) > 1:
+        raise ValueError(f"results from different devices {sorted(map(str, devices))} cannot be "
+                         "merged; merge the files of one device")
+    cases = sorted((c for r in results for c in r["cases"]),
+                   key=lambda c: (c["seq_len"], c["topk"]))
+    return {"benchmark": "attention", "environment": results[0]["environment"],
+            "settings": [r["settings"] for r in results], "merged_from": list(paths),
+            "cases": cases}
+
+
+def _report(result: dict, path: Path) -> None:
+    plot(result["cases"], path.with_suffix(".png"), result["environment"])
+    rows = result["cases"]
+    print(format_table(rows))
+    print(f"geomean Lighthouse/inner: "
+          f"{math.exp(sum(math.log(r['overhead_vs_inner']) for r in rows) / len(rows)):.2f}x")
+    print(f"wrote {path} and {path.with_suffix('.png')}")
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.merge:
+        result = merge_results([p for p in args.merge.split(",") if p])
+        _report(result, write_json(output_path(args.out, "attention.json"), result))
+        return 0
     if not torch.cuda.is_available():
         raise ValueError("bench attention needs a CUDA GPU (the numbers are GPU timings)")
     for name in args.dense_backends:
@@ -315,10 +362,5 @@ def main(args: argparse.Namespace) -> int:
                            "repeats": args.repeats, "cuda_graphs": args.cuda_graphs,
                            "inner": "faster of fast_causal_attention (SDPA) and cuDNN's op"},
               "cases": rows}
-    path = write_json(output_path(args.out, "attention.json"), result)
-    plot(rows, path.with_suffix(".png"), env)
-    print(format_table(rows))
-    print(f"geomean Lighthouse/inner: "
-          f"{math.exp(sum(math.log(r['overhead_vs_inner']) for r in rows) / len(rows)):.2f}x")
-    print(f"wrote {path} and {path.with_suffix('.png')}")
+    _report(result, write_json(output_path(args.out, "attention.json"), result))
     return 0
