@@ -6,14 +6,13 @@ without a sync per step: where a small layer is dispatch-bound rather than GPU-b
 "host_us": Python + launch time per call, measured over back-to-back calls without a sync.
 """
 
-import argparse
 import json
 import time
 
 import torch
 import triton
 import triton.language as tl
-from layer_case import layer_case
+from layer_case import case_arguments, case_of
 
 from lighthouse_attn import lighthouse_attention
 from lighthouse_attn.bench.common import steady_ms, time_ms, warm_up_gpu
@@ -46,12 +45,8 @@ def host_us(fn, calls: int = 200) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--seq-len", type=int, default=32768)
-    ap.add_argument("--topk", type=int, default=512)
-    ap.add_argument("--out", default="host.json")
-    args = ap.parse_args()
-    case = layer_case(args.seq_len, args.topk)
+    args = case_arguments("host.json").parse_args()
+    case = case_of(args)
     cfg, N, H, S = case.cfg, case.N, case.H, case.S
     q, k, v, qs, ks, vs, gs = case.q, case.k, case.v, case.qs, case.ks, case.vs, case.gs
     with torch.no_grad():

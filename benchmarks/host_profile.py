@@ -6,7 +6,6 @@ time without a sync, and the Python functions that take it (cProfile, sorted by 
 Run it with LIGHTHOUSE_TRITON_LAUNCH=jit to compare with triton's own launcher.
 """
 
-import argparse
 import cProfile
 import io
 import os
@@ -14,17 +13,12 @@ import pstats
 import time
 
 import torch
-from layer_case import layer_case
+from layer_case import case_arguments, case_of
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--seq-len", type=int, default=32768)
-    ap.add_argument("--topk", type=int, default=512)
-    ap.add_argument("--deterministic", action="store_true")
-    ap.add_argument("--out", default="host_profile.txt")
-    args = ap.parse_args()
-    step = layer_case(args.seq_len, args.topk, args.deterministic).layer
+    args = case_arguments("host_profile.txt").parse_args()
+    step = case_of(args).layer
     for _ in range(10):
         step()
     torch.cuda.synchronize()

@@ -2,6 +2,7 @@
 D=128), the inner attention alone on its gathered length S, and a forward+backward step of
 each (imported by the scripts beside it: benchmarks/ is on their path)."""
 
+import argparse
 from types import SimpleNamespace
 
 import torch
@@ -33,3 +34,19 @@ def layer_case(seq_len: int, topk: int, deterministic: bool = False, num_levels:
 
     return SimpleNamespace(cfg=cfg, N=N, H=H, S=S, q=q, k=k, v=v, dout=dout, qs=qs, ks=ks,
                            vs=vs, gs=gs, layer=layer, inner=inner)
+
+
+def case_arguments(out: str | None) -> argparse.ArgumentParser:
+    """A parser with the probes' shared options: ``--seq-len``, ``--topk``,
+    ``--deterministic`` and ``--out`` (default ``out``); add a probe's own ones to it."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seq-len", type=int, default=32768)
+    ap.add_argument("--topk", type=int, default=512)
+    ap.add_argument("--deterministic", action="store_true")
+    ap.add_argument("--out", default=out)
+    return ap
+
+
+def case_of(args: argparse.Namespace) -> SimpleNamespace:
+    """:func:`layer_case` for the options of :func:`case_arguments`."""
+    return layer_case(args.seq_len, args.topk, args.deterministic)

@@ -4,12 +4,11 @@ per-kernel device time, averaged over steps issued back to back.
     python benchmarks/layer_kernels.py --seq-len 32768 --topk 512 [--out kernels.json]
 """
 
-import argparse
 import json
 from collections import defaultdict
 
 import torch
-from layer_case import layer_case
+from layer_case import case_arguments, case_of
 from torch.profiler import ProfilerActivity, profile
 
 from lighthouse_attn.bench.common import warm_up_gpu
@@ -31,14 +30,11 @@ def kernel_us(step, steps: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--seq-len", type=int, default=32768)
-    ap.add_argument("--topk", type=int, default=512)
+    ap = case_arguments(None)
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--out", default=None)
     args = ap.parse_args()
     warm_up_gpu(1)
-    c = layer_case(args.seq_len, args.topk)
+    c = case_of(args)
     res = {"device": torch.cuda.get_device_name(), "N": args.seq_len, "K": args.topk,
            "layer_us": kernel_us(c.layer, args.steps), "inner_us": kernel_us(c.inner, args.steps)}
     for part in ("layer_us", "inner_us"):

@@ -8,7 +8,6 @@ gaps between consecutive kernels, the time the GPU waits for the host. A second 
 the step's host functions without the profiler (perf_counter around each, no sync).
 """
 
-import argparse
 import functools
 import json
 import os
@@ -17,7 +16,7 @@ import time
 from collections import defaultdict
 
 import torch
-from layer_case import layer_case
+from layer_case import case_arguments, case_of
 from torch.profiler import ProfilerActivity, profile, record_function
 
 import lighthouse_attn.ops.attention as op_attention
@@ -99,13 +98,8 @@ def host_breakdown(step, steps: int = 100) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--seq-len", type=int, default=32768)
-    ap.add_argument("--topk", type=int, default=512)
-    ap.add_argument("--deterministic", action="store_true")
-    ap.add_argument("--out", default="timeline.json")
-    args = ap.parse_args()
-    case = layer_case(args.seq_len, args.topk, args.deterministic)
+    args = case_arguments("timeline.json").parse_args()
+    case = case_of(args)
     layer, inner = case.layer, case.inner
     for _ in range(5):
         layer()

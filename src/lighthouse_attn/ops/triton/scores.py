@@ -57,9 +57,9 @@ def row_norms_pair(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     ob = torch.empty(B, Hb, N, dtype=torch.float32, device=a.device)
     blocks_a = cdiv(B * Ha * N, BLOCK_R)
     grid = (blocks_a + cdiv(B * Hb * N, BLOCK_R),)
-    fast(_row_norms_kernel)[grid](a, b, oa, ob, B * Ha * N, B * Hb * N, blocks_a, D, Ha, Hb, N,
-                            *a.stride()[:3], *b.stride()[:3], BLOCK_R=BLOCK_R,
-                            BLOCK_D=min(next_pow2(D), 128), num_warps=4)
+    fast(_row_norms_kernel)[grid](
+        a, b, oa, ob, B * Ha * N, B * Hb * N, blocks_a, D, Ha, Hb, N, *a.stride()[:3],
+        *b.stride()[:3], BLOCK_R=BLOCK_R, BLOCK_D=min(next_pow2(D), 128), num_warps=4)
     return oa, ob
 
 
