@@ -62,7 +62,8 @@ def host_breakdown(step, steps: int = 100) -> dict:
     """perf_counter totals of the step's host functions, per step (nested totals overlap)."""
     acc = defaultdict(float)
     targets = [(op_attention, "check_inputs"), (tri, "_select"), (tri, "scores_qk"),
-               (tri, "select_with_map"), (tri, "pool"), (tri, "spread"),
+               (tri, "row_norms_and_means"), (tri, "select_with_map"), (tri, "pool"),
+               (tri, "spread"),
                (tri, "_cudnn_forward"), (tri, "_cudnn_backward"), (tri, "_one_node_inner"),
                (tri, "lighthouse_triton")]
     saved = []

@@ -59,13 +59,17 @@ def flash_backward_cases(configs: list | None = None):
 
 def cases():
     bf = {n: "*bf16" for n in ("a_ptr", "b_ptr", "x0", "x1", "x2", "g0", "g1", "g2", "o0",
-                               "o1", "o2")}
-    for dt in ("bf16", "fp32"):
-        yield f"row_norms {dt}", sig(
+                               "o1", "o2", "c0", "c1", "c2")}
+    for dt, win in (("bf16", None), ("fp32", None), ("bf16", 16), ("bf16", 64), ("fp32", 16)):
+        means = win is not None
+        yield f"row_norms {dt} window={win}", sig(
             scores._row_norms_kernel,
-            {"a_ptr": f"*{dt}", "b_ptr": f"*{dt}", "oa_ptr": "*fp32", "ob_ptr": "*fp32"},
-            {"BLOCK_R": scores.BLOCK_R, "BLOCK_D": 128},
-            ("a_ptr", "b_ptr", "D", "N", "sab", "sah", "san", "sbb", "sbh", "sbn"))
+            {"a_ptr": f"*{dt}", "b_ptr": f"*{dt}", "oa_ptr": "*fp32", "ob_ptr": "*fp32",
+             "ma_ptr": f"*{dt}" if means else "*fp32", "mb_ptr": f"*{dt}" if means else "*fp32"},
+            {"WIN": win or scores.BLOCK_R, "ROWS": scores.BLOCK_R, "MEANS": means,
+             "BLOCK_D": 128, "ACC": triton.language.float32},
+            ("a_ptr", "b_ptr", "ma_ptr", "mb_ptr", "D", "N", "sab", "sah", "san", "sbb",
+             "sbh", "sbn")), {"num_warps": scores.MEANS_WARPS if means else 4}
     yield from flash_backward_cases()
     for L, p in ((2, 2), (3, 4), (4, 4), (4, 2), (3, 8)):
         log2p = p.bit_length() - 1
@@ -83,12 +87,13 @@ def cases():
                                        "map_ptr": "*i32"},
                                       {"L": L, "LOG2P": log2p, "BLOCK": 1024})
         rows, skip = window.pool_plan(p, L, 128)
-        for shift, mean in ((0, True), (1, False)):
+        for shift, mean, given in ((0, True, 0), (0, True, 2), (1, False, 0)):
             consts = {"SHIFT": shift, "MEAN": mean, "L": L, "P": p, "LOG2P": log2p,
                       "BLOCK_D": 128, "ACC": triton.language.float32}
-            yield f"pool L={L} p={p} shift={shift}", sig(
+            yield f"pool L={L} p={p} shift={shift} given={given}", sig(
                 window._pool_kernel, {**bf, "map_ptr": "*i32"},
-                {**consts, "ROWS": rows, "SKIP_EMPTY": skip}, aligned(window._pool_kernel))
+                {**consts, "ROWS": rows, "SKIP_EMPTY": skip, "GIVEN": given},
+                aligned(window._pool_kernel))
             srows = window._rows(window.SPREAD_ROWS, p, L, 128)
             yield f"spread L={L} p={p} shift={shift}", sig(
                 window._spread_kernel, {**bf, "map_ptr": "*i32"}, {**consts, "ROWS": srows},
@@ -99,7 +104,7 @@ def cases():
 def aligned(fn) -> tuple:
     """The pool/spread arguments that are multiples of 16 at D = 128 (pointers, lengths and
     strides), as the launcher sees them in the benchmarks."""
-    return tuple(n for n in fn.arg_names if n[0] in "xgo" and n[1:].isdigit()
+    return tuple(n for n in fn.arg_names if n[0] in "xgoc" and n[1:].isdigit()
                  or n in ("map_ptr", "N", "M", "S", "D")
                  or n[0] == "s" and n[-1] in "bhns" and n[1].isdigit())
 

@@ -15,7 +15,7 @@ from lighthouse_attn.ops.pyramid import build_pyramid
 from lighthouse_attn.ops.scatter import scatter
 from lighthouse_attn.ops.scores import level_scores, row_norms
 from lighthouse_attn.ops.select import select_from_scores
-from lighthouse_attn.ops.triton.scores import row_norms_pair
+from lighthouse_attn.ops.triton.scores import row_norms_and_means, row_norms_pair
 from lighthouse_attn.ops.triton.select import select_from_base_scores, select_with_map
 from lighthouse_attn.ops.triton.window import (
     gather_pooled,
@@ -77,6 +77,49 @@ def test_row_norms_kernel_bitwise_equal(dtype):
     assert torch.equal(a, row_norms(x)) and torch.equal(b, row_norms(y))
     strided = x.transpose(1, 2).contiguous().transpose(1, 2)  # (B, N, H, D) memory, as models
     assert torch.equal(row_norms_pair(strided, y)[0], row_norms(x))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("window", [16, 64])
+def test_row_norms_and_window_means(dtype, window):
+    """The norm kernel's second product: the mean of every aligned window (the pyramid's
+    coarsest level), from strided (B, N, H, D) memory, with the same bitwise norms."""
+    g = torch.Generator().manual_seed(31)
+    x = torch.randn(2, 3, 256, 72, generator=g).to(DEV, dtype)
+    y = torch.randn(2, 1, 256, 72, generator=g).to(DEV, dtype)
+    strided = x.transpose(1, 2).contiguous().transpose(1, 2)
+    a, b, mx, my = row_norms_and_means(strided, y, window)
+    assert torch.equal(a, row_norms(x)) and torch.equal(b, row_norms(y))
+    tol = {torch.bfloat16: 8e-3, torch.float32: 1e-6, torch.float64: 1e-15}[dtype]
+    for m, z in ((mx, x), (my, y)):
+        ref = z.double().view(*z.shape[:2], 256 // window, window, 72).mean(-2)
+        assert m.dtype == dtype and m.shape == ref.shape
+        torch.testing.assert_close(m.double(), ref, rtol=tol, atol=tol)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        row_norms_and_means(x, y, 8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_pool_copies_given_coarsest_means(dtype):
+    """``pool(coarsest=...)`` (the means from the norm kernel) matches pooling every level."""
+    c = cfg("torch", num_levels=3, pooling_factor=4)
+    N = c.min_seq_len
+    q, k, v = qkv(B=2, H=2, Hkv=1, N=N, D=8, dtype=dtype, seed=35)
+    sel = select(q, k, c)
+    pm = position_map(sel, N, 4, 3)
+    S = sel.level.shape[-1]
+    args = ([q, k, v], pm, S, [2, 2, 2], [1, 2, 2], [1, 1, 1], False, True, 4, 3)
+    means = row_norms_and_means(q, k, 16)[2:]
+    tol = 1e-6 if dtype == torch.float32 else 8e-3
+    for a, b in zip(pool(*args), pool(*args, coarsest=means)):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+    # the given means are what lands on the coarsest entries (and only there)
+    coarse = (sel.level == 2)[..., None].to(dtype)
+    moved = pool(*args, coarsest=[m + 4 for m in means])
+    for a, b, shift in zip(pool(*args), moved, (4, 4, 0)):  # v's means were not given
+        torch.testing.assert_close(b - a, shift * coarse.expand_as(a), rtol=0, atol=5 * tol)
+    with pytest.raises(ValueError, match="unshifted means"):
+        pool([q], pm, S, [2], [1], [1], True, False, 4, 3, coarsest=means[:1])
 
 
 def test_position_map_inverts_selection():
@@ -348,9 +391,11 @@ def _math_attention_with_lse(q, k, v, scale):
     return sdpa_causal(q, k, v, scale), torch.logsumexp(s, -1)
 
 
-@pytest.mark.parametrize("gqa,Hkv,deterministic", [("expand", 2, False), ("shared", 4, False),
-                                                   ("expand", 2, True)])
-def test_one_node_layer_matches_reference(monkeypatch, gqa, Hkv, deterministic):
+@pytest.mark.parametrize("gqa,Hkv,deterministic,p", [
+    ("expand", 2, False, 2), ("shared", 4, False, 2), ("expand", 2, True, 2),
+    ("expand", 2, False, 4),  # coarsest windows of 16: q and k pooled by the norm kernel
+])
+def test_one_node_layer_matches_reference(monkeypatch, gqa, Hkv, deterministic, p):
     """The eager one-node layer (pool, attention, spread and their backward in one autograd
     node) against the torch backend. cuDNN's ops are stood in by math attention; the
     deterministic variant runs the real Triton attention backward (fp32 here)."""
@@ -368,16 +413,23 @@ def test_one_node_layer_matches_reference(monkeypatch, gqa, Hkv, deterministic):
         with torch.enable_grad():
             return torch.autograd.grad(sdpa_causal(*xs, scale), xs, dout)
 
-    calls = []
+    calls, means = [], []
     inner = (fwd, fast._deterministic_backward if deterministic else bwd)
     monkeypatch.setattr(fast, "_one_node_inner", lambda *a: calls.append(1) or inner)
+    norms_and_means = fast.row_norms_and_means
+    monkeypatch.setattr(fast, "row_norms_and_means",
+                        lambda *a: means.append(1) or norms_and_means(*a))
     dtype = torch.float32 if deterministic else torch.float64
-    q, k, v = qkv(B=2, H=4, Hkv=Hkv, N=1024, D=16, dtype=dtype, seed=33, requires_grad=True)
+    N = 1024 if p == 2 else 2048
+    q, k, v = qkv(B=2 if p == 2 else 1, H=4, Hkv=Hkv, N=N, D=16, dtype=dtype, seed=33,
+                  requires_grad=True)
     res = []
     for backend in ("triton", "torch"):
-        out = lighthouse_attention(q, k, v, cfg(backend, num_levels=3, gqa=gqa), scale=0.3)
+        c = cfg(backend, num_levels=3, pooling_factor=p, gqa=gqa)
+        out = lighthouse_attention(q, k, v, c, scale=0.3)
         res.append((out, *torch.autograd.grad(out, (q, k, v), out.detach() + 1)))
     assert calls, "the one-node layer did not run"
+    assert bool(means) == (p == 4), "the norm kernel pools the coarsest level iff p^(L-1) = 16"
     tol = 2e-4 if deterministic else 1e-11
     for a, b in zip(*res):
         torch.testing.assert_close(a, b, rtol=tol, atol=tol)

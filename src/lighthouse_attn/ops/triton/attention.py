@@ -16,7 +16,7 @@ from ...config import LighthouseConfig
 from ..inner import _forward_with_lse, _triton_backward_applies, fast_causal_attention
 from ..scores import base_scores
 from ..select import Selection
-from .scores import scores_qk
+from .scores import means_apply, row_norms_and_means, scores_qk
 from .select import select_with_map
 from .window import (
     _contig,
@@ -94,10 +94,11 @@ class _OneNodeLayer(torch.autograd.Function):
     attention being cuDNN's (default) or cuDNN forward + Triton backward (deterministic)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, pos_map, S, kv_heads, kv_div, p, L, scale, inner):
+    def forward(ctx, q, k, v, pos_map, S, kv_heads, kv_div, p, L, scale, inner, *coarsest):
         H, N = q.shape[1], q.shape[2]
         qg, kg, vg = pool(_contig([q, k, v]), pos_map, S, [H, kv_heads, kv_heads],
-                          [1, kv_div, kv_div], [1, 1, 1], False, True, p, L)
+                          [1, kv_div, kv_div], [1, 1, 1], False, True, p, L, list(coarsest))
+        ctx.given = len(coarsest)
         og, saved, sizes = inner[0](qg, kg, vg, scale)
         ctx.save_for_backward(pos_map, qg, kg, vg, og, *saved)
         ctx.meta = (N, k.shape[1], kv_div, p, L, scale, sizes, inner[1])
@@ -112,22 +113,29 @@ class _OneNodeLayer(torch.autograd.Function):
         dqg, dkg, dvg = inner_backward(dog, qg, kg, vg, og, saved, sizes, scale)
         dq, dk, dv = spread(_contig([dqg, dkg, dvg]), pos_map, N, [H, Hkv, Hkv],
                             [1, kv_div, kv_div], [1, 1, 1], False, True, p, L)
-        return dq, dk, dv, None, None, None, None, None, None, None, None
+        return dq, dk, dv, *(None,) * (8 + ctx.given)
 
 
 def _select(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConfig,
-            with_selection: bool = True) -> tuple[Selection | None, Tensor]:
-    """The cascade's selection (``None`` unless ``with_selection``) and its position map."""
-    B, H, N, _ = q.shape
+            with_selection: bool = True, coarsest: bool = False
+            ) -> tuple[Selection | None, Tensor, list[Tensor]]:
+    """The cascade's selection (``None`` unless ``with_selection``), its position map, and,
+    if ``coarsest`` and the norm kernel can make them (``scores.means_apply``), the coarsest
+    level of q and k, pooled while their norms are taken (else ``[]``)."""
+    B, H, N, D = q.shape
     group = H // k.shape[1]
+    means = []
     with torch.no_grad():
         if config.scorer == "dilated":
             sq0, sk0 = base_scores(q, k, v, config)
+        elif coarsest and means_apply(config.coarsest_window, D):
+            sq0, sk0, *means = row_norms_and_means(q.detach(), k.detach(),
+                                                   config.coarsest_window)
         else:
             sq0, sk0 = scores_qk(q.detach(), k.detach())  # key scores stay per kv head
-            if config.gqa == "shared":
-                sq0 = sq0.view(B, H // group, group, N).amax(2)
-        return select_with_map(sq0, sk0, config, with_selection)
+        if config.scorer == "norm" and config.gqa == "shared":
+            sq0 = sq0.view(B, H // group, group, N).amax(2)
+        return (*select_with_map(sq0, sk0, config, with_selection), means)
 
 
 def select_triton(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConfig
@@ -143,18 +151,20 @@ def lighthouse_triton(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
     Hkv = k.shape[1]
     group = H // Hkv
     L, p = config.num_levels, config.pooling_factor
+    inner = None if attn_fn is not None else _one_node_inner(q, k, config)
+    coarsest = []
     if selection is None:
-        pos_map = _select(q, k, v, config, with_selection=False)[1]
+        _, pos_map, coarsest = _select(q, k, v, config, False, coarsest=inner is not None)
     else:
         pos_map = position_map(selection, N, p, L)
     S = config.gathered_length(N)
     shared = config.gqa == "shared"
     q_sel_div = group if shared else 1
     kv_heads, kv_div = (Hkv, 1) if shared else (H, group)
-    inner = None if attn_fn is not None else _one_node_inner(q, k, config)
     if inner is not None:
         scale = D**-0.5 if scale is None else scale
-        return _OneNodeLayer.apply(q, k, v, pos_map, S, kv_heads, kv_div, p, L, scale, inner)
+        return _OneNodeLayer.apply(q, k, v, pos_map, S, kv_heads, kv_div, p, L, scale, inner,
+                                   *coarsest)
     qg, kg, vg = gather_pooled([q, k, v], pos_map, S, [H, kv_heads, kv_heads],
                                [1, kv_div, kv_div], [q_sel_div, 1, 1], False, True, p, L)
     if attn_fn is None:

@@ -57,12 +57,21 @@ def _top(keys, K: tl.constexpr, DIGIT: tl.constexpr):
     """Mask of the K largest keys (keys in [-1, 2^31), at least K of them >= 0), ties to the
     lower position. A radix search finds the K-th largest key ``lo``, DIGIT bits per round:
     each round counts the keys above 2^DIGIT thresholds at once (one block reduction). It
-    stops early once exactly K keys lie at or above a threshold (no tie to break)."""
-    lo = tl.max(keys, 0) * 0  # scalar int32 zero
-    exact = lo != 0
+    stops early once exactly K keys lie at or above a threshold (no tie to break), and starts
+    below the digits that all valid keys share (those of their min and max: norms of similar
+    size share sign, exponent and leading mantissa bits), which cut the cascade by a quarter
+    on an H100 (benchmarks/NOTES.md, round 8)."""
+    top = tl.max(keys, 0)
+    diff = top ^ tl.min(tl.where(keys >= 0, keys, top), 0)
+    r0 = top * 0  # scalar int32 zero: rounds whose digit every valid key shares
+    for r in tl.static_range(32 // DIGIT):
+        r0 += ((diff >> (32 - DIGIT * (r + 1))) == 0).to(tl.int32)
+    shift0 = (32 - DIGIT * r0).to(tl.int64)
+    lo = ((top.to(tl.int64) >> shift0) << shift0).to(tl.int32)  # the shared digits
+    exact = r0 < 0
     d = tl.arange(0, 1 << DIGIT)
     for r in range(32 // DIGIT):  # a loop, not unrolled: the cascade's code stays small
-        if not exact:
+        if not exact and r >= r0:
             shift = 32 - DIGIT * (r + 1)
             t = lo + (d << shift)  # the top round's upper half wraps: masked
             cnt = tl.sum((keys[:, None] >= t[None, :]).to(tl.int32), 0)
@@ -216,7 +225,8 @@ def select_tiles(sq0: Tensor, sk0: Tensor, num_levels: int, pooling_factor: int,
         pos_map if index is None else index, pos_map, work,
         N, T * E, pos_map.shape[2], C, heads, heads // sk0.shape[1],
         L=L, P=p, LOG2P=p.bit_length() - 1, BLOCK_C=next_pow2(C), NMAX=nmax,
-        TILE_=TILE, HALF_=HALF, DIGIT=4, SEL=with_selection, FILL=1024, num_warps=WARPS)
+        TILE_=TILE, HALF_=HALF, DIGIT=4, SEL=with_selection, FILL=1024,
+        num_warps=WARPS)
     return level, index, pos_map
 
 

@@ -52,10 +52,11 @@ def pool_plan(pooling_factor: int, num_levels: int, D: int) -> tuple[int, bool]:
 
 
 @triton.jit
-def _pool_one(x_ptr, out_ptr, map_ptr, b, o, N, M, S, D, heads, x_div, sel_div, sel_heads,
-              sxb, sxh, sxn, u0, SHIFT: tl.constexpr, MEAN: tl.constexpr, L: tl.constexpr,
-              P: tl.constexpr, LOG2P: tl.constexpr, ROWS: tl.constexpr, BLOCK_D: tl.constexpr,
-              ACC: tl.constexpr, SKIP_EMPTY: tl.constexpr):
+def _pool_one(x_ptr, out_ptr, map_ptr, c_ptr, b, o, N, M, S, D, heads, x_div, sel_div,
+              sel_heads, c_heads, sxb, sxh, sxn, u0, SHIFT: tl.constexpr, MEAN: tl.constexpr,
+              L: tl.constexpr, P: tl.constexpr, LOG2P: tl.constexpr, ROWS: tl.constexpr,
+              BLOCK_D: tl.constexpr, ACC: tl.constexpr, SKIP_EMPTY: tl.constexpr,
+              GIVEN: tl.constexpr):
     d = tl.arange(0, BLOCK_D)
     md = d < D
     x_base = x_ptr + b.to(tl.int64) * sxb + (o // x_div).to(tl.int64) * sxh
@@ -64,9 +65,17 @@ def _pool_one(x_ptr, out_ptr, map_ptr, b, o, N, M, S, D, heads, x_div, sel_div, 
     level_off = 0
     for lvl in tl.static_range(L):
         m = (u0 >> (lvl * LOG2P)) + tl.arange(0, ROWS // (P**lvl)) - SHIFT
-        ok = (m >= 0) & (m < (N >> (lvl * LOG2P)))
+        n_lvl = N >> (lvl * LOG2P)
+        ok = (m >= 0) & (m < n_lvl)
         s = tl.load(map_row + level_off + m, mask=ok, other=-1)
-        if not SKIP_EMPTY or tl.max(s, 0) >= 0:  # any entry of this level in the span
+        if GIVEN and lvl == L - 1:  # the coarsest level's means, made by the norm kernel
+            ok = ok & (s >= 0)
+            c_row = (b * c_heads + o // x_div).to(tl.int64) * n_lvl + m
+            val = tl.load(c_ptr + c_row[:, None] * D + d[None, :],
+                          mask=ok[:, None] & md[None, :], other=0.0)
+            tl.store(out_base + s[:, None].to(tl.int64) * D + d[None, :], val,
+                     mask=ok[:, None] & md[None, :])
+        elif not SKIP_EMPTY or tl.max(s, 0) >= 0:  # any entry of this level in the span
             ok = ok & (s >= 0)
             t = (u0 + tl.arange(0, ROWS // (P**lvl))[:, None] * (P**lvl)
                  + tl.arange(0, P**lvl)[None, :] - SHIFT)
@@ -78,29 +87,33 @@ def _pool_one(x_ptr, out_ptr, map_ptr, b, o, N, M, S, D, heads, x_div, sel_div, 
                 val = val * (1.0 / (P**lvl))
             tl.store(out_base + s[:, None].to(tl.int64) * D + d[None, :],
                      val.to(out_ptr.dtype.element_ty), mask=ok[:, None] & md[None, :])
-        level_off += N >> (lvl * LOG2P)
+        level_off += n_lvl
 
 
 @triton.jit
-def _pool_kernel(x0, x1, x2, o0, o1, o2, map_ptr, N, M, S, D, h0, h1, h2, xd0, xd1, xd2,
-                 sd0, sd1, sd2, sel_heads, s0b, s0h, s0n, s1b, s1h, s1n, s2b, s2h, s2n,
-                 SHIFT: tl.constexpr, MEAN: tl.constexpr, L: tl.constexpr, P: tl.constexpr,
-                 LOG2P: tl.constexpr, ROWS: tl.constexpr, BLOCK_D: tl.constexpr,
-                 ACC: tl.constexpr, SKIP_EMPTY: tl.constexpr):
+def _pool_kernel(x0, x1, x2, o0, o1, o2, c0, c1, c2, map_ptr, N, M, S, D, h0, h1, h2, xd0, xd1,
+                 xd2, sd0, sd1, sd2, ch0, ch1, ch2, sel_heads, s0b, s0h, s0n, s1b, s1h, s1n,
+                 s2b, s2h, s2n, SHIFT: tl.constexpr, MEAN: tl.constexpr, L: tl.constexpr,
+                 P: tl.constexpr, LOG2P: tl.constexpr, ROWS: tl.constexpr,
+                 BLOCK_D: tl.constexpr, ACC: tl.constexpr, SKIP_EMPTY: tl.constexpr,
+                 GIVEN: tl.constexpr):
     u0 = tl.program_id(0) * ROWS
     pid_y = tl.program_id(1)
     total = h0 + h1 + h2
     b = pid_y // total
     slot = pid_y % total
     if slot < h0:
-        _pool_one(x0, o0, map_ptr, b, slot, N, M, S, D, h0, xd0, sd0, sel_heads, s0b, s0h,
-                  s0n, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC, SKIP_EMPTY)
+        _pool_one(x0, o0, map_ptr, c0, b, slot, N, M, S, D, h0, xd0, sd0, sel_heads, ch0, s0b,
+                  s0h, s0n, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC, SKIP_EMPTY,
+                  GIVEN > 0)
     elif slot < h0 + h1:
-        _pool_one(x1, o1, map_ptr, b, slot - h0, N, M, S, D, h1, xd1, sd1, sel_heads, s1b,
-                  s1h, s1n, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC, SKIP_EMPTY)
+        _pool_one(x1, o1, map_ptr, c1, b, slot - h0, N, M, S, D, h1, xd1, sd1, sel_heads, ch1,
+                  s1b, s1h, s1n, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC, SKIP_EMPTY,
+                  GIVEN > 1)
     else:
-        _pool_one(x2, o2, map_ptr, b, slot - h0 - h1, N, M, S, D, h2, xd2, sd2, sel_heads,
-                  s2b, s2h, s2n, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC, SKIP_EMPTY)
+        _pool_one(x2, o2, map_ptr, c2, b, slot - h0 - h1, N, M, S, D, h2, xd2, sd2, sel_heads,
+                  ch2, s2b, s2h, s2n, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC,
+                  SKIP_EMPTY, GIVEN > 2)
 
 
 @triton.jit
@@ -195,22 +208,28 @@ def _pad3(xs: list, fill) -> list:
 
 
 def pool(xs: list[Tensor], pos_map: Tensor, S: int, heads: list[int], x_divs: list[int],
-         sel_divs: list[int], shift: bool, mean: bool, pooling_factor: int, num_levels: int
-         ) -> list[Tensor]:
+         sel_divs: list[int], shift: bool, mean: bool, pooling_factor: int, num_levels: int,
+         coarsest: list[Tensor] = ()) -> list[Tensor]:
     """For each ``x`` ``(B, H_x, N, D)`` (last dim contiguous) in ``xs`` (1 to 3 tensors):
-    ``(B, heads[i], S, D)`` pooled windows, in one launch (module doc)."""
+    ``(B, heads[i], S, D)`` pooled windows, in one launch (module doc). ``coarsest`` may hold,
+    for the leading tensors of ``xs``, their coarsest level already pooled (contiguous
+    ``(B, H_x, N / p^(L-1), D)`` means, from ``scores.row_norms_and_means``), which is then
+    copied rather than pooled again (unshifted means only)."""
     B, _, N, D = xs[0].shape
+    if coarsest and (shift or not mean or len(coarsest) > len(xs)):
+        raise ValueError("given coarsest levels must be unshifted means of leading inputs")
     outs = [x.new_empty(B, h, S, D) for x, h in zip(xs, heads)]
     rows, skip = pool_plan(pooling_factor, num_levels, D)
     grid = (cdiv(N + (pooling_factor ** (num_levels - 1) if shift else 0), rows),
             B * sum(heads))
     strides = [s for x in _pad3(xs, xs[0]) for s in x.stride()[:3]]
     fast(_pool_kernel)[grid](
-        *_pad3(xs, xs[0]), *_pad3(outs, outs[0]), pos_map, N,
+        *_pad3(xs, xs[0]), *_pad3(outs, outs[0]), *_pad3(list(coarsest), xs[0]), pos_map, N,
         pos_map.shape[2], S, D, *_pad3(heads, 0), *_pad3(x_divs, 1), *_pad3(sel_divs, 1),
-        pos_map.shape[1], *strides, SHIFT=int(shift), MEAN=mean, L=num_levels,
-        P=pooling_factor, LOG2P=pooling_factor.bit_length() - 1, ROWS=rows,
-        BLOCK_D=next_pow2(D), ACC=_acc(xs[0].dtype), SKIP_EMPTY=skip, num_warps=4)
+        *_pad3([c.shape[1] for c in coarsest], 1), pos_map.shape[1], *strides,
+        SHIFT=int(shift), MEAN=mean, L=num_levels, P=pooling_factor,
+        LOG2P=pooling_factor.bit_length() - 1, ROWS=rows, BLOCK_D=next_pow2(D),
+        ACC=_acc(xs[0].dtype), SKIP_EMPTY=skip, GIVEN=len(coarsest), num_warps=4)
     return outs
 
 
