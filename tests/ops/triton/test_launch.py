@@ -60,6 +60,19 @@ def test_direct_launch_matches_triton_launch():
     assert len(fk.kept) >= 3  # aligned/unaligned, n divisible by 16 or not, n == 1
 
 
+def test_layout_passes_addresses_only_for_leading_tensors():
+    """Leading tensor arguments may go to the launcher as addresses; a tensor after a
+    non-tensor keeps every argument as it is."""
+    from lighthouse_attn.ops.triton.window import _map_kernel
+
+    fk = launch.FastKernel(_map_kernel)
+    t = torch.zeros(4)
+    *_, descs, lead = fk._layout((t, t, 3, 1.5))
+    assert (descs, lead) == (False, 2)
+    assert fk._layout((t, 3, t))[-1] == 0
+    assert fk._layout((3, 4))[-1] == 0
+
+
 def test_host_arithmetic_helpers():
     assert [launch.cdiv(a, 16) for a in (1, 16, 17, 32)] == [1, 1, 2, 2]
     assert [launch.next_pow2(n) for n in (1, 2, 3, 64, 65)] == [1, 2, 4, 64, 128]
