@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The device pass of the fast path, in two calls that each fit the 10-minute limit:
-#   OUT=/some/dir bash benchmarks/gpu_attention.sh checks   # GPU tests, host/GPU timeline and
-#                                                           # host profile at 32K, stage
+#   OUT=/some/dir bash benchmarks/gpu_attention.sh checks   # GPU tests, host/GPU timeline,
+#                                                           # host profile and host-bound
+#                                                           # probe at 32K, stage
 #                                                           # kernels (VARIANTS=1: and their
 #                                                           # span/warp variants)
 #   OUT=/some/dir bash benchmarks/gpu_attention.sh bench    # attention benchmark: up to 128K
@@ -22,6 +23,7 @@ if [ "${1:-checks}" = checks ]; then
   echo "pytest exit status ${PIPESTATUS[0]}" | tee -a "$OUT/gpu_tests.log"
   python3 benchmarks/timeline.py --out "$OUT/timeline_32k.json" 2>&1 | grep -E "^(layer|inner)"
   python3 benchmarks/host_profile.py --out "$OUT/host_profile_32k.txt" | head -1
+  python3 benchmarks/host_bound_probe.py --out "$OUT/host_bound_32k.json" | tail -3
   python3 benchmarks/stage_probe.py ${VARIANTS:+--variants} --out "$OUT/stages.json" > /dev/null
 else  # bench: 6.5 minutes on an H100
   python3 -m lighthouse_attn.cli bench attention --out "$OUT/attention_short" \
