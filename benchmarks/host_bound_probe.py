@@ -3,12 +3,15 @@ to back (``steady_ms``) alone, and again behind a GPU sleep kernel that makes ev
 longer on the GPU than the host needs to issue it. With the sleep, the host always runs
 ahead, so (sleep + step) - (sleep alone) is the step's GPU time with its kernel gaps but
 without any wait for the host. If it equals the plain steady time, that time was GPU-bound.
+"host_ms" is the host's own time to issue one step, taken while the GPU is still busy with a
+long sleep (so no launch waits for a free slot in the queue).
 
     python benchmarks/host_bound_probe.py --seq-len 32768 --topk 512 --out host_bound.json
 """
 
 import json
 import statistics
+import time
 
 import torch
 from layer_case import case_arguments, case_of
@@ -36,12 +39,22 @@ def main() -> None:
     def sleep():
         torch.cuda._sleep(cycles)
 
+    def host_ms(step, steps: int = 10) -> float:
+        torch.cuda._sleep(cycles * 20)
+        t = time.perf_counter()
+        for _ in range(steps):
+            step()
+        t = time.perf_counter() - t
+        torch.cuda.synchronize()
+        return t / steps * 1e3
+
     res = {"device": torch.cuda.get_device_name(), "N": c.N, "K": args.topk, "S": c.S,
            "sleep_us": args.sleep_us, "rounds": []}
     for _ in range(args.rounds):
         row = {"sleep": steady_ms(sleep, 10, 5)["median_ms"]}
         for name, step in (("layer", c.layer), ("inner", c.inner)):
             row[name] = steady_ms(step, 10, 5)["median_ms"]
+            row[f"{name} host_ms"] = host_ms(step)
             row[f"{name} behind sleep"] = steady_ms(lambda s=step: (sleep(), s()), 10,
                                                     5)["median_ms"] - row["sleep"]
         res["rounds"].append({k: round(v, 4) for k, v in row.items()})

@@ -1,5 +1,5 @@
 """A/B of fast-path variants inside the layer, alternating: the norm kernel pooling q and k's
-coarsest level off, or on with 1, 2 or 4 warps per window. Per variant and case: each
+coarsest level off, or on with given warps per window and rows per load. Per variant and case: each
 kernel's GPU time inside forward+backward steps (``layer_kernels.kernel_us``), steady time
 per step, and checks that every variant selects the same entries and gives the same output
 up to bf16 rounding. (Round 8 also alternated the cascade's radix search with and without
@@ -19,15 +19,16 @@ from layer_kernels import kernel_us
 from lighthouse_attn.bench.common import steady_ms, warm_up_gpu
 from lighthouse_attn.ops.triton import attention, scores
 
-VARIANTS = {"base": None, "means w1": 1, "means w2": 2, "means w4": 4}  # name: means warps
+VARIANTS = {"base": (None, 16), "means w1": (1, 16), "means w1 rows8": (1, 8),
+            "means w2 rows8": (2, 8)}  # name: means warps, rows loaded at a time
 CASES = ((32768, 512, 3), (32768, 2048, 3), (131072, 2048, 3), (1048576, 4096, 4))
 means_apply = attention.means_apply
 
 
 def use(variant: str) -> None:
-    warps = VARIANTS[variant]
+    warps, rows = VARIANTS[variant]
     attention.means_apply = means_apply if warps else (lambda *a: False)
-    scores.MEANS_WARPS = warps or 1
+    scores.MEANS_WARPS, scores.MEANS_ROWS = warps or 1, rows
 
 
 def main() -> None:

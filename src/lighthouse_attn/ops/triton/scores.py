@@ -18,6 +18,7 @@ from .launch import cdiv, fast, next_pow2
 
 BLOCK_R = 16  # 16 rows, 4 warps: 7-9% faster than 32 on an H100 (stage_variants.json)
 MEANS_WARPS = 1  # warps of a window-mean program (the window's rows stay in one warp)
+MEANS_ROWS = 16  # rows it loads at a time (a divisor of BLOCK_R)
 
 
 def means_apply(window: int, D: int) -> bool:
@@ -84,7 +85,8 @@ def _launch(a: Tensor, b: Tensor, window: int | None) -> tuple[Tensor, ...]:
     blocks_a = cdiv(B * Ha * N, win)
     fast(_row_norms_kernel)[(blocks_a + cdiv(B * Hb * N, win),)](
         a, b, oa, ob, ma, mb, B * Ha * N, B * Hb * N, blocks_a, D, Ha, Hb, N,
-        *a.stride()[:3], *b.stride()[:3], WIN=win, ROWS=BLOCK_R, MEANS=means,
+        *a.stride()[:3], *b.stride()[:3], WIN=win, ROWS=MEANS_ROWS if means else BLOCK_R,
+        MEANS=means,
         BLOCK_D=next_pow2(D) if means else min(next_pow2(D), 128),
         ACC=tl.float64 if a.dtype == torch.float64 else tl.float32,
         num_warps=MEANS_WARPS if means else 4)
