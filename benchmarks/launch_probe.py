@@ -13,6 +13,7 @@ from host_overhead import host_us  # benchmarks/ is on the path
 
 from lighthouse_attn import LighthouseConfig
 from lighthouse_attn.ops.triton import window
+from lighthouse_attn.ops.triton.launch import accumulator
 from lighthouse_attn.ops.triton.scores import row_norms_pair
 from lighthouse_attn.ops.triton.select import select_with_map
 
@@ -30,10 +31,12 @@ def main() -> None:
     outs = [q.new_empty(1, H, S, D) for _ in range(3)]
     rows, skip = window.pool_plan(4, 3, D)
     grid = (triton.cdiv(N, rows), 3 * H)
-    pos = [q, k, v, *outs, pm, N, pm.shape[2], S, D, H, H, H, 1, 1, 1, 1, 1, 1, H,
-           *q.stride()[:3], *k.stride()[:3], *v.stride()[:3]]
+    # the pool kernel's arguments as window.pool passes them, no coarsest level given (the
+    # q, k, v in its place are unread placeholders)
+    pos = [q, k, v, *outs, q, k, v, pm, N, pm.shape[2], S, D, H, H, H, 1, 1, 1, 1, 1, 1,
+           1, 1, 1, H, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3]]
     const = dict(SHIFT=0, MEAN=True, L=3, P=4, LOG2P=2, ROWS=rows, BLOCK_D=128,
-                 ACC=window._acc(q.dtype), SKIP_EMPTY=skip)
+                 ACC=accumulator(q.dtype), SKIP_EMPTY=skip, GIVEN=0)
     compiled = window._pool_kernel[grid](*pos, **const, num_warps=4)
     names = window._pool_kernel.arg_names
     allargs = pos + [const[n] for n in names[len(pos):]]

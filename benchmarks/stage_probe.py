@@ -1,5 +1,6 @@
 """GPU time of the forward stage kernels alone (20 launches captured in a CUDA graph per
-timing, median of 7), beside a plain copy of q, k and v; with ``--variants`` also the norm,
+timing, median of 7), with and without the coarsest level of q and k pooled by the norm
+kernel, beside a plain copy of q, k and v; with ``--variants`` also the norm,
 pool and spread kernels (backward ones included) over span rows and warps.
 
     python benchmarks/stage_probe.py --out stages.json [--variants]
@@ -120,6 +121,11 @@ def main() -> None:
         case["select (with selection)"] = gpu_us(lambda: select_with_map(sq0, sk0, cfg))
         args3 = ([q, k, v], pm, S, [H] * 3, [1] * 3, [1] * 3, False, True, 4, 3)
         case["pool q,k,v"] = gpu_us(lambda: pool(*args3))
+        # as the eager layer runs them: the norm kernel also pools q and k's coarsest level
+        coarsest = scores.row_norms_and_means(q, k, 16)[2:]
+        case["norms + q,k coarsest level"] = gpu_us(
+            lambda: scores.row_norms_and_means(q, k, 16))
+        case["pool q,k,v (q,k coarsest given)"] = gpu_us(lambda: pool(*args3, coarsest))
         case["copy 3 x q (clone)"] = gpu_us(lambda: [x.clone() for x in (q, k, v)])
         if args.variants:
             case["variants"] = variants(q, k, v, pm, S, H, 4, 3)

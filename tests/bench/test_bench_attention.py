@@ -100,3 +100,25 @@ def test_merge_rejects_bad_input(tmp_path):
     (tmp_path / "c.json").write_text('{"benchmark": "train", "cases": []}')
     with pytest.raises(ValueError, match="not a bench attention result"):
         bench.merge_results([str(tmp_path / "c.json")])
+
+
+@pytest.mark.parametrize("p,fused", [(4, True), (2, False)])
+def test_stage_breakdown_times_the_stages_the_layer_runs(monkeypatch, p, fused):
+    """The breakdown's scores stage is the norm kernel with q and k's coarsest level where
+    the eager layer uses it (p^(L-1) = 16), the plain norms otherwise (Triton interpreter)."""
+    pytest.importorskip("triton")
+    import torch
+
+    from lighthouse_attn import LighthouseConfig
+    from lighthouse_attn.ops.triton import scores
+
+    calls = []
+    means = scores.row_norms_and_means
+    monkeypatch.setattr(scores, "row_norms_and_means", lambda *a: calls.append(1) or means(*a))
+    cfg = LighthouseConfig(num_levels=3, pooling_factor=p, topk=128, backend="triton")
+    q, k, v = (torch.randn(1, 1, cfg.min_seq_len, 16) for _ in range(3))
+    stages = bench._stage_breakdown(q, k, v, cfg, 0, 1)
+    assert set(stages) == {"scores", "select", "position_map (user selections only)",
+                           "gather_fwd", "scatter_fwd", "scatter_bwd", "gather_bwd"}
+    assert all(t > 0 for t in stages.values())
+    assert bool(calls) == fused

@@ -101,24 +101,32 @@ def _measure(fn, inputs, grad, warmup, repeats) -> dict:
 
 
 def _stage_breakdown(q, k, v, cfg, warmup, repeats) -> dict:
-    """Each stage of the fast path timed alone on the same inputs (forward and backward)."""
-    from ..ops.triton.scores import row_norms_pair
+    """Each stage of the fast path timed alone on the same inputs (forward and backward), as
+    the eager layer runs them: where the norm kernel can (``scores.means_apply``), it also
+    pools q and k's coarsest level, and the gather copies it."""
+    from ..ops.triton.scores import means_apply, row_norms_and_means, row_norms_pair
     from ..ops.triton.select import select_with_map
     from ..ops.triton.window import build_position_map, pool, spread
 
     N, H, L, p = q.shape[2], q.shape[1], cfg.num_levels, cfg.pooling_factor
-    sq0, sk0 = row_norms_pair(q, k)
+    if means_apply(cfg.coarsest_window, q.shape[-1]):
+        def scores():
+            return row_norms_and_means(q, k, cfg.coarsest_window)
+    else:
+        def scores():
+            return row_norms_pair(q, k)
+    sq0, sk0, *coarsest = scores()
     sel, pm = select_with_map(sq0, sk0, cfg)
     S = sel.level.shape[2]
-    gathered = pool([q, k, v], pm, S, [H] * 3, [1] * 3, [1] * 3, False, True, p, L)
+    gathered = pool([q, k, v], pm, S, [H] * 3, [1] * 3, [1] * 3, False, True, p, L, coarsest)
     og = fast_causal_attention(*gathered)
     dout = torch.randn_like(q)
     stages = {
-        "scores": lambda: row_norms_pair(q, k),
+        "scores": scores,
         "select": lambda: select_with_map(sq0, sk0, cfg),
         "position_map (user selections only)": lambda: build_position_map(*sel, N, p, L),
         "gather_fwd": lambda: pool([q, k, v], pm, S, [H] * 3, [1] * 3, [1] * 3, False, True,
-                                   p, L),
+                                   p, L, coarsest),
         "scatter_fwd": lambda: spread([og], pm, N, [H], [1], [1], True, False, p, L),
         "scatter_bwd": lambda: pool([dout], pm, S, [H], [1], [1], True, False, p, L),
         "gather_bwd": lambda: spread(gathered, pm, N, [H] * 3, [1] * 3, [1] * 3, False, True,

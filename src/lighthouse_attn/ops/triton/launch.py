@@ -58,6 +58,14 @@ def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def accumulator(dtype: torch.dtype):
+    """Triton accumulator type for data of ``dtype``: fp64 for fp64, fp32 otherwise (as the
+    reference path)."""
+    import triton.language as tl
+
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
 def next_pow2(n: int) -> int:
     """Smallest power of two >= ``n`` (``n >= 1``)."""
     return 1 << (n - 1).bit_length()

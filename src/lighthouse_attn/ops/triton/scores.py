@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .launch import cdiv, fast, next_pow2
+from .launch import accumulator, cdiv, fast, next_pow2
 
 BLOCK_R = 16  # 16 rows, 4 warps: 7-9% faster than 32 on an H100 (stage_variants.json)
 MEANS_WARPS = 1  # warps of a window-mean program (the window's rows stay in one warp)
@@ -87,8 +87,7 @@ def _launch(a: Tensor, b: Tensor, window: int | None) -> tuple[Tensor, ...]:
         a, b, oa, ob, ma, mb, B * Ha * N, B * Hb * N, blocks_a, D, Ha, Hb, N,
         *a.stride()[:3], *b.stride()[:3], WIN=win, ROWS=MEANS_ROWS if means else BLOCK_R,
         MEANS=means,
-        BLOCK_D=next_pow2(D) if means else min(next_pow2(D), 128),
-        ACC=tl.float64 if a.dtype == torch.float64 else tl.float32,
+        BLOCK_D=min(next_pow2(D), 128), ACC=accumulator(a.dtype),
         num_warps=MEANS_WARPS if means else 4)
     return (oa, ob, ma, mb) if means else (oa, ob)
 

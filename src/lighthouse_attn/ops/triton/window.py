@@ -29,7 +29,7 @@ import triton.language as tl
 from torch import Tensor
 
 from ..select import Selection
-from .launch import cdiv, fast, next_pow2
+from .launch import accumulator, cdiv, fast, next_pow2
 
 SPREAD_ROWS = 32  # spread span: 5-7% faster than 64 for the 3-tensor spread from 32K to 512K
 
@@ -187,11 +187,6 @@ def _map_kernel(level_ptr, index_ptr, map_ptr, S, M, N,
     tl.store(map_ptr + row.to(tl.int64) * M + off + idx, s.to(tl.int32), mask=ms)
 
 
-def _acc(dtype: torch.dtype):
-    """Accumulator: fp64 for fp64 data, fp32 otherwise (as the reference path)."""
-    return tl.float64 if dtype == torch.float64 else tl.float32
-
-
 def map_len(seq_len: int, pooling_factor: int, num_levels: int) -> int:
     """``M = sum_l N / p^l``: entries of the position map per row."""
     return sum(seq_len // pooling_factor**lvl for lvl in range(num_levels))
@@ -229,7 +224,7 @@ def pool(xs: list[Tensor], pos_map: Tensor, S: int, heads: list[int], x_divs: li
         *_pad3([c.shape[1] for c in coarsest], 1), pos_map.shape[1], *strides,
         SHIFT=int(shift), MEAN=mean, L=num_levels, P=pooling_factor,
         LOG2P=pooling_factor.bit_length() - 1, ROWS=rows, BLOCK_D=next_pow2(D),
-        ACC=_acc(xs[0].dtype), SKIP_EMPTY=skip, GIVEN=len(coarsest), num_warps=4)
+        ACC=accumulator(xs[0].dtype), SKIP_EMPTY=skip, GIVEN=len(coarsest), num_warps=4)
     return outs
 
 
@@ -248,7 +243,7 @@ def spread(gs: list[Tensor], pos_map: Tensor, seq_len: int, heads: list[int],
         *_pad3(heads, 0), *_pad3(groups, 1), *_pad3(sel_divs, 1), pos_map.shape[1], *strides,
         SHIFT=int(shift), MEAN=mean, L=num_levels, P=pooling_factor,
         LOG2P=pooling_factor.bit_length() - 1, ROWS=rows, BLOCK_D=next_pow2(D),
-        ACC=_acc(gs[0].dtype), num_warps=spread_warps(len(gs), rows))
+        ACC=accumulator(gs[0].dtype), num_warps=spread_warps(len(gs), rows))
     return outs
 
 
