@@ -61,12 +61,37 @@ def select_row(sq0, sk0, cfg):
         w = p**lvl
         return max(s0[m * w:(m + 1) * w])
 
+    def causal_score(s0, lvl, m):  # the window before (l, m) and its first position
+        w = p**lvl
+        return max(s0[max(0, m * w - w):m * w + 1])
+
+    def causal_pick(cands, lvl):  # the sequential walk of SPEC section 11
+        C = len(cands)
+        g = max(2, -(-2 * C // 128))
+        chosen, taken = set(), {}
+        for i, m in enumerate(cands):
+            want = any(causal_score(s, lvl, m) > max(
+                [causal_score(s, lvl, cands[j]) for j in range(max(0, i - g + 1), i)],
+                default=float("-inf")) for s in (sq0, sk0))
+            seg = 16 * i // C
+            left = sum(1 for j in range(i, C) if 16 * j // C == seg)
+            have = taken.get(seg, 0)
+            if (want and have < 8) or left <= 8 - have:
+                chosen.add(m)
+                taken[seg] = have + 1
+        return chosen
+
     emitted = []  # (level, index, selected)
     n_coarse = N // p ** (L - 1)
     C = n_coarse // T
     for tile in range(T):
         cands = list(range(tile * C, (tile + 1) * C))
         for lvl in range(L - 1, 0, -1):
+            if getattr(cfg, "selection", "paper") == "causal":
+                chosen = causal_pick(cands, lvl)
+                emitted += [(lvl, m, m in chosen) for m in cands]
+                cands = sorted(p * m + j for m in chosen for j in range(p))
+                continue
             a = sorted(cands, key=lambda m: (-lvl_score(sq0, lvl, m), m))[:64]
             rest = [m for m in cands if m not in set(a)]
             bset = sorted(rest, key=lambda m: (-lvl_score(sk0, lvl, m), m))[:64]

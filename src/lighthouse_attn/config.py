@@ -9,8 +9,12 @@ TILE = 128
 """Entries selected per tile and level (SPEC section 3): ``T0``."""
 HALF = TILE // 2
 """Entries picked by the query score (set A) and by the key score (set B) per tile."""
+SEGMENTS = 16
+"""Causal selection: each tile's candidate list at a level is cut into this many consecutive
+segments, each refining ``TILE / SEGMENTS`` of its candidates (docs/spec.md section 11)."""
 
 SCORERS = ("norm", "dilated")
+SELECTIONS = ("paper", "causal")
 GQA_MODES = ("expand", "shared")
 SHORT_SEQ = ("error", "dense")
 BACKENDS = ("auto", "torch", "triton")
@@ -30,6 +34,10 @@ class LighthouseConfig:
         topk: selection budget ``K``: a positive multiple of 128; ``K / 128`` tiles.
         scorer: ``"norm"`` (query/key norms) or ``"dilated"`` (norms of dilated attention outputs).
         dilation: ``δ`` for the dilated scorer (the sequence length must be a multiple of it).
+        selection: ``"paper"`` (the paper's top-K by window-max scores: which windows are
+            refined depends on later tokens, so stage 1 is not causal) or ``"causal"`` (each
+            refinement is decided from tokens up to the window's first position, with the same
+            gathered length and tile budget; docs/spec.md section 11).
         gqa: ``"expand"`` (every query head selects on its own) or ``"shared"`` (one selection
             per key/value head, no expansion of k and v).
         short_seq: what to do with a sequence too short for the budget: ``"error"`` raises
@@ -51,6 +59,7 @@ class LighthouseConfig:
     topk: int = 1536
     scorer: str = "norm"
     dilation: int = 4
+    selection: str = "paper"
     gqa: str = "expand"
     short_seq: str = "error"
     backend: str = "auto"
@@ -67,7 +76,7 @@ class LighthouseConfig:
             near = max(TILE, round(self.topk / TILE) * TILE) if _is_int(self.topk) else 1536
             raise ValueError(f"topk must be a positive multiple of {TILE} (SPEC section 3: "
                              f"K % 128 == 0, K >= 128; got {self.topk!r}); try topk={near}")
-        for name, allowed in (("scorer", SCORERS), ("gqa", GQA_MODES),
+        for name, allowed in (("scorer", SCORERS), ("selection", SELECTIONS), ("gqa", GQA_MODES),
                               ("short_seq", SHORT_SEQ), ("backend", BACKENDS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; "

@@ -65,3 +65,17 @@ def level_scores(s0: Tensor, num_levels: int, pooling_factor: int) -> list[Tenso
         w = pooling_factor**lvl
         out.append(s0.view(*s0.shape[:-1], s0.shape[-1] // w, w).amax(-1))
     return out
+
+
+def causal_level_scores(s0: Tensor, num_levels: int, pooling_factor: int) -> list[Tensor]:
+    """Scores of the causal selection (SPEC section 11): entry ``(l, m)`` with ``w = p^l``
+    scores the max of the base scores over ``[m w - w, m w]`` (the window before it and its own
+    first position; ``s0[0]`` for ``m = 0``), so it reads no position after the window's first.
+    """
+    out = [s0]
+    for lvl in range(1, num_levels):
+        w = pooling_factor**lvl
+        before = F.pad(s0.view(*s0.shape[:-1], s0.shape[-1] // w, w).amax(-1), (1, 0),
+                       value=float("-inf"))[..., :-1]
+        out.append(torch.maximum(before, s0[..., ::w]))
+    return out

@@ -23,8 +23,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ...config import HALF, TILE, LighthouseConfig
-from ..select import Selection
+from ...config import HALF, SEGMENTS, TILE, LighthouseConfig
+from ..select import Selection, look_back
 from .launch import fast, next_pow2
 from .window import map_len
 
@@ -96,6 +96,50 @@ def _pick(sq_row, sk_row, cand, valid, W: tl.constexpr, HALF_: tl.constexpr,
 
 
 @triton.jit
+def _causal_keys(s_row, cand, valid, W: tl.constexpr):
+    """Sort keys of the causal scores: max of the level-0 scores over ``[cand W - W, cand W]``
+    (the window before the candidate and its first token; -1 where invalid)."""
+    before = _window_max(s_row, cand - 1, valid & (cand > 0), W)
+    first = tl.load(s_row + cand * W, mask=valid, other=-1.0)
+    return _sort_bits(tl.maximum(before, first), valid)
+
+
+@triton.jit
+def _beats_recent(scratch, keys, G):
+    """``keys[i]`` is larger than every ``keys[j]``, ``i - G < j < i`` (through scratch)."""
+    offs = tl.arange(0, keys.shape[0])
+    tl.store(scratch + offs, keys)
+    tl.debug_barrier()
+    best = tl.full(keys.shape, -1, tl.int32)
+    for j in range(1, G):
+        best = tl.maximum(best, tl.load(scratch + offs - j, mask=offs >= j, other=-1))
+    tl.debug_barrier()
+    return keys > best
+
+
+@triton.jit
+def _pick_causal(sq_row, sk_row, scratch, cand, valid, n, G, W: tl.constexpr,
+                 SEG: tl.constexpr, BUDGET: tl.constexpr):
+    """Causal chosen mask among ``n`` candidates in ascending order (``ops/select.py``'s
+    ``pick_causal``): they want refinement when a score beats the ``G - 1`` before; each of
+    ``SEG`` segments refines ``BUDGET`` in order, filling its end when wants run short."""
+    want = _beats_recent(scratch, _causal_keys(sq_row, cand, valid, W), G)
+    want = (want | _beats_recent(scratch, _causal_keys(sk_row, cand, valid, W), G)) & valid
+    i = tl.arange(0, cand.shape[0])
+    seg = SEG * i // n
+    start = (seg * n + SEG - 1) // SEG
+    end = ((seg + 1) * n + SEG - 1) // SEG
+    w = want.to(tl.int32)
+    cum = tl.cumsum(w, 0)
+    tl.store(scratch + i, cum)
+    tl.debug_barrier()
+    before = cum - w - tl.load(scratch + start - 1, mask=valid & (start > 0), other=0)
+    tl.debug_barrier()
+    forced = end - i <= BUDGET - tl.minimum(before, BUDGET)
+    return (forced | (want & (before < BUDGET))) & valid
+
+
+@triton.jit
 def _by_rank(scratch, values, chosen, n: tl.constexpr):
     """The values of the chosen entries in rank order (``n`` of them), through scratch."""
     rank = tl.cumsum(chosen.to(tl.int32), 0) - 1
@@ -134,11 +178,11 @@ def _emit(level_ptr, index_ptr, map_ptr, out_row, map_row, base, pos, index, val
 
 @triton.jit
 def _select_kernel(sq_ptr, sk_ptr, level_ptr, index_ptr, map_ptr, work_ptr,
-                        N, S, M, C, heads, sk_div,
+                        N, S, M, C, heads, sk_div, G_C,
                         L: tl.constexpr, P: tl.constexpr, LOG2P: tl.constexpr,
                         BLOCK_C: tl.constexpr, NMAX: tl.constexpr, TILE_: tl.constexpr,
                         HALF_: tl.constexpr, DIGIT: tl.constexpr, SEL: tl.constexpr,
-                        FILL: tl.constexpr):
+                        FILL: tl.constexpr, CAUSAL: tl.constexpr, SEG: tl.constexpr):
     tile = tl.program_id(0)
     row = tl.program_id(1)
     n_tiles = tl.num_programs(0)
@@ -169,10 +213,18 @@ def _select_kernel(sq_ptr, sk_ptr, level_ptr, index_ptr, map_ptr, work_ptr,
     tl.debug_barrier()
 
     # 1. top-down: choose at every level; keep candidates and choices in the work rows
-    chosen_c = _pick(sq_row, sk_row, cand_c, valid_c, P**(L - 1), HALF_, DIGIT)
+    if CAUSAL:
+        chosen_c = _pick_causal(sq_row, sk_row, scratch, cand_c, valid_c, C, G_C, P**(L - 1),
+                                SEG, TILE_ // SEG)
+    else:
+        chosen_c = _pick(sq_row, sk_row, cand_c, valid_c, P**(L - 1), HALF_, DIGIT)
     cand = (_by_rank(scratch, cand_c, chosen_c, TILE_)[:, None] * P + j2).reshape(TILE_ * P)
     for lvl in tl.static_range(L - 2, 0, -1):
-        chosen = _pick(sq_row, sk_row, cand, cand >= 0, P**lvl, HALF_, DIGIT)
+        if CAUSAL:
+            chosen = _pick_causal(sq_row, sk_row, scratch, cand, cand >= 0, TILE_ * P, 2 * P,
+                                  P**lvl, SEG, TILE_ // SEG)
+        else:
+            chosen = _pick(sq_row, sk_row, cand, cand >= 0, P**lvl, HALF_, DIGIT)
         tl.store(work + (2 * lvl - 2) * NMAX + tl.arange(0, TILE_ * P), cand)
         tl.store(work + (2 * lvl - 1) * NMAX + tl.arange(0, TILE_ * P), chosen.to(tl.int32))
         cand = (_by_rank(scratch, cand, chosen, TILE_)[:, None] * P + j2).reshape(TILE_ * P)
@@ -206,9 +258,11 @@ def _select_kernel(sq_ptr, sk_ptr, level_ptr, index_ptr, map_ptr, work_ptr,
 
 
 def select_tiles(sq0: Tensor, sk0: Tensor, num_levels: int, pooling_factor: int, topk: int,
-                 with_selection: bool = True) -> tuple[Tensor | None, Tensor | None, Tensor]:
+                 with_selection: bool = True, causal: bool = False
+                 ) -> tuple[Tensor | None, Tensor | None, Tensor]:
     """Launch the cascade: ``(level, index, pos_map)`` (see :func:`select_with_map`); level
-    and index are ``None`` unless ``with_selection`` (the kernels need the map alone)."""
+    and index are ``None`` unless ``with_selection`` (the kernels need the map alone);
+    ``causal`` picks with the causal rule instead of the paper's top-k."""
     L, p, T = num_levels, pooling_factor, topk // TILE
     B, heads, N = sq0.shape
     C = N // p ** (L - 1) // T
@@ -223,22 +277,22 @@ def select_tiles(sq0: Tensor, sk0: Tensor, num_levels: int, pooling_factor: int,
     fast(_select_kernel)[(T, B * heads)](
         sq0.contiguous(), sk0.contiguous(), pos_map if level is None else level,
         pos_map if index is None else index, pos_map, work,
-        N, T * E, pos_map.shape[2], C, heads, heads // sk0.shape[1],
+        N, T * E, pos_map.shape[2], C, heads, heads // sk0.shape[1], look_back(C),
         L=L, P=p, LOG2P=p.bit_length() - 1, BLOCK_C=next_pow2(C), NMAX=nmax,
-        TILE_=TILE, HALF_=HALF, DIGIT=4, SEL=with_selection, FILL=1024,
-        num_warps=WARPS)
+        TILE_=TILE, HALF_=HALF, DIGIT=4, SEL=with_selection, FILL=1024, CAUSAL=causal,
+        SEG=SEGMENTS, num_warps=WARPS)
     return level, index, pos_map
 
 
 @torch.library.custom_op("lighthouse_attn::select_tiles", mutates_args=())
-def select_tiles_op(sq0: Tensor, sk0: Tensor, num_levels: int, pooling_factor: int, topk: int
-                    ) -> tuple[Tensor, Tensor, Tensor]:
+def select_tiles_op(sq0: Tensor, sk0: Tensor, num_levels: int, pooling_factor: int, topk: int,
+                    causal: bool) -> tuple[Tensor, Tensor, Tensor]:
     """:func:`select_tiles` as an opaque op for torch.compile."""
-    return select_tiles(sq0, sk0, num_levels, pooling_factor, topk)
+    return select_tiles(sq0, sk0, num_levels, pooling_factor, topk, causal=causal)
 
 
 @select_tiles_op.register_fake
-def _(sq0, sk0, num_levels, pooling_factor, topk):
+def _(sq0, sk0, num_levels, pooling_factor, topk, causal):
     B, heads, N = sq0.shape
     S = N // pooling_factor ** (num_levels - 1) + (num_levels - 1) * pooling_factor * topk
     out = sq0.new_empty(B, heads, S, dtype=torch.int64)
@@ -254,16 +308,18 @@ def select_with_map(sq0: Tensor, sk0: Tensor, config: LighthouseConfig,
     un-repeated key scores). Returns the same :class:`Selection` as
     ``ops.select.select_from_scores`` on the window-max level scores (``None`` unless
     ``with_selection``), and its inverse position map ``(B, H', M)`` int32 (see
-    ``window.build_position_map``). ``pooling_factor`` must be a power of two and ``L <= 7``."""
+    ``window.build_position_map``). ``pooling_factor`` must be a power of two and ``L <= 7``.
+    With ``selection="causal"`` the cascade picks by the causal rule (SPEC section 11)."""
     if config.num_levels == 1:
         B, heads, N = sq0.shape
         index = torch.arange(N, device=sq0.device).expand(B, heads, N).contiguous()
         return Selection(torch.zeros_like(index), index), index.to(torch.int32)
     args = (sq0, sk0, config.num_levels, config.pooling_factor, config.topk)
+    causal = config.selection == "causal"
     if torch.compiler.is_compiling():
-        level, index, pos_map = select_tiles_op(*args)
+        level, index, pos_map = select_tiles_op(*args, causal)
     else:
-        level, index, pos_map = select_tiles(*args, with_selection)
+        level, index, pos_map = select_tiles(*args, with_selection, causal)
     return (Selection(level, index) if level is not None else None), pos_map
 
 
