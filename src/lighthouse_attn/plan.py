@@ -68,7 +68,7 @@ def format_plan(p: dict) -> str:
         p["level_counts"]))))
     lines = [
         f"Lighthouse plan: N={p['seq_len']:,}  L={p['num_levels']}  p={p['pooling_factor']}  "
-        f"K={p['topk']:,}  scorer={p['scorer']}  gqa={p['gqa']}",
+        f"K={p['topk']:,}  scorer={p['scorer']}  selection={p['selection']}  gqa={p['gqa']}",
         f"  tiles T                  {p['tiles']}"
         + (f"  ({p['coarsest_entries_per_tile']:,} coarsest entries each, 128 refined per "
            "level)" if p["coarsest_entries_per_tile"] else ""),
@@ -101,6 +101,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scorer", default=d.scorer, choices=["norm", "dilated"])
     parser.add_argument("--dilation", type=int, default=d.dilation)
     parser.add_argument("--gqa", default=d.gqa, choices=["expand", "shared"])
+    parser.add_argument("--selection", default=d.selection, choices=["paper", "causal"],
+                        help="selection rule (same S, tiles and cost either way)")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--kv-heads", type=int, default=None)
@@ -116,7 +118,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     cfg = LighthouseConfig(num_levels=args.num_levels, pooling_factor=args.pooling_factor,
                            topk=args.topk, scorer=args.scorer, dilation=args.dilation,
-                           gqa=args.gqa)
+                           gqa=args.gqa, selection=args.selection)
     for name in ("seq_len", "batch_size", "heads", "head_dim"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")

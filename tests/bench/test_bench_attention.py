@@ -47,6 +47,10 @@ def test_table_and_plot(tmp_path):
     table = bench.format_table(rows)
     assert "steady" in table and "1.09x" in table
     assert "det/default" in table and "1.23x" in table and "1.46x" in table
+    assert "causal/paper" not in table
+    rows[1]["causal_vs_paper"] = 1.034
+    table = bench.format_table(rows)
+    assert "causal/paper" in table and "1.03x" in table
     path = tmp_path / "a.png"
     bench.plot(rows, path, {"device": "test"})
     assert path.stat().st_size > 10_000

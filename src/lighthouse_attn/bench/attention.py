@@ -184,6 +184,15 @@ def run_case(N: int, cfg: LighthouseConfig, args: argparse.Namespace, dense_cach
     del qs, ks, vs
     row["lighthouse"]["stages_ms"] = _stage_breakdown(q.detach(), k.detach(), v.detach(), cfg,
                                                       1, args.repeats)
+    if args.causal:
+        ccfg = LighthouseConfig(**{**cfg.to_dict(), "selection": "causal"})
+        row["lighthouse_causal"] = _measure(
+            lambda a, b, c: lighthouse_attention(a, b, c, ccfg), (q, k, v), grad, 2,
+            args.repeats)
+        row["causal_vs_paper"] = (row["lighthouse_causal"]["fwd_bwd_ms"]
+                                  / row["lighthouse"]["fwd_bwd_ms"])
+        row["causal_vs_paper_steady"] = (row["lighthouse_causal"]["fwd_bwd_steady_ms"]
+                                         / row["lighthouse"]["fwd_bwd_steady_ms"])
     if args.deterministic:
         dcfg = LighthouseConfig(**{**cfg.to_dict(), "deterministic": True})
         row["lighthouse_deterministic"] = _measure(
@@ -219,7 +228,8 @@ def format_table(rows: list[dict]) -> str:
             + f"{'target':>6} | {'vs dense':>8}"
             + (f" | {'det/default':>11}" if any("deterministic_vs_default" in r for r in rows)
                else "")
-            + (f" | {'graphed LH/inner':>11}" if graphed else ""))
+            + (f" | {'graphed LH/inner':>11}" if graphed else "")
+            + (f" | {'causal/paper':>12}" if any("causal_vs_paper" in r for r in rows) else ""))
     lines = [head, "-" * len(head)]
     for r in rows:
         dense = [d for d in r["dense"].values() if "fwd_bwd_ms" in d]
@@ -237,7 +247,9 @@ def format_table(rows: list[dict]) -> str:
             + (f" | {r['deterministic_vs_default']:10.2f}x" if "deterministic_vs_default" in r
                else "")
             + (" | " + _ratio(r.get("cuda_graphs", {}).get("overhead_vs_inner"), 10)
-               if graphed else ""))
+               if graphed else "")
+            + (" | " + _ratio(r.get("causal_vs_paper"), 11)
+               if any("causal_vs_paper" in x for x in rows) else ""))
     return "\n".join(lines)
 
 
@@ -300,6 +312,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(no host dispatch, as under torch.compile reduce-overhead)")
     parser.add_argument("--deterministic", action="store_true",
                         help="also time LighthouseConfig(deterministic=True)")
+    parser.add_argument("--causal", action="store_true",
+                        help="also time LighthouseConfig(selection='causal') on the same inputs")
     parser.add_argument("--merge", default=None, metavar="A.json,B.json",
                         help="time nothing: merge earlier results of one device into one JSON, "
                              "table and plot (e.g. runs split to fit a time limit)")

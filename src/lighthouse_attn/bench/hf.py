@@ -45,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     lh.add_argument("--topk", type=int, default=1536)
     lh.add_argument("--scorer", default="norm", choices=("norm", "dilated"))
     lh.add_argument("--gqa", default="expand", choices=("expand", "shared"))
+    lh.add_argument("--selection", default="paper", choices=("paper", "causal"))
     lh.add_argument("--dense-layers", default="0,1,-2,-1",
                     help="comma-separated layers kept on SDPA in stage 1 ('' for none)")
     r = parser.add_argument_group("run")
@@ -148,7 +149,8 @@ def _bench_config(args: argparse.Namespace) -> dict:
         raise ValueError(f"--dense-layers {bad} out of range for {n} layers (0..{n - 1} or "
                          f"-{n}..-1)")
     lighthouse = LighthouseConfig(num_levels=args.num_levels, pooling_factor=args.pooling_factor,
-                                  topk=args.topk, scorer=args.scorer, gqa=args.gqa)
+                                  topk=args.topk, scorer=args.scorer, gqa=args.gqa,
+                                  selection=args.selection)
     lighthouse_layers = sorted(set(range(n)) - {i % n for i in dense_layers})
     if "lighthouse" in variants:
         lighthouse.validate(args.seq_len)

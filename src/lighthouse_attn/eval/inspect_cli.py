@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import GQA_MODES, SCORERS, LighthouseConfig
+from ..config import GQA_MODES, SCORERS, SELECTIONS, LighthouseConfig
 from ..data import encode
 from ..jsonfile import write_json
 from .cli import describe, file_stem, setup_runtime
@@ -22,7 +22,7 @@ from .loading import load_checkpoint
 from .plots import plot_selection
 from .selection import model_selection, selection_summary
 
-_OVERRIDES = ("num_levels", "pooling_factor", "topk", "scorer", "dilation", "gqa")
+_OVERRIDES = ("num_levels", "pooling_factor", "topk", "scorer", "dilation", "selection", "gqa")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--topk", type=int, help="selection budget K")
     g.add_argument("--scorer", choices=SCORERS)
     g.add_argument("--dilation", type=int)
+    g.add_argument("--selection", choices=SELECTIONS)
     g.add_argument("--gqa", choices=GQA_MODES)
     r = parser.add_argument_group("runtime and output")
     r.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -117,7 +118,8 @@ def main(args: argparse.Namespace) -> int:
 
     always_dense = layer in mc.dense_layer_indices
     title = (f"{ckpt.name}: layer {layer}" + (f", head {head}" if head is not None else "") +
-             f"; L={cfg.num_levels} p={cfg.pooling_factor} K={cfg.topk} {cfg.scorer}" +
+             f"; L={cfg.num_levels} p={cfg.pooling_factor} K={cfg.topk} {cfg.scorer} "
+             f"{cfg.selection}" +
              (" (this layer runs dense in stage 1)" if always_dense else ""))
     print(f"selection of {title}")
     print(f"  {seq_len:,} tokens of {args.text}; gathered length {summary['gathered_length']:,}")

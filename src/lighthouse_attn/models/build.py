@@ -33,7 +33,8 @@ ModelConfig = Union[LlamaConfig, "HFModelConfig"]
 _MODEL_FIELDS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "ffn_hidden", "rope_theta",
                  "tie_embeddings")
 # option dest -> LighthouseConfig field
-_LIGHTHOUSE_FIELDS = ("num_levels", "pooling_factor", "topk", "scorer", "dilation", "gqa")
+_LIGHTHOUSE_FIELDS = ("num_levels", "pooling_factor", "topk", "scorer", "dilation", "selection",
+                      "gqa")
 
 
 def parse_dense_layers(text: str) -> tuple[int, ...]:
@@ -73,6 +74,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_preset: str = "
     h.add_argument("--topk", type=int, help="selection budget K (a multiple of 128)")
     h.add_argument("--scorer", choices=["norm", "dilated"])
     h.add_argument("--dilation", type=int, help="dilation of the dilated scorer")
+    h.add_argument("--selection", choices=["paper", "causal"],
+                   help="paper: the paper's top-K (reads later tokens); causal: every "
+                        "refinement decided from earlier tokens only (default: paper)")
     h.add_argument("--gqa", choices=["expand", "shared"])
     h.add_argument("--dense-layers", type=str,
                    help="layers always dense, e.g. '0,1,-2,-1' (negative: from the end; "

@@ -287,7 +287,7 @@ def describe(run: TrainConfig, model: ModelConfig, env: DistEnv, data: PackedSeq
     lh_layers = model.lighthouse_layer_indices
     if run.lighthouse_steps and lh_layers:
         stage1 = (f"Lighthouse L={lh.num_levels} p={lh.pooling_factor} K={lh.topk} "
-                  f"{lh.scorer} in {len(lh_layers)}/{model.n_layers} layers (dense: "
+                  f"{lh.scorer}, {lh.selection} selection, in {len(lh_layers)}/{model.n_layers} layers (dense: "
                   f"{list(model.dense_layer_indices)}), gathered length "
                   f"{lh.gathered_length(run.seq_len):,} of {run.seq_len:,}")
     else:
