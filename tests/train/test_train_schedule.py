@@ -23,5 +23,26 @@ def test_warmup_then_cosine_to_min():
 def test_linear_decay_and_unknown_schedule():
     lrs = [lr_at(s, 5, 2.0, 1, 0.0, "linear") for s in range(5)]
     assert lrs == pytest.approx([2.0, 1.5, 1.0, 0.5, 0.0])
-    with pytest.raises(ValueError, match="cosine"):
+    with pytest.raises(ValueError, match="cosine, linear, constant, wsd"):
         lr_at(3, 5, 1.0, 1, 0.0, "step")
+
+
+def test_constant_after_warmup():
+    lrs = [lr_at(s, 8, 1.0, 2, 0.1, "constant") for s in range(8)]
+    assert lrs == [0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+
+
+def test_wsd_is_flat_then_decays_linearly_over_the_last_steps():
+    lrs = [lr_at(s, 10, 1.0, 2, 0.0, "wsd", decay_steps=4) for s in range(10)]
+    assert lrs == pytest.approx([0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 0.75, 0.5, 0.25, 0.0])
+    # identical to the constant schedule before the decay: a wsd run can branch from it
+    assert lrs[:6] == [lr_at(s, 10, 1.0, 2, 0.0, "constant") for s in range(6)]
+    assert lr_at(9, 10, 1.0, 2, 0.1, "wsd", decay_steps=4) == pytest.approx(0.1)
+
+
+def test_wsd_default_decay_is_the_dense_stage():
+    from lighthouse_attn.train.schedule import wsd_decay_steps
+
+    assert wsd_decay_steps(None, 180, 480) == 180
+    assert wsd_decay_steps(None, 0, 500) == 100
+    assert wsd_decay_steps(50, 180, 480) == 50

@@ -34,6 +34,7 @@ from .metrics import MetricsLog, plot_loss, read_metrics, write_summary
 from .options import TrainConfig, validate_model_for_run
 from .schedule import lr_at, stage_at
 from .signals import StopRequest
+from .validation import Validation, eval_steps
 
 
 class TrainingError(RuntimeError):
@@ -91,7 +92,11 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, resume: bo
     data = PackedSequences(load_tokens(run.data, run.text_field), run.seq_len)
     loader = BatchLoader(data, run.batch_size, run.grad_accum, run.seed, env.rank,
                          env.world_size)
-    echo(describe(run, model_config, env, data, memory, bf16, threads))
+    validation = (Validation(run.eval_data, run.seq_len, run.eval_sequences,
+                             max(1, micro_batch), env.world_size, run.text_field)
+                  if run.eval_data else None)
+    tensorboard = _tensorboard_check(run)
+    echo(describe(run, model_config, env, data, memory, bf16, threads, validation))
     if dry_run:
         return RunResult("dry run", 0, str(run_dir), None, None)
 
@@ -155,6 +160,9 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, resume: bo
     # ---- 4. The loop ----------------------------------------------------------------
     bar = tqdm(total=run.total_steps, initial=step, unit="step", dynamic_ncols=True,
                disable=not (progress and env.is_main))
+    scored_at = eval_steps(run.validation_every, run.lighthouse_steps, run.total_steps) \
+        if validation else set()
+    board = tensorboard(run_dir / "tensorboard") if tensorboard and env.is_main else None
     step_tokens = run.batch_size * run.seq_len
     interrupted = None
     with StopRequest() as stop:
@@ -165,7 +173,7 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, resume: bo
                 log.event(f"step {step}: switch to dense SDPA in every layer (same weights, "
                           "optimizer state, learning-rate schedule and data position)")
             lr = lr_at(step, run.total_steps, run.lr, run.warmup_steps, run.min_lr_ratio,
-                       run.schedule)
+                       run.schedule, run.wsd_decay)
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
@@ -190,8 +198,16 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, resume: bo
             record = {"step": step, "stage": stage, "loss": loss, "lr": lr,
                       "grad_norm": grad_norm, "tokens_per_s": step_tokens / dt,
                       "tokens_step": step_tokens, "tokens": tokens_seen, "elapsed_s": elapsed}
+            if step in scored_at:
+                record.update(validation.scores(model, env, autocast, stage))
             if env.is_main:
                 log.append(record)
+                if board is not None:
+                    for key in ("loss", "lr", "grad_norm", "tokens_per_s", "val_dense",
+                                "val_lighthouse"):
+                        if key in record:
+                            board.add_scalar(f"train/{key}" if key[:3] != "val" else
+                                             f"val/{key[4:]}", record[key], step)
                 bar.set_postfix(stage=stage, loss=f"{loss:.3f}",
                                 tok_s=f"{step_tokens / dt:,.0f}")
                 bar.update()
@@ -211,6 +227,8 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, resume: bo
                           f"`lighthouse-attn train --resume {run_dir}`")
                 break
     bar.close()
+    if board is not None:
+        board.close()
 
     # ---- 5. The dense model, plot and summary -----------------------------------------
     final_dir = None
@@ -280,8 +298,21 @@ def restore_rng(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _tensorboard_check(run: TrainConfig):
+    """``SummaryWriter`` when ``--tensorboard`` is on (``ValueError`` if not installed)."""
+    if not run.tensorboard:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ValueError("--tensorboard needs the tensorboard package: pip install "
+                         "tensorboard (or drop --tensorboard)") from None
+    return SummaryWriter
+
+
 def describe(run: TrainConfig, model: ModelConfig, env: DistEnv, data: PackedSequences,
-             memory: dict[str, int], bf16: bool, threads: int | None) -> str:
+             memory: dict[str, int], bf16: bool, threads: int | None,
+             validation: Validation | None = None) -> str:
     """The plan printed before training."""
     lh = model.lighthouse
     lh_layers = model.lighthouse_layer_indices
@@ -301,10 +332,16 @@ def describe(run: TrainConfig, model: ModelConfig, env: DistEnv, data: PackedSeq
     source = "embedded stdlib corpus" if not run.data else ", ".join(run.data)
     device = env.device.type + (f" ({threads} thread{'s' if threads > 1 else ''})"
                                 if threads else "")
+    schedule = run.schedule + (f" (decay over the last {run.wsd_decay} steps)"
+                               if run.schedule == "wsd" else "")
+    held_out = (f"{validation.count} x {run.seq_len:,} tokens of {', '.join(run.eval_data)}, "
+                f"every {run.validation_every} steps" if validation else "none (--eval-data)")
     return "\n".join([
         header,
         f"  stage 1: {run.lighthouse_steps} steps, {stage1}",
         f"  stage 2: {run.dense_steps} steps, dense SDPA in every layer",
+        f"  schedule: {schedule}, lr {run.lr:g}, {run.warmup_steps} warm-up steps",
+        f"  held-out: {held_out}",
         f"  batch: {run.batch_size} x {run.seq_len:,} = {tokens:,} tokens/step (grad-accum "
         f"{run.grad_accum}, {processes})",
         f"  data: {len(data.tokens):,} tokens, {len(data):,} sequences ({source})",

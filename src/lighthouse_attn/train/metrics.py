@@ -2,7 +2,10 @@
 
 Each line of ``metrics.jsonl`` is one optimizer step: ``step`` (1-based), ``stage``
 (``"lighthouse"`` or ``"dense"``), ``loss``, ``lr``, ``grad_norm``, ``tokens_per_s``,
-``tokens`` (seen so far) and ``elapsed_s`` (training wall time so far, across resumes).
+``tokens`` (seen so far) and ``elapsed_s`` (training wall time so far, across resumes). Steps
+at which held-out text was scored add ``val_dense`` (nats/byte under dense attention),
+``val_lighthouse`` (under Lighthouse, stage 1 only) and ``val_s`` (seconds the scoring took,
+not part of ``elapsed_s``).
 """
 
 from __future__ import annotations
@@ -95,12 +98,20 @@ def plot_loss(records: list[dict], switch_step: int | None, path: str | Path,
             ax_loss.plot(steps, _running_mean(losses, 10), color=color, lw=1.8,
                          label=f"{labels[stage]} (mean of 10 steps)")
             ax_tps.plot(steps, [r["tokens_per_s"] for r in rs], color=color, lw=1)
+    scored = [r for r in records if "val_dense" in r]
+    if scored:
+        ax_loss.plot([r["step"] for r in scored], [r["val_dense"] for r in scored], "o-",
+                     color="black", ms=3.5, lw=1.2, label="held-out, dense attention")
+        lh = [r for r in scored if "val_lighthouse" in r]
+        if lh:
+            ax_loss.plot([r["step"] for r in lh], [r["val_lighthouse"] for r in lh], "s--",
+                         color="tab:red", ms=3.5, lw=1.2, label="held-out, Lighthouse attention")
     if switch_step is not None:
         for ax in (ax_loss, ax_tps):
             ax.axvline(switch_step + 0.5, color="gray", ls="--", lw=1)
         ax_loss.text(switch_step + 0.5, 0.98, " switch to dense", color="gray", va="top",
                      transform=ax_loss.get_xaxis_transform())
-    ax_loss.set_ylabel("training loss (nats/byte)")
+    ax_loss.set_ylabel("loss (nats/byte)")
     ax_loss.set_title(title)
     ax_loss.legend(loc="lower left")
     ax_loss.grid(alpha=0.3)
@@ -110,6 +121,28 @@ def plot_loss(records: list[dict], switch_step: int | None, path: str | Path,
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def validation_lines(records: list[dict], switch_step: int | None) -> list[str]:
+    """The held-out section of ``summary.md`` (empty when nothing was scored)."""
+    scored = [r for r in records if "val_dense" in r]
+    if not scored:
+        return []
+    lines = ["", "## Held-out loss (nats/byte)", "",
+             "| step | stage | dense attention | Lighthouse attention |", "|---|---|---|---|"]
+    for r in scored:
+        lh = f"{r['val_lighthouse']:.4f}" if "val_lighthouse" in r else "-"
+        lines.append(f"| {r['step']} | {r['stage']} | {r['val_dense']:.4f} | {lh} |")
+    end1 = next((r for r in scored if r["step"] == switch_step and "val_lighthouse" in r), None)
+    lines.append("")
+    if end1:
+        lines.append(f"End of stage 1 (step {switch_step}): {end1['val_dense']:.4f} under dense "
+                     f"attention, {end1['val_lighthouse']:.4f} under Lighthouse (dense - "
+                     f"Lighthouse = {end1['val_dense'] - end1['val_lighthouse']:+.4f}).")
+    lines.append(f"Last score: {scored[-1]['val_dense']:.4f} (dense attention) at step "
+                 f"{scored[-1]['step']}. Scoring took {_fmt_time(sum(r['val_s'] for r in scored))} "
+                 f"in all, not counted as training time.")
+    return lines
 
 
 def _fmt_time(seconds: float) -> str:
@@ -143,6 +176,7 @@ def write_summary(path: str | Path, *, title: str, records: list[dict], config: 
                      f"{after:.4f} ({after - before:+.4f} nats).")
     if final_dir:
         lines.append(f"Dense model: `{final_dir}` ({final_note}).")
+    lines += validation_lines(records, switch_step)
     files = "Files: `config.json`, `metrics.jsonl`, `loss.png`, `train.log`, `checkpoints/`."
     lines += ["", files, "", "## Config", "", "```json",
               json.dumps(config, indent=2), "```", ""]

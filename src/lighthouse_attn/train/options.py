@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 from dataclasses import asdict, dataclass, field, fields
 
 from ..data import VOCAB_SIZE
 from ..models import ModelConfig
+from .schedule import SCHEDULES, wsd_decay_steps
 
-SCHEDULES = ("cosine", "linear")
 PRECISIONS = ("auto", "bf16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -48,6 +50,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.1
     warmup_steps: int = 20
     schedule: str = "cosine"
+    decay_steps: int | None = None
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
@@ -55,8 +58,12 @@ class TrainConfig:
     seed: int = 0
     data: list[str] = field(default_factory=list)
     text_field: str = "text"
+    eval_data: list[str] = field(default_factory=list)
+    eval_every: int | None = None
+    eval_sequences: int = 16
     ckpt_every: int = 50
     keep_ckpts: int = 3
+    tensorboard: bool = False
     compile: bool = False
     activation_checkpointing: bool = False
     device: str = "auto"
@@ -66,6 +73,16 @@ class TrainConfig:
     @property
     def total_steps(self) -> int:
         return self.lighthouse_steps + self.dense_steps
+
+    @property
+    def wsd_decay(self) -> int:
+        """Decay steps of the ``wsd`` schedule (see ``schedule.wsd_decay_steps``)."""
+        return wsd_decay_steps(self.decay_steps, self.dense_steps, self.total_steps)
+
+    @property
+    def validation_every(self) -> int:
+        """Steps between held-out evaluations (``--eval-every``, else ``--ckpt-every``)."""
+        return self.eval_every or self.ckpt_every
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad setting and a valid alternative."""
@@ -80,8 +97,8 @@ class TrainConfig:
             raise ValueError("--lighthouse-steps + --dense-steps must be >= 1")
         if self.threads is not None and self.threads < 1:
             raise ValueError("--threads must be >= 1")
-        if not self.lr > 0:
-            raise ValueError(f"--lr must be > 0 (got {self.lr})")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"--lr must be a finite number > 0 (got {self.lr})")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"--min-lr-ratio must be in [0, 1] (got {self.min_lr_ratio})")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
@@ -92,6 +109,22 @@ class TrainConfig:
                               ("device", DEVICES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"--{name} must be one of {', '.join(allowed)}")
+        if self.decay_steps is not None:
+            if self.schedule != "wsd":
+                raise ValueError(f"--decay-steps applies to --schedule wsd only (the schedule "
+                                 f"is {self.schedule}); drop it or use --schedule wsd")
+            room = self.total_steps - self.warmup_steps
+            if not 1 <= self.decay_steps <= room:
+                raise ValueError(f"--decay-steps must be in 1..{room} (the steps after "
+                                 f"warm-up; got {self.decay_steps}); the dense stage has "
+                                 f"{self.dense_steps}")
+        if self.eval_every is not None and self.eval_every < 1:
+            raise ValueError(f"--eval-every must be >= 1 (got {self.eval_every})")
+        if self.eval_sequences < 1:
+            raise ValueError(f"--eval-sequences must be >= 1 (got {self.eval_sequences})")
+        if (self.eval_every is not None or self.eval_sequences != 16) and not self.eval_data:
+            raise ValueError("--eval-every and --eval-sequences need --eval-data PATH (the "
+                             "held-out text)")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -138,13 +171,24 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                    help="files, directories, globs, .jsonl (default: the embedded stdlib corpus)")
     g.add_argument("--text-field", default="text", help="field of .jsonl records")
     g.add_argument("--seed", type=int, default=0)
+    v = parser.add_argument_group("held-out validation")
+    v.add_argument("--eval-data", nargs="+", metavar="PATH",
+                   help="held-out text, scored during training under dense attention (and "
+                        "under Lighthouse in stage 1)")
+    v.add_argument("--eval-every", type=int, help="steps between scorings (default: "
+                   "--ckpt-every; also at the end of stage 1 and at the last step)")
+    v.add_argument("--eval-sequences", type=int, default=16,
+                   help="held-out sequences scored each time (the first M; default 16)")
     o = parser.add_argument_group("optimizer and schedule")
     o.add_argument("--lr", type=float, help="peak learning rate")
     o.add_argument("--min-lr-ratio", type=float, default=0.1,
                    help="final learning rate as a fraction of --lr")
     o.add_argument("--warmup-steps", type=int, help="linear warm-up steps")
     o.add_argument("--schedule", choices=SCHEDULES, default="cosine",
-                   help="decay after warm-up, over both stages")
+                   help="after warm-up, over both stages: cosine or linear decay, constant "
+                        "(the paper's), or wsd (flat, then linear decay over --decay-steps)")
+    o.add_argument("--decay-steps", type=int,
+                   help="wsd: decay over the last N steps (default: the dense stage)")
     o.add_argument("--weight-decay", type=float, default=0.1)
     o.add_argument("--grad-clip", type=float, default=1.0, help="max global grad norm")
     s = parser.add_argument_group("system")
@@ -156,6 +200,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--threads", type=int,
                    help="CPU threads per process (default: the cores that are free at start)")
     s.add_argument("--compile", action="store_true", help="torch.compile each block")
+    s.add_argument("--tensorboard", action="store_true",
+                   help="also write the scalars for TensorBoard (RUN_DIR/tensorboard)")
     s.add_argument("--activation-checkpointing", action=argparse.BooleanOptionalAction,
                    default=None, help="recompute blocks in the backward pass")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -172,7 +218,9 @@ def train_config_from_args(args: argparse.Namespace, run_dir: str) -> TrainConfi
             continue
         given = getattr(args, f.name, None)
         values[f.name] = defaults[f.name] if given is None and f.name in defaults else given
-    values["data"] = list(args.data or [])
+    # absolute paths: a run resumes from any working directory
+    values["data"] = [os.path.abspath(p) for p in args.data or []]
+    values["eval_data"] = [os.path.abspath(p) for p in getattr(args, "eval_data", None) or []]
     cfg = TrainConfig(run_dir=run_dir, **{k: v for k, v in values.items() if v is not None})
     cfg.validate()
     return cfg

@@ -1,13 +1,21 @@
 """The two-stage schedule: which attention a step uses, and its learning rate.
 
-One learning-rate schedule spans both stages (the switch to dense does not restart it):
-linear warm-up from ``lr / warmup`` to ``lr``, then cosine or linear decay that reaches
-``lr * min_lr_ratio`` at the last step.
+One learning-rate schedule spans both stages (the switch to dense does not restart it). Every
+schedule starts with a linear warm-up from ``lr / warmup`` to ``lr``; then:
+
+- ``cosine``: cosine decay to ``lr * min_lr_ratio`` at the last step;
+- ``linear``: linear decay to ``lr * min_lr_ratio`` at the last step;
+- ``constant``: ``lr`` to the end (the paper's recipe: recovery runs at the full rate);
+- ``wsd`` (warm-up, stable, decay): ``lr`` until the last ``decay_steps``, then linear decay to
+  ``lr * min_lr_ratio`` at the last step (with ``decay_steps <= dense_steps`` the decay falls
+  inside the dense stage).
 """
 
 from __future__ import annotations
 
 import math
+
+SCHEDULES = ("cosine", "linear", "constant", "wsd")
 
 
 def stage_at(step: int, lighthouse_steps: int) -> str:
@@ -17,15 +25,32 @@ def stage_at(step: int, lighthouse_steps: int) -> str:
 
 
 def lr_at(step: int, total_steps: int, lr: float, warmup_steps: int, min_lr_ratio: float,
-          schedule: str = "cosine") -> float:
-    """Learning rate of 0-based ``step`` of ``total_steps``."""
+          schedule: str = "cosine", decay_steps: int | None = None) -> float:
+    """Learning rate of 0-based ``step`` of ``total_steps`` (``decay_steps``: ``wsd`` only)."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
     if step < warmup_steps:
         return lr * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return lr
+    if schedule == "wsd":
+        decay = max(1, decay_steps or 1)
+        start = total_steps - decay
+        if step < start:
+            return lr
+        progress = min(1.0, (step - start + 1) / decay)
+        return lr * (1.0 - (1.0 - min_lr_ratio) * progress)
     progress = min(1.0, (step - warmup_steps + 1) / max(1, total_steps - warmup_steps))
     if schedule == "cosine":
         factor = 0.5 * (1.0 + math.cos(math.pi * progress))
-    elif schedule == "linear":
-        factor = 1.0 - progress
     else:
-        raise ValueError(f"unknown schedule {schedule!r}; choose 'cosine' or 'linear'")
+        factor = 1.0 - progress
     return lr * (min_lr_ratio + (1.0 - min_lr_ratio) * factor)
+
+
+def wsd_decay_steps(decay_steps: int | None, dense_steps: int, total_steps: int) -> int:
+    """``decay_steps`` of a ``wsd`` run: as given, else the dense stage's length (the decay
+    falls inside recovery), else a fifth of the run."""
+    if decay_steps is not None:
+        return decay_steps
+    return dense_steps if dense_steps > 0 else max(1, total_steps // 5)

@@ -1,0 +1,91 @@
+"""Held-out validation during training: the same sequences scored at fixed steps.
+
+The held-out loss is always taken under dense attention (the model that will be served), and
+during stage 1 also under Lighthouse (the model as it trains): the gap between the two is what
+the switch to dense is about to cost. Scores are mean nats per byte over every target token of
+the first ``count`` sequences of the held-out data; the model's mode and train/eval state are
+restored afterwards.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+
+from ..data import PackedSequences, load_tokens
+from .distributed import DistEnv
+
+
+class Validation:
+    """The held-out sequences of a run and how to score a model on them.
+
+    Args:
+        paths: held-out text (files, directories, globs, ``.jsonl``).
+        seq_len: the run's sequence length.
+        count: sequences to score (the first ``count``); a multiple of the process count.
+        micro_batch: sequences per forward pass.
+        text_field: field of ``.jsonl`` records.
+
+    Raises:
+        ValueError: unreadable or too little held-out data.
+    """
+
+    def __init__(self, paths: list[str], seq_len: int, count: int, micro_batch: int,
+                 world_size: int = 1, text_field: str = "text") -> None:
+        if count < 1 or count % world_size:
+            raise ValueError(f"--eval-sequences must be a positive multiple of the process "
+                             f"count {world_size} (got {count}); try {max(1, count // world_size) * world_size}")
+        try:
+            data = PackedSequences(load_tokens(paths, text_field), seq_len)
+        except ValueError as err:
+            raise ValueError(f"--eval-data: {err}") from None
+        if len(data) < count:
+            raise ValueError(f"--eval-data holds {len(data)} sequence(s) of {seq_len:,} tokens, "
+                             f"fewer than --eval-sequences {count}: lower --eval-sequences to "
+                             f"{len(data)} or add held-out text")
+        self.data, self.count, self.micro_batch = data, count, max(1, micro_batch)
+
+    @torch.no_grad()
+    def loss(self, model: torch.nn.Module, env: DistEnv, autocast) -> float:
+        """Mean held-out loss (nats/byte) of ``model`` in its current attention mode."""
+        was_training = model.training
+        model.eval()
+        mine = list(range(env.rank, self.count, env.world_size))
+        total = torch.zeros((), dtype=torch.float64, device=env.device)
+        for i in range(0, len(mine), self.micro_batch):
+            inputs, targets = self.data.batch(mine[i:i + self.micro_batch])
+            with autocast:
+                logits = model(inputs.to(env.device))
+            total += F.cross_entropy(logits.flatten(0, 1).float(),
+                                     targets.to(env.device).flatten(), reduction="sum")
+        model.train(was_training)
+        return env.mean(total / (len(mine) * self.data.seq_len)).item()
+
+    def scores(self, model: torch.nn.Module, env: DistEnv, autocast, stage: str
+               ) -> dict[str, float]:
+        """``{"val_dense": x}`` plus ``"val_lighthouse"`` in stage 1, and ``"val_s"``: the
+        seconds the scoring took (not counted as training time)."""
+        t0 = time.perf_counter()
+        out = {}
+        if stage == "lighthouse":
+            out["val_lighthouse"] = self.loss(model, env, autocast)
+            model.set_attention("dense")
+            try:
+                out["val_dense"] = self.loss(model, env, autocast)
+            finally:
+                model.set_attention("lighthouse")
+        else:
+            out["val_dense"] = self.loss(model, env, autocast)
+        out["val_s"] = time.perf_counter() - t0
+        return out
+
+
+def eval_steps(every: int, lighthouse_steps: int, total_steps: int) -> set[int]:
+    """Steps (1-based, after the update) at which the held-out loss is taken: every ``every``
+    steps, at the end of stage 1, and at the last step."""
+    steps = set(range(every, total_steps + 1, every)) | {total_steps}
+    if 0 < lighthouse_steps < total_steps:
+        steps.add(lighthouse_steps)
+    return steps
