@@ -12,6 +12,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("lighthouse_attn.bench.cli", "GPU benchmarks against dense SDPA"),
     "train": ("lighthouse_attn.train.cli",
               "two-stage pretraining: Lighthouse, then dense recovery (no options: the demo)"),
+    "compare": ("lighthouse_attn.compare.cli",
+                "does Lighthouse pay off? dense vs Lighthouse-then-dense over paired seeds"),
     "eval": ("lighthouse_attn.eval.cli",
              "evaluate checkpoints: passkey retrieval (niah), loss by position (loss)"),
     "inspect": ("lighthouse_attn.eval.inspect_cli",

@@ -35,7 +35,8 @@ def test_main_job_defaults_run_the_demo_with_lighthouse_active(capsys):
     assert main(["train", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "preset demo" in out
-    assert "stage 1: 150 steps, Lighthouse L=3 p=4 K=128 norm in 4/6 layers" in out
+    assert ("stage 1: 150 steps, Lighthouse L=3 p=4 K=128 norm, paper selection, in 4/6 "
+            "layers") in out
     assert "gathered length 1,152 of 2,048" in out
     assert "stage 2: 50 steps, dense SDPA in every layer" in out
     assert "embedded stdlib corpus" in out

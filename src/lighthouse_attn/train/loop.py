@@ -153,7 +153,8 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, resume: bo
                              "elapsed_s": elapsed, "tokens": tokens_seen}
             path = checkpoint.save_checkpoint(run_dir, step, model_state, optimizer_state,
                                               trainer_state, rng_state(), model_config, stage)
-            checkpoint.prune_checkpoints(run_dir, run.keep_ckpts, {run.lighthouse_steps})
+            checkpoint.prune_checkpoints(run_dir, run.keep_ckpts,
+                                         {run.lighthouse_steps, *run.save_at})
         env.barrier()
         return path
 
@@ -215,7 +216,7 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, resume: bo
                     on_step(record)
 
             stage_end = step == run.lighthouse_steps and run.dense_steps > 0
-            saved = step % run.ckpt_every == 0 or stage_end
+            saved = step % run.ckpt_every == 0 or stage_end or step in run.save_at
             if saved:
                 path = save(stage)
                 log.event(f"step {step}: checkpoint {path}")
@@ -318,8 +319,9 @@ def describe(run: TrainConfig, model: ModelConfig, env: DistEnv, data: PackedSeq
     lh_layers = model.lighthouse_layer_indices
     if run.lighthouse_steps and lh_layers:
         stage1 = (f"Lighthouse L={lh.num_levels} p={lh.pooling_factor} K={lh.topk} "
-                  f"{lh.scorer}, {lh.selection} selection, in {len(lh_layers)}/{model.n_layers} layers (dense: "
-                  f"{list(model.dense_layer_indices)}), gathered length "
+                  f"{lh.scorer}, {lh.selection} selection, in {len(lh_layers)}/"
+                  f"{model.n_layers} layers (dense: {list(model.dense_layer_indices)}), "
+                  "gathered length "
                   f"{lh.gathered_length(run.seq_len):,} of {run.seq_len:,}")
     else:
         stage1 = "none (dense from scratch)" if not run.lighthouse_steps else \

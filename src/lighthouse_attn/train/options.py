@@ -63,6 +63,7 @@ class TrainConfig:
     eval_sequences: int = 16
     ckpt_every: int = 50
     keep_ckpts: int = 3
+    save_at: list[int] = field(default_factory=list)
     tensorboard: bool = False
     compile: bool = False
     activation_checkpointing: bool = False
@@ -114,10 +115,17 @@ class TrainConfig:
                 raise ValueError(f"--decay-steps applies to --schedule wsd only (the schedule "
                                  f"is {self.schedule}); drop it or use --schedule wsd")
             room = self.total_steps - self.warmup_steps
+            if room < 1:
+                raise ValueError(f"--warmup-steps {self.warmup_steps} leaves no step for the "
+                                 f"wsd decay in a {self.total_steps}-step run; lower "
+                                 "--warmup-steps")
             if not 1 <= self.decay_steps <= room:
                 raise ValueError(f"--decay-steps must be in 1..{room} (the steps after "
                                  f"warm-up; got {self.decay_steps}); the dense stage has "
                                  f"{self.dense_steps}")
+        if any(not 1 <= s <= self.total_steps for s in self.save_at):
+            raise ValueError(f"--save-at steps must be in 1..{self.total_steps} (got "
+                             f"{self.save_at})")
         if self.eval_every is not None and self.eval_every < 1:
             raise ValueError(f"--eval-every must be >= 1 (got {self.eval_every})")
         if self.eval_sequences < 1:
@@ -194,6 +202,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     s = parser.add_argument_group("system")
     s.add_argument("--ckpt-every", type=int, help="checkpoint every N steps")
     s.add_argument("--keep-ckpts", type=int, default=3, help="checkpoints kept (the newest)")
+    s.add_argument("--save-at", type=int, nargs="+", metavar="STEP",
+                   help="also checkpoint after these steps, and keep those checkpoints")
     s.add_argument("--device", choices=DEVICES, default="auto")
     s.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto: bf16 autocast on GPU, fp32 on CPU")
@@ -220,6 +230,7 @@ def train_config_from_args(args: argparse.Namespace, run_dir: str) -> TrainConfi
         values[f.name] = defaults[f.name] if given is None and f.name in defaults else given
     # absolute paths: a run resumes from any working directory
     values["data"] = [os.path.abspath(p) for p in args.data or []]
+    values["save_at"] = sorted(set(getattr(args, "save_at", None) or []))
     values["eval_data"] = [os.path.abspath(p) for p in getattr(args, "eval_data", None) or []]
     cfg = TrainConfig(run_dir=run_dir, **{k: v for k, v in values.items() if v is not None})
     cfg.validate()

@@ -35,8 +35,9 @@ class Validation:
     def __init__(self, paths: list[str], seq_len: int, count: int, micro_batch: int,
                  world_size: int = 1, text_field: str = "text") -> None:
         if count < 1 or count % world_size:
+            near = max(1, count // world_size) * world_size
             raise ValueError(f"--eval-sequences must be a positive multiple of the process "
-                             f"count {world_size} (got {count}); try {max(1, count // world_size) * world_size}")
+                             f"count {world_size} (got {count}); try {near}")
         try:
             data = PackedSequences(load_tokens(paths, text_field), seq_len)
         except ValueError as err:

@@ -1,0 +1,57 @@
+"""Evaluations of each arm's final dense model beyond the held-out loss curve: loss by
+position on the held-out text and passkey retrieval. Cached in ``RUN_DIR/compare_eval.json``
+(recomputed only when their settings change), so a report can be rebuilt from copied files."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from ..data import PackedSequences, load_tokens
+from ..eval.passkey import MIN_CONTEXT, run_passkey
+from ..eval.position_loss import loss_by_position
+from ..models import Llama
+from ..train.checkpoint import load_model
+
+CACHE = "compare_eval.json"
+
+
+def passkey_contexts(seq_len: int) -> list[int]:
+    """A quarter, half and all of the training length (those the prompt fits)."""
+    return sorted({c for c in (seq_len // 4, seq_len // 2, seq_len) if c >= MIN_CONTEXT})
+
+
+def evaluate_final(run_dir: Path, eval_data: list[str], seq_len: int, sequences: int,
+                   passkey_trials: int, batch_size: int, device: torch.device,
+                   progress: bool) -> dict | None:
+    """Position buckets and passkey accuracy of ``run_dir/final`` (cached); ``None`` for
+    models the evaluations do not cover (Hugging Face architectures)."""
+    key = {"eval_data": eval_data, "seq_len": seq_len, "sequences": sequences,
+           "passkey_trials": passkey_trials}
+    cache = run_dir / CACHE
+    if cache.is_file():
+        saved = json.loads(cache.read_text())
+        if saved.get("settings") == key:
+            return saved
+    model, _ = load_model(run_dir / "final")
+    if not isinstance(model, Llama):
+        return None
+    model = model.to(device)
+    data = PackedSequences(load_tokens(eval_data), seq_len)
+    pos = loss_by_position(model, data, name=run_dir.name, max_sequences=sequences,
+                           batch_size=batch_size, device=device, precision="auto",
+                           progress=progress)
+    out = {"settings": key, "position_loss": pos.loss, "position_buckets": pos.buckets}
+    contexts = passkey_contexts(seq_len)
+    if passkey_trials > 0 and contexts:
+        result = run_passkey(model, contexts, trials=passkey_trials, batch_size=batch_size,
+                             device=device, precision="auto", progress=progress)
+        out.update(passkey_accuracy=result.mean_accuracy, passkey_contexts=contexts,
+                   passkey_by_context=[sum(col) / len(col) for col in zip(*result.accuracy)])
+    tmp = cache.with_suffix(".tmp")
+    tmp.write_text(json.dumps(out, indent=2) + "\n")
+    os.replace(tmp, cache)
+    return out

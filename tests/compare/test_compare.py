@@ -1,0 +1,142 @@
+"""`lighthouse-attn compare` end to end on the demo preset (CPU), its arms and its errors."""
+
+import json
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "train"))
+from train_helpers import make_corpus, metrics  # noqa: E402
+
+from lighthouse_attn.cli import main
+from lighthouse_attn.compare.arms import parse_arm
+from lighthouse_attn.compare.report import build_report, time_to_reach, verdict
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    held = d / "held_out"
+    held.mkdir()
+    (held / "other.py").write_text("".join(f"total_{i} = add({i}, {i * 3 % 11})  # sum\n"
+                                           for i in range(600)))
+    return make_corpus(d, 120_000), str(held)
+
+
+def _args(data, out, *extra):
+    corpus, held = data
+    return ["compare", "--data", corpus, "--eval-data", held, "--lighthouse-steps", "4",
+            "--dense-steps", "2", "--warmup-steps", "1", "--eval-every", "3",
+            "--eval-sequences", "1", "--passkey-trials", "1", "--threads", "2",
+            "--no-progress", "--out", str(out), *extra]
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory, data):
+    out = tmp_path_factory.mktemp("cmp") / "c"
+    assert main(_args(data, out, "--arms", "dense,lighthouse,causal", "--schedules",
+                      "constant,wsd", "--seeds", "0,1")) == 0
+    return out
+
+
+def test_report_files_and_verdict(compared):
+    text = (compared / "compare.md").read_text()
+    first = text.splitlines()[0]
+    assert first.startswith("Lighthouse then dense (constant schedule) is ")
+    assert "nats/byte" in first and "x the wall time (2 seeds)" in first
+    assert "causal selection" in text
+    report = json.loads((compared / "compare.json").read_text())
+    assert report["verdict"] == first
+    assert set(report["arms"]) == {f"{a}-{s}" for a in ("dense", "lighthouse", "causal")
+                                   for s in ("constant", "wsd")}
+    assert all(a["seeds_done"] == [0, 1] for a in report["arms"].values())
+    c = next(c for c in report["comparisons"] if c["arm"] == "lighthouse-constant")
+    runs = report["runs"]
+    diffs = [runs[f"lighthouse-constant-s{s}"]["final_val"] -
+             runs[f"dense-constant-s{s}"]["final_val"] for s in (0, 1)]
+    assert c["diff_mean"] == pytest.approx(sum(diffs) / 2)
+    lh = runs["lighthouse-constant-s0"]
+    assert "switch_spike" in lh and "stage1_val_lighthouse" in lh
+    assert 0 <= lh["final_eval"]["passkey_accuracy"] <= 1
+    assert lh["final_eval"]["position_buckets"][-1]["end"] == 2049
+    for name in ("compare_curves.png", "compare_final.png", "compare_position.png"):
+        assert (compared / name).stat().st_size > 10_000
+
+
+def test_paired_seeds_see_the_same_data(compared):
+    """One seed means one initialisation and one data order in every arm: the dense arms of
+    the two schedules agree up to the decay, and another seed differs from the first step."""
+    a = metrics(compared / "runs" / "dense-constant-s0")
+    b = metrics(compared / "runs" / "dense-wsd-s0")
+    assert [r["loss"] for r in a[:4]] == [r["loss"] for r in b[:4]]
+    c = metrics(compared / "runs" / "dense-constant-s1")
+    assert a[0]["loss"] != c[0]["loss"]
+
+
+def test_wsd_branch_equals_a_run_from_scratch(compared, data, tmp_path):
+    """A branched wsd arm continues exactly as a wsd run from step 0 would."""
+    out = tmp_path / "nb"
+    assert main(_args(data, out, "--arms", "dense", "--schedules", "constant,wsd", "--seeds",
+                      "0", "--no-branch", "--passkey-trials", "0")) == 0
+    branched = metrics(compared / "runs" / "dense-wsd-s0")
+    scratch = metrics(out / "runs" / "dense-wsd-s0")
+    assert [r["lr"] for r in branched] == [r["lr"] for r in scratch]
+    assert [r["loss"] for r in branched] == pytest.approx([r["loss"] for r in scratch],
+                                                          rel=1e-6)
+    assert "branched from" in (compared / "runs" / "dense-wsd-s0" / "train.log").read_text()
+
+
+def test_rerun_skips_finished_arms_and_report_only(compared, data, capsys):
+    capsys.readouterr()
+    assert main(_args(data, compared, "--arms", "dense,lighthouse,causal", "--schedules",
+                      "constant,wsd", "--seeds", "0,1")) == 0
+    out = capsys.readouterr().out
+    assert out.count(": done") == 12 and ": start" not in out
+    assert main(_args(data, compared, "--arms", "dense,lighthouse,causal", "--schedules",
+                      "constant,wsd", "--seeds", "0,1", "--report-only")) == 0
+
+
+def test_changed_settings_in_the_same_out_are_refused(compared, data, capsys):
+    assert main(_args(data, compared, "--arms", "dense,lighthouse,causal", "--schedules",
+                      "constant,wsd", "--seeds", "0,1", "--lr", "0.001")) == 2
+    assert "holds a run with other settings (train.lr)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--arms", "lighthouse"], "needs the dense arm"),
+    (["--arms", "dense,fast"], "unknown arm 'fast'"),
+    (["--arm", "x:nope=1"], "unknown setting 'nope'"),
+    (["--arm", "x:topk=100"], "topk must be a positive multiple of 128"),
+    (["--schedules", "constant,sometimes"], "unknown schedule 'sometimes'"),
+    (["--seeds", "0,0"], "distinct"),
+    (["--decay-steps", "2"], "add wsd to --schedules"),
+    (["--run-dir", "x"], "drop --run-dir"),
+])
+def test_bad_input_is_a_one_line_error(data, tmp_path, capsys, extra, match):
+    assert main(_args(data, tmp_path / "bad", *extra)) == 2
+    err = capsys.readouterr().err
+    assert match in err and len(err.strip().splitlines()) == 1
+
+
+def test_eval_data_is_required(data, tmp_path, capsys):
+    assert main(["compare", "--data", data[0], "--out", str(tmp_path / "x")]) == 2
+    assert "--eval-data" in capsys.readouterr().err
+
+
+def test_arm_parsing():
+    assert parse_arm("dense").changes == {"lighthouse_steps": 0}
+    arm = parse_arm("early:lighthouse_steps=100,topk=1024,selection=causal")
+    assert arm.changes == {"lighthouse_steps": 100, "topk": 1024, "selection": "causal"}
+    assert parse_arm("dl:dense_layers=0;-1").changes == {"dense_layers": (0, -1)}
+    with pytest.raises(ValueError, match="key=value"):
+        parse_arm("x:topk")
+
+
+def test_time_to_reach_and_empty_verdict():
+    run = {"curve": [{"val_dense": 3.0, "wall_s": 1.0}, {"val_dense": 2.0, "wall_s": 2.0}]}
+    assert time_to_reach(run, 2.5) == 2.0 and time_to_reach(run, 1.0) is None
+    assert verdict([]).startswith("No verdict yet")
+    empty = build_report({}, {"dense-constant": {"arm": "dense", "schedule": "constant",
+                                                  "seeds": {0: "dense-constant-s0"}}}, {})
+    assert empty["comparisons"] == [] and empty["arms"]["dense-constant"]["seeds_done"] == []
