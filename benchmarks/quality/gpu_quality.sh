@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The quality comparison of README "Does Lighthouse pay off?", on one GPU, in phases that each
+# fit a 10-minute slice (every arm is a resumable run directory; finished arms are skipped):
+#   OUT=dir bash benchmarks/quality/gpu_quality.sh checks  # causality tests on the GPU,
+#                                                          # causal vs paper layer time, data
+#   OUT=dir bash benchmarks/quality/gpu_quality.sh seed0   # dense + Lighthouse, constant + wsd
+#   OUT=dir bash benchmarks/quality/gpu_quality.sh seed1
+#   OUT=dir bash benchmarks/quality/gpu_quality.sh final   # + causal arms, the full report
+# Results of earlier phases found as .quality/*.tar.gz are restored first (they count as
+# finished arms); each phase writes OUT/PHASE.tar.gz with every run's metrics and the report.
+set -uo pipefail
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+OUT="${OUT:-benchmarks/quality/results}"
+PHASE="${1:-checks}"
+ROOT=runs_quality
+mkdir -p "$OUT" "$ROOT"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+# training text: transformers' source, then other packages until 400 steps x 4 x 32K tokens
+# never repeat; held out: sympy's source
+mapfile -t TRAIN < <(python3 - <<'PY'
+import importlib, os
+from lighthouse_attn.data import load_tokens
+need, have = 400 * 4 * 32768 + 1, 0
+for name in ("transformers", "pandas", "scipy"):
+    path = os.path.dirname(importlib.import_module(name).__file__)
+    print(path)
+    have += len(load_tokens([path]))
+    if have >= need:
+        break
+PY
+)
+HELD=$(python3 -c "import os, sympy; print(os.path.dirname(sympy.__file__))")
+echo "training data: ${TRAIN[*]}; held out: $HELD"
+
+for t in .quality/*.tar.gz; do [ -e "$t" ] && tar -xzf "$t" -C "$ROOT" --skip-old-files; done
+
+ARGS=(--preset demo --d-model 512 --n-layers 8 --n-heads 8 --n-kv-heads 8 --ffn-hidden 1536
+      --num-levels 3 --pooling-factor 4 --topk 512 --dense-layers=0,-1
+      --seq-len 32768 --batch-size 4 --lighthouse-steps 250 --dense-steps 150
+      --lr 2e-3 --warmup-steps 40 --min-lr-ratio 0.1 --decay-steps 80
+      --data "${TRAIN[@]}" --eval-data "$HELD" --eval-every 50 --eval-sequences 16
+      --ckpt-every 50 --keep-ckpts 1 --passkey-trials 3 --no-progress
+      --schedules constant,wsd --out "$ROOT/compare")
+
+if [ -n "${SMOKE:-}" ]; then  # a tiny run of the same phases, to check this script on a CPU
+  ARGS+=(--d-model 64 --n-layers 3 --seq-len 2048 --topk 128 --batch-size 2 --eval-sequences 2
+         --lighthouse-steps 6 --dense-steps 4 --warmup-steps 2 --decay-steps 2 --eval-every 5
+         --passkey-trials 1 --threads 2)
+fi
+
+case "$PHASE" in
+  checks)
+    python3 - "${TRAIN[@]}" "$HELD" <<'PY' | tee "$OUT/data.txt"
+import sys
+from lighthouse_attn.data import load_tokens
+for path in sys.argv[1:]:
+    print(f"{path}: {len(load_tokens([path])):,} tokens")
+PY
+    python3 -m pytest tests/ops/test_causality.py tests/ops/triton/test_triton_path.py -q \
+      -p no:cacheprovider -k "causal or selection" 2>&1 | tee "$OUT/gpu_tests_causal.log" | tail -3
+    timeout 300 python3 -m lighthouse_attn bench attention --causal --dense-backends "" \
+      --cases 32768:512,131072:2048,524288:2048 --repeats 10 --out "$OUT/attention_causal" \
+      2>&1 | tee "$OUT/bench_attention_causal.log" | tail -8
+    ;;
+  seed0|seed1)
+    python3 -m lighthouse_attn compare "${ARGS[@]}" --arms dense,lighthouse \
+      --seeds "${PHASE#seed}" 2>&1 | grep -v "^step \|checkpoint" > "$OUT/$PHASE.log"
+    tail -25 "$OUT/$PHASE.log"
+    ;;
+  final)
+    python3 -m lighthouse_attn compare "${ARGS[@]}" --arms dense,lighthouse,causal \
+      --seeds 0,1 2>&1 | grep -v "^step \|checkpoint" > "$OUT/$PHASE.log"
+    tail -40 "$OUT/$PHASE.log"
+    ;;
+esac
+# every run's small files (not the weights) and the report
+( cd "$ROOT" && find . -path '*/checkpoints' -prune -o -type f \( -name '*.json' -o \
+    -name '*.jsonl' -o -name '*.md' -o -name '*.png' -o -name '*.log' \) -print \
+    | tar -czf "$OUT/$PHASE.tar.gz" -T - ) 2>/dev/null
+ls -la "$OUT"
