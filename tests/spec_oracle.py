@@ -1,4 +1,4 @@
-"""A slow, loop-based transcription of SPEC.md, independent of the package's code.
+"""A slow, loop-based transcription of docs/spec.md, independent of the package's code.
 
 Tests compare the vectorised reference path (and, through it, every fast path) against this.
 Everything is plain Python over (batch, head, tile, entry), in float64 except the scores,

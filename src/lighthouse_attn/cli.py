@@ -15,7 +15,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("lighthouse_attn.compare.cli",
                 "does Lighthouse pay off? dense vs Lighthouse-then-dense over paired seeds"),
     "eval": ("lighthouse_attn.eval.cli",
-             "evaluate checkpoints: passkey retrieval (niah), loss by position (loss)"),
+             "evaluate checkpoints: passkey retrieval (niah), loss by position (loss), "
+             "future leak (leak)"),
     "inspect": ("lighthouse_attn.eval.inspect_cli",
                 "draw what stage-1 selection picks in one layer for a text"),
 }

@@ -1,4 +1,4 @@
-"""LighthouseConfig: the op's settings, their validation, and the planning math of SPEC.md."""
+"""LighthouseConfig: the op's settings, their validation, and the planning math of docs/spec.md."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from train_helpers import make_corpus, metrics  # noqa: E402
 
 from lighthouse_attn.cli import main
 from lighthouse_attn.compare.arms import parse_arm
-from lighthouse_attn.compare.report import build_report, time_to_reach, verdict
+from lighthouse_attn.compare.report import build_report, loss_at_time, time_to_reach, verdict
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,19 @@ def test_arm_parsing():
 def test_time_to_reach_and_empty_verdict():
     run = {"curve": [{"val_dense": 3.0, "wall_s": 1.0}, {"val_dense": 2.0, "wall_s": 2.0}]}
     assert time_to_reach(run, 2.5) == 2.0 and time_to_reach(run, 1.0) is None
+    assert loss_at_time(run, 1.5) == pytest.approx(2.5) and loss_at_time(run, 3.0) is None
     assert verdict([]).startswith("No verdict yet")
     empty = build_report({}, {"dense-constant": {"arm": "dense", "schedule": "constant",
                                                   "seeds": {0: "dense-constant-s0"}}}, {})
     assert empty["comparisons"] == [] and empty["arms"]["dense-constant"]["seeds_done"] == []
+
+
+def test_parallel_jobs_match_sequential(compared, data, tmp_path):
+    """--jobs 2 trains arms as two `train --resume` processes: the same runs as in-process."""
+    out = tmp_path / "par"
+    assert main(_args(data, out, "--arms", "dense,lighthouse", "--schedules", "constant",
+                      "--seeds", "0", "--jobs", "2", "--passkey-trials", "0")) == 0
+    for name in ("dense-constant-s0", "lighthouse-constant-s0"):
+        par = [r["loss"] for r in metrics(out / "runs" / name)]
+        seq = [r["loss"] for r in metrics(compared / "runs" / name)]
+        assert par == pytest.approx(seq, rel=1e-6)

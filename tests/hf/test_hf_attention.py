@@ -52,10 +52,12 @@ def test_forward_backward(arch):
     assert (out.logits - dense).abs().max() > 1e-3  # the Lighthouse layers did change the output
 
 
-@pytest.mark.parametrize("arch,gqa", [("llama", "expand"), ("qwen2", "shared"),
-                                      ("qwen3", "expand"), ("mistral", "shared")])
-def test_attention_output_is_the_op_on_the_modules_qkv(arch, gqa, monkeypatch):
-    cfg = dataclasses.replace(LH, gqa=gqa)
+@pytest.mark.parametrize("arch,gqa,selection", [("llama", "expand", "paper"),
+                                                ("qwen2", "shared", "causal"),
+                                                ("qwen3", "expand", "paper"),
+                                                ("mistral", "shared", "paper")])
+def test_attention_output_is_the_op_on_the_modules_qkv(arch, gqa, selection, monkeypatch):
+    cfg = dataclasses.replace(LH, gqa=gqa, selection=selection)
     model = lh_hf.configure(tiny_model(arch), cfg, dense_layers=[0])
     model.model.layers[2].self_attn.scaling = 0.37  # the module's own scaling must be used
     calls = _spy_op(monkeypatch)

@@ -93,3 +93,16 @@ def test_too_little_held_out_text(tmp_path, corpus):
     run = tiny_run(tmp_path, "s", corpus, eval_data=[str(small)], eval_sequences=4)
     with pytest.raises(ValueError, match="holds 2 sequence.*lower --eval-sequences to 2"):
         train(run, TINY_MODEL, progress=False)
+
+
+def test_tensorboard_scalars_or_a_clear_error(tmp_path, corpus, held_out):
+    run = tiny_run(tmp_path, "tb", corpus, tensorboard=True, eval_data=[held_out],
+                   eval_sequences=1, lighthouse_steps=1, dense_steps=1)
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match="pip install tensorboard"):
+            train(run, TINY_MODEL, progress=False)
+        return
+    train(run, TINY_MODEL, progress=False)
+    assert list((tmp_path / "tb" / "tensorboard").glob("events.out.tfevents.*"))

@@ -10,6 +10,7 @@ rebuild the report from the files alone.
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
 from dataclasses import replace
@@ -183,6 +184,11 @@ def main(args: argparse.Namespace) -> int:
                            max(1, job.run.batch_size // job.run.grad_accum), device,
                            progress=not args.no_progress)
         runs[job.name] = rep.run_summary(job.run_dir)
+    earlier = out / "compare.json"
+    if args.report_only and earlier.is_file():  # where the runs ran, not where this runs
+        before = json.loads(earlier.read_text())["settings"]
+        settings.update({k: before[k] for k in ("command", "device", "torch", "python",
+                                                "triton") if k in before})
     report = rep.build_report(runs, groups, settings)
     plots = ["compare_curves.png", "compare_final.png"]
     rep.plot_curves(report, groups, out / plots[0])

@@ -27,7 +27,7 @@ def run_summary(run_dir: Path) -> dict | None:
     by_step = {r["step"]: r for r in records}
     scored = [r for r in records if "val_dense" in r]
     last = records[-1]
-    out = {"finished": last["step"] == total and (run_dir / "final").is_dir(),
+    out = {"finished": last["step"] == total,
            "steps": last["step"], "total_steps": total, "lighthouse_steps": ls,
            "tokens": last["tokens"], "wall_s": last["elapsed_s"],
            "final_train_loss": last["loss"],
@@ -59,6 +59,16 @@ def time_to_reach(run: dict, target: float) -> float | None:
     for point in run["curve"]:
         if point["val_dense"] <= target:
             return point["wall_s"]
+    return None
+
+
+def loss_at_time(run: dict, seconds: float) -> float | None:
+    """Held-out loss of ``run`` after ``seconds`` of training, interpolated linearly between
+    its scored steps (None before the first score or after the last)."""
+    pts = [(p["wall_s"], p["val_dense"]) for p in run["curve"]]
+    for (t0, v0), (t1, v1) in zip(pts, pts[1:]):
+        if t0 <= seconds <= t1:
+            return v0 + (v1 - v0) * (seconds - t0) / (t1 - t0) if t1 > t0 else v1
     return None
 
 
@@ -109,14 +119,19 @@ def build_report(runs: dict[str, dict], groups: dict[str, dict], settings: dict)
             if not (d and d["finished"] and d["final_val"] is not None):
                 continue
             r = runs[groups[key]["seeds"][seed]]
+            dense_then = loss_at_time(d, r["wall_s"])
             pairs.append({"seed": seed, "diff": r["final_val"] - d["final_val"],
                           "wall_ratio": r["wall_s"] / d["wall_s"],
                           "reach_s": time_to_reach(r, d["final_val"]),
-                          "dense_s": d["wall_s"]})
+                          "dense_s": d["wall_s"],
+                          "diff_equal_time": None if dense_then is None else
+                          r["final_val"] - dense_then})
         if not pairs:
             continue
         diffs = [p["diff"] for p in pairs]
+        timed = [p["diff_equal_time"] for p in pairs if p["diff_equal_time"] is not None]
         comparisons.append({
+            "diff_equal_time_mean": statistics.fmean(timed) if timed else None,
             "arm": key, "baseline": dense_key, "seeds": [p["seed"] for p in pairs],
             "pairs": pairs, "diff_mean": statistics.fmean(diffs),
             "diff_min": min(diffs), "diff_max": max(diffs), "diff_sd": _sd(diffs),
@@ -138,9 +153,14 @@ def comparison_line(c: dict) -> str:
     word = "worse" if c["diff_mean"] > 0 else "better"
     n = len(c["seeds"])
     spread = (f" (per seed {c['diff_min']:+.3f} to {c['diff_max']:+.3f})" if n > 1 else "")
-    return (f"{_describe_arm(c['arm'])} is {abs(c['diff_mean']):.3f} nats/byte {word} than "
+    text = (f"{_describe_arm(c['arm'])} is {abs(c['diff_mean']):.3f} nats/byte {word} than "
             f"dense at matched tokens{spread}, in {c['wall_ratio_mean']:.2f}x the wall time "
-            f"({n} seed{'s' if n != 1 else ''}).")
+            f"({n} seed{'s' if n != 1 else ''})")
+    equal = c.get("diff_equal_time_mean")
+    if equal is not None and c["wall_ratio_mean"] < 1:
+        text += (f"; after the same wall time the dense run (mid-course) was {abs(equal):.3f} "
+                 f"{'better' if equal > 0 else 'worse'}")
+    return text + "."
 
 
 def verdict(comparisons: list[dict]) -> str:
@@ -190,16 +210,21 @@ def markdown(report: dict, plots: list[str]) -> str:
             f"{'%' if a['passkey_mean'] is not None else ''} |")
     if report["comparisons"]:
         lines += ["", "## Paired by seed (arm minus dense, same data order)", "",
-                  "| arm | vs | seed | held-out difference | wall time ratio | reaches dense's "
-                  "final held-out after | dense took |", "|---|---|---|---|---|---|---|"]
+                  "| arm | vs | seed | held-out difference | at equal wall time | wall time ratio "
+                  "| reaches dense's final held-out after | dense took |",
+                  "|---|---|---|---|---|---|---|---|"]
         for c in report["comparisons"]:
             for p in c["pairs"]:
                 lines.append(f"| {c['arm']} | {c['baseline']} | {p['seed']} | "
-                             f"{p['diff']:+.4f} | {p['wall_ratio']:.2f}x | "
-                             f"{_fmt_s(p['reach_s'])} | {_fmt_s(p['dense_s'])} |")
+                             f"{p['diff']:+.4f} | {_fmt(p.get('diff_equal_time'), '+.4f')} | "
+                             f"{p['wall_ratio']:.2f}x | {_fmt_s(p['reach_s'])} | "
+                             f"{_fmt_s(p['dense_s'])} |")
     lines += ["", "Held-out loss: mean nats/byte of the final dense model on the held-out "
-              "sequences. Switch spike: training loss of the first dense step minus the last "
-              "Lighthouse step. Wall time: training time only (held-out scoring excluded).", ""]
+              "sequences. At equal wall time: the arm's final held-out loss minus the dense "
+              "run's after the same training time, interpolated between its scores (a dense run "
+              "in mid-course, not one planned to end there). Switch spike: training loss of the "
+              "first dense step minus the last Lighthouse step. Wall time: training time only "
+              "(held-out scoring excluded).", ""]
     lines += [f"![{p}]({p})" for p in plots]
     lines += ["", "## Settings", "", "```json", json.dumps(report["settings"], indent=2), "```",
               ""]

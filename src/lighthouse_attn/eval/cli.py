@@ -1,4 +1,5 @@
-"""`lighthouse-attn eval niah|loss`: passkey retrieval and loss by position of checkpoints."""
+"""`lighthouse-attn eval niah|loss|leak`: passkey retrieval, loss by position, and whether a
+checkpoint reads the future."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ..data import PackedSequences, load_tokens
 from ..jsonfile import write_json
 from ..train.distributed import resolve_device, set_cpu_threads
 from .forward import MEMORY_FRACTION, bytes_per_sequence, fit_batch, free_memory, gib
+from .leak import measure_leak
 from .loading import EvalCheckpoint, load_checkpoint
 from .passkey import DEFAULT_CONTEXTS, DEFAULT_DEPTHS, MIN_CONTEXT, plan_contexts, run_passkey
 from .plots import plot_passkey, plot_position_loss
@@ -20,6 +22,8 @@ from .position_loss import loss_by_position
 
 NIAH_HELP = "passkey retrieval: a digit hidden at several depths and context lengths"
 LOSS_HELP = "held-out loss overall and by token position, for one or more checkpoints"
+LEAK_HELP = ("does a checkpoint read the future? replace the text after random cuts and "
+             "measure the change before them (zero for a causal model)")
 
 
 # --------------------------------------------------------------------------- shared
@@ -264,9 +268,66 @@ def _loss_table(results) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- leak
+def add_leak_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, metavar="RUN_DIR",
+                        help="run or checkpoint directory (e.g. the stage-1 checkpoint)")
+    parser.add_argument("--data", required=True, nargs="+", metavar="PATH",
+                        help="text to cut (files, directories, globs or .jsonl)")
+    parser.add_argument("--text-field", default="text", help="field of .jsonl records")
+    parser.add_argument("--attention", choices=["lighthouse", "dense"], default="lighthouse",
+                        help="lighthouse (default: the model as stage 1 trains it) or dense "
+                             "(a control: exactly zero)")
+    parser.add_argument("--seq-len", type=int,
+                        help="tokens per sequence (default: the run's training seq_len)")
+    parser.add_argument("--sequences", type=int, default=4, help="sequences (default 4)")
+    parser.add_argument("--cuts", type=int, default=4, help="random cuts per sequence")
+    parser.add_argument("--seed", type=int, default=0)
+    add_runtime_arguments(parser)
+
+
+def leak_main(args: argparse.Namespace) -> int:
+    if args.sequences < 1 or args.cuts < 1:
+        raise ValueError("--sequences and --cuts must be >= 1")
+    device = setup_runtime(args)
+    ckpt = load_checkpoint(args.checkpoint, args.attention, device)
+    seq_len = args.seq_len or ckpt.trained_seq_len
+    if seq_len is None:
+        raise ValueError("the checkpoint's training seq_len is unknown (no run config.json); "
+                         "pass --seq-len")
+    if seq_len < 4:
+        raise ValueError(f"--seq-len must be >= 4 (got {seq_len})")
+    lh = ckpt.model.config.lighthouse
+    if args.attention == "lighthouse" and ckpt.model.config.lighthouse_layer_indices:
+        lh.validate(seq_len)
+    data = PackedSequences(load_tokens(args.data, args.text_field), seq_len)
+    result = measure_leak(ckpt.model, data, sequences=args.sequences, cuts=args.cuts,
+                          seed=args.seed, device=device, precision=args.precision,
+                          progress=not args.no_progress)
+    mode = f"{args.attention} attention" + (f", {lh.selection} selection"
+                                            if args.attention == "lighthouse" else "")
+    print(f"future leak of {ckpt.name} ({mode}), {result.sequences} sequences x "
+          f"{result.cuts_per_sequence} cuts of {seq_len:,} tokens:")
+    print(f"  loss change before the cut   {result.mean_loss_change:+.6f} nats/token "
+          "(> 0: the prefix was predicted better with its real future)")
+    print(f"  largest logit change         {result.max_logit_change:.3g}")
+    print(f"  positions whose logits moved {100 * result.changed_fraction:.1f}%")
+    print("  verdict: " + ("no output before a cut depends on the text after it"
+                           if result.max_logit_change == 0 else
+                           "outputs before the cuts depend on the text after them"))
+    out = Path(args.out)
+    path = out / f"{file_stem('leak_' + ckpt.name + '_' + args.attention)}.json"
+    write_json(path, {"checkpoint": describe(ckpt), "attention": args.attention,
+                      "seq_len": seq_len, "data": args.data, "device": str(device),
+                      "precision": args.precision, **result.to_dict()})
+    print(f"wrote {path}")
+    return 0
+
+
 # --------------------------------------------------------------------------- command
 SUBCOMMANDS = {"niah": (add_niah_arguments, niah_main, NIAH_HELP),
-               "loss": (add_loss_arguments, loss_main, LOSS_HELP)}
+               "loss": (add_loss_arguments, loss_main, LOSS_HELP),
+               "leak": (add_leak_arguments, leak_main, LEAK_HELP)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,4 +1,4 @@
-"""lighthouse_attention: the stages of SPEC.md composed into one drop-in for causal SDPA."""
+"""lighthouse_attention: the stages of docs/spec.md composed into one drop-in for causal SDPA."""
 
 from __future__ import annotations
 
