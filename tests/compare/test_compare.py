@@ -110,7 +110,7 @@ def test_changed_settings_in_the_same_out_are_refused(compared, data, capsys):
     (["--arm", "x:topk=100"], "topk must be a positive multiple of 128"),
     (["--schedules", "constant,sometimes"], "unknown schedule 'sometimes'"),
     (["--seeds", "0,0"], "distinct"),
-    (["--decay-steps", "2"], "add wsd to --schedules"),
+    (["--schedules", "constant", "--decay-steps", "2"], "add wsd to --schedules"),
     (["--run-dir", "x"], "drop --run-dir"),
 ])
 def test_bad_input_is_a_one_line_error(data, tmp_path, capsys, extra, match):

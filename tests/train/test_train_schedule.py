@@ -40,9 +40,9 @@ def test_wsd_is_flat_then_decays_linearly_over_the_last_steps():
     assert lr_at(9, 10, 1.0, 2, 0.1, "wsd", decay_steps=4) == pytest.approx(0.1)
 
 
-def test_wsd_default_decay_is_the_dense_stage():
+def test_wsd_default_decay_is_the_last_fifth():
     from lighthouse_attn.train.schedule import wsd_decay_steps
 
-    assert wsd_decay_steps(None, 180, 480) == 180
-    assert wsd_decay_steps(None, 0, 500) == 100
-    assert wsd_decay_steps(50, 180, 480) == 50
+    assert wsd_decay_steps(None, 400) == 80
+    assert wsd_decay_steps(None, 3) == 1
+    assert wsd_decay_steps(50, 480) == 50

@@ -70,14 +70,14 @@ def test_validation_loss_matches_a_direct_forward(tmp_path, corpus, held_out):
 
 def test_wsd_decays_inside_the_dense_stage(tmp_path, corpus):
     run = tiny_run(tmp_path, "w", corpus, schedule="wsd", lighthouse_steps=3, dense_steps=3,
-                   min_lr_ratio=0.0)
+                   min_lr_ratio=0.0, decay_steps=3)
     train(run, TINY_MODEL, progress=False)
     lrs = [r["lr"] for r in metrics(run.run_dir)]
     assert lrs == pytest.approx([1.5e-3, 3e-3, 3e-3, 2e-3, 1e-3, 0.0])
 
 
 @pytest.mark.parametrize("changes,match", [
-    (dict(decay_steps=2), "--decay-steps applies to --schedule wsd only"),
+    (dict(schedule="cosine", decay_steps=2), "--decay-steps applies to --schedule wsd only"),
     (dict(schedule="wsd", decay_steps=9), "--decay-steps must be in 1..4"),
     (dict(eval_every=2), "need --eval-data"),
     (dict(eval_sequences=0, eval_data=["x"]), "--eval-sequences must be >= 1"),

@@ -49,7 +49,7 @@ class TrainConfig:
     lr: float = 2e-3
     min_lr_ratio: float = 0.1
     warmup_steps: int = 20
-    schedule: str = "cosine"
+    schedule: str = "wsd"
     decay_steps: int | None = None
     weight_decay: float = 0.1
     beta1: float = 0.9
@@ -78,7 +78,7 @@ class TrainConfig:
     @property
     def wsd_decay(self) -> int:
         """Decay steps of the ``wsd`` schedule (see ``schedule.wsd_decay_steps``)."""
-        return wsd_decay_steps(self.decay_steps, self.dense_steps, self.total_steps)
+        return wsd_decay_steps(self.decay_steps, self.total_steps)
 
     @property
     def validation_every(self) -> int:
@@ -192,11 +192,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--min-lr-ratio", type=float, default=0.1,
                    help="final learning rate as a fraction of --lr")
     o.add_argument("--warmup-steps", type=int, help="linear warm-up steps")
-    o.add_argument("--schedule", choices=SCHEDULES, default="cosine",
-                   help="after warm-up, over both stages: cosine or linear decay, constant "
-                        "(the paper's), or wsd (flat, then linear decay over --decay-steps)")
+    o.add_argument("--schedule", choices=SCHEDULES, default="wsd",
+                   help="after warm-up, over both stages: wsd (default: flat, then linear "
+                        "decay over --decay-steps), constant (the paper's), cosine or linear")
     o.add_argument("--decay-steps", type=int,
-                   help="wsd: decay over the last N steps (default: the dense stage)")
+                   help="wsd: decay over the last N steps (default: a fifth of the run)")
     o.add_argument("--weight-decay", type=float, default=0.1)
     o.add_argument("--grad-clip", type=float, default=1.0, help="max global grad norm")
     s = parser.add_argument_group("system")

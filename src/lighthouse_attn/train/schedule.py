@@ -6,9 +6,10 @@ schedule starts with a linear warm-up from ``lr / warmup`` to ``lr``; then:
 - ``cosine``: cosine decay to ``lr * min_lr_ratio`` at the last step;
 - ``linear``: linear decay to ``lr * min_lr_ratio`` at the last step;
 - ``constant``: ``lr`` to the end (the paper's recipe: recovery runs at the full rate);
-- ``wsd`` (warm-up, stable, decay): ``lr`` until the last ``decay_steps``, then linear decay to
-  ``lr * min_lr_ratio`` at the last step (with ``decay_steps <= dense_steps`` the decay falls
-  inside the dense stage).
+- ``wsd`` (warm-up, stable, decay; the default): ``lr`` until the last ``decay_steps`` (default:
+  a fifth of the run), then linear decay to ``lr * min_lr_ratio`` at the last step (with
+  ``decay_steps <= dense_steps`` the decay falls inside the dense stage). Measured best of the
+  four for both arms (``benchmarks/quality/``).
 """
 
 from __future__ import annotations
@@ -48,9 +49,7 @@ def lr_at(step: int, total_steps: int, lr: float, warmup_steps: int, min_lr_rati
     return lr * (min_lr_ratio + (1.0 - min_lr_ratio) * factor)
 
 
-def wsd_decay_steps(decay_steps: int | None, dense_steps: int, total_steps: int) -> int:
-    """``decay_steps`` of a ``wsd`` run: as given, else the dense stage's length (the decay
-    falls inside recovery), else a fifth of the run."""
-    if decay_steps is not None:
-        return decay_steps
-    return dense_steps if dense_steps > 0 else max(1, total_steps // 5)
+def wsd_decay_steps(decay_steps: int | None, total_steps: int) -> int:
+    """``decay_steps`` of a ``wsd`` run: as given, else the last fifth of the run (inside the
+    dense stage whenever recovery is at least a fifth of the run, as in the paper's recipe)."""
+    return decay_steps if decay_steps is not None else max(1, total_steps // 5)
