@@ -19,7 +19,7 @@ import torch
 from layer_case import case_arguments, case_of
 from torch.profiler import ProfilerActivity, profile, record_function
 
-import lighthouse_attn.ops.attention as op_attention
+import lighthouse_attn.ops.api as op_attention
 import lighthouse_attn.ops.triton.attention as tri
 from lighthouse_attn.bench.common import warm_up_gpu
 

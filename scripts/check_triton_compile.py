@@ -16,7 +16,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from lighthouse_attn.ops.triton import flash_backward, scores, select, window  # noqa: F401
+from lighthouse_attn.ops.triton import flash_backward, gather_scatter, scores, select  # noqa: F401
 
 
 def sig(fn, types: dict, consts: dict, aligned: tuple = ()) -> ASTSource:
@@ -83,23 +83,23 @@ def cases():
                 {"L": L, "P": p, "LOG2P": log2p, "BLOCK_C": C, "NMAX": max(C, 128 * p),
                  "TILE_": 128, "HALF_": 64, "DIGIT": 4, "SEL": sel, "FILL": 1024,
                  "CAUSAL": causal, "SEG": 16}), {"num_warps": select.WARPS}
-        yield f"map L={L} p={p}", sig(window._map_kernel,
+        yield f"map L={L} p={p}", sig(gather_scatter._map_kernel,
                                       {"level_ptr": "*i64", "index_ptr": "*i64",
                                        "map_ptr": "*i32"},
                                       {"L": L, "LOG2P": log2p, "BLOCK": 1024})
-        rows, skip = window.pool_plan(p, L, 128)
+        rows, skip = gather_scatter.pool_plan(p, L, 128)
         for shift, mean, given in ((0, True, 0), (0, True, 2), (1, False, 0)):
             consts = {"SHIFT": shift, "MEAN": mean, "L": L, "P": p, "LOG2P": log2p,
                       "BLOCK_D": 128, "ACC": triton.language.float32}
             yield f"pool L={L} p={p} shift={shift} given={given}", sig(
-                window._pool_kernel, {**bf, "map_ptr": "*i32"},
+                gather_scatter._pool_kernel, {**bf, "map_ptr": "*i32"},
                 {**consts, "ROWS": rows, "SKIP_EMPTY": skip, "GIVEN": given},
-                aligned(window._pool_kernel))
-            srows = window._rows(window.SPREAD_ROWS, p, L, 128)
+                aligned(gather_scatter._pool_kernel))
+            srows = gather_scatter._rows(gather_scatter.SPREAD_ROWS, p, L, 128)
             yield f"spread L={L} p={p} shift={shift}", sig(
-                window._spread_kernel, {**bf, "map_ptr": "*i32"}, {**consts, "ROWS": srows},
-                aligned(window._spread_kernel)), {
-                    "num_warps": window.spread_warps(3 - 2 * shift, srows)}
+                gather_scatter._spread_kernel, {**bf, "map_ptr": "*i32"}, {**consts, "ROWS": srows},
+                aligned(gather_scatter._spread_kernel)), {
+                    "num_warps": gather_scatter.spread_warps(3 - 2 * shift, srows)}
 
 
 def aligned(fn) -> tuple:

@@ -10,7 +10,7 @@
 # finished arms); each phase writes OUT/PHASE.tar.gz with every run's metrics and the report.
 set -uo pipefail
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-OUT="${OUT:-benchmarks/quality/results}"
+OUT="${OUT:-bench-results/quality}"
 PHASE="${1:-checks}"
 ROOT=runs_quality
 mkdir -p "$OUT" "$ROOT"

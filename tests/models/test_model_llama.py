@@ -163,17 +163,21 @@ def test_rope_matches_complex_rotation_and_is_relative():
     assert math.isclose(Q[7] @ K[3], Q[12] @ K[8], rel_tol=1e-5)
 
 
-def test_activation_checkpointing_gives_the_same_gradients():
+def test_activation_checkpointing_gives_the_same_gradients_and_keys():
+    from lighthouse_attn.train.parallelize import parallelize
+
     x = tokens()
-    grads = []
+    grads, keys = [], []
     for ckpt in (False, True):
         torch.manual_seed(0)
-        model = Llama(TINY)
-        model.gradient_checkpointing = ckpt
+        model = parallelize(Llama(TINY), activation_checkpointing=ckpt)
         model(x).logsumexp(-1).mean().backward()
         grads.append([p.grad for p in model.parameters()])
+        keys.append(list(model.state_dict()))
+        model.set_attention("dense")  # blocks stay reachable through the wrapper
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    assert keys[0] == keys[1]  # checkpoints do not depend on the wrapping
 
 
 def test_tied_embeddings_have_no_head_weight():
@@ -186,13 +190,14 @@ def test_tied_embeddings_have_no_head_weight():
 
 
 def test_presets_match_the_issue_and_count_parameters():
-    p = PRESETS["paper-530m"]
+    p = PRESETS["paper-268m"]
     assert (p.d_model, p.n_layers, p.n_heads, p.n_kv_heads, p.ffn_hidden, p.rope_theta,
             p.vocab_size) == (1024, 30, 8, 8, 1536, 10000.0, 257)
     assert p.dense_layer_indices == (0, 1, 28, 29)
     assert (p.lighthouse.num_levels, p.lighthouse.pooling_factor, p.lighthouse.topk,
             p.lighthouse.scorer) == (3, 4, 1536, "norm")
     assert 115e6 < PRESETS["small"].num_parameters() < 135e6
+    assert 260e6 < p.num_parameters() < 275e6  # what the name says
     demo = PRESETS["demo"]
     assert demo.lighthouse.min_seq_len <= 2048 and demo.lighthouse_layer_indices
     for cfg in PRESETS.values():

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from conftest import rand_qkv
 
 from lighthouse_attn import LighthouseConfig, Selection, lighthouse_attention, select
-from lighthouse_attn.ops import attention as attention_module
-from lighthouse_attn.ops.scatter import scatter
+from lighthouse_attn.ops import api as attention_module
+from lighthouse_attn.ops.reference.scatter import scatter
 
 SMALL = dict(num_levels=2, pooling_factor=2, topk=128)
 

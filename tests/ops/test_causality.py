@@ -10,7 +10,7 @@ import torch
 from conftest import rand_qkv
 
 from lighthouse_attn import LighthouseConfig, lighthouse_attention, select
-from lighthouse_attn.ops.select import look_back, pick_causal
+from lighthouse_attn.ops.reference.select import look_back, pick_causal
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 try:

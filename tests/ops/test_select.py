@@ -6,8 +6,8 @@ import torch
 from conftest import rand_qkv
 
 from lighthouse_attn import LighthouseConfig, Selection, select
-from lighthouse_attn.ops.scores import base_scores, level_scores
-from lighthouse_attn.ops.select import pick_top
+from lighthouse_attn.ops.reference.scores import base_scores, level_scores
+from lighthouse_attn.ops.reference.select import pick_top
 
 CONFIGS = [
     dict(num_levels=2, pooling_factor=2, topk=128),

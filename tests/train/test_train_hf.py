@@ -21,8 +21,9 @@ from transformers import AutoModelForCausalLM, Qwen2Config
 import lighthouse_attn.hf.attention as hf_attention
 from lighthouse_attn import LighthouseConfig
 from lighthouse_attn.cli import main
-from lighthouse_attn.hf import CONFIG_KEY, HFCausalLM, HFModelConfig, attention_modules
+from lighthouse_attn.hf import CONFIG_KEY, attention_modules
 from lighthouse_attn.hf import lighthouse_layers as hf_lighthouse_layers
+from lighthouse_attn.models import HFCausalLM, HFModelConfig
 from lighthouse_attn.train import TrainingError, load_model, train
 from lighthouse_attn.train.checkpoint import list_checkpoints
 

@@ -104,9 +104,9 @@ def _stage_breakdown(q, k, v, cfg, warmup, repeats) -> dict:
     """Each stage of the fast path timed alone on the same inputs (forward and backward), as
     the eager layer runs them: where the norm kernel can (``scores.means_apply``), it also
     pools q and k's coarsest level, and the gather copies it."""
+    from ..ops.triton.gather_scatter import build_position_map, pool, spread
     from ..ops.triton.scores import means_apply, row_norms_and_means, row_norms_pair
     from ..ops.triton.select import select_with_map
-    from ..ops.triton.window import build_position_map, pool, spread
 
     N, H, L, p = q.shape[2], q.shape[1], cfg.num_levels, cfg.pooling_factor
     if means_apply(cfg.coarsest_window, q.shape[-1]):
@@ -317,7 +317,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--merge", default=None, metavar="A.json,B.json",
                         help="time nothing: merge earlier results of one device into one JSON, "
                              "table and plot (e.g. runs split to fit a time limit)")
-    parser.add_argument("--out", default="benchmarks/attention",
+    parser.add_argument("--out", default="bench-results/attention",
                         help="directory (or .json file) for the results")
 
 

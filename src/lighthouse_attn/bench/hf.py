@@ -2,7 +2,7 @@
 (Lighthouse through :mod:`lighthouse_attn.hf`) against the same model on all-SDPA.
 
 Both variants are built the same way (``from_config``, random init, no download) with the
-shapes of the paper-530m preset, activation checkpointing on, and timed over steady-state
+shapes of the paper-268m preset, activation checkpointing on, and timed over steady-state
 steps (forward, backward, AdamW) on one fixed random batch. Prints a table and writes a JSON
 record (device, versions, config, per-step times) to ``--out``. The defaults (N = 98,304;
 per variant 2 warm-up steps, then 5 timed steps or 150 s of them, whichever ends first) fit in
@@ -25,13 +25,13 @@ from .common import device_name, sync, versions
 
 PAPER_530M = dict(hidden_size=1024, num_layers=30, heads=8, kv_heads=8, intermediate_size=1536,
                   vocab_size=257, rope_theta=10000.0)
-"""The paper-530m preset's shapes (vocab: 256 bytes + 1 separator; untied embeddings)."""
+"""The paper-268m preset's shapes (vocab: 256 bytes + 1 separator; untied embeddings)."""
 VARIANTS = ("lighthouse", "sdpa")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    m = parser.add_argument_group("model (defaults: the paper-530m preset)")
+    m = parser.add_argument_group("model (defaults: the paper-268m preset)")
     m.add_argument("--hidden-size", type=int, default=PAPER_530M["hidden_size"])
     m.add_argument("--num-layers", type=int, default=PAPER_530M["num_layers"])
     m.add_argument("--heads", type=int, default=PAPER_530M["heads"])
@@ -63,7 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--variants", default=",".join(VARIANTS),
                    help="comma-separated subset of 'lighthouse,sdpa' (both give the ratio)")
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--out", default="runs/bench-hf.json", help="JSON record (written atomically)")
+    r.add_argument("--out", default="bench-results/bench-hf.json",
+                   help="JSON record (written atomically)")
 
 
 def main(args: argparse.Namespace) -> int:

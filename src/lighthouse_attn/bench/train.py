@@ -34,11 +34,12 @@ from ..models import (
 from ..train.distributed import DistEnv, resolve_device, set_cpu_threads
 from ..train.loop import make_optimizer, train_step
 from ..train.options import TrainConfig
+from ..train.parallelize import parallelize
 from .common import device_name, versions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_arguments(parser, default_preset="paper-530m")
+    add_model_arguments(parser, default_preset="paper-268m")
     g = parser.add_argument_group("benchmark")
     g.add_argument("--seq-len", type=int, default=98_304, help="tokens per sequence")
     g.add_argument("--batch-size", type=int, default=1, help="sequences per step")
@@ -53,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--compile", action="store_true", help="torch.compile each block")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--out", default="benchmarks",
+    g.add_argument("--out", default="bench-results",
                    help="JSON file, or a directory for an automatically named one")
 
 
@@ -87,12 +88,10 @@ def time_mode(config: ModelConfig, mode: str, args: argparse.Namespace, device: 
     median step time, tokens/s and peak memory (CUDA only). An out-of-memory error is
     reported in the result instead of raised."""
     torch.manual_seed(args.seed)
-    model = model_from_config(config).to(device)
-    model.gradient_checkpointing = args.activation_checkpointing
+    model = parallelize(model_from_config(config).to(device),
+                        activation_checkpointing=args.activation_checkpointing,
+                        compile=args.compile)
     model.set_attention(mode)
-    if args.compile:
-        for block in model.layers:
-            block.compile()
     optimizer = make_optimizer(model, TrainConfig(run_dir=""), device)
     env = DistEnv(0, 1, device)
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if bf16

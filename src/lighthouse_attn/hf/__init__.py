@@ -8,13 +8,13 @@
     Trainer(..., callbacks=[lh_hf.RecoveryCallback(switch_step=10_000)])  # or automatically
 
 The project trainer trains an HF architecture from a local ``config.json`` with the same two
-stages: ``lighthouse-attn train --hf-config config.json`` (:class:`HFCausalLM`).
+stages: ``lighthouse-attn train --hf-config config.json``
+(:class:`lighthouse_attn.models.HFCausalLM`).
 
 Needs ``pip install "lighthouse-attn[hf]"`` (transformers and accelerate).
 """
 
 from .attention import ATTN_IMPLEMENTATION, lighthouse_attention_forward, lighthouse_mask, register
-from .causal_lm import HFCausalLM, HFModelConfig
 from .model import (
     attention_modules,
     build_causal_lm,
@@ -27,11 +27,10 @@ from .model import (
 )
 from .settings import CONFIG_KEY, Settings, read_settings
 
-__all__ = ["ATTN_IMPLEMENTATION", "CONFIG_KEY", "HFCausalLM", "HFModelConfig",
-           "RecoveryCallback", "Settings", "attention_modules", "build_causal_lm",
-           "causal_lm_from_config", "configure", "lighthouse_attention_forward",
-           "lighthouse_layers", "lighthouse_mask", "read_config", "read_settings", "register",
-           "save_pretrained", "to_dense"]
+__all__ = ["ATTN_IMPLEMENTATION", "CONFIG_KEY", "RecoveryCallback", "Settings",
+           "attention_modules", "build_causal_lm", "causal_lm_from_config", "configure",
+           "lighthouse_attention_forward", "lighthouse_layers", "lighthouse_mask", "read_config",
+           "read_settings", "register", "save_pretrained", "to_dense"]
 
 
 def __getattr__(name: str):

@@ -1,4 +1,5 @@
-"""Models: a Llama-3-style decoder with per-layer Lighthouse or dense attention, and presets."""
+"""Models: a Llama-3-style decoder with per-layer Lighthouse or dense attention, presets, and
+a Hugging Face causal LM behind the same interface (``interface.py``)."""
 
 from .build import (
     ModelConfig,
@@ -15,6 +16,8 @@ from .presets import PRESETS
 __all__ = [
            "ATTENTION_MODES",
            "PRESETS",
+           "HFCausalLM",
+           "HFModelConfig",
            "Llama",
            "LlamaConfig",
            "ModelConfig",
@@ -25,3 +28,12 @@ __all__ = [
            "model_from_config",
            "model_label",
 ]
+
+
+def __getattr__(name: str):
+    # the HF wrapper needs transformers: import it when asked for
+    if name in ("HFCausalLM", "HFModelConfig"):
+        from . import hf_causal_lm
+
+        return getattr(hf_causal_lm, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,11 +1,9 @@
 """The one place where command-line options become a model.
 
 ``--preset`` + overrides -> :class:`LlamaConfig` -> :class:`Llama`, or ``--hf-config PATH`` +
-the Lighthouse options -> :class:`~lighthouse_attn.hf.HFModelConfig` ->
-:class:`~lighthouse_attn.hf.HFCausalLM` (a transformers causal LM; needs the ``hf`` extra,
-imported only then). Both models share one interface: ``forward(input_ids) -> logits``,
-``set_attention``, ``attention_mode``, ``layers``, ``gradient_checkpointing``, and their configs
-the sizes, ``lighthouse`` settings, layer indices, ``num_parameters()`` and ``to_dict()``.
+the Lighthouse options -> :class:`~.hf_causal_lm.HFModelConfig` ->
+:class:`~.hf_causal_lm.HFCausalLM` (a transformers causal LM; needs the ``hf`` extra,
+imported only then). Both implement the interface of ``interface.py``.
 
 Commands that build a model (``train``, ``bench train``) call :func:`add_model_arguments`,
 :func:`build_model_config` and :func:`model_from_config`; a saved run reads its config back with
@@ -21,11 +19,11 @@ from typing import TYPE_CHECKING, Union
 from torch import nn
 
 from ..config import LighthouseConfig
-from .llama import Llama, LlamaConfig
-from .presets import PRESETS
+from .llama import LlamaConfig
+from .presets import PRESET_ALIASES, PRESETS
 
 if TYPE_CHECKING:
-    from ..hf.causal_lm import HFModelConfig
+    from .hf_causal_lm import HFModelConfig
 
 ModelConfig = Union[LlamaConfig, "HFModelConfig"]
 
@@ -54,8 +52,11 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_preset: str = "
     """Add ``--preset``, the architecture overrides and the Lighthouse settings (all default
     to the preset's values)."""
     g = parser.add_argument_group("model (defaults come from --preset)")
-    g.add_argument("--preset", default=default_preset, choices=sorted(PRESETS),
-                   action=_StorePreset, help=f"model preset (default: {default_preset})")
+    g.add_argument("--preset", default=default_preset,
+                   choices=sorted(PRESETS) + sorted(PRESET_ALIASES), action=_StorePreset,
+                   help=f"model preset (default: {default_preset}): demo (1.25M parameters), "
+                        "small (125M), paper-268m (the paper's 530M model's 30-layer body with "
+                        "a byte vocabulary; paper-530m is its old name)")
     g.add_argument("--hf-config", metavar="PATH",
                    help="train a Hugging Face architecture from a local config.json (random "
                         "init, no download) instead of a preset; the Lighthouse options apply, "
@@ -87,7 +88,7 @@ class _StorePreset(argparse.Action):
     """Stores ``--preset`` and records that it was given (``--hf-config`` rejects it)."""
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
-        setattr(namespace, self.dest, values)
+        setattr(namespace, self.dest, PRESET_ALIASES.get(values, values))
         namespace.preset_given = True
 
 
@@ -119,7 +120,7 @@ def _hf_model_config(args: argparse.Namespace, lighthouse: LighthouseConfig,
                          f"{', '.join(conflicts)} (the Lighthouse options and --dense-layers "
                          "still apply)")
     try:
-        from ..hf.causal_lm import HFModelConfig
+        from .hf_causal_lm import HFModelConfig
     except ImportError as err:
         raise ValueError(f"--hf-config needs transformers: pip install 'lighthouse-attn[hf]' "
                          f"({err})") from None
@@ -128,17 +129,12 @@ def _hf_model_config(args: argparse.Namespace, lighthouse: LighthouseConfig,
 
 def model_label(args: argparse.Namespace, config: ModelConfig) -> str:
     """A short name for run directories and titles: the preset, or ``hf-MODEL_TYPE``."""
-    return args.preset if isinstance(config, LlamaConfig) else f"hf-{config.model_type}"
+    return config.label(args.preset)
 
 
 def model_from_config(config: ModelConfig) -> nn.Module:
-    """A freshly initialised model (seed the RNG first): a :class:`Llama`, or an
-    :class:`~lighthouse_attn.hf.HFCausalLM` for an HF config."""
-    if isinstance(config, LlamaConfig):
-        return Llama(config)
-    from ..hf.causal_lm import HFCausalLM
-
-    return HFCausalLM(config)
+    """A freshly initialised model (seed the RNG first): ``config.build()``."""
+    return config.build()
 
 
 def model_config_from_dict(d: dict) -> ModelConfig:
@@ -146,7 +142,7 @@ def model_config_from_dict(d: dict) -> ModelConfig:
     anything malformed (or an HF config without transformers installed)."""
     if isinstance(d, dict) and "hf_config" in d:
         try:
-            from ..hf.causal_lm import HFModelConfig
+            from .hf_causal_lm import HFModelConfig
         except ImportError as err:
             raise ValueError(f"this run trains a Hugging Face architecture; it needs "
                              f"transformers: pip install 'lighthouse-attn[hf]' ({err})") from None

@@ -9,14 +9,15 @@ are the same in both modes.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from ..config import LighthouseConfig
 from ..ops import lighthouse_attention, sdpa_causal
+from .interface import OUR_FORMAT
 
 ATTENTION_MODES = ("lighthouse", "dense")
 
@@ -62,6 +63,7 @@ class LlamaConfig:
     init_std: float = 0.02
     dense_layers: tuple[int, ...] = (0, 1, -2, -1)
     lighthouse: LighthouseConfig = field(default_factory=LighthouseConfig)
+    checkpoint_format: ClassVar[str] = OUR_FORMAT
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dense_layers", tuple(self.dense_layers))
@@ -112,6 +114,14 @@ class LlamaConfig:
         per_layer = attn + 3 * d * f + 2 * d
         head = 0 if self.tie_embeddings else self.vocab_size * d
         return self.n_layers * per_layer + self.vocab_size * d + head + d
+
+    def build(self) -> Llama:
+        """A freshly initialised model (seed the RNG first)."""
+        return Llama(self)
+
+    def label(self, preset: str) -> str:
+        """Name of runs of this model: the preset it came from."""
+        return preset
 
     def to_dict(self) -> dict:
         """JSON-ready ``dict``; :meth:`from_dict` restores it."""
@@ -238,10 +248,9 @@ class Block(nn.Module):
 # --------------------------------------------------------------------------- model
 class Llama(nn.Module):
     """Decoder-only language model; ``forward(input_ids (B, N) int64) -> logits (B, N, V)``
-    in fp32. Starts in ``"lighthouse"`` mode; :meth:`set_attention` switches.
-
-    ``gradient_checkpointing = True`` recomputes each block in the backward pass (training only).
-    """
+    in fp32. Starts in ``"lighthouse"`` mode; :meth:`set_attention` switches. Activation
+    checkpointing, compilation and sharding are applied from outside
+    (``train/parallelize.py``)."""
 
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
@@ -252,7 +261,6 @@ class Llama(nn.Module):
         self.norm = RMSNorm(config.d_model, config.norm_eps)
         self.lm_head = (None if config.tie_embeddings
                         else nn.Linear(config.d_model, config.vocab_size, bias=False))
-        self.gradient_checkpointing = False
         self._mode = "lighthouse"
         self.reset_parameters()
 
@@ -293,10 +301,7 @@ class Llama(nn.Module):
                                input_ids.device)
         x = self.embed(input_ids)
         for block in self.layers:
-            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(block, x, cos, sin, use_reentrant=False)
-            else:
-                x = block(x, cos, sin)
+            x = block(x, cos, sin)
         x = self.norm(x)
         logits = F.linear(x, self.embed.weight) if self.lm_head is None else self.lm_head(x)
         return logits.float()

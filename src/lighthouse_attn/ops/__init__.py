@@ -1,10 +1,11 @@
-"""The Lighthouse op, one module per stage of docs/spec.md:
-
-pyramid (sec. 1) -> scores (sec. 2) -> select (sec. 3-4) -> gather (sec. 5) -> inner
-attention -> scatter (sec. 6), composed by :func:`lighthouse_attention` in ``attention.py``.
+"""The Lighthouse op. ``api.py`` holds the entry points and sends each call to the torch
+reference path (``reference/``, one module per stage of docs/spec.md: pyramid, scores, select,
+gather, scatter) or to its Triton twins (``triton/``); ``inner.py`` is the dense attention on
+the gathered sequence, ``types.py`` the shared types.
 """
 
-from .attention import lighthouse_attention, sdpa_causal
-from .select import Selection, select
+from .api import lighthouse_attention, select
+from .inner import sdpa_causal
+from .types import AttnFn, Selection
 
-__all__ = ["lighthouse_attention", "sdpa_causal", "select", "Selection"]
+__all__ = ["AttnFn", "Selection", "lighthouse_attention", "sdpa_causal", "select"]

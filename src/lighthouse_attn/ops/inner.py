@@ -1,5 +1,6 @@
-"""The inner dense causal attention of the fast path: the quickest SDPA kernel for the gathered
-shapes, or a deterministic one.
+"""The inner dense causal attention on the gathered sequence: plain causal SDPA
+(:func:`sdpa_causal`), and for the fast path the quickest SDPA kernel for the gathered shapes,
+or a deterministic one.
 
 Deterministic mode on CUDA, fp16/bf16, head dims 16-256 (powers of two): the cuDNN forward
 (deterministic; flash if cuDNN refuses the inputs) and the Triton backward of
@@ -12,10 +13,10 @@ from __future__ import annotations
 import warnings
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .attention import sdpa_causal
 from .backend import HAS_TRITON
 
 # cuDNN first: on Hopper it is 1.6-1.9x faster than flash for long causal bf16 sequences.
@@ -25,6 +26,12 @@ FAST_ORDER = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION,
 # cuDNN is not. Used for deterministic mode where the Triton backward does not apply.
 DETERMINISTIC_ORDER = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
                        SDPBackend.MATH]
+
+
+def sdpa_causal(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None) -> Tensor:
+    """Causal ``F.scaled_dot_product_attention``; ``k``, ``v`` may have fewer heads (GQA)."""
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale,
+                                          enable_gqa=k.shape[1] != q.shape[1])
 
 
 class _deterministic_mode:

@@ -34,7 +34,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..data import SEP_ID, VOCAB_SIZE
-from ..models import LlamaConfig, ModelConfig, model_config_from_dict, model_from_config
+from ..models import ModelConfig, model_config_from_dict, model_from_config
+from ..models.interface import HF_FORMAT, OUR_FORMAT
 
 FORMAT = "lighthouse-attn/1"
 TOKENIZER_INFO = {"type": "byte", "vocab_size": VOCAB_SIZE, "sep_id": SEP_ID}
@@ -126,15 +127,27 @@ def save_final_model(run_dir: str | Path, model_state: dict, model_config: Model
     """Write the finished dense model to ``run_dir/final/`` atomically; returns its path. An HF
     architecture is saved as an ordinary HF checkpoint (see the module docstring)."""
     final = Path(run_dir) / "final"
-    if not isinstance(model_config, LlamaConfig):
-        from ..hf.causal_lm import save_dense_checkpoint
+    return _FINAL_WRITERS[model_config.checkpoint_format](model_state, model_config, final,
+                                                          step)
 
-        return save_dense_checkpoint(model_state, model_config, final)
+
+def _save_final_ours(model_state: dict, model_config: ModelConfig, final: Path,
+                     step: int) -> Path:
     tmp = _tmp_dir(final)
     save_file({k: v.contiguous() for k, v in model_state.items()}, tmp / "model.safetensors")
     _write_json(tmp / "config.json", _model_config_json(model_config, "dense", step))
     _commit(tmp, final)
     return final
+
+
+def _save_final_hf(model_state: dict, model_config: ModelConfig, final: Path,
+                   step: int) -> Path:
+    from ..models.hf_causal_lm import save_dense_checkpoint
+
+    return save_dense_checkpoint(model_state, model_config, final)
+
+
+_FINAL_WRITERS = {OUR_FORMAT: _save_final_ours, HF_FORMAT: _save_final_hf}
 
 
 def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
@@ -286,7 +299,7 @@ def load_model(path: str | Path, attention: str = "dense") -> tuple[torch.nn.Mod
 
     Returns:
         ``(model, info)``: the model (a :class:`~lighthouse_attn.models.Llama`, or for a
-        ``--hf-config`` run a :class:`~lighthouse_attn.hf.HFCausalLM`; both take int64
+        ``--hf-config`` run a :class:`~lighthouse_attn.models.HFCausalLM`; both take int64
         ``(B, N)`` token ids and return fp32 logits) on the CPU in eval mode, and ``info`` with
         ``path``, ``kind`` (``"final"`` or ``"checkpoint"``), ``step`` (``None`` for the HF
         checkpoint of a ``--hf-config`` run's final model), ``trained_attention`` (the mode at
@@ -297,7 +310,7 @@ def load_model(path: str | Path, attention: str = "dense") -> tuple[torch.nn.Mod
     """
     model_dir = resolve_model_dir(path)
     if is_hf_checkpoint(model_dir):
-        from ..hf.causal_lm import load_dense_checkpoint
+        from ..models.hf_causal_lm import load_dense_checkpoint
 
         model = load_dense_checkpoint(model_dir)
         config, meta = model.config, {"step": None, "attention": "dense"}

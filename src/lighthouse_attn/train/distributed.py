@@ -1,8 +1,9 @@
-"""Process-group setup, FSDP2 sharding and the few collectives the trainer needs.
+"""Process-group setup, full state dicts of sharded models, and the few collectives the
+trainer needs.
 
-Launched by ``torchrun`` (``WORLD_SIZE > 1``) the trainer shards every decoder block and the
-root with ``torch.distributed.fsdp.fully_shard`` for data parallelism (NCCL on GPU, gloo on
-CPU); a plain ``python`` launch runs one process without a process group.
+Launched by ``torchrun`` (``WORLD_SIZE > 1``) the trainer shards the model with FSDP2
+(``parallelize.py``) for data parallelism (NCCL on GPU, gloo on CPU); a plain ``python``
+launch runs one process without a process group.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_optimizer_state_dict,
 )
-from torch.distributed.fsdp import fully_shard
 
 
 @dataclass(frozen=True)
@@ -97,14 +97,6 @@ def set_cpu_threads(requested: int | None, local_world_size: int = 1) -> int:
 def teardown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
-
-
-def shard(model: nn.Module) -> nn.Module:
-    """FSDP2 data parallelism: shard each decoder block, then the root (embeddings, head)."""
-    for block in model.layers:
-        fully_shard(block)
-    fully_shard(model)
-    return model
 
 
 _FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)

@@ -6,7 +6,7 @@ weights, optimizer state, learning-rate schedule and data position (stage 2, rec
 ends with an ordinary dense model in ``run_dir/final/``.
 
 The model is a :class:`~lighthouse_attn.models.Llama` or, for a ``--hf-config`` run, a
-transformers causal LM behind the same interface (:class:`~lighthouse_attn.hf.HFCausalLM`);
+transformers causal LM behind the same interface (:class:`~lighthouse_attn.models.HFCausalLM`);
 :func:`~lighthouse_attn.models.model_from_config` builds either from its config.
 """
 
@@ -32,6 +32,7 @@ from .distributed import DistEnv
 from .memory import check_memory, estimate_bytes, gib
 from .metrics import MetricsLog, plot_loss, read_metrics, write_summary
 from .options import TrainConfig, validate_model_for_run
+from .parallelize import parallelize
 from .schedule import lr_at, stage_at
 from .signals import StopRequest
 from .validation import Validation, eval_steps
@@ -100,15 +101,11 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, resume: bo
     if dry_run:
         return RunResult("dry run", 0, str(run_dir), None, None)
 
-    # ---- 2. Model and optimizer: same init on every process, then FSDP2 shards it ----
+    # ---- 2. Model and optimizer: same init on every process; checkpointing, compile, FSDP2 -
     torch.manual_seed(run.seed)
-    model = model_from_config(model_config).to(env.device)
-    model.gradient_checkpointing = run.activation_checkpointing
-    if env.distributed:
-        distributed.shard(model)
-    if run.compile:
-        for block in model.layers:
-            block.compile()
+    model = parallelize(model_from_config(model_config).to(env.device),
+                        activation_checkpointing=run.activation_checkpointing,
+                        compile=run.compile, shard=env.distributed)
     optimizer = make_optimizer(model, run, env.device)
 
     # ---- 3. Fresh start or resume from the newest checkpoint -----------------------

@@ -21,7 +21,7 @@ PRESET_TRAINING: dict[str, dict] = {
                  warmup_steps=20, ckpt_every=50, activation_checkpointing=False),
     "small": dict(seq_len=32768, batch_size=8, lighthouse_steps=4000, dense_steps=1000,
                   lr=6e-4, warmup_steps=200, ckpt_every=250, activation_checkpointing=True),
-    "paper-530m": dict(seq_len=98304, batch_size=8, lighthouse_steps=8000, dense_steps=2000,
+    "paper-268m": dict(seq_len=98304, batch_size=8, lighthouse_steps=8000, dense_steps=2000,
                        lr=3e-4, warmup_steps=500, ckpt_every=250,
                        activation_checkpointing=True),
 }

@@ -143,8 +143,7 @@ def test_autograd_function_with_a_math_forward(monkeypatch, compiled):
 @pytest.mark.gpu
 @pytest.mark.parametrize("Hkv", [8, 2])
 def test_deterministic_attention_matches_fp32_sdpa_and_is_bitwise_reproducible(Hkv):
-    from lighthouse_attn.ops.attention import sdpa_causal
-    from lighthouse_attn.ops.inner import fast_causal_attention
+    from lighthouse_attn.ops.inner import fast_causal_attention, sdpa_causal
 
     q, k, v, do = inputs(4096, 128, Hkv, dtype=torch.bfloat16, seed=11, B=1, H=8)
     runs = []

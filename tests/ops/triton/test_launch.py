@@ -31,7 +31,7 @@ def test_key_rejects_unknown_arguments():
 
 
 def test_one_wrapper_per_kernel():
-    from lighthouse_attn.ops.triton.window import _pool_kernel
+    from lighthouse_attn.ops.triton.gather_scatter import _pool_kernel
 
     assert launch.fast(_pool_kernel) is launch.fast(_pool_kernel)
 
@@ -63,7 +63,7 @@ def test_direct_launch_matches_triton_launch():
 def test_layout_passes_addresses_only_for_leading_tensors():
     """Leading tensor arguments may go to the launcher as addresses; a tensor after a
     non-tensor keeps every argument as it is."""
-    from lighthouse_attn.ops.triton.window import _map_kernel
+    from lighthouse_attn.ops.triton.gather_scatter import _map_kernel
 
     fk = launch.FastKernel(_map_kernel)
     t = torch.zeros(4)

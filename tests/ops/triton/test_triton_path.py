@@ -10,14 +10,12 @@ from conftest import rand_qkv
 pytest.importorskip("triton")
 
 from lighthouse_attn import LighthouseConfig, lighthouse_attention, select
-from lighthouse_attn.ops.gather import gather
-from lighthouse_attn.ops.pyramid import build_pyramid
-from lighthouse_attn.ops.scatter import scatter
-from lighthouse_attn.ops.scores import level_scores, row_norms
-from lighthouse_attn.ops.select import select_from_scores
-from lighthouse_attn.ops.triton.scores import row_norms_and_means, row_norms_pair
-from lighthouse_attn.ops.triton.select import select_from_base_scores, select_with_map
-from lighthouse_attn.ops.triton.window import (
+from lighthouse_attn.ops.reference.gather import gather
+from lighthouse_attn.ops.reference.pyramid import build_pyramid
+from lighthouse_attn.ops.reference.scatter import scatter
+from lighthouse_attn.ops.reference.scores import level_scores, row_norms
+from lighthouse_attn.ops.reference.select import select_from_scores
+from lighthouse_attn.ops.triton.gather_scatter import (
     gather_pooled,
     pool,
     pool_op,
@@ -25,6 +23,8 @@ from lighthouse_attn.ops.triton.window import (
     spread_gathered,
     spread_op,
 )
+from lighthouse_attn.ops.triton.scores import row_norms_and_means, row_norms_pair
+from lighthouse_attn.ops.triton.select import select_from_base_scores, select_with_map
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -342,7 +342,7 @@ def test_backend_resolution_errors(monkeypatch):
 
 def test_pool_and_spread_with_level_skipping_match_twins():
     """L=4, p=4 (coarsest window 64): the pool kernel's 256-row spans skip absent levels."""
-    from lighthouse_attn.ops.triton.window import pool_plan, spread
+    from lighthouse_attn.ops.triton.gather_scatter import pool_plan, spread
 
     assert pool_plan(4, 4, 4) == (256, True)
     c = cfg("torch", num_levels=4, pooling_factor=4)
@@ -382,7 +382,7 @@ def test_shared_gqa_gives_the_inner_kernel_kv_heads():
 
 def _math_attention_with_lse(q, k, v, scale):
     """Causal attention and its natural-log logsumexp, in torch (a stand-in for cuDNN)."""
-    from lighthouse_attn.ops.attention import sdpa_causal
+    from lighthouse_attn.ops.inner import sdpa_causal
 
     k2 = k.repeat_interleave(q.shape[1] // k.shape[1], 1)
     s = scale * q @ k2.transpose(-1, -2)
@@ -399,7 +399,7 @@ def test_one_node_layer_matches_reference(monkeypatch, gqa, Hkv, deterministic, 
     """The eager one-node layer (pool, attention, spread and their backward in one autograd
     node) against the torch backend. cuDNN's ops are stood in by math attention; the
     deterministic variant runs the real Triton attention backward (fp32 here)."""
-    from lighthouse_attn.ops.attention import sdpa_causal
+    from lighthouse_attn.ops.inner import sdpa_causal
     from lighthouse_attn.ops.triton import attention as fast
 
     def fwd(q, k, v, scale):

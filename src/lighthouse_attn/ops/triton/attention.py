@@ -4,7 +4,7 @@ backward (only the inputs and the S-long gathered tensors).
 
 In eager mode with the default inner kernel, gather, attention and scatter run as one autograd
 node that calls cuDNN's attention ops directly (and, when deterministic, the Triton backward of
-``flash_backward.py``): at 32K tokens a layer is bound by host dispatch (benchmarks/NOTES.md).
+``flash_backward.py``): at 32K tokens a layer is bound by host dispatch (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -14,11 +14,9 @@ from torch import Tensor
 
 from ...config import LighthouseConfig
 from ..inner import _forward_with_lse, _triton_backward_applies, fast_causal_attention
-from ..scores import base_scores
-from ..select import Selection
-from .scores import means_apply, row_norms_and_means, scores_qk
-from .select import select_with_map
-from .window import (
+from ..reference.scores import base_scores
+from ..types import Selection
+from .gather_scatter import (
     _contig,
     gather_pooled,
     pool,
@@ -26,6 +24,8 @@ from .window import (
     spread,
     spread_gathered,
 )
+from .scores import means_apply, row_norms_and_means, scores_qk
+from .select import select_with_map
 
 _cudnn_ok: dict[tuple, bool] = {}
 _CUDNN_FWD = torch.ops.aten._scaled_dot_product_cudnn_attention.default
@@ -140,7 +140,7 @@ def _select(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConfig,
 
 def select_triton(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConfig
                   ) -> Selection:
-    """Same contract and result as ``ops.select.select``, on the Triton cascade."""
+    """Same contract and result as ``ops.api.select``, on the Triton cascade."""
     return _select(q, k, v, config)[0]
 
 

@@ -1,6 +1,6 @@
-"""Triton twin of ``ops.scores.row_norms``: fp32 L2 norms of rows, summed in fp64; optionally
-also the mean of every aligned window of ``W`` rows (the pyramid's coarsest level, which the
-pool then copies instead of reading q and k a second time).
+"""Triton twin of ``ops.reference.scores.row_norms``: fp32 L2 norms of rows, summed in fp64;
+optionally also the mean of every aligned window of ``W`` rows (the pyramid's coarsest level,
+which the pool then copies instead of reading q and k a second time).
 
 For fp16/bf16 rows the fp64 sum of squares is exact (whatever the summation order), so this
 kernel and the torch reference agree bitwise; for fp32 rows they differ only if a rounding to

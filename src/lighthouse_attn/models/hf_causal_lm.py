@@ -1,12 +1,13 @@
-"""A Hugging Face causal LM behind the project trainer's model interface (``--hf-config``).
+"""A Hugging Face causal LM behind the project's model interface (``--hf-config``; needs the
+``hf`` extra).
 
 :class:`HFModelConfig` plays the part of :class:`~lighthouse_attn.models.LlamaConfig` for an
 architecture read from a local ``config.json``: it holds the transformers config as a JSON dict
 (so a run directory is self-contained and resumes without the original file), the stage-1
 Lighthouse settings and the always-dense layers, and exposes the sizes the trainer reads.
 :class:`HFCausalLM` wraps the model built from it like :class:`~lighthouse_attn.models.Llama`:
-``forward(input_ids) -> logits``, ``set_attention``, ``attention_mode``, ``layers`` and
-``gradient_checkpointing``, with exactly the HF model's state-dict keys.
+``forward(input_ids) -> logits``, ``set_attention``, ``attention_mode`` and ``layers``, with
+exactly the HF model's state-dict keys. See ``models/interface.py`` for the interface.
 """
 
 from __future__ import annotations
@@ -14,15 +15,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 from transformers import CONFIG_MAPPING, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from ..config import LighthouseConfig
-from ..models.llama import check_attention_mode
-from .model import causal_lm_from_config, configure, read_config, save_pretrained, to_dense
-from .settings import CONFIG_KEY, read_settings, resolve_dense_layers
+from ..hf.model import causal_lm_from_config, configure, read_config, save_pretrained, to_dense
+from ..hf.settings import CONFIG_KEY, read_settings, resolve_dense_layers
+from .interface import HF_FORMAT
+from .llama import check_attention_mode
 
 _REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads")
 
@@ -47,6 +50,7 @@ class HFModelConfig:
     lighthouse: LighthouseConfig
     dense_layers: tuple[int, ...] = ()
     _parsed: PretrainedConfig = field(init=False, repr=False, compare=False)
+    checkpoint_format: ClassVar[str] = HF_FORMAT
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dense_layers", tuple(self.dense_layers))
@@ -132,6 +136,14 @@ class HFModelConfig:
                                           self.dense_layers, attention="sdpa")
         return sum(p.numel() for p in model.parameters())
 
+    def build(self) -> HFCausalLM:
+        """A freshly initialised model (seed the RNG first)."""
+        return HFCausalLM(self)
+
+    def label(self, preset: str) -> str:
+        """Name of runs of this model: ``hf-MODEL_TYPE`` (``preset`` does not apply)."""
+        return f"hf-{self.model_type}"
+
     def to_dict(self) -> dict:
         """JSON-ready ``dict``; :meth:`from_dict` restores it."""
         return {"hf_config": dict(self.hf_config), "lighthouse": self.lighthouse.to_dict(),
@@ -156,8 +168,8 @@ class HFCausalLM(nn.Module):
     ``forward(input_ids (B, N) int64) -> logits (B, N, V)`` in fp32 (no KV cache). Starts in
     ``"lighthouse"`` mode; :meth:`set_attention` switches (:func:`configure` /
     :func:`to_dense`, the weights untouched). ``layers`` are the decoder layers
-    (``model.base_model.layers``), for FSDP2 and ``torch.compile``. Setting
-    ``gradient_checkpointing`` turns on transformers' own (non-reentrant) recomputation.
+    (``model.base_model.layers``), for activation checkpointing, ``torch.compile`` and FSDP2
+    (``train/parallelize.py``).
 
     The HF model's children are registered as this module's children, so the state-dict keys
     and parameter names are exactly the HF model's (``model.layers.0...``, ``lm_head.weight``).
@@ -193,21 +205,6 @@ class HFCausalLM(nn.Module):
                              "(expected model.base_model.layers) for FSDP2 sharding or "
                              "--compile; run without torchrun and without --compile")
         return layers
-
-    @property
-    def gradient_checkpointing(self) -> bool:
-        return any(getattr(m, "gradient_checkpointing", False) is True for m in self.lm.modules())
-
-    @gradient_checkpointing.setter
-    def gradient_checkpointing(self, on: bool) -> None:
-        # transformers 5.x renames gradient_checkpointing_* to activation_checkpointing_*
-        name = "enable" if on else "disable"
-        switch = (getattr(self.lm, f"activation_checkpointing_{name}", None)
-                  or getattr(self.lm, f"gradient_checkpointing_{name}"))
-        if on:
-            switch({"use_reentrant": False})
-        elif self.gradient_checkpointing:
-            switch()
 
     @property
     def attention_mode(self) -> str:

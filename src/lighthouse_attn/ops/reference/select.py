@@ -3,45 +3,12 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 from torch import Tensor
 
-from ..config import HALF, SEGMENTS, TILE, LighthouseConfig
-from .backend import resolve_backend
-from .inputs import check_inputs
+from ...config import HALF, SEGMENTS, TILE, LighthouseConfig
+from ..types import Selection
 from .scores import base_scores, causal_level_scores, level_scores
-
-
-class Selection(NamedTuple):
-    """The gathered entries in causal order, per batch row and selecting head.
-
-    ``level[b, h, s]`` is the pyramid level and ``index[b, h, s]`` the level-local index ``m``
-    of the ``s``-th gathered entry; both ``(B, H', S)`` int64, where ``H'`` is ``H``
-    (``gqa="expand"``) or ``H_kv`` (``gqa="shared"``) and ``S`` the gathered length.
-    """
-
-    level: Tensor
-    index: Tensor
-
-    def window(self, pooling_factor: int) -> tuple[Tensor, Tensor]:
-        """Base window ``[start, end)`` that each entry covers (SPEC section 1)."""
-        width = torch.pow(pooling_factor, self.level)
-        return self.index * width, (self.index + 1) * width
-
-    def refined(self, pooling_factor: int) -> Tensor:
-        """Bool ``(B, H', S)``: True for entries that were selected and refined (their children
-        are gathered too). The other entries (base tokens and rejected coarse entries) are the
-        leaves: their windows tile ``[0, N)`` exactly.
-
-        A selected entry ``(l, m)`` comes right after its last child ``(l-1, p*m + p-1)``
-        (SPEC section 4); no other entry can precede it that way.
-        """
-        prev_level = torch.nn.functional.pad(self.level, (1, 0), value=-1)[..., :-1]
-        prev_index = torch.nn.functional.pad(self.index, (1, 0), value=-1)[..., :-1]
-        last_child = pooling_factor * self.index + pooling_factor - 1
-        return (self.level >= 1) & (prev_level == self.level - 1) & (prev_index == last_child)
 
 
 def pick_top(sq: Tensor, sk: Tensor, index: Tensor) -> Tensor:
@@ -157,28 +124,13 @@ def select_from_scores(sq: list[Tensor], sk: list[Tensor], config: LighthouseCon
     return Selection(level.gather(-1, order), index.gather(-1, order))
 
 
-def select(q: Tensor, k: Tensor, config: LighthouseConfig | None = None, *,
-           v: Tensor | None = None) -> Selection:
-    """Select the gathered entries for ``q`` ``(B, H, N, D)`` and ``k`` ``(B, H_kv, N, D)``.
-
-    Returns a :class:`Selection` of shape ``(B, H', S)`` with ``H' = H`` (``gqa="expand"``) or
-    ``H_kv`` (``gqa="shared"``), computed without gradient. The ``dilated`` scorer also needs
-    ``v``. Runs on the Triton cascade where ``config.backend`` resolves to it. Raises
-    ``ValueError`` for invalid shapes or a sequence length the config rejects.
-    """
-    config = config or LighthouseConfig()
-    check_inputs(q, k, k if v is None else v)
-    config.validate(q.shape[2])
-    if config.scorer == "dilated" and v is None:
-        raise ValueError("the dilated scorer needs v: call select(q, k, config, v=v)")
-    if resolve_backend(config, q) == "triton":
-        from .triton.attention import select_triton
-
-        return select_triton(q, k, v, config)
+@torch.no_grad()
+def select_reference(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConfig
+                     ) -> Selection:
+    """The selection of ``ops.api.select`` on the torch path (inputs already validated)."""
     sq0, sk0 = base_scores(q, k, v, config)
-    with torch.no_grad():
-        return select_from_scores(selection_scores(sq0, config), selection_scores(sk0, config),
-                                  config)
+    return select_from_scores(selection_scores(sq0, config), selection_scores(sk0, config),
+                              config)
 
 
 def selection_scores(s0: Tensor, config: LighthouseConfig) -> list[Tensor]:

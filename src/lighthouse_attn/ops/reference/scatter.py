@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..config import LighthouseConfig
+from ...config import LighthouseConfig
+from ..types import Selection
 from .pyramid import accumulation_dtype
-from .select import Selection
 
 
 def _level_groups(selection: Selection, seq_len: int, config: LighthouseConfig

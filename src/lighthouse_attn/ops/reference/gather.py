@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .select import Selection
+from ..types import Selection
 
 
 def gather(pyramid: list[Tensor], selection: Selection) -> Tensor:

@@ -1,32 +1,23 @@
-"""lighthouse_attention: the stages of docs/spec.md composed into one drop-in for causal SDPA."""
+"""The public entry points, :func:`lighthouse_attention` (a drop-in for causal SDPA) and
+:func:`select`: input validation, the short-sequence fallback, and the one place that sends a
+call to the torch reference path (``reference/``) or the Triton kernels (``triton/``)."""
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 
-import torch.nn.functional as F
+import torch
 from torch import Tensor
 
 from ..config import LighthouseConfig
 from .backend import resolve_backend
-from .gather import gather
+from .inner import sdpa_causal
 from .inputs import check_inputs, check_selection
-from .pyramid import build_pyramid
-from .scatter import scatter
-from .select import Selection, select
-
-AttnFn = Callable[[Tensor, Tensor, Tensor, float], Tensor]
-"""An inner dense causal kernel: ``attn_fn(q, k, v, scale)`` with ``q`` ``(B, H, S, D)`` and
-``k``, ``v`` ``(B, H_kv, S, D)`` (``H_kv < H`` only with ``gqa="shared"``) -> ``(B, H, S, D)``."""
+from .reference.attention import lighthouse_reference
+from .reference.select import select_reference
+from .types import AttnFn, Selection
 
 _warned_short: set[tuple] = set()
-
-
-def sdpa_causal(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None) -> Tensor:
-    """Causal ``F.scaled_dot_product_attention``; ``k``, ``v`` may have fewer heads (GQA)."""
-    return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale,
-                                          enable_gqa=k.shape[1] != q.shape[1])
 
 
 def _dense_fallback(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
@@ -86,28 +77,27 @@ def lighthouse_attention(q: Tensor, k: Tensor, v: Tensor,
 
         return lighthouse_triton(q, k, v, config, scale, attn_fn, selection)
     if selection is None:
-        selection = select(q, k, config, v=v)
-    return _torch_lighthouse(q, k, v, config, scale, attn_fn, selection)
+        selection = select_reference(q, k, v, config)
+    return lighthouse_reference(q, k, v, config, scale, attn_fn, selection)
 
 
-def _torch_lighthouse(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
-                      scale: float | None, attn_fn: AttnFn | None, selection: Selection
-                      ) -> Tensor:
-    """Reference path: materialised pyramid, autograd through pooling and gather."""
-    L, p = config.num_levels, config.pooling_factor
-    H, N, D = q.shape[1:]
-    group = H // k.shape[1]
-    if config.gqa == "shared":
-        q_sel = Selection(*(x.repeat_interleave(group, 1) for x in selection))
-        kv_sel = selection
-    else:
-        k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
-        q_sel = kv_sel = selection
-    qg = gather(build_pyramid(q, L, p), q_sel)
-    kg = gather(build_pyramid(k, L, p), kv_sel)
-    vg = gather(build_pyramid(v, L, p), kv_sel)
-    if attn_fn is None:
-        og = sdpa_causal(qg, kg, vg, scale)
-    else:
-        og = attn_fn(qg, kg, vg, D**-0.5 if scale is None else scale)
-    return scatter(og, q_sel, N, config)
+def select(q: Tensor, k: Tensor, config: LighthouseConfig | None = None, *,
+           v: Tensor | None = None) -> Selection:
+    """Select the gathered entries for ``q`` ``(B, H, N, D)`` and ``k`` ``(B, H_kv, N, D)``.
+
+    Returns a :class:`Selection` of shape ``(B, H', S)`` with ``H' = H`` (``gqa="expand"``) or
+    ``H_kv`` (``gqa="shared"``), computed without gradient. The ``dilated`` scorer also needs
+    ``v``. Runs on the Triton cascade where ``config.backend`` resolves to it. Raises
+    ``ValueError`` for invalid shapes or a sequence length the config rejects.
+    """
+    config = config or LighthouseConfig()
+    check_inputs(q, k, k if v is None else v)
+    config.validate(q.shape[2])
+    if config.scorer == "dilated" and v is None:
+        raise ValueError("the dilated scorer needs v: call select(q, k, config, v=v)")
+    if resolve_backend(config, q) == "triton":
+        from .triton.attention import select_triton
+
+        return select_triton(q, k, v, config)
+    with torch.no_grad():
+        return select_reference(q, k, v, config)

@@ -28,7 +28,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ..select import Selection
+from ..types import Selection
 from .launch import accumulator, cdiv, fast, next_pow2
 
 SPREAD_ROWS = 32  # spread span: 5-7% faster than 64 for the 3-tensor spread from 32K to 512K
@@ -43,8 +43,8 @@ def spread_warps(tensors: int, rows: int) -> int:
 
 def pool_plan(pooling_factor: int, num_levels: int, D: int) -> tuple[int, bool]:
     """Span of the pool kernel and whether it skips levels absent from a span: measured on an
-    H100 (benchmarks/NOTES.md), 128 rows without skipping for coarsest windows up to 16;
-    256 rows with skipping for windows of 64 and more (L=4, p=4), where most spans hold no
+    H100 (benchmarks/h100/stage_variants.json), 128 rows without skipping for coarsest windows
+    up to 16; 256 rows with skipping for windows of 64 and more (L=4, p=4), where most spans hold no
     refined entries of the finer levels."""
     window = pooling_factor ** (num_levels - 1)
     rows = 256 if window >= 64 else 128

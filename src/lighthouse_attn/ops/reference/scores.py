@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..config import LighthouseConfig
+from ...config import LighthouseConfig
 
 
 def _dilated_attention(q: Tensor, k: Tensor, v: Tensor, dilation: int) -> Tensor:

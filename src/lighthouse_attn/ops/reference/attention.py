@@ -1,0 +1,36 @@
+"""The torch reference path: the stages of docs/spec.md composed with autograd (materialised
+pyramid, gather by indexing, scatter as an autograd Function)."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from ...config import LighthouseConfig
+from ..inner import sdpa_causal
+from ..types import AttnFn, Selection
+from .gather import gather
+from .pyramid import build_pyramid
+from .scatter import scatter
+
+
+def lighthouse_reference(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
+                         scale: float | None, attn_fn: AttnFn | None, selection: Selection
+                         ) -> Tensor:
+    """``lighthouse_attention`` on the torch path for a given selection (inputs validated)."""
+    L, p = config.num_levels, config.pooling_factor
+    H, N, D = q.shape[1:]
+    group = H // k.shape[1]
+    if config.gqa == "shared":
+        q_sel = Selection(*(x.repeat_interleave(group, 1) for x in selection))
+        kv_sel = selection
+    else:
+        k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
+        q_sel = kv_sel = selection
+    qg = gather(build_pyramid(q, L, p), q_sel)
+    kg = gather(build_pyramid(k, L, p), kv_sel)
+    vg = gather(build_pyramid(v, L, p), kv_sel)
+    if attn_fn is None:
+        og = sdpa_causal(qg, kg, vg, scale)
+    else:
+        og = attn_fn(qg, kg, vg, D**-0.5 if scale is None else scale)
+    return scatter(og, q_sel, N, config)
