@@ -99,6 +99,8 @@ def lighthouse_attention_forward(module: nn.Module, query: Tensor, key: Tensor, 
             return sdpa_attention_forward(module, query, key, value, attention_mask, **sdpa_args)
         raise ValueError(f"Lighthouse attention (layer {layer}) cannot honour this call: "
                          f"{problem}. {_FIXES}")
+    if torch.compiler.is_compiling() and attention_mask is None:
+        _assert_one_document_per_row(kwargs.get("position_ids"))
     try:
         out = lighthouse_attention(query, key, value, settings.lighthouse, scale=scaling)
     except ValueError as err:
@@ -115,13 +117,21 @@ def lighthouse_mask(batch_size: int, q_length: int, kv_length: int, q_offset: in
     layers cannot honour before its mask is materialised (with ``fallback="error"``)."""
     config = kwargs.get("config")
     settings = read_settings(config)
-    if (settings is not None and settings.fallback == "error"
-            and settings.lighthouse_layers(getattr(config, "num_hidden_layers", 0))):
-        problem = _batch_problem(config, q_length, kv_length, q_offset, kv_offset,
-                                 attention_mask, local_size, allow_is_causal_skip)
-        if problem is not None:
-            raise ValueError(f"Lighthouse attention cannot honour this batch: {problem}. "
-                             f"{_FIXES}")
+    if settings is not None and settings.lighthouse_layers(
+            getattr(config, "num_hidden_layers", 0)):
+        if not allow_is_causal_skip and torch.compiler.is_compiling() and _batch_problem(
+                config, q_length, kv_length, q_offset, kv_offset, attention_mask, local_size,
+                True) is None:
+            # Under tracing transformers cannot rule out packed documents (position_ids are
+            # not inspected), so it never skips the mask: run plain causal, and let the
+            # Lighthouse layers check position_ids at run time (_packed_documents).
+            allow_is_causal_skip = True
+        elif settings.fallback == "error":
+            problem = _batch_problem(config, q_length, kv_length, q_offset, kv_offset,
+                                     attention_mask, local_size, allow_is_causal_skip)
+            if problem is not None:
+                raise ValueError(f"Lighthouse attention cannot honour this batch: {problem}. "
+                                 f"{_FIXES}")
     return sdpa_mask(batch_size=batch_size, q_length=q_length, kv_length=kv_length,
                      q_offset=q_offset, kv_offset=kv_offset, mask_function=mask_function,
                      attention_mask=attention_mask, local_size=local_size,
@@ -173,6 +183,18 @@ def _call_problem(module: nn.Module, query: Tensor, key: Tensor, attention_mask:
         return ("an attention mask that is not plain causal (padding, packed documents or a "
                 "custom mask)")
     return None
+
+
+def _assert_one_document_per_row(position_ids: Tensor | None) -> None:
+    """Under ``torch.compile``: fail at run time when ``position_ids`` restart inside a row (a
+    packed-document mask Lighthouse cannot honour). A compiled graph cannot branch on data,
+    so this is a run-time assertion (a RuntimeError on the CPU, a device-side assertion on a
+    GPU), not the ValueError of eager mode, and ``fallback="dense"`` cannot reroute it."""
+    if position_ids is None:
+        return
+    plain = (torch.diff(position_ids, dim=-1) == 1).all()
+    torch._assert_async(plain, "Lighthouse attention cannot honour this batch: position_ids "
+                               "restart inside a row (packed documents). " + _FIXES)
 
 
 def _is_plain_causal(mask: Tensor, n: int) -> bool:

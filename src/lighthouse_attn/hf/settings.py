@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+import torch
+
 from ..config import LighthouseConfig
 
 CONFIG_KEY = "lighthouse_attn"
@@ -82,9 +84,18 @@ def make_settings(lighthouse: LighthouseConfig, dense_layers: Sequence[int], num
 
 
 def read_settings(config: object) -> Settings | None:
-    """The settings stored on a transformers config, or ``None`` when it has none."""
+    """The settings stored on a transformers config, or ``None`` when it has none.
+
+    Attention layers read them on every call. Eagerly they are parsed once per distinct
+    settings (cached by their JSON text); under ``torch.compile`` they are built directly from
+    the dict, which the compiler traces as constants (``json`` is not traceable)."""
     d = getattr(config, CONFIG_KEY, None)
-    return None if d is None else Settings.from_dict(d)
+    if d is None:
+        return None
+    if torch.compiler.is_compiling():
+        return Settings(LighthouseConfig(**d["lighthouse"]), tuple(sorted(d["dense_layers"])),
+                        d["fallback"])
+    return Settings.from_dict(d)
 
 
 @lru_cache(maxsize=64)

@@ -1,0 +1,43 @@
+"""A model configured for Lighthouse compiles (with and without fullgraph) and still refuses
+packed-document batches."""
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from tiny_models import LH, tiny_model, tokens
+
+import lighthouse_attn.hf as lh_hf
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+@pytest.mark.parametrize("fullgraph", [False, True])
+def test_compiles_and_matches_eager(arch, fullgraph):
+    torch._dynamo.reset()
+    model = lh_hf.configure(tiny_model(arch), LH, dense_layers=[0])
+    x = tokens()
+    eager = model(x, labels=x)
+    eager.loss.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=fullgraph)
+    out = compiled(x, labels=x)
+    out.loss.backward()
+    torch.testing.assert_close(out.logits, eager.logits)
+    for a, p in zip(grads, model.parameters()):
+        torch.testing.assert_close(p.grad, a)
+
+
+def test_compiled_model_refuses_packed_documents():
+    torch._dynamo.reset()
+    model = lh_hf.configure(tiny_model(), LH, dense_layers=[0])
+    x = tokens()
+    n = x.shape[1]
+    packed = torch.cat([torch.arange(n // 2), torch.arange(n - n // 2)]).expand(2, n)
+    with pytest.raises(ValueError, match="document mask"):  # eager: before any mask is built
+        model(x, position_ids=packed)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    compiled(x, position_ids=torch.arange(n).expand(2, n))  # plain rows run
+    with pytest.raises(RuntimeError, match="packed documents"):
+        compiled(x, position_ids=packed)
