@@ -42,3 +42,44 @@ def test_console_script_runs():
     r = subprocess.run([sys.executable, "-m", "lighthouse_attn.cli", "plan", "--seq-len", "7"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "too short" in r.stderr
+
+
+def test_plan_warns_when_lighthouse_costs_more_and_l1_has_no_tiles(capsys):
+    assert main(["plan", "--seq-len", "4096", "--num-levels", "2", "--topk", "1024"]) == 0
+    out = capsys.readouterr()
+    assert "1.56x MORE than dense" in out.out and "costs more than dense" in out.err
+    assert main(["plan", "--num-levels", "1"]) == 0
+    out = capsys.readouterr()
+    assert "L=1: no selection" in out.out and "exactly dense" in out.err
+
+
+def test_plan_suggest_errors(capsys):
+    assert main(["plan", "--seq-len", "100", "--suggest"]) == 2
+    assert "no valid (L, p, K) at N=100" in capsys.readouterr().err
+    for bad in ("0", "nan", "1.5"):
+        assert main(["plan", "--suggest", "--target-ratio", bad]) == 2
+        assert "--target-ratio must be a number between 0 and 1" in capsys.readouterr().err
+    assert main(["plan", "--target-ratio", "0.05"]) == 2
+    assert "add --suggest" in capsys.readouterr().err
+
+
+def test_help_imports_no_subcommand():
+    code = ("import sys\nfrom lighthouse_attn.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('lighthouse_attn.') and "
+            "m.split('.')[1] in ('train', 'eval', 'bench', 'compare', 'models', 'plan')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_no_progress_silences_transformers(monkeypatch):
+    pytest = __import__("pytest")
+    transformers = pytest.importorskip("transformers")
+    from lighthouse_attn.progress import quiet_libraries
+
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    transformers.utils.logging.enable_progress_bar()
+    quiet_libraries()
+    assert not transformers.utils.logging.is_progress_bar_enabled()
+    assert __import__("os").environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+    transformers.utils.logging.enable_progress_bar()

@@ -67,3 +67,13 @@ def test_valid_topks_all_validate():
 def test_round_trip_dict():
     cfg = LighthouseConfig(topk=256, gqa="shared")
     assert LighthouseConfig(**cfg.to_dict()) == cfg
+
+
+def test_advice_never_repeats_the_current_setting():
+    cfg = LighthouseConfig(num_levels=3, pooling_factor=4, topk=128, short_seq="dense")
+    with pytest.raises(ValueError) as err:
+        cfg.validate(1000)
+    assert "short_seq='dense'" not in str(err.value)
+    with pytest.raises(ValueError) as err:
+        LighthouseConfig(num_levels=3, pooling_factor=4, topk=128).validate(1000)
+    assert "short_seq='dense'" in str(err.value) and "topk=128" not in str(err.value)

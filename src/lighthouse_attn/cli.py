@@ -6,6 +6,8 @@ import argparse
 import importlib
 import sys
 
+from .progress import quiet_libraries
+
 # name -> (module with add_arguments(parser) and main(args) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("lighthouse_attn.plan", "tiles, gathered length, FLOPs and memory of a config"),
@@ -22,7 +24,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported (for its options), so that
+    ``lighthouse-attn --help`` and every subcommand start without importing the others."""
     parser = argparse.ArgumentParser(
         prog="lighthouse-attn",
         description="Lighthouse Attention: cheaper long-context pretraining that ends in an "
@@ -30,18 +34,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
-        importlib.import_module(module).add_arguments(p)
+        if name == command:
+            importlib.import_module(module).add_arguments(p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for invalid input)."""
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    if getattr(args, "no_progress", False):
+        quiet_libraries()
     try:
         return importlib.import_module(COMMANDS[args.command][0]).main(args)
     except ValueError as err:

@@ -18,6 +18,7 @@ SELECTIONS = ("paper", "causal")
 GQA_MODES = ("expand", "shared")
 SHORT_SEQ = ("error", "dense")
 BACKENDS = ("auto", "torch", "triton")
+MAX_WINDOW_LOG2 = 40  # coarsest windows up to 2^40 tokens
 
 
 def _is_int(x: object) -> bool:
@@ -72,6 +73,12 @@ class LighthouseConfig:
         if not _is_int(self.pooling_factor) or self.pooling_factor < 2:
             raise ValueError(f"pooling_factor must be an integer >= 2 (got "
                              f"{self.pooling_factor!r}); the paper uses 4 (or 2)")
+        if (self.num_levels - 1) * math.log2(self.pooling_factor) > MAX_WINDOW_LOG2:
+            most = 1 + int(MAX_WINDOW_LOG2 // math.log2(self.pooling_factor))
+            raise ValueError(f"num_levels={self.num_levels} with pooling_factor="
+                             f"{self.pooling_factor} makes coarsest windows of p^(L-1) tokens, "
+                             f"more than 2^{MAX_WINDOW_LOG2}: longer than any sequence; use "
+                             f"num_levels <= {most} (the paper uses 3 or 4)")
         if not _is_int(self.topk) or self.topk < TILE or self.topk % TILE:
             near = max(TILE, round(self.topk / TILE) * TILE) if _is_int(self.topk) else 1536
             raise ValueError(f"topk must be a positive multiple of {TILE} (SPEC section 3: "
@@ -152,8 +159,9 @@ class LighthouseConfig:
             raise ValueError(
                 f"seq_len {seq_len} is too short for the budget: each of the T = {T} tiles gets "
                 f"{per_tile:g} coarsest entries, and the rule N_(L-1)/T >= 128 needs at least "
-                f"128 (seq_len >= {self.min_seq_len}). {self._alternatives(seq_len)} "
-                "Or set short_seq='dense' to fall back to dense attention.")
+                f"128 (seq_len >= {self.min_seq_len}). {self._alternatives(seq_len)}"
+                + ("" if self.short_seq == "dense" else
+                   " Or set short_seq='dense' to fall back to dense attention."))
         if seq_len % step:
             raise ValueError(
                 f"seq_len {seq_len} breaks the rule N % (p^(L-1) * T) == 0 with p^(L-1) = "
@@ -183,7 +191,7 @@ class LighthouseConfig:
     def _alternatives(self, seq_len: int) -> str:
         lens = " or ".join(str(n) for n in sorted(set(self.nearest_seq_lens(seq_len))))
         msg = f"Nearest valid seq_len: {lens}"
-        topks = self.valid_topks(seq_len)
+        topks = [k for k in self.valid_topks(seq_len) if k != self.topk]
         if topks:
             best = min(topks, key=lambda k: (abs(k - self.topk), k))
             msg += f"; or keep seq_len and use topk={best}"

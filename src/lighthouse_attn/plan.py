@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 
 from .config import TILE, LighthouseConfig
 
@@ -63,18 +64,37 @@ def _mb(n: int) -> str:
     return f"{n / 2**20:,.1f} MiB" if n < 2**30 else f"{n / 2**30:,.2f} GiB"
 
 
+def _fewer(ratio: float) -> str:
+    if ratio < 1:
+        return f"{1 / ratio:.1f}x fewer"
+    if ratio == 1:
+        return "the same as dense"
+    return f"{ratio:.2f}x MORE than dense"
+
+
+def plan_warnings(p: dict) -> list[str]:
+    """What makes a config pointless at this length."""
+    if p["num_levels"] == 1:
+        return ["L=1 is exactly dense attention: no pyramid, no selection"]
+    if p["attention_flops_ratio"] >= 1:
+        return [f"the gathered length {p['gathered_length']:,} is not shorter than N="
+                f"{p['seq_len']:,}: this config costs more than dense attention; lower K or "
+                "raise L (see --suggest)"]
+    return []
+
+
 def format_plan(p: dict) -> str:
     levels = "; ".join(f"level {lvl}: {n:,}" for lvl, n in reversed(list(enumerate(
         p["level_counts"]))))
+    tiles = (f"{p['tiles']}  ({p['coarsest_entries_per_tile']:,} coarsest entries each, 128 "
+             "refined per level)" if p["num_levels"] > 1 else "- (L=1: no selection)")
     lines = [
         f"Lighthouse plan: N={p['seq_len']:,}  L={p['num_levels']}  p={p['pooling_factor']}  "
         f"K={p['topk']:,}  scorer={p['scorer']}  selection={p['selection']}  gqa={p['gqa']}",
-        f"  tiles T                  {p['tiles']}"
-        + (f"  ({p['coarsest_entries_per_tile']:,} coarsest entries each, 128 refined per "
-           "level)" if p["coarsest_entries_per_tile"] else ""),
+        f"  tiles T                  {tiles}",
         f"  gathered length S        {p['gathered_length']:,}  ({levels})",
         f"  attention FLOPs vs dense {p['attention_flops_ratio']:.4f}  "
-        f"({p['attention_speedup']:.1f}x fewer)",
+        f"({_fewer(p['attention_flops_ratio'])})",
         f"  gathered q,k,v,o         {_mb(p['gathered_bytes'])}  vs dense q,k,v,o "
         f"{_mb(p['dense_qkvo_bytes'])}  (B={p['batch_size']} H={p['heads']} "
         f"H_kv={p['kv_heads']} D={p['head_dim']} {p['dtype']}, per layer)",
@@ -131,18 +151,31 @@ def main(args: argparse.Namespace) -> int:
     except ValueError:
         if not args.suggest:
             raise
+    if args.target_ratio is not None and not (math.isfinite(args.target_ratio)
+                                              and 0 < args.target_ratio < 1):
+        raise ValueError(f"--target-ratio must be a number between 0 and 1, the attention "
+                         f"FLOPs of Lighthouse over dense (got {args.target_ratio}); e.g. 0.036 "
+                         "(28x fewer)")
+    if args.target_ratio is not None and not args.suggest:
+        raise ValueError("--target-ratio is the target of --suggest: add --suggest")
     if args.suggest:
         target = args.target_ratio or (result["plan"]["attention_flops_ratio"]
                                        if "plan" in result else 1 / 28)
-        if target <= 0:
-            raise ValueError("--target-ratio must be > 0")
         result["suggestions"] = suggest(args.seq_len, target, cfg)
         result["target_ratio"] = target
+        if not result["suggestions"]:
+            raise ValueError(f"no valid (L, p, K) at N={args.seq_len:,}: Lighthouse needs at "
+                             f"least 128 coarsest entries per tile, so N >= 256 (L=2, p=2, "
+                             "K=128); use dense attention for shorter sequences")
+    if "plan" in result:
+        result["warnings"] = plan_warnings(result["plan"])
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     if "plan" in result:
         print(format_plan(result["plan"]))
+        for w in result["warnings"]:
+            print(f"warning: {w}", file=sys.stderr)
     else:
         print(f"(L={cfg.num_levels}, p={cfg.pooling_factor}, K={cfg.topk}) is not valid at "
               f"N={args.seq_len:,}; valid alternatives follow")

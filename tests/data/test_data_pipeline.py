@@ -59,6 +59,8 @@ def test_read_files_directories_globs_and_jsonl(tmp_path):
     (lambda p: [str(write(p / "x.jsonl", '{"text": 1}\n'))], r"x.jsonl:1: no string field"),
     (lambda p: [str(write(p / "y.jsonl", '{"text": "ok"}\n{oops\n'))], r"y.jsonl:2: invalid"),
     (lambda p: [], "no data paths"),
+    (lambda p: ["/dev/null"], "not a regular file or directory"),
+    (lambda p: [str(write_bytes(p / "blob.bin", b"ab\x00cd"))], "is binary"),
 ])
 def test_bad_data_is_a_clear_error(tmp_path, setup, match):
     with pytest.raises(ValueError, match=match):
@@ -163,3 +165,8 @@ def test_the_real_stdlib_corpus_is_long_code():
     assert len(docs) > 50
     assert any(d.startswith("# file: os.py\n") for d in docs)
     assert max(len(d) for d in docs) > 1_000_000  # long documents: whole packages
+
+
+def write_bytes(path, data: bytes):
+    path.write_bytes(data)
+    return path

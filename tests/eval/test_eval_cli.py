@@ -155,6 +155,15 @@ def test_loss_overlays_checkpoints(tiny_run, corpus, tmp_path, capsys):
     # the trained model beats its own early checkpoint
     assert result["results"][0]["loss"] < result["results"][1]["loss"]
     assert (tmp_path / "loss_final_vs_step_2.png").stat().st_size > 10_000
+    assert "extrapolation" not in capsys.readouterr().err
+
+
+def test_loss_beyond_the_training_length_says_so(tiny_run, corpus, tmp_path, capsys):
+    assert main(["eval", "loss", "--checkpoint", str(tiny_run), "--data", corpus,
+                 "--seq-len", "1024", "--max-sequences", "1", "--out", str(tmp_path)]
+                + COMMON) == 0
+    assert "trained at 512 tokens; positions beyond that (up to 1,024) measure length " \
+           "extrapolation" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("extra,match", [

@@ -17,7 +17,11 @@ CFG = LighthouseConfig(num_levels=2, pooling_factor=2, topk=128)
     (lambda q, k, v: (q, k[..., :4], v[..., :4]), "head dim D"),
     (lambda q, k, v: (q, k, v[:, :, :256]), "k and v must have the same shape"),
     (lambda q, k, v: (q[:, :3], k[:, :2], v[:, :2]), "multiple of the key/value heads"),
-    (lambda q, k, v: (q.long(), k, v), "must be a floating tensor"),
+    (lambda q, k, v: (q.long(), k, v), "must be fp16, bf16, fp32 or fp64"),
+    (lambda q, k, v: (q.to(torch.float8_e4m3fn), k.to(torch.float8_e4m3fn),
+                      v.to(torch.float8_e4m3fn)), "cast fp8"),
+    (lambda q, k, v: (q[:0], k[:0], v[:0]), "is empty"),
+    (lambda q, k, v: (q[..., :0], k[..., :0], v[..., :0]), "is empty"),
     (lambda q, k, v: (q, k.double(), v), "share one dtype"),
     (lambda q, k, v: (q.numpy(), k, v), "must be a torch.Tensor"),
 ])
@@ -62,3 +66,44 @@ def test_errors_leave_no_state_and_valid_call_still_works():
     with pytest.raises(ValueError):
         lighthouse_attention(q, k[:, :, :256], v[:, :, :256], CFG)
     assert torch.isfinite(lighthouse_attention(q, k, v, CFG)).all()
+
+
+def test_attn_fn_returning_the_wrong_shape():
+    q, k, v = rand_qkv(B=1, H=2, N=512)
+    with pytest.raises(ValueError, match=r"attn_fn returned \(1, 2, 512, 4\)"):
+        lighthouse_attention(q, k, v, CFG, attn_fn=lambda a, b, c, s: a[..., :4])
+    short = LighthouseConfig(num_levels=2, pooling_factor=2, topk=128, short_seq="dense")
+    with pytest.raises(ValueError, match="attn_fn returned tuple"):
+        lighthouse_attention(q[:, :, :8], k[:, :, :8], v[:, :, :8], short,
+                             attn_fn=lambda a, b, c, s: (a,))
+
+
+def test_absurd_num_levels_is_a_clear_error():
+    with pytest.raises(ValueError, match="use num_levels <= 21"):
+        LighthouseConfig(num_levels=10**6)
+
+
+def test_hand_made_selections_are_validated():
+    from lighthouse_attn import Selection
+
+    q, k, v = rand_qkv(B=1, H=2, N=512)
+    sel = select(q, k, CFG)
+    lighthouse_attention(q, k, v, CFG, selection=sel)  # the real one passes
+    with pytest.raises(ValueError, match="must be a Selection"):
+        lighthouse_attention(q, k, v, CFG, selection=(sel.level, sel.index))
+    order = torch.randperm(sel.level.shape[-1], generator=torch.Generator().manual_seed(0))
+    shuffled = Selection(sel.level[..., order], sel.index[..., order])
+    with pytest.raises(ValueError, match="not in causal order"):
+        lighthouse_attention(q, k, v, CFG, selection=shuffled)
+    swapped = Selection(sel.level.clone(), sel.index.clone())  # two neighbours exchanged
+    swapped.index[..., [5, 6]] = swapped.index[..., [6, 5]]
+    swapped.level[..., [5, 6]] = swapped.level[..., [6, 5]]
+    with pytest.raises(ValueError, match="causal order|cover the sequence"):
+        lighthouse_attention(q, k, v, CFG, selection=swapped)
+    # a summary and a token inside its window, both unrefined: the token would read its future
+    lvl, idx = sel.level.clone(), sel.index.clone()
+    first_leaf_1 = int(((lvl[0, 0] == 1) & ~sel.refined(2)[0, 0]).nonzero()[0])
+    tok = int(((lvl[0, 0] == 0)).nonzero()[0])
+    idx[..., tok] = 2 * idx[0, 0, first_leaf_1]
+    with pytest.raises(ValueError, match="causal order|cover the sequence"):
+        lighthouse_attention(q, k, v, CFG, selection=Selection(lvl, idx))

@@ -91,6 +91,16 @@ def test_non_finite_loss_exits_with_code_1(capsys, corpus, tmp_path, monkeypatch
     assert "non-finite loss" in err and "at step 1" in err and "no checkpoint" in err
 
 
+def test_non_finite_gradient_norm_is_named_as_such(capsys, corpus, tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_",
+                        lambda params, clip: torch.tensor(float("nan")))
+    assert main(["train", *TINY_ARGS, "--data", corpus, "--run-dir", str(tmp_path / "g")]) == 1
+    err = capsys.readouterr().err
+    assert "non-finite gradient norm nan (loss " in err and "Lower --lr" in err
+
+
 def test_sigterm_writes_a_checkpoint_then_exits(corpus, tmp_path):
     run_dir = tmp_path / "term"
     proc = subprocess.Popen(

@@ -223,3 +223,28 @@ def test_bench_train_times_an_hf_config(hf_config, tmp_path, capsys):
     assert set(r["results"]) == {"lighthouse", "dense"}
     assert r["parameters"] == sum(p.numel() for p in AutoModelForCausalLM.from_config(
         Qwen2Config.from_json_file(hf_config)).parameters())
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda d: _gpt2(d), "no attention layers that dispatch through"),
+    (lambda d: write_config(d, sliding_window=128, use_sliding_window=True),
+     "sliding window of 128 tokens, shorter than --seq-len 512"),
+    (lambda d: write_config(d, attention_dropout=0.1), "attention_dropout 0.1"),
+])
+def test_dry_run_refuses_what_step_1_would(corpus, tmp_path, capsys, make, match):
+    path = make(tmp_path / "cfg")
+    args = ["train", "--hf-config", path, *RUN_ARGS, "--data", corpus, "--run-dir",
+            str(tmp_path / "r")]
+    assert main(args + ["--dry-run"]) == 2
+    assert match in capsys.readouterr().err
+    assert main(args) == 2  # and the real run, before its directory exists
+    assert not (tmp_path / "r").exists()
+
+
+def _gpt2(directory):
+    from transformers import GPT2Config
+
+    directory.mkdir(parents=True, exist_ok=True)
+    GPT2Config(n_embd=32, n_layer=3, n_head=4, vocab_size=300, n_positions=4096
+               ).save_pretrained(directory)
+    return str(directory)

@@ -212,7 +212,8 @@ def _time_variant(config: dict, variant: str, device: torch.device) -> dict:
                            (config["batch_size"], config["seq_len"]), generator=g).to(device)
     times, losses = [], []
     warmup, budget = config["warmup_steps"], config["time_budget_s"]
-    bar = tqdm(total=warmup + config["steps"], desc=f"bench hf {variant}", file=sys.stderr)
+    bar = tqdm(total=warmup + config["steps"], desc=f"bench hf {variant}", file=sys.stderr,
+               disable=None)
     while len(times) < warmup + config["steps"]:
         if len(times) == warmup and device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)

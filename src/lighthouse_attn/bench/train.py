@@ -106,7 +106,7 @@ def time_mode(config: ModelConfig, mode: str, args: argparse.Namespace, device: 
     times, losses = [], []
     total = args.warmup_steps + args.steps
     try:
-        for i in tqdm(range(total), desc=f"{mode:>10}", unit="step", leave=False):
+        for i in tqdm(range(total), desc=f"{mode:>10}", unit="step", leave=False, disable=None):
             t0 = time.perf_counter()
             loss, _ = train_step(model, optimizer, batch, autocast, 1.0, env)
             if cuda:

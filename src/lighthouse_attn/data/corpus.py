@@ -43,7 +43,14 @@ def resolve_paths(paths: list[str]) -> list[str]:
                 raise ValueError(f"data directory {path!r} holds no readable text files")
             files.extend(found)
         elif os.path.isfile(path):
+            if _is_binary(path):
+                raise ValueError(f"data file {path!r} is binary (a NUL byte in its first 8 KiB), "
+                                 "not text; pass text files, or a directory (binary files in "
+                                 "directories are skipped)")
             files.append(path)
+        elif os.path.exists(path):
+            raise ValueError(f"data path {path!r} is not a regular file or directory (a device, "
+                             "pipe or socket); pass files, directories or globs of text")
         else:
             raise ValueError(f"data path {path!r} does not exist (pass files, directories or "
                              "globs such as 'data/**/*.txt')")

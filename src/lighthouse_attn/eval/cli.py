@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -223,6 +224,10 @@ def loss_main(args: argparse.Namespace) -> int:
         raise ValueError("the checkpoints' training seq_len is unknown (no run config.json); "
                          "pass --seq-len")
     budget, bf16 = memory_budget(args, device), uses_bf16(args, device)
+    for c in ckpts:
+        if c.trained_seq_len is not None and seq_len > c.trained_seq_len:
+            print(f"note: {c.name} trained at {c.trained_seq_len:,} tokens; positions beyond "
+                  f"that (up to {seq_len:,}) measure length extrapolation", file=sys.stderr)
     data = PackedSequences(load_tokens(args.data, args.text_field), seq_len)
     results = []
     for ckpt in ckpts:

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..data import PackedSequences
+from ..progress import bar_disable
 from .forward import autocast
 
 
@@ -69,7 +70,7 @@ def measure_leak(model, data: PackedSequences, *, sequences: int = 4, cuts: int 
     n = min(sequences, len(data))
     rows = []
     bar = tqdm(total=n * cuts, unit="cut", desc="leak", dynamic_ncols=True,
-               disable=not progress)
+               disable=bar_disable(progress))
     for i in range(n):
         x, y = data.batch([i])
         original = torch.cat([x, y[:, -1:]], dim=1)  # N + 1 tokens: inputs and targets

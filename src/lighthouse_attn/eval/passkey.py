@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from ..models import LlamaConfig
+from ..progress import bar_disable
 from .forward import autocast, bytes_per_sequence, final_logits, fit_batch, gib
 
 PREFIX = "Find the pass key hidden in the noise below and remember it. "
@@ -165,7 +166,7 @@ def run_passkey(model: Callable[[torch.Tensor], torch.Tensor], contexts: list[in
         raise ValueError(f"batch_size must be an integer >= 1 for every context (got "
                          f"{batch_size!r})")
     total = len(contexts) * len(depths) * trials
-    bar = tqdm(total=total, unit="prompt", dynamic_ncols=True, disable=not progress)
+    bar = tqdm(total=total, unit="prompt", dynamic_ncols=True, disable=bar_disable(progress))
     correct = np.zeros((len(depths), len(contexts)))
     prob = np.zeros((len(depths), len(contexts)))
     records = []

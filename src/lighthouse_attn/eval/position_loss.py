@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..data import PackedSequences
+from ..progress import bar_disable
 from .forward import autocast
 
 
@@ -73,7 +74,7 @@ def loss_by_position(model, data: PackedSequences, *, name: str = "model",
     N = data.seq_len
     total = torch.zeros(N, dtype=torch.float64)
     bar = tqdm(total=n, unit="seq", desc=f"loss {name}", dynamic_ncols=True,
-               disable=not progress)
+               disable=bar_disable(progress))
     for start in range(0, n, batch_size):
         inputs, targets = data.batch(list(range(start, min(n, start + batch_size))))
         inputs, targets = inputs.to(device), targets.to(device)

@@ -148,6 +148,11 @@ def save_pretrained(model: PreTrainedModel, path: str | os.PathLike, **kwargs) -
     old = None
     try:
         model.save_pretrained(tmp, **kwargs)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes it 0700; a checkpoint is readable alike
+        for f in tmp.iterdir():
+            os.chmod(f, 0o666 & ~mask)
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)

@@ -128,7 +128,10 @@ def _hf_model_config(args: argparse.Namespace, lighthouse: LighthouseConfig,
 
 
 def model_label(args: argparse.Namespace, config: ModelConfig) -> str:
-    """A short name for run directories and titles: the preset, or ``hf-MODEL_TYPE``."""
+    """A short name for run directories and titles: the preset, ``custom-LAYERSxWIDTH`` when
+    shape options changed it, or ``hf-MODEL_TYPE``."""
+    if any(getattr(args, f, None) is not None for f in _MODEL_FIELDS):
+        return f"custom-{config.n_layers}x{config.d_model}"
     return config.label(args.preset)
 
 

@@ -140,6 +140,24 @@ class HFModelConfig:
         """A freshly initialised model (seed the RNG first)."""
         return HFCausalLM(self)
 
+    def check_lighthouse_run(self, seq_len: int) -> None:
+        """Refuse, before a run starts, what its Lighthouse layers would refuse at step 1: an
+        architecture whose attention does not go through transformers' AttentionInterface, a
+        sliding window shorter than ``seq_len``, attention dropout."""
+        with torch.device("meta"):
+            HFCausalLM(self)  # configure() raises for architectures it cannot reach
+        parsed = self._parsed
+        window = getattr(parsed, "sliding_window", None)
+        if (isinstance(window, int) and window < seq_len
+                and getattr(parsed, "use_sliding_window", True) is not False):
+            raise ValueError(f"the {parsed.model_type} config has a sliding window of {window} "
+                             f"tokens, shorter than --seq-len {seq_len}: Lighthouse is full "
+                             "causal attention; set sliding_window to null in the config")
+        dropout = getattr(parsed, "attention_dropout", 0.0) or 0.0
+        if dropout > 0:
+            raise ValueError(f"the {parsed.model_type} config has attention_dropout {dropout}, "
+                             "which Lighthouse does not implement; set it to 0.0 in the config")
+
     def label(self, preset: str) -> str:
         """Name of runs of this model: ``hf-MODEL_TYPE`` (``preset`` does not apply)."""
         return f"hf-{self.model_type}"

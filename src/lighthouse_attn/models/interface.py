@@ -5,7 +5,8 @@ and evaluation never ask which one they hold.
 A model config provides the sizes (``vocab_size``, ``d_model``, ``n_layers``, ``n_heads``,
 ``n_kv_heads``, ``head_dim``, ``ffn_hidden``), ``lighthouse`` (stage-1 settings),
 ``dense_layer_indices``, ``lighthouse_layer_indices``, ``num_parameters()``, ``to_dict()``,
-``build()`` (a fresh model), ``label(preset)`` (the name of its runs) and
+``build()`` (a fresh model), ``label(preset)`` (the name of its runs),
+``check_lighthouse_run(seq_len)`` (what stage 1 would refuse, checked before a run) and
 ``checkpoint_format`` (how its final dense model is saved). A model provides
 ``forward(input_ids (B, N) int64) -> logits (B, N, V) fp32``, ``set_attention(mode)``,
 ``attention_mode``, ``layers`` (the decoder blocks) and ``config``.
@@ -46,6 +47,8 @@ class ModelConfigLike(Protocol):
     def build(self) -> nn.Module: ...
 
     def label(self, preset: str) -> str: ...
+
+    def check_lighthouse_run(self, seq_len: int) -> None: ...
 
 
 class ModelLike(Protocol):

@@ -8,6 +8,7 @@ are the same in both modes.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import ClassVar
 
@@ -82,8 +83,10 @@ class LlamaConfig:
             raise ValueError(f"n_heads={self.n_heads} must be a multiple of n_kv_heads="
                              f"{self.n_kv_heads} (grouped-query attention); e.g. n_kv_heads="
                              f"{self.n_heads}")
-        if self.rope_theta <= 0 or self.norm_eps <= 0 or self.init_std <= 0:
-            raise ValueError("rope_theta, norm_eps and init_std must be > 0")
+        for name in ("rope_theta", "norm_eps", "init_std"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0 (got {value!r})")
         if not isinstance(self.lighthouse, LighthouseConfig):
             raise ValueError("lighthouse must be a LighthouseConfig")
         n = self.n_layers
@@ -122,6 +125,9 @@ class LlamaConfig:
     def label(self, preset: str) -> str:
         """Name of runs of this model: the preset it came from."""
         return preset
+
+    def check_lighthouse_run(self, seq_len: int) -> None:
+        """Nothing beyond ``lighthouse.validate``: every layer of this model can run it."""
 
     def to_dict(self) -> dict:
         """JSON-ready ``dict``; :meth:`from_dict` restores it."""

@@ -66,7 +66,9 @@ def _fsync_dir(path: Path) -> None:
 def _commit(tmp: Path, final: Path) -> None:
     """Add the manifest, flush, and rename ``tmp`` to ``final`` (replacing an old one)."""
     manifest = {}
+    mode = 0o666 & ~_umask()
     for f in sorted(tmp.iterdir()):
+        os.chmod(f, mode)  # safetensors writes 0600; every file of a run is readable alike
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
         manifest[f.name] = {"bytes": f.stat().st_size, "sha256": _sha256(f)}
@@ -80,6 +82,12 @@ def _commit(tmp: Path, final: Path) -> None:
     else:
         os.replace(tmp, final)
     _fsync_dir(final.parent)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _tmp_dir(final: Path) -> Path:
@@ -180,6 +188,12 @@ def verify(path: Path) -> None:
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ValueError(f"checkpoint {path} is corrupt: manifest.json is not valid JSON"
                          ) from None
+    if not isinstance(manifest, dict) or not {"config.json", "model.safetensors"} <= set(
+            manifest) or not all(isinstance(w, dict) and {"bytes", "sha256"} <= set(w)
+                                 for w in manifest.values()):
+        raise ValueError(f"checkpoint {path} is corrupt: manifest.json does not list its files "
+                         "with sizes and checksums (at least config.json and "
+                         "model.safetensors); use an earlier checkpoint")
     for name, want in manifest.items():
         f = path / name
         if not f.is_file():
@@ -191,9 +205,55 @@ def verify(path: Path) -> None:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"cannot read {path}: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is corrupt: expected a JSON object, found "
+                         f"{type(data).__name__}")
+    return data
+
+
+RUN_FILES = ("checkpoints", "final", "config.json", "metrics.jsonl", "train.log", "loss.png",
+             "summary.md", "tensorboard")
+"""What a run writes into its directory (a fresh start with --overwrite removes them)."""
+
+
+def clear_run_files(run_dir: str | Path) -> None:
+    """Remove an earlier run's files from ``run_dir`` (call while holding its lock)."""
+    for name in RUN_FILES:
+        target = Path(run_dir) / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+
+def write_json_atomic(path: Path, obj: dict) -> None:
+    """Write ``obj`` as JSON to ``path`` through a temporary file and a rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    _write_json(tmp, obj)
+    os.replace(tmp, path)
+
+
+def check_trainer_state(state: dict, path: Path) -> dict:
+    """The trainer state of a checkpoint, with the entries resuming needs, else ValueError."""
+    need = {"step": int, "loader": dict, "elapsed_s": (int, float), "tokens": int}
+    bad = [k for k, t in need.items() if not isinstance(state.get(k), t)]
+    if bad:
+        raise ValueError(f"checkpoint {path} is corrupt: trainer.json lacks valid "
+                         f"{', '.join(bad)}; use an earlier checkpoint")
+    return state
+
+
+def clean_stale_temporaries(run_dir: str | Path) -> list[Path]:
+    """Remove half-written checkpoint directories (``.tmp-*``) left by writers that died;
+    call it while holding the run's lock (no live writer can own them). Returns them."""
+    stale = [p for d in (Path(run_dir), Path(run_dir) / "checkpoints") if d.is_dir()
+             for p in d.iterdir() if p.is_dir() and p.name.startswith((".tmp-", ".final."))]
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return stale
 
 
 def read_model_config(path: Path) -> tuple[ModelConfig, dict]:
@@ -247,7 +307,7 @@ def read_checkpoint(path: str | Path, model_config: ModelConfig) -> dict:
     except Exception as err:  # torch.load raises many types for damaged pickles
         raise ValueError(f"checkpoint {path} is corrupt: {err}") from None
     return {"model": read_weights(path, model_config), "optimizer": optimizer,
-            "trainer": _read_json(path / "trainer.json"), "rng": rng}
+            "trainer": check_trainer_state(_read_json(path / "trainer.json"), path), "rng": rng}
 
 
 def resolve_model_dir(path: str | Path) -> Path:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from dataclasses import replace
@@ -27,8 +26,6 @@ from .loop import TrainingError, train
 from .options import TrainConfig, add_train_arguments, train_config_from_args
 
 _RESUME_ALLOWED = {"resume", "no_progress", "device", "threads", "command"}
-_RUN_FILES = ("checkpoints", "final", "config.json", "metrics.jsonl", "train.log", "loss.png",
-              "summary.md")
 _EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 
 
@@ -75,17 +72,12 @@ def _new_run_dir(args: argparse.Namespace, label: str) -> str:
             raise ValueError("pass --run-dir under torchrun (every process must agree on it)")
         return os.path.join("runs", f"{label}-{time.strftime('%Y%m%d-%H%M%S')}")
     run_dir = Path(args.run_dir)
-    if (run_dir / "config.json").exists() and not args.dry_run:
-        if not args.overwrite:
-            raise ValueError(f"{run_dir} already holds a run; continue it with --resume "
-                             f"{run_dir}, or pass --overwrite, or choose another --run-dir")
-        if int(os.environ.get("RANK", "0")) == 0:
-            for name in _RUN_FILES:
-                target = run_dir / name
-                if target.is_dir():
-                    shutil.rmtree(target)
-                elif target.exists():
-                    target.unlink()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"--run-dir {run_dir} is a file, not a directory; choose another "
+                         "--run-dir")
+    if (run_dir / "config.json").exists() and not args.dry_run and not args.overwrite:
+        raise ValueError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
+                         "or pass --overwrite, or choose another --run-dir")
     return str(run_dir)
 
 

@@ -27,12 +27,14 @@ from tqdm import tqdm
 
 from ..data import BatchLoader, PackedSequences, load_tokens
 from ..models import ModelConfig, model_from_config
+from ..progress import bar_disable
 from . import checkpoint, distributed
 from .distributed import DistEnv
 from .memory import check_memory, estimate_bytes, gib
 from .metrics import MetricsLog, plot_loss, read_metrics, write_summary
 from .options import TrainConfig, validate_model_for_run
 from .parallelize import parallelize
+from .run_lock import RunLock
 from .schedule import lr_at, stage_at
 from .signals import StopRequest
 from .validation import Validation, eval_steps
@@ -68,9 +70,14 @@ def train(run: TrainConfig, model_config: ModelConfig, *, resume: bool = False,
         TrainingError: a non-finite loss; the last good checkpoint is left intact.
     """
     env = distributed.setup(run.device)
+    lock = None
     try:
+        if env.is_main and not dry_run:
+            lock = RunLock.acquire(run.run_dir)  # one training process per run directory
         return _train(env, run, model_config, resume, progress, dry_run, on_step)
     finally:
+        if lock is not None:
+            lock.release()
         distributed.teardown()
 
 
@@ -98,6 +105,12 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, resume: bo
                   if run.eval_data else None)
     tensorboard = _tensorboard_check(run)
     echo(describe(run, model_config, env, data, memory, bf16, threads, validation))
+    lh = model_config.lighthouse
+    if (run.lighthouse_steps and model_config.lighthouse_layer_indices and lh.num_levels > 1
+            and lh.gathered_length(run.seq_len) >= run.seq_len):
+        echo(f"warning: stage 1 gathers {lh.gathered_length(run.seq_len):,} entries from "
+             f"{run.seq_len:,} tokens: Lighthouse costs more than dense attention here; "
+             "lower --topk or raise --num-levels (lighthouse-attn plan --suggest)")
     if dry_run:
         return RunResult("dry run", 0, str(run_dir), None, None)
 
@@ -110,6 +123,9 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, resume: bo
 
     # ---- 3. Fresh start or resume from the newest checkpoint -----------------------
     step, elapsed, tokens_seen = 0, 0.0, 0
+    if env.is_main:
+        for stale in checkpoint.clean_stale_temporaries(run_dir):
+            log.event(f"removed {stale}, a checkpoint whose writer died before finishing it")
     if resume:
         ckpts = checkpoint.list_checkpoints(run_dir)
         if ckpts:
@@ -130,11 +146,9 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, resume: bo
         log.event(f"resumed {run_dir} at step {step}/{run.total_steps}"
                   + (f" from {ckpts[-1][1].name}" if ckpts else " (no checkpoint: restart)"))
     elif env.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in ("metrics.jsonl", "train.log"):
-            (run_dir / stale).unlink(missing_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(
-            {"train": run.to_dict(), "model": model_config.to_dict()}, indent=2) + "\n")
+        checkpoint.clear_run_files(run_dir)  # a fresh start (the CLI asked for --overwrite)
+        checkpoint.write_json_atomic(run_dir / "config.json",
+                                     {"train": run.to_dict(), "model": model_config.to_dict()})
         log.event(f"started {run_dir}")
     env.barrier()
     model.set_attention(stage_at(step, run.lighthouse_steps))
@@ -157,7 +171,7 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, resume: bo
 
     # ---- 4. The loop ----------------------------------------------------------------
     bar = tqdm(total=run.total_steps, initial=step, unit="step", dynamic_ncols=True,
-               disable=not (progress and env.is_main))
+               disable=bar_disable(progress and env.is_main))
     scored_at = eval_steps(run.validation_every, run.lighthouse_steps, run.total_steps) \
         if validation else set()
     board = tensorboard(run_dir / "tensorboard") if tensorboard and env.is_main else None
@@ -184,7 +198,8 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, resume: bo
                 where = f"the last good checkpoint is {last[-1][1]}" if last else \
                     "no checkpoint was written yet"
                 msg = (f"non-finite {err} at step {step + 1} ({stage} stage); stopped without "
-                       f"updating the weights; {where}. Lower --lr or raise --warmup-steps")
+                       f"updating the weights; {where}. Lower --lr or raise --warmup-steps; "
+                       "with --precision bf16 off a GPU, try fp32")
                 log.event(msg)
                 bar.close()
                 raise TrainingError(msg) from None
@@ -267,8 +282,10 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     loss = env.mean(total).item()
     grad_norm = distributed.grad_norm_value(
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip))
-    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-        raise NonFiniteLoss(f"loss {loss} (grad norm {grad_norm})")
+    if not math.isfinite(loss):
+        raise NonFiniteLoss(f"loss {loss} (gradient norm {grad_norm})")
+    if not math.isfinite(grad_norm):
+        raise NonFiniteLoss(f"gradient norm {grad_norm} (loss {loss:.4f})")
     optimizer.step()
     return loss, grad_norm
 

@@ -11,6 +11,7 @@ not part of ``elapsed_s``).
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -27,11 +28,14 @@ class MetricsLog:
         self.echo = echo if enabled else (lambda *_: None)
 
     def truncate(self, step: int) -> None:
-        """Drop records after ``step`` (a resumed run rewrites them)."""
+        """Drop records after ``step`` (a resumed run rewrites them), and a torn last line;
+        the file is replaced atomically."""
         if not self.enabled:
             return
         kept = [r for r in read_metrics(self.path) if r["step"] <= step]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        os.replace(tmp, self.path)
 
     def append(self, record: dict) -> None:
         if not self.enabled:
@@ -49,11 +53,25 @@ class MetricsLog:
 
 
 def read_metrics(path: str | Path) -> list[dict]:
-    """The records of a ``metrics.jsonl`` (empty if it does not exist)."""
+    """The records of a ``metrics.jsonl`` (empty if it does not exist). A torn last line (a
+    write cut short by a crash) is skipped; damage anywhere else is a ``ValueError``."""
     path = Path(path)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    out = []
+    for i, line in enumerate(lines):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+                raise ValueError("not a step record")
+        except ValueError:
+            if i == len(lines) - 1:
+                break  # torn last line: the step it began is redone on resume
+            raise ValueError(f"{path}:{i + 1} is not a metrics record; restore the file or "
+                             "start a new run") from None
+        out.append(record)
+    return out
 
 
 def stage_stats(records: list[dict]) -> dict[str, dict]:

@@ -104,8 +104,12 @@ class TrainConfig:
             raise ValueError(f"--min-lr-ratio must be in [0, 1] (got {self.min_lr_ratio})")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise ValueError("AdamW betas must be in [0, 1)")
-        if self.weight_decay < 0 or self.grad_clip <= 0:
-            raise ValueError("--weight-decay must be >= 0 and --grad-clip > 0")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"--weight-decay must be a finite number >= 0 (got "
+                             f"{self.weight_decay}); the paper uses 0.1")
+        if not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            raise ValueError(f"--grad-clip must be a finite number > 0 (got {self.grad_clip}); "
+                             "the paper uses 1.0")
         for name, allowed in (("schedule", SCHEDULES), ("precision", PRECISIONS),
                               ("device", DEVICES)):
             if getattr(self, name) not in allowed:
@@ -139,11 +143,41 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
+        """Inverse of :meth:`to_dict`; ``ValueError`` for unknown settings or a value of the
+        wrong type (a run ``config.json`` edited by hand)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"the training settings must be a JSON object, got "
+                             f"{type(d).__name__}")
+        types = {f.name: f.type for f in fields(cls)}
+        unknown = sorted(set(d) - set(types))
         if unknown:
             raise ValueError(f"unknown training settings {unknown} in the run config")
+        for name, value in d.items():
+            if not _has_type(value, types[name]):
+                raise ValueError(f"training setting {name!r} must be {types[name]}, got "
+                                 f"{value!r}")
         return cls(**d)
+
+
+def _has_type(value: object, annotation: str) -> bool:
+    """Whether a JSON value fits a field annotation such as ``"int | None"`` or
+    ``"list[str]"``."""
+    for option in annotation.split("|"):
+        option = option.strip()
+        if option == "None" and value is None:
+            return True
+        if option == "bool" and isinstance(value, bool):
+            return True
+        if option == "int" and isinstance(value, int) and not isinstance(value, bool):
+            return True
+        if option == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True
+        if option == "str" and isinstance(value, str):
+            return True
+        if option.startswith("list[") and isinstance(value, list) and all(
+                _has_type(v, option[5:-1]) for v in value):
+            return True
+    return False
 
 
 def validate_model_for_run(model: ModelConfig, run: TrainConfig) -> None:
@@ -159,6 +193,7 @@ def validate_model_for_run(model: ModelConfig, run: TrainConfig) -> None:
         except ValueError as err:
             raise ValueError(f"--seq-len {run.seq_len} does not fit the Lighthouse settings: "
                              f"{err}") from None
+        model.check_lighthouse_run(run.seq_len)
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:

@@ -7,6 +7,7 @@ from torch import Tensor
 
 from ...config import LighthouseConfig
 from ..inner import sdpa_causal
+from ..inputs import check_inner_output
 from ..types import AttnFn, Selection
 from .gather import gather
 from .pyramid import build_pyramid
@@ -32,5 +33,5 @@ def lighthouse_reference(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConf
     if attn_fn is None:
         og = sdpa_causal(qg, kg, vg, scale)
     else:
-        og = attn_fn(qg, kg, vg, D**-0.5 if scale is None else scale)
+        og = check_inner_output(attn_fn(qg, kg, vg, D**-0.5 if scale is None else scale), qg)
     return scatter(og, q_sel, N, config)

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from ...config import LighthouseConfig
 from ..inner import _forward_with_lse, _triton_backward_applies, fast_causal_attention
+from ..inputs import check_inner_output
 from ..reference.scores import base_scores
 from ..types import Selection
 from .gather_scatter import (
@@ -170,5 +171,5 @@ def lighthouse_triton(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
     if attn_fn is None:
         og = fast_causal_attention(qg, kg, vg, scale, config.deterministic)
     else:
-        og = attn_fn(qg, kg, vg, D**-0.5 if scale is None else scale)
+        og = check_inner_output(attn_fn(qg, kg, vg, D**-0.5 if scale is None else scale), qg)
     return spread_gathered([og], pos_map, N, [H], [1], [q_sel_div], True, False, p, L)[0]
