@@ -19,6 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("lighthouse_attn.eval.cli",
              "evaluate checkpoints: passkey retrieval (niah), loss by position (loss), "
              "future leak (leak)"),
+    "export": ("lighthouse_attn.export",
+               "the trained model as a transformers checkpoint with its byte tokenizer"),
+    "generate": ("lighthouse_attn.generate",
+                 "continue a prompt with a trained or exported model (dense, KV cache)"),
     "inspect": ("lighthouse_attn.eval.inspect_cli",
                 "draw what stage-1 selection picks in one layer for a text"),
 }
@@ -48,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    if getattr(args, "no_progress", False):
-        quiet_libraries()
+    if getattr(args, "no_progress", False) or not sys.stderr.isatty():
+        quiet_libraries()  # transformers' bars too: off when asked, and off in logs
     try:
         return importlib.import_module(COMMANDS[args.command][0]).main(args)
     except ValueError as err:

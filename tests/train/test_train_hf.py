@@ -108,7 +108,12 @@ def test_final_model_is_an_ordinary_hf_checkpoint(finished, hf_config):
     run_dir, _ = finished
     final = run_dir / "final"
     assert sorted(os.listdir(final)) == ["config.json", "generation_config.json",
-                                         "model.safetensors"]
+                                         "model.safetensors", "tokenizer.json",
+                                         "tokenizer_config.json"]
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(final)  # the byte tokenizer, as for every final model
+    assert tok("é", add_special_tokens=False)["input_ids"] == [0xC3, 0xA9]
     loaded, info = AutoModelForCausalLM.from_pretrained(final, attn_implementation="sdpa",
                                                         output_loading_info=True)
     assert not any(info.values()), info  # no missing, unexpected or mismatched keys

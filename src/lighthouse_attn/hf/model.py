@@ -134,9 +134,11 @@ def causal_lm_from_config(config: PretrainedConfig, lighthouse: LighthouseConfig
     return model
 
 
-def save_pretrained(model: PreTrainedModel, path: str | os.PathLike, **kwargs) -> None:
-    """``model.save_pretrained(path, **kwargs)`` written atomically: into a temporary sibling
-    directory first, then moved in place (an existing ``path`` is replaced).
+def save_pretrained(model: PreTrainedModel, path: str | os.PathLike, tokenizer=None,
+                    **kwargs) -> None:
+    """``model.save_pretrained(path, **kwargs)`` (and ``tokenizer.save_pretrained``, when
+    given) written atomically: into a temporary sibling directory first, then moved in place
+    (an existing ``path`` is replaced).
 
     The checkpoint is a plain HF one in either stage: exactly the dense model's weight keys, and
     a config that loads with ``attn_implementation="sdpa"`` (the default) or, after
@@ -148,6 +150,8 @@ def save_pretrained(model: PreTrainedModel, path: str | os.PathLike, **kwargs) -
     old = None
     try:
         model.save_pretrained(tmp, **kwargs)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
         mask = os.umask(0)
         os.umask(mask)
         os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes it 0700; a checkpoint is readable alike

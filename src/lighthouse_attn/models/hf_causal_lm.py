@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from transformers import CONFIG_MAPPING, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from ..config import LighthouseConfig
+from ..data.hf_tokenizer import hf_byte_tokenizer
 from ..hf.model import causal_lm_from_config, configure, read_config, save_pretrained, to_dense
 from ..hf.settings import CONFIG_KEY, read_settings, resolve_dense_layers
 from .interface import HF_FORMAT
@@ -251,18 +252,20 @@ class HFCausalLM(nn.Module):
 
 
 def save_dense_checkpoint(model_state: dict, config: HFModelConfig, path: str | Path) -> Path:
-    """Write full (unsharded) weights as an ordinary HF checkpoint at ``path``, atomically.
+    """Write full (unsharded) weights as an ordinary HF checkpoint at ``path``, atomically,
+    with the byte tokenizer beside them.
 
     The checkpoint loads with ``AutoModelForCausalLM.from_pretrained(path,
-    attn_implementation="sdpa")`` with exactly the dense model's keys; its config keeps the
-    Lighthouse settings under ``lighthouse_attn``. Returns ``path``.
+    attn_implementation="sdpa")`` and ``AutoTokenizer.from_pretrained(path)``, with exactly the
+    dense model's keys; its config keeps the Lighthouse settings under ``lighthouse_attn``.
+    Returns ``path``.
     """
     with torch.device("meta"):  # no init work, no memory: the weights are assigned
         model = HFCausalLM(config)
     model.load_state_dict(model_state, strict=True, assign=True)
     model.lm.tie_weights()  # assigned tensors are separate objects; tie them again
     model.set_attention("dense")
-    save_pretrained(model.lm, path)
+    save_pretrained(model.lm, path, tokenizer=hf_byte_tokenizer())
     return Path(path)
 
 

@@ -1,0 +1,114 @@
+"""`lighthouse-attn generate`: continue a prompt with a trained or exported model.
+
+Dense attention with a key/value cache, greedy (``--temperature 0``) or sampled (temperature,
+top-p, seed), on the CPU or a GPU; prints the continuation, then the speed. Takes a run or
+checkpoint directory of this project, or an exported transformers directory (``lighthouse-attn
+export``), which it runs through transformers' own ``generate``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .data import SEP_ID, TOKENIZER
+
+HELP = "continue a prompt with a trained or exported model (dense attention, KV cache)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, metavar="RUN_OR_EXPORT",
+                        help="run directory, checkpoint directory, or exported directory")
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", help="prompt text")
+    src.add_argument("--prompt-file", metavar="FILE", help="prompt read from a UTF-8 file")
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="default 256")
+    parser.add_argument("--temperature", type=float, default=0.8,
+                        help="0 for greedy decoding (default 0.8)")
+    parser.add_argument("--top-p", type=float, default=0.95, help="nucleus mass (default 0.95)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-stop", action="store_true",
+                        help="keep going past the document separator")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+
+
+def is_transformers_dir(path: Path) -> bool:
+    """A directory transformers loads itself (an export, or a --hf-config run's final model)."""
+    config = path / "config.json"
+    if not config.is_file() or (path / "manifest.json").exists():
+        return False
+    try:
+        meta = json.loads(config.read_text())
+    except ValueError:
+        return False
+    return isinstance(meta, dict) and "model_type" in meta
+
+
+def run_generation(path: str | Path, prompt: list[int], max_new_tokens: int,
+                   temperature: float, top_p: float, seed: int, stop: bool,
+                   device: torch.device) -> list[int]:
+    """New token ids after ``prompt`` from the model at ``path``."""
+    from .models import Llama
+    from .models.decode import generate
+    from .train.checkpoint import load_model, resolve_model_dir
+
+    path = Path(path)
+    if path.is_dir() and is_transformers_dir(path):
+        from transformers import AutoModelForCausalLM
+
+        lm = AutoModelForCausalLM.from_pretrained(str(path), attn_implementation="sdpa")
+        return _hf_generate(lm.to(device), prompt, max_new_tokens, temperature, top_p, seed,
+                            stop)
+    model, _ = load_model(resolve_model_dir(path), attention="dense")
+    model = model.to(device)
+    if isinstance(model, Llama):
+        return generate(model, prompt, max_new_tokens, temperature=temperature, top_p=top_p,
+                        seed=seed, stop_ids=(SEP_ID,) if stop else ())
+    return _hf_generate(model.lm, prompt, max_new_tokens, temperature, top_p, seed, stop)
+
+
+def _hf_generate(lm, prompt: list[int], max_new_tokens: int, temperature: float,
+                 top_p: float, seed: int, stop: bool) -> list[int]:
+    torch.manual_seed(seed)
+    ids = torch.tensor([prompt], device=next(lm.parameters()).device)
+    kwargs = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) \
+        if temperature > 0 else dict(do_sample=False)
+    out = lm.eval().generate(ids, attention_mask=torch.ones_like(ids),
+                             max_new_tokens=max_new_tokens,
+                             eos_token_id=SEP_ID if stop else None, pad_token_id=SEP_ID,
+                             use_cache=True, **kwargs)
+    return out[0, len(prompt):].tolist()
+
+
+def main(args: argparse.Namespace) -> int:
+    from .train.distributed import resolve_device
+
+    if args.max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens must be >= 1 (got {args.max_new_tokens})")
+    if not (args.temperature >= 0 and 0 < args.top_p <= 1):
+        raise ValueError(f"--temperature must be >= 0 and --top-p in (0, 1] (got "
+                         f"{args.temperature}, {args.top_p})")
+    if args.prompt_file is not None:
+        try:
+            text = Path(args.prompt_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise ValueError(f"cannot read --prompt-file {args.prompt_file}: {err}") from None
+    else:
+        text = args.prompt
+    prompt = TOKENIZER.encode(text)
+    if not prompt:
+        raise ValueError("the prompt is empty: give at least one character")
+    device = resolve_device(args.device)
+    t0 = time.perf_counter()
+    new = run_generation(args.checkpoint, prompt, args.max_new_tokens, args.temperature,
+                         args.top_p, args.seed, not args.no_stop, device)
+    dt = time.perf_counter() - t0
+    print(text + TOKENIZER.decode(new, sep="\n"))
+    print(f"{len(new)} tokens in {dt:.2f} s ({len(new) / dt:.1f} tokens/s, {device.type}, "
+          f"prompt {len(prompt)} tokens)", file=sys.stderr)
+    return 0
