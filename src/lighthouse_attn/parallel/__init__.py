@@ -1,0 +1,7 @@
+"""Context parallelism: one sequence over several ranks, exactly the single-device op."""
+
+from .attention import chunk_config, dense_attention_cp, lighthouse_attention_cp
+from .layout import chunk_ids, local_positions, shard_sequence, unshard_sequence
+
+__all__ = ["chunk_config", "chunk_ids", "dense_attention_cp", "lighthouse_attention_cp",
+           "local_positions", "shard_sequence", "unshard_sequence"]

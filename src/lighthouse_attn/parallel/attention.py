@@ -1,0 +1,245 @@
+"""Lighthouse attention, and dense causal attention, over a sequence sharded across ranks:
+exactly the single-device op (docs/spec.md section 12).
+
+Each rank holds two chunks of the sequence (``layout.py``). Under the exactness conditions
+(every pooling window inside a chunk, tiles aligned with chunks) the selection of a chunk is
+the global selection restricted to it, and the gathered sequence is the concatenation of the
+chunks' gathered sequences. So every chunk runs the single-device op with ``K / 2W`` and two
+things from elsewhere:
+
+- **the inner attention** of a chunk's gathered entries over the gathered keys and values of
+  every earlier chunk: the ranks all-gather their gathered keys and values (autograd-aware
+  functional collectives; ``S`` is a few percent of ``N``) and each chunk attends with a
+  lower-right causal mask;
+- **the scatter's spill**: the summary of the last window of each level adds to the first
+  ``p^l - 1`` positions after the chunk, which belong to the next chunk; every chunk computes
+  that spill from its gathered outputs and the ranks all-gather the spills.
+
+The causal selection also reads one window before each chunk: the last ``p^(L-1)`` base scores
+of the previous chunk are all-gathered too. Why not PyTorch's ring attention: its context-
+parallel API shards buffers with its own load balancer and runs SDPA on them, whereas here the
+attention runs on gathered sequences whose chunks must stay aligned with the base chunks, with
+a lower-right causal offset per chunk; and the all-gather moves only the gathered keys and
+values, a few percent of the ring's traffic over the full sequence. Dense attention under
+context parallelism (the dense layers, stage 2) uses the same all-gather of the full keys and
+values: exact, and simple, but its memory grows with ``N`` (a ring would not).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+import torch.distributed as dist
+import torch.distributed._functional_collectives as fc
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn.attention.bias import causal_lower_right
+
+from ..config import TILE, LighthouseConfig
+from ..ops import Selection, lighthouse_attention, select
+from ..ops.inputs import check_inputs
+from ..ops.reference.scores import base_scores, causal_level_scores
+from ..ops.reference.select import select_from_scores
+from .layout import chunk_ids, owner
+
+_gather = getattr(fc, "all_gather_single_autograd", None) or fc.all_gather_tensor_autograd
+_EXCHANGE_SPILL = True  # tests turn it off to see the spill land on the chunk boundaries
+
+
+def chunk_config(config: LighthouseConfig, seq_len: int, world: int) -> LighthouseConfig:
+    """The config each of the ``2W`` chunks runs with (``topk / 2W``), after checking the
+    exactness conditions of docs/spec.md section 12; ``ValueError`` names the broken rule and
+    the nearest valid ``topk`` or ``seq_len``."""
+    if world < 1:
+        raise ValueError(f"the context-parallel degree must be >= 1 (got {world})")
+    parts = 2 * world
+    if seq_len % parts:
+        near = max(parts, round(seq_len / parts) * parts)
+        raise ValueError(f"seq_len {seq_len} must split into 2 x {world} = {parts} equal "
+                         f"chunks for context parallelism over {world} ranks; try {near}")
+    if config.num_levels == 1:
+        return config
+    if config.scorer == "dilated":
+        raise ValueError("the dilated scorer attends over the whole sequence, so its scores "
+                         "of a chunk depend on the other chunks: use scorer='norm' with "
+                         "context parallelism")
+    chunk = seq_len // parts
+    window = config.coarsest_window
+    if chunk % window:
+        step = window * parts
+        raise ValueError(f"each of the {parts} chunks ({chunk} tokens) must hold whole coarsest "
+                         f"windows of p^(L-1) = {window} tokens (N / 2W % p^(L-1) == 0); try "
+                         f"seq_len {max(step, round(seq_len / step) * step)}")
+    if config.num_tiles % parts:
+        step = TILE * parts
+        near = max(step, round(config.topk / step) * step)
+        raise ValueError(f"the T = {config.num_tiles} tiles must line up with the {parts} "
+                         f"chunks (K % (256 W) == 0, here a multiple of {step}); try topk={near}")
+    local = replace(config, topk=config.topk // parts)
+    local.validate(chunk)
+    return local
+
+
+def _group_info(group) -> tuple:
+    """``(group, rank, world)`` with ``None`` meaning the whole world."""
+    group = group if group is not None else dist.group.WORLD
+    return group, dist.get_rank(group), dist.get_world_size(group)
+
+
+def _causal_selection(q: Tensor, k: Tensor, v: Tensor, local: LighthouseConfig, group,
+                      rank: int, world: int) -> list[Selection]:
+    """The causal selection of both local chunks: base scores of each chunk with the last
+    coarsest window of the previous chunk in front (all-gathered), so the first window of a
+    chunk scores as in the whole sequence."""
+    n = q.shape[2] // 2
+    w = local.coarsest_window
+    scores = [base_scores(x_q, x_k, None, local)
+              for x_q, x_k in zip(q.split(n, 2), k.split(n, 2))]
+    tails = torch.stack([torch.stack([sq[..., -w:], sk[..., -w:]]) for sq, sk in scores])
+    everyone = torch.empty((world * tails.shape[0], *tails.shape[1:]), dtype=tails.dtype,
+                           device=tails.device)
+    dist.all_gather_into_tensor(everyone, tails.contiguous(), group=group)
+    everyone = everyone.view(world, *tails.shape)
+    out = []
+    for slot, chunk in enumerate(chunk_ids(rank, world)):
+        levels = []
+        for i, s0 in enumerate(scores[slot]):
+            if chunk == 0:
+                prefix = torch.full_like(s0[..., :w], float("-inf"))
+            else:
+                r, j = owner(chunk - 1, world)
+                prefix = everyone[r, j, i]
+            ext = causal_level_scores(torch.cat([prefix, s0], dim=-1), local.num_levels,
+                                      local.pooling_factor)
+            levels.append([lv[..., w // local.pooling_factor ** lvl:]
+                           for lvl, lv in enumerate(ext)])
+        out.append(select_from_scores(levels[0], levels[1], local))
+    return out
+
+
+class _GatheredInner:
+    """The inner attention of one rank's two chunks over every earlier chunk's gathered keys
+    and values (the ``attn_fn`` of the per-chunk op), and the spill of their scatters."""
+
+    def __init__(self, group, rank: int, world: int, local: LighthouseConfig,
+                 selections: list[Selection], n: int) -> None:
+        self.group, self.rank, self.world = group, rank, world
+        self.local, self.selections, self.n = local, selections, n
+        self.slot = 0
+        self.first_kv: tuple[Tensor, Tensor] | None = None
+        self.spills: list[Tensor] = []
+
+    def __call__(self, q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
+        E = q.shape[2]
+        ks = _gather(k.contiguous(), 2, self.group)  # (B, H', W E, D): slot `slot` of every rank
+        vs = _gather(v.contiguous(), 2, self.group)
+        if self.slot == 0:  # chunks 0 .. W-1, rank order is chunk order
+            self.first_kv = (ks, vs)
+            keys, values = ks[:, :, :(self.rank + 1) * E], vs[:, :, :(self.rank + 1) * E]
+        else:  # chunks 2W-1 .. W in rank order: this chunk needs W .. 2W-1-rank
+            upto = (self.world - self.rank) * E
+            order = lambda x: torch.cat(x.split(E, 2)[::-1], 2)[:, :, :upto]  # noqa: E731
+            keys = torch.cat([self.first_kv[0], order(ks)], 2)
+            values = torch.cat([self.first_kv[1], order(vs)], 2)
+        if keys.shape[1] != q.shape[1]:  # shared GQA selections: one kv head per group
+            keys = keys.repeat_interleave(q.shape[1] // keys.shape[1], 1)
+            values = values.repeat_interleave(q.shape[1] // values.shape[1], 1)
+        out = F.scaled_dot_product_attention(q, keys, values, scale=scale,
+                                             attn_mask=causal_lower_right(E, keys.shape[2]))
+        self.spills.append(self._spill(out))
+        self.slot += 1
+        return out
+
+    def _spill(self, og: Tensor) -> Tensor:
+        """What this chunk's scatter adds past its end: the output of the last window of every
+        level ``l >= 1`` (if gathered) on the next ``p^l - 1`` positions."""
+        sel = self.selections[self.slot]
+        level, index = sel.level, sel.index
+        if level.shape[1] != og.shape[1]:
+            group = og.shape[1] // level.shape[1]
+            level, index = level.repeat_interleave(group, 1), index.repeat_interleave(group, 1)
+        B, H, _, D = og.shape
+        p, L = self.local.pooling_factor, self.local.num_levels
+        acc = torch.promote_types(og.dtype, torch.float32)
+        spill = og.new_zeros(B, H, max(self.local.coarsest_window - 1, 0), D, dtype=acc)
+        for lvl in range(1, L):
+            w = p**lvl
+            last = (level == lvl) & (index == self.n // w - 1)
+            o = (last.unsqueeze(-1).to(acc) * og.to(acc)).sum(2)
+            spill[:, :, :w - 1] = spill[:, :, :w - 1] + o.unsqueeze(2)
+        return spill
+
+
+def lighthouse_attention_cp(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
+                            group: dist.ProcessGroup | None = None, *,
+                            scale: float | None = None) -> Tensor:
+    """``lighthouse_attention`` on this rank's shard of a sequence spread over the ranks of
+    ``group`` (default: the world) in the load-balanced layout of ``layout.py``.
+
+    Args:
+        q: ``(B, H, 2n, D)``: this rank's two chunks of ``n`` tokens (``shard_sequence``);
+            ``N = 2n W``.
+        k, v: ``(B, H_kv, 2n, D)``, likewise.
+        config: the config of the whole sequence (``topk`` of all of it).
+
+    Returns:
+        This rank's ``(B, H, 2n, D)`` of the output of ``lighthouse_attention`` on the whole
+        sequence, with exact gradients to this rank's ``q``, ``k``, ``v``. Every rank of the
+        group must call it (it runs collectives).
+
+    Raises:
+        ValueError: bad inputs, or a config that cannot be exact at this length and degree.
+    """
+    check_inputs(q, k, v)
+    group, rank, world = _group_info(group)
+    if q.shape[2] % 2:
+        raise ValueError(f"each rank holds two equal chunks: the local length {q.shape[2]} "
+                         "must be even (shard with lighthouse_attn.parallel.shard_sequence)")
+    n = q.shape[2] // 2
+    local = chunk_config(config, 2 * n * world, world)
+    if local.num_levels == 1:
+        return dense_attention_cp(q, k, v, group, scale=scale)
+    if local.selection == "causal":
+        selections = _causal_selection(q, k, v, local, group, rank, world)
+    else:
+        selections = [select(x_q, x_k, local, v=x_v)
+                      for x_q, x_k, x_v in zip(q.split(n, 2), k.split(n, 2), v.split(n, 2))]
+    inner = _GatheredInner(group, rank, world, local, selections, n)
+    outs = [lighthouse_attention(x_q, x_k, x_v, local, scale=scale, attn_fn=inner,
+                                 selection=sel)
+            for x_q, x_k, x_v, sel in zip(q.split(n, 2), k.split(n, 2), v.split(n, 2),
+                                          selections)]
+    spills = _gather(torch.stack(inner.spills).contiguous(), 0, group)  # (2W, B, H, w-1, D)
+    rows = spills.shape[3]
+    for slot, chunk in enumerate(chunk_ids(rank, world)):
+        if chunk > 0 and rows and _EXCHANGE_SPILL:
+            r, j = owner(chunk - 1, world)
+            head = (outs[slot][:, :, :rows].to(spills.dtype) + spills[2 * r + j]).to(q.dtype)
+            outs[slot] = torch.cat([head, outs[slot][:, :, rows:]], 2)
+    return torch.cat(outs, 2)
+
+
+def dense_attention_cp(q: Tensor, k: Tensor, v: Tensor, group: dist.ProcessGroup | None = None,
+                       *, scale: float | None = None) -> Tensor:
+    """Dense causal attention on this rank's shard (the layout of ``layout.py``): each local
+    chunk attends over the all-gathered keys and values of every chunk up to itself."""
+    group, rank, world = _group_info(group)
+    n = q.shape[2] // 2
+    ks, vs = _gather(k.contiguous(), 2, group), _gather(v.contiguous(), 2, group)
+    # rank order holds [chunk r, chunk 2W-1-r] per rank: put the chunks in sequence order
+    kc, vc = ks.split(n, 2), vs.split(n, 2)
+    seq_k = [None] * (2 * world)
+    seq_v = [None] * (2 * world)
+    for r in range(world):
+        for j, c in enumerate(chunk_ids(r, world)):
+            seq_k[c], seq_v[c] = kc[2 * r + j], vc[2 * r + j]
+    outs = []
+    for x_q, c in zip(q.split(n, 2), chunk_ids(rank, world)):
+        keys, values = torch.cat(seq_k[:c + 1], 2), torch.cat(seq_v[:c + 1], 2)
+        if keys.shape[1] != x_q.shape[1]:
+            keys = keys.repeat_interleave(x_q.shape[1] // keys.shape[1], 1)
+            values = values.repeat_interleave(x_q.shape[1] // values.shape[1], 1)
+        outs.append(F.scaled_dot_product_attention(
+            x_q, keys, values, scale=scale, attn_mask=causal_lower_right(n, keys.shape[2])))
+    return torch.cat(outs, 2)

@@ -1,0 +1,47 @@
+"""The load-balanced sequence layout of context parallelism (docs/spec.md section 12).
+
+With ``W`` ranks the sequence is cut into ``2W`` equal chunks; rank ``r`` holds chunks ``r``
+and ``2W-1-r``, concatenated in that order (causal attention costs grow along the sequence,
+so every rank gets one cheap and one expensive chunk).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def chunk_ids(rank: int, world: int) -> tuple[int, int]:
+    """The two chunks rank ``rank`` holds, in its local order."""
+    return rank, 2 * world - 1 - rank
+
+
+def owner(chunk: int, world: int) -> tuple[int, int]:
+    """``(rank, slot)`` holding ``chunk``: slot 0 is the rank's first local chunk."""
+    return (chunk, 0) if chunk < world else (2 * world - 1 - chunk, 1)
+
+
+def shard_sequence(x: Tensor, dim: int, rank: int, world: int) -> Tensor:
+    """This rank's part of ``x`` (the full sequence along ``dim``, a multiple of ``2W``)."""
+    chunks = x.chunk(2 * world, dim=dim)
+    a, b = chunk_ids(rank, world)
+    return torch.cat([chunks[a], chunks[b]], dim=dim)
+
+
+def unshard_sequence(parts: list[Tensor], dim: int) -> Tensor:
+    """The full sequence from every rank's part (``parts[r]`` from rank ``r``)."""
+    world = len(parts)
+    chunks: list[Tensor | None] = [None] * (2 * world)
+    for rank, part in enumerate(parts):
+        first, second = part.chunk(2, dim=dim)
+        a, b = chunk_ids(rank, world)
+        chunks[a], chunks[b] = first, second
+    return torch.cat(chunks, dim=dim)
+
+
+def local_positions(local_len: int, rank: int, world: int, device=None) -> Tensor:
+    """Global positions (int64) of this rank's ``local_len`` tokens."""
+    n = local_len // 2
+    a, b = chunk_ids(rank, world)
+    return torch.cat([torch.arange(a * n, (a + 1) * n, device=device),
+                      torch.arange(b * n, (b + 1) * n, device=device)])

@@ -1,0 +1,72 @@
+"""One rank of the context-parallel exactness checks (spawned by test_context_parallel.py)."""
+
+import json
+import sys
+
+import torch
+import torch.distributed as dist
+
+sys.path.insert(0, __file__.rsplit("/", 2)[0])
+from conftest import rand_qkv  # noqa: E402
+
+import lighthouse_attn.parallel.attention as cp_attention  # noqa: E402
+from lighthouse_attn import LighthouseConfig, lighthouse_attention, select  # noqa: E402
+from lighthouse_attn.parallel import (  # noqa: E402
+    chunk_config,
+    dense_attention_cp,
+    lighthouse_attention_cp,
+    shard_sequence,
+)
+
+
+def run(rank: int, world: int, init: str, cases: list[dict], out_path: str,
+        exchange_spill: bool) -> None:
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    cp_attention._EXCHANGE_SPILL = exchange_spill
+    results = []
+    for case in cases:
+        cfg = LighthouseConfig(backend="torch", **case["config"])
+        H, Hkv, N = case["H"], case["Hkv"], case["N"]
+        q, k, v = rand_qkv(B=1, H=H, Hkv=Hkv, N=N, D=8, dtype=torch.float64, seed=7)
+        w = torch.randn(1, H, N, 8, generator=torch.Generator().manual_seed(9),
+                        dtype=torch.float64)
+        full = [x.clone().requires_grad_() for x in (q, k, v)]
+        dense = case.get("dense", False)
+        ref = (torch.nn.functional.scaled_dot_product_attention(
+            full[0], full[1].repeat_interleave(H // Hkv, 1),
+            full[2].repeat_interleave(H // Hkv, 1), is_causal=True)
+               if dense else lighthouse_attention(*full, cfg))
+        (ref * w).sum().backward()
+        local = [shard_sequence(x.detach(), 2, rank, world).requires_grad_() for x in (q, k, v)]
+        out = (dense_attention_cp(*local) if dense else lighthouse_attention_cp(*local, cfg))
+        (out * shard_sequence(w, 2, rank, world)).sum().backward()
+        want = shard_sequence(ref.detach(), 2, rank, world)
+        diff = (out.detach() - want).abs().amax(dim=(0, 1, 3))  # per local row
+        grads = [float((a.grad - shard_sequence(b.grad, 2, rank, world)).abs().max())
+                 for a, b in zip(local, full)]
+        same_selection = True
+        if not dense:
+            local_cfg = chunk_config(cfg, N, world)
+            glob = select(q, k, cfg)
+            E = local_cfg.gathered_length(N // (2 * world))
+            n = N // (2 * world)
+            for chunk in (rank, 2 * world - 1 - rank):
+                if cfg.selection == "causal":
+                    break  # checked through the outputs: every cut's decisions are causal
+                part = select(*(x[:, :, chunk * n:(chunk + 1) * n] for x in (q, k)), local_cfg)
+                g_level = glob.level[..., chunk * E:(chunk + 1) * E]
+                g_index = glob.index[..., chunk * E:(chunk + 1) * E]
+                offset = (chunk * n) // local_cfg.pooling_factor ** g_level
+                same_selection &= torch.equal(part.level, g_level)
+                same_selection &= torch.equal(part.index, g_index - offset)
+        results.append({"rows": diff.tolist(), "out": float(diff.max()), "grads": grads,
+                        "same_selection": bool(same_selection)})
+    with open(f"{out_path}.{rank}", "w") as f:
+        json.dump(results, f)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    rank, world, init, cases, out_path, spill = sys.argv[1:]
+    run(int(rank), int(world), init, json.loads(cases), out_path, spill == "1")
