@@ -83,6 +83,19 @@ def plan_warnings(p: dict) -> list[str]:
     return []
 
 
+def context_parallel_plan(config: LighthouseConfig, seq_len: int, degree: int) -> dict:
+    """Each process's share under context parallelism (``ValueError`` when it cannot be
+    exact: see ``lighthouse_attn.parallel.chunk_config``)."""
+    from .parallel.attention import chunk_config
+
+    local = chunk_config(config, seq_len, degree)
+    chunk = seq_len // (2 * degree)
+    gathered = local.gathered_length(chunk) if local.num_levels > 1 else chunk
+    return {"degree": degree, "chunks": 2 * degree, "chunk_len": chunk,
+            "chunk_topk": local.topk if local.num_levels > 1 else None,
+            "gathered_per_process": 2 * gathered}
+
+
 def format_plan(p: dict) -> str:
     levels = "; ".join(f"level {lvl}: {n:,}" for lvl, n in reversed(list(enumerate(
         p["level_counts"]))))
@@ -132,6 +145,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also list valid (L, p, K) near the target FLOP ratio")
     parser.add_argument("--target-ratio", type=float, default=None,
                         help="for --suggest (default: this config's ratio, or 1/28)")
+    parser.add_argument("--context-parallel", type=int, default=1, metavar="C",
+                        help="check the config for a sequence split over C processes and show "
+                             "each one's share")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
@@ -169,11 +185,19 @@ def main(args: argparse.Namespace) -> int:
                              "K=128); use dense attention for shorter sequences")
     if "plan" in result:
         result["warnings"] = plan_warnings(result["plan"])
+        if args.context_parallel != 1:
+            result["plan"]["context_parallel"] = context_parallel_plan(cfg, args.seq_len,
+                                                                       args.context_parallel)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     if "plan" in result:
         print(format_plan(result["plan"]))
+        if "context_parallel" in result["plan"]:
+            c = result["plan"]["context_parallel"]
+            print(f"  context parallel C={c['degree']}  {c['chunks']} chunks of "
+                  f"{c['chunk_len']:,} tokens, K={c['chunk_topk']:,} each; per process "
+                  f"{2 * c['chunk_len']:,} tokens, gathered {c['gathered_per_process']:,}")
         for w in result["warnings"]:
             print(f"warning: {w}", file=sys.stderr)
     else:

@@ -32,7 +32,7 @@ def test_bench_train_times_both_modes_and_writes_json(tmp_path, capsys):
 
 def test_bench_train_out_directory_and_bad_settings(tmp_path, capsys):
     assert main(["bench", "train", *TINY, "--modes", "dense", "--out", str(tmp_path)]) == 0
-    (path,) = tmp_path.glob("train_demo_512_cpu*.json")
+    (path,) = tmp_path.glob("train_custom-3x32_512_cpu*.json")
     r = json.loads(path.read_text())
     assert list(r["results"]) == ["dense"] and r["speedup"] is None
     assert main(["bench", "train", *TINY, "--seq-len", "500", "--out", str(tmp_path)]) == 2

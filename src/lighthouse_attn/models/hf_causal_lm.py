@@ -52,6 +52,7 @@ class HFModelConfig:
     dense_layers: tuple[int, ...] = ()
     _parsed: PretrainedConfig = field(init=False, repr=False, compare=False)
     checkpoint_format: ClassVar[str] = HF_FORMAT
+    supports_context_parallel: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dense_layers", tuple(self.dense_layers))

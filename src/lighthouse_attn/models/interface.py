@@ -6,8 +6,9 @@ A model config provides the sizes (``vocab_size``, ``d_model``, ``n_layers``, ``
 ``n_kv_heads``, ``head_dim``, ``ffn_hidden``), ``lighthouse`` (stage-1 settings),
 ``dense_layer_indices``, ``lighthouse_layer_indices``, ``num_parameters()``, ``to_dict()``,
 ``build()`` (a fresh model), ``label(preset)`` (the name of its runs),
-``check_lighthouse_run(seq_len)`` (what stage 1 would refuse, checked before a run) and
-``checkpoint_format`` (how its final dense model is saved). A model provides
+``check_lighthouse_run(seq_len)`` (what stage 1 would refuse, checked before a run),
+``checkpoint_format`` (how its final dense model is saved) and
+``supports_context_parallel`` (whether its model has ``set_context_parallel``). A model provides
 ``forward(input_ids (B, N) int64) -> logits (B, N, V) fp32``, ``set_attention(mode)``,
 ``attention_mode``, ``layers`` (the decoder blocks) and ``config``.
 """
@@ -30,6 +31,7 @@ class ModelConfigLike(Protocol):
     vocab_size: int
     lighthouse: LighthouseConfig
     checkpoint_format: str
+    supports_context_parallel: bool
 
     @property
     def n_layers(self) -> int: ...

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from ..config import LighthouseConfig
 from ..ops import lighthouse_attention, sdpa_causal
+from ..parallel import dense_attention_cp, lighthouse_attention_cp, local_positions
 from .interface import OUR_FORMAT
 
 ATTENTION_MODES = ("lighthouse", "dense")
@@ -65,6 +66,7 @@ class LlamaConfig:
     dense_layers: tuple[int, ...] = (0, 1, -2, -1)
     lighthouse: LighthouseConfig = field(default_factory=LighthouseConfig)
     checkpoint_format: ClassVar[str] = OUR_FORMAT
+    supports_context_parallel: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dense_layers", tuple(self.dense_layers))
@@ -203,6 +205,7 @@ class Attention(nn.Module):
         self.lighthouse = config.lighthouse
         self.always_dense = always_dense
         self.use_lighthouse = not always_dense
+        self.cp_group = None  # set by Llama.set_context_parallel
 
     def project(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``x`` ``(B, N, d_model)`` -> ``q`` ``(B, H, N, D)`` and ``k``, ``v``
@@ -216,7 +219,10 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         B, N, _ = x.shape
         q, k, v = self.project(x, cos, sin)
-        if self.use_lighthouse:
+        if self.cp_group is not None:
+            o = (lighthouse_attention_cp(q, k, v, self.lighthouse, self.cp_group)
+                 if self.use_lighthouse else dense_attention_cp(q, k, v, self.cp_group))
+        elif self.use_lighthouse:
             o = lighthouse_attention(q, k, v, self.lighthouse)
         else:
             o = sdpa_causal(q, k, v)
@@ -268,6 +274,7 @@ class Llama(nn.Module):
         self.lm_head = (None if config.tie_embeddings
                         else nn.Linear(config.d_model, config.vocab_size, bias=False))
         self._mode = "lighthouse"
+        self._cp: tuple | None = None  # (group, rank, world) under context parallelism
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -294,17 +301,28 @@ class Llama(nn.Module):
         for block in self.layers:
             block.attn.use_lighthouse = mode == "lighthouse" and not block.attn.always_dense
 
+    def set_context_parallel(self, group, rank: int, world: int) -> None:
+        """Run on this rank's shard of each sequence (``lighthouse_attn.parallel``'s layout)
+        over the ``world`` ranks of ``group``: global RoPE positions, and attention over the
+        whole sequence through the group. ``world = 1`` turns it off."""
+        self._cp = (group, rank, world) if world > 1 else None
+        for block in self.layers:
+            block.attn.cp_group = group if world > 1 else None
+
     def forward(self, input_ids: Tensor) -> Tensor:
         if input_ids.dim() != 2 or input_ids.dtype != torch.int64:
             raise ValueError(f"input_ids must be an int64 (B, N) tensor; got "
                              f"{input_ids.dtype} {tuple(input_ids.shape)}")
-        N = input_ids.shape[1]
+        N = input_ids.shape[1] * (self._cp[2] if self._cp else 1)  # the whole sequence
         if self._mode == "lighthouse" and self.config.lighthouse_layer_indices:
             lh = self.config.lighthouse
             if not (lh.short_seq == "dense" and lh.is_short(N)):
                 lh.validate(N)
         cos, sin = rope_tables(N, self.config.head_dim, self.config.rope_theta,
                                input_ids.device)
+        if self._cp:
+            pos = local_positions(input_ids.shape[1], self._cp[1], self._cp[2], cos.device)
+            cos, sin = cos[pos], sin[pos]
         x = self.embed(input_ids)
         for block in self.layers:
             x = block(x, cos, sin)

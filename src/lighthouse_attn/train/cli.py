@@ -25,7 +25,8 @@ from ..models import (
 from .loop import TrainingError, train
 from .options import TrainConfig, add_train_arguments, train_config_from_args
 
-_RESUME_ALLOWED = {"resume", "no_progress", "device", "threads", "command"}
+_RESUME_ALLOWED = {"resume", "no_progress", "device", "threads", "command",
+                   "context_parallel"}
 _EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 
 
@@ -63,6 +64,8 @@ def _resume_configs(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig]
         run.device = args.device
     if args.threads is not None:
         run.threads = args.threads
+    if args.context_parallel is not None:  # checkpoints hold full tensors: any degree resumes
+        run.context_parallel = args.context_parallel
     return run, model
 
 

@@ -25,11 +25,28 @@ from torch.distributed.checkpoint.state_dict import (
 
 @dataclass(frozen=True)
 class DistEnv:
-    """Where this process runs: ``rank`` of ``world_size`` on ``device``."""
+    """Where this process runs: ``rank`` of ``world_size`` on ``device``; with context
+    parallelism, the ranks form a (data parallel ``dp_size``) x (context parallel ``cp_size``)
+    mesh, ``rank = dp_rank * cp_size + cp_rank``, and ``cp_group`` holds the ranks that share
+    each sequence."""
 
     rank: int
     world_size: int
     device: torch.device
+    cp_size: int = 1
+    cp_group: object = None
+
+    @property
+    def cp_rank(self) -> int:
+        return self.rank % self.cp_size
+
+    @property
+    def dp_rank(self) -> int:
+        return self.rank // self.cp_size
+
+    @property
+    def dp_size(self) -> int:
+        return self.world_size // self.cp_size
 
     @property
     def is_main(self) -> bool:
@@ -69,17 +86,30 @@ def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
-def setup(device_preference: str = "auto") -> DistEnv:
-    """Join the ``torchrun`` process group if there is one (NCCL on GPU, gloo on CPU)."""
+def setup(device_preference: str = "auto", context_parallel: int = 1) -> DistEnv:
+    """Join the ``torchrun`` process group if there is one (NCCL on GPU, gloo on CPU), and
+    with ``context_parallel > 1`` build the (dp, cp) mesh. ``ValueError`` when the process
+    count is not a multiple of ``context_parallel``."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if context_parallel < 1 or world % context_parallel:
+        raise ValueError(f"--context-parallel {context_parallel} must divide the {world} "
+                         f"process{'es' * (world != 1)}: launch a multiple of it with torchrun "
+                         "--nproc-per-node")
     device = resolve_device(device_preference, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return DistEnv(rank, world, device)
+    group = None
+    if context_parallel > 1:
+        from torch.distributed.device_mesh import init_device_mesh
+
+        mesh = init_device_mesh(device.type, (world // context_parallel, context_parallel),
+                                mesh_dim_names=("dp", "cp"))
+        group = mesh["cp"].get_group()
+    return DistEnv(rank, world, device, context_parallel, group)
 
 
 def set_cpu_threads(requested: int | None, local_world_size: int = 1) -> int:

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from ..data import BatchLoader, PackedSequences, load_tokens
 from ..models import ModelConfig, model_from_config
+from ..parallel import shard_sequence
 from ..progress import bar_disable
 from . import checkpoint, distributed
 from .distributed import DistEnv
@@ -69,7 +70,9 @@ def train(run: TrainConfig, model_config: ModelConfig, *, resume: bool = False,
         ValueError: invalid settings, data, or checkpoint (before any training step).
         TrainingError: a non-finite loss; the last good checkpoint is left intact.
     """
-    env = distributed.setup(run.device)
+    run.validate()  # settings first: they need no process group
+    validate_model_for_run(model_config, run)
+    env = distributed.setup(run.device, run.context_parallel)
     lock = None
     try:
         if env.is_main and not dry_run:
@@ -87,21 +90,20 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, resume: bo
     log = MetricsLog(run_dir, enabled=env.is_main, echo=tqdm.write)
     echo = log.echo
 
-    # ---- 1. Check everything before any work: settings, memory, data ----------------
-    run.validate()
-    validate_model_for_run(model_config, run)
+    # ---- 1. Check everything before any work: memory, data (settings: in train()) ---
     threads = (distributed.set_cpu_threads(run.threads, int(os.environ.get(
         "LOCAL_WORLD_SIZE", "1"))) if env.device.type == "cpu" else None)
     bf16 = run.precision == "bf16" or (run.precision == "auto" and env.device.type == "cuda")
-    micro_batch = run.batch_size // (run.grad_accum * env.world_size)
+    micro_batch = run.batch_size // (run.grad_accum * env.dp_size)
     memory = estimate_bytes(model_config, run.seq_len, max(1, micro_batch), env.world_size,
-                            bf16, run.activation_checkpointing, run.lighthouse_steps > 0)
+                            bf16, run.activation_checkpointing, run.lighthouse_steps > 0,
+                            env.cp_size)
     check_memory(memory, env.device, run.activation_checkpointing)
     data = PackedSequences(load_tokens(run.data, run.text_field), run.seq_len)
-    loader = BatchLoader(data, run.batch_size, run.grad_accum, run.seed, env.rank,
-                         env.world_size)
+    loader = BatchLoader(data, run.batch_size, run.grad_accum, run.seed, env.dp_rank,
+                         env.dp_size)
     validation = (Validation(run.eval_data, run.seq_len, run.eval_sequences,
-                             max(1, micro_batch), env.world_size, run.text_field)
+                             max(1, micro_batch), env.dp_size, run.text_field)
                   if run.eval_data else None)
     tensorboard = _tensorboard_check(run)
     echo(describe(run, model_config, env, data, memory, bf16, threads, validation))
@@ -116,8 +118,10 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, resume: bo
 
     # ---- 2. Model and optimizer: same init on every process; checkpointing, compile, FSDP2 -
     torch.manual_seed(run.seed)
-    model = parallelize(model_from_config(model_config).to(env.device),
-                        activation_checkpointing=run.activation_checkpointing,
+    model = model_from_config(model_config).to(env.device)
+    if env.cp_size > 1:
+        model.set_context_parallel(env.cp_group, env.cp_rank, env.cp_size)
+    model = parallelize(model, activation_checkpointing=run.activation_checkpointing,
                         compile=run.compile, shard=env.distributed)
     optimizer = make_optimizer(model, run, env.device)
 
@@ -272,6 +276,9 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     for i, (inputs, targets) in enumerate(micro_batches):
         if env.distributed:  # reduce gradients once, after the last micro-batch
             model.set_requires_gradient_sync(i == len(micro_batches) - 1)
+        if env.cp_size > 1:  # this rank's two chunks of every sequence
+            inputs = shard_sequence(inputs, 1, env.cp_rank, env.cp_size)
+            targets = shard_sequence(targets, 1, env.cp_rank, env.cp_size)
         inputs = inputs.to(env.device, non_blocking=True)
         targets = targets.to(env.device, non_blocking=True)
         with autocast:
@@ -344,7 +351,9 @@ def describe(run: TrainConfig, model: ModelConfig, env: DistEnv, data: PackedSeq
     header = (f"lighthouse-attn train: preset {run.preset}, "
               f"{model.num_parameters() / 1e6:.2f}M parameters ({model.n_layers} layers, "
               f"d_model {model.d_model}, {model.n_heads} heads, {model.n_kv_heads} kv heads)")
-    processes = f"{env.world_size} process{'es' if env.world_size > 1 else ''}"
+    processes = f"{env.world_size} process{'es' if env.world_size > 1 else ''}" + (
+        f": {env.dp_size} data-parallel x {env.cp_size} context-parallel"
+        if env.cp_size > 1 else "")
     source = "embedded stdlib corpus" if not run.data else ", ".join(run.data)
     device = env.device.type + (f" ({threads} thread{'s' if threads > 1 else ''})"
                                 if threads else "")

@@ -10,18 +10,20 @@ from ..models import ModelConfig
 
 
 def estimate_bytes(model: ModelConfig, seq_len: int, micro_batch: int, world_size: int,
-                   bf16: bool, checkpointing: bool, lighthouse: bool) -> dict[str, int]:
+                   bf16: bool, checkpointing: bool, lighthouse: bool,
+                   context_parallel: int = 1) -> dict[str, int]:
     """Bytes per process: ``state`` (fp32 weights, grads and AdamW moments, sharded over
     ``world_size``), ``activations`` (saved for backward; with checkpointing only block
-    inputs plus one block's internals) and ``logits``. An estimate, not a bound."""
+    inputs plus one block's internals) and ``logits``, for this process's ``seq_len /
+    context_parallel`` tokens of each sequence. An estimate, not a bound."""
     P, L = model.num_parameters(), model.n_layers
-    b, N, d, f = micro_batch, seq_len, model.d_model, model.ffn_hidden
+    b, N, d, f = micro_batch, seq_len // context_parallel, model.d_model, model.ffn_hidden
     act = 2 if bf16 else 4
     kv = model.n_kv_heads * model.head_dim
     # norms (fp32), q/k/v/attention output/o, SwiGLU gate, up, product
     per_block = b * N * (2 * 4 * d + act * (3 * d + 2 * kv) + act * 3 * f)
     if lighthouse and model.lighthouse_layer_indices:
-        S = model.lighthouse.gathered_length(seq_len)
+        S = model.lighthouse.gathered_length(seq_len) // context_parallel
         per_block += b * model.n_heads * S * model.head_dim * act * 5  # gathered q, k, v, o, grad
     residual = b * N * d * 4
     activations = (L * residual + per_block) if checkpointing else L * (residual + per_block)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from ..data import VOCAB_SIZE
 from ..models import ModelConfig
@@ -65,6 +65,7 @@ class TrainConfig:
     keep_ckpts: int = 3
     save_at: list[int] = field(default_factory=list)
     tensorboard: bool = False
+    context_parallel: int = 1
     compile: bool = False
     activation_checkpointing: bool = False
     device: str = "auto"
@@ -96,6 +97,9 @@ class TrainConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
         if self.total_steps < 1:
             raise ValueError("--lighthouse-steps + --dense-steps must be >= 1")
+        if not isinstance(self.context_parallel, int) or self.context_parallel < 1:
+            raise ValueError(f"--context-parallel must be an integer >= 1 (got "
+                             f"{self.context_parallel})")
         if self.threads is not None and self.threads < 1:
             raise ValueError("--threads must be >= 1")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -194,6 +198,19 @@ def validate_model_for_run(model: ModelConfig, run: TrainConfig) -> None:
             raise ValueError(f"--seq-len {run.seq_len} does not fit the Lighthouse settings: "
                              f"{err}") from None
         model.check_lighthouse_run(run.seq_len)
+    if run.context_parallel > 1:
+        from ..parallel import chunk_config
+
+        if not model.supports_context_parallel:
+            raise ValueError("--context-parallel runs the presets' Llama; an --hf-config "
+                             "model trains without it (drop --context-parallel)")
+        lighthouse = model.lighthouse if (run.lighthouse_steps > 0 and
+                                          model.lighthouse_layer_indices) else None
+        try:
+            chunk_config(lighthouse or replace(model.lighthouse, num_levels=1), run.seq_len,
+                         run.context_parallel)
+        except ValueError as err:
+            raise ValueError(f"--context-parallel {run.context_parallel}: {err}") from None
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -245,6 +262,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--threads", type=int,
                    help="CPU threads per process (default: the cores that are free at start)")
     s.add_argument("--compile", action="store_true", help="torch.compile each block")
+    s.add_argument("--context-parallel", type=int, metavar="C",
+                   help="split every sequence over C processes (torchrun; the processes form "
+                        "a data-parallel x context-parallel mesh); exactly the one-process "
+                        "result")
     s.add_argument("--tensorboard", action="store_true",
                    help="also write the scalars for TensorBoard (RUN_DIR/tensorboard)")
     s.add_argument("--activation-checkpointing", action=argparse.BooleanOptionalAction,

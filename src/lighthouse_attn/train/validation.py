@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import PackedSequences, load_tokens
+from ..parallel import shard_sequence
 from .distributed import DistEnv
 
 
@@ -36,7 +37,7 @@ class Validation:
                  world_size: int = 1, text_field: str = "text") -> None:
         if count < 1 or count % world_size:
             near = max(1, count // world_size) * world_size
-            raise ValueError(f"--eval-sequences must be a positive multiple of the process "
+            raise ValueError(f"--eval-sequences must be a positive multiple of the data-parallel "
                              f"count {world_size} (got {count}); try {near}")
         try:
             data = PackedSequences(load_tokens(paths, text_field), seq_len)
@@ -53,16 +54,20 @@ class Validation:
         """Mean held-out loss (nats/byte) of ``model`` in its current attention mode."""
         was_training = model.training
         model.eval()
-        mine = list(range(env.rank, self.count, env.world_size))
+        mine = list(range(env.dp_rank, self.count, env.dp_size))
         total = torch.zeros((), dtype=torch.float64, device=env.device)
         for i in range(0, len(mine), self.micro_batch):
             inputs, targets = self.data.batch(mine[i:i + self.micro_batch])
+            if env.cp_size > 1:  # this rank's chunks of each sequence
+                inputs = shard_sequence(inputs, 1, env.cp_rank, env.cp_size)
+                targets = shard_sequence(targets, 1, env.cp_rank, env.cp_size)
             with autocast:
                 logits = model(inputs.to(env.device))
             total += F.cross_entropy(logits.flatten(0, 1).float(),
                                      targets.to(env.device).flatten(), reduction="sum")
         model.train(was_training)
-        return env.mean(total / (len(mine) * self.data.seq_len)).item()
+        tokens = len(mine) * self.data.seq_len // env.cp_size
+        return env.mean(total / tokens).item()
 
     def scores(self, model: torch.nn.Module, env: DistEnv, autocast, stage: str
                ) -> dict[str, float]:
