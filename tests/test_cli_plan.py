@@ -83,3 +83,10 @@ def test_no_progress_silences_transformers(monkeypatch):
     assert not transformers.utils.logging.is_progress_bar_enabled()
     assert __import__("os").environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
     transformers.utils.logging.enable_progress_bar()
+
+
+def test_plan_context_parallel_share_and_refusal(capsys):
+    assert main(["plan", "--seq-len", "98304", "--topk", "1536", "--context-parallel", "2"]) == 0
+    assert "4 chunks of 24,576 tokens, K=384 each" in capsys.readouterr().out
+    assert main(["plan", "--seq-len", "98304", "--topk", "1536", "--context-parallel", "4"]) == 2
+    assert "try topk=2048" in capsys.readouterr().err

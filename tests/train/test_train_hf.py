@@ -253,3 +253,9 @@ def _gpt2(directory):
     GPT2Config(n_embd=32, n_layer=3, n_head=4, vocab_size=300, n_positions=4096
                ).save_pretrained(directory)
     return str(directory)
+
+
+def test_context_parallel_is_refused_for_hf_models(corpus, hf_config, tmp_path, capsys):
+    assert main(["train", "--hf-config", hf_config, *RUN_ARGS, "--data", corpus,
+                 "--context-parallel", "2", "--run-dir", str(tmp_path / "r"), "--dry-run"]) == 2
+    assert "an --hf-config model trains without it" in capsys.readouterr().err
