@@ -41,3 +41,16 @@ def test_compiled_model_refuses_packed_documents():
     compiled(x, position_ids=torch.arange(n).expand(2, n))  # plain rows run
     with pytest.raises(RuntimeError, match="packed documents"):
         compiled(x, position_ids=packed)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_compiles_with_inductor_on_gpu(arch):
+    torch._dynamo.reset()
+    model = lh_hf.configure(tiny_model(arch).cuda(), LH, dense_layers=[0])
+    x = tokens().cuda()
+    eager = model(x).logits
+    compiled = torch.compile(model, fullgraph=True)  # inductor, the Triton kernels inside
+    out = compiled(x, labels=x)
+    out.loss.backward()
+    torch.testing.assert_close(out.logits, eager, rtol=2e-4, atol=2e-4)
