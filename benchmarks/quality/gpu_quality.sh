@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The quality comparison of README "Does Lighthouse pay off?", on one GPU, in phases that each
-# fit a 10-minute slice (every arm is a resumable run directory; finished arms are skipped):
+# The quality comparison of README "Does Lighthouse pay off?", on one GPU, in phases of under
+# ten minutes each (every arm is a resumable run directory; finished arms are skipped):
 #   OUT=dir bash benchmarks/quality/gpu_quality.sh checks  # causality tests on the GPU,
 #                                                          # causal vs paper layer time, data
 #   OUT=dir bash benchmarks/quality/gpu_quality.sh seed0   # dense + Lighthouse, constant + wsd
