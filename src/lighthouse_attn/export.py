@@ -6,16 +6,14 @@ tokenizer beside it (``tokenizer.json``, ``tokenizer_config.json``), so that
 ``AutoModelForCausalLM.from_pretrained(OUT)`` and ``AutoTokenizer.from_pretrained(OUT)`` load
 it with no code of ours, and any transformers-based server can serve it. Runs of an HF
 architecture (``--hf-config``) are exported in their own architecture. The directory is
-written under a temporary name and renamed into place.
+written atomically (``hf.model.save_pretrained``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 HELP = "the trained model as a transformers checkpoint with its byte tokenizer"
@@ -56,6 +54,7 @@ def export(run: str | Path, out: str | Path, overwrite: bool = False) -> dict:
     """
     from .data.hf_tokenizer import hf_byte_tokenizer
     from .eval.loading import trained_seq_len
+    from .hf.model import save_pretrained
     from .models import Llama
     from .models.to_hf import to_hf_llama
     from .train.checkpoint import load_model, resolve_model_dir
@@ -75,26 +74,11 @@ def export(run: str | Path, out: str | Path, overwrite: bool = False) -> dict:
     else:
         hf = model.lm  # an --hf-config run: already a transformers model
         hf.config._attn_implementation = "sdpa"
-    tokenizer = hf_byte_tokenizer()
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        save_pretrained(hf, out, tokenizer=hf_byte_tokenizer())  # atomic, replaces ``out``
     except OSError as err:
         raise ValueError(f"cannot write {out}: {err.strerror}; choose another directory"
                          ) from None
-    try:
-        hf.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o777 & ~mask)
-        for f in tmp.iterdir():
-            os.chmod(f, 0o666 & ~mask)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return {"step": info["step"], "trained_attention": info["trained_attention"],
             "architecture": type(hf).__name__, "source": str(model_dir),
             "parameters": sum(p.numel() for p in hf.parameters()), "warnings": warnings}

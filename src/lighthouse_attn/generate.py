@@ -9,7 +9,6 @@ export``), which it runs through transformers' own ``generate``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -37,28 +36,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
 
 
-def is_transformers_dir(path: Path) -> bool:
-    """A directory transformers loads itself (an export, or a --hf-config run's final model)."""
-    config = path / "config.json"
-    if not config.is_file() or (path / "manifest.json").exists():
-        return False
-    try:
-        meta = json.loads(config.read_text())
-    except ValueError:
-        return False
-    return isinstance(meta, dict) and "model_type" in meta
-
-
 def run_generation(path: str | Path, prompt: list[int], max_new_tokens: int,
                    temperature: float, top_p: float, seed: int, stop: bool,
                    device: torch.device) -> list[int]:
     """New token ids after ``prompt`` from the model at ``path``."""
     from .models import Llama
     from .models.decode import generate
-    from .train.checkpoint import load_model, resolve_model_dir
+    from .train.checkpoint import is_hf_checkpoint, load_model, resolve_model_dir
 
     path = Path(path)
-    if path.is_dir() and is_transformers_dir(path):
+    if path.is_dir() and is_hf_checkpoint(path):  # an export, or an --hf-config final model
         from transformers import AutoModelForCausalLM
 
         lm = AutoModelForCausalLM.from_pretrained(str(path), attn_implementation="sdpa")

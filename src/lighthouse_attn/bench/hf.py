@@ -20,8 +20,9 @@ import time
 import torch
 
 from ..config import LighthouseConfig
+from ..environment import device_name, versions
 from ..jsonfile import write_json
-from .common import device_name, sync, versions
+from .common import sync
 
 PAPER_530M = dict(hidden_size=1024, num_layers=30, heads=8, kv_heads=8, intermediate_size=1536,
                   vocab_size=257, rope_theta=10000.0)

@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from ..data import VOCAB_SIZE
+from ..environment import device_name, versions
 from ..models import (
     ATTENTION_MODES,
     ModelConfig,
@@ -35,7 +36,6 @@ from ..train.distributed import DistEnv, resolve_device, set_cpu_threads
 from ..train.loop import make_optimizer, train_step
 from ..train.options import TrainConfig
 from ..train.parallelize import parallelize
-from .common import device_name, versions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from ..environment import device_name, versions
 from ..jsonfile import write_json
 from ..models import add_model_arguments, build_model_config, model_label
 from ..train.options import SCHEDULES, add_train_arguments, train_config_from_args
@@ -139,22 +139,8 @@ def plan_jobs(args: argparse.Namespace) -> tuple[list[Job], dict, dict]:
         "eval_summary": (f"{first.run.eval_sequences} x {first.run.seq_len:,} tokens of "
                          f"{', '.join(first.run.eval_data)}"),
         "base_train": base_run.to_dict(), "base_model": base_model.to_dict(),
-        **environment()}
+        **versions(), "device": device_name()}
     return jobs, groups, settings
-
-
-def environment() -> dict:
-    """Device and versions, stored with the report."""
-    env = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else
-           f"cpu ({platform.processor() or platform.machine()})",
-           "torch": torch.__version__, "python": platform.python_version()}
-    try:
-        import triton
-
-        env["triton"] = triton.__version__
-    except ImportError:
-        pass
-    return env
 
 
 def main(args: argparse.Namespace) -> int:
@@ -187,8 +173,8 @@ def main(args: argparse.Namespace) -> int:
     earlier = out / "compare.json"
     if args.report_only and earlier.is_file():  # where the runs ran, not where this runs
         before = json.loads(earlier.read_text())["settings"]
-        settings.update({k: before[k] for k in ("command", "device", "torch", "python",
-                                                "triton") if k in before})
+        settings.update({k: before[k] for k in ("command", "device", *versions())
+                         if k in before})
     report = rep.build_report(runs, groups, settings)
     plots = ["compare_curves.png", "compare_final.png"]
     rep.plot_curves(report, groups, out / plots[0])

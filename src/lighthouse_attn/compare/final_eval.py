@@ -5,7 +5,6 @@ position on the held-out text and passkey retrieval. Cached in ``RUN_DIR/compare
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -13,6 +12,7 @@ import torch
 from ..data import PackedSequences, load_tokens
 from ..eval.passkey import MIN_CONTEXT, run_passkey
 from ..eval.position_loss import loss_by_position
+from ..jsonfile import write_json
 from ..models import Llama
 from ..train.checkpoint import load_model
 
@@ -51,7 +51,5 @@ def evaluate_final(run_dir: Path, eval_data: list[str], seq_len: int, sequences:
                              device=device, precision="auto", progress=progress)
         out.update(passkey_accuracy=result.mean_accuracy, passkey_contexts=contexts,
                    passkey_by_context=[sum(col) / len(col) for col in zip(*result.accuracy)])
-    tmp = cache.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=2) + "\n")
-    os.replace(tmp, cache)
+    write_json(cache, out)
     return out

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..jsonfile import write_json
 from ..models import ModelConfig
 from ..train import TrainConfig, train
 from ..train.checkpoint import list_checkpoints
@@ -55,12 +56,8 @@ def is_finished(run_dir: Path, total_steps: int) -> bool:
 
 def write_run_config(job: Job) -> None:
     """``config.json`` of a new run directory, as ``lighthouse-attn train`` writes it."""
-    job.run_dir.mkdir(parents=True, exist_ok=True)
-    path = job.run_dir / "config.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"train": job.run.to_dict(), "model": job.model.to_dict()},
-                              indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json(job.run_dir / "config.json",
+               {"train": job.run.to_dict(), "model": job.model.to_dict()})
 
 
 def check_same_settings(job: Job) -> None:

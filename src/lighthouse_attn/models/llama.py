@@ -175,12 +175,15 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps).type_as(x)
 
 
-def rope_tables(seq_len: int, head_dim: int, theta: float, device: torch.device
-                ) -> tuple[Tensor, Tensor]:
-    """fp32 ``cos``, ``sin`` of shape ``(seq_len, head_dim / 2)`` for positions ``0..N-1``."""
+def rope_tables(seq_len: int, head_dim: int, theta: float, device: torch.device,
+                positions: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """fp32 ``cos``, ``sin`` of shape ``(n, head_dim / 2)`` for ``positions`` (int64, ``n`` of
+    them), by default ``0..seq_len-1``."""
+    if positions is None:
+        positions = torch.arange(seq_len, device=device)
     inv_freq = theta ** (-torch.arange(0, head_dim, 2, device=device, dtype=torch.float64)
                          / head_dim)
-    angles = torch.arange(seq_len, device=device, dtype=torch.float64)[:, None] * inv_freq
+    angles = positions.to(device, torch.float64)[:, None] * inv_freq
     return angles.cos().float(), angles.sin().float()
 
 
@@ -318,11 +321,10 @@ class Llama(nn.Module):
             lh = self.config.lighthouse
             if not (lh.short_seq == "dense" and lh.is_short(N)):
                 lh.validate(N)
+        positions = (local_positions(input_ids.shape[1], self._cp[1], self._cp[2],
+                                     input_ids.device) if self._cp else None)
         cos, sin = rope_tables(N, self.config.head_dim, self.config.rope_theta,
-                               input_ids.device)
-        if self._cp:
-            pos = local_positions(input_ids.shape[1], self._cp[1], self._cp[2], cos.device)
-            cos, sin = cos[pos], sin[pos]
+                               input_ids.device, positions)
         x = self.embed(input_ids)
         for block in self.layers:
             x = block(x, cos, sin)

@@ -73,6 +73,15 @@ def lighthouse_attention(q: Tensor, k: Tensor, v: Tensor,
     config.validate(N)
     if selection is not None:
         check_selection(selection, q, k, config)
+    return run_checked(q, k, v, config, scale, attn_fn, selection)
+
+
+def run_checked(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
+                scale: float | None = None, attn_fn: AttnFn | None = None,
+                selection: Selection | None = None) -> Tensor:
+    """:func:`lighthouse_attention` without its checks, for callers inside the library that
+    have checked the inputs and made ``selection`` themselves with :func:`select` (the checks
+    of a hand-made selection synchronise with the GPU: a cost on every layer of every step)."""
     if resolve_backend(config, q) == "triton":
         from .triton.attention import lighthouse_triton
 

@@ -37,7 +37,8 @@ from torch import Tensor
 from torch.nn.attention.bias import causal_lower_right
 
 from ..config import TILE, LighthouseConfig
-from ..ops import Selection, lighthouse_attention, select
+from ..ops import Selection, select
+from ..ops.api import run_checked
 from ..ops.inputs import check_inputs
 from ..ops.reference.scores import base_scores, causal_level_scores
 from ..ops.reference.select import select_from_scores
@@ -79,6 +80,16 @@ def chunk_config(config: LighthouseConfig, seq_len: int, world: int) -> Lighthou
     local = replace(config, topk=config.topk // parts)
     local.validate(chunk)
     return local
+
+
+def _attend_prefix(q: Tensor, keys: Tensor, values: Tensor, scale: float | None) -> Tensor:
+    """Causal attention of ``q``, the last ``q.shape[2]`` positions of a sequence, over all of
+    its ``keys``/``values`` so far (a lower-right causal mask); fewer kv heads are repeated."""
+    if keys.shape[1] != q.shape[1]:
+        keys = keys.repeat_interleave(q.shape[1] // keys.shape[1], 1)
+        values = values.repeat_interleave(q.shape[1] // values.shape[1], 1)
+    return F.scaled_dot_product_attention(
+        q, keys, values, scale=scale, attn_mask=causal_lower_right(q.shape[2], keys.shape[2]))
 
 
 def _group_info(group) -> tuple:
@@ -142,11 +153,7 @@ class _GatheredInner:
             order = lambda x: torch.cat(x.split(E, 2)[::-1], 2)[:, :, :upto]  # noqa: E731
             keys = torch.cat([self.first_kv[0], order(ks)], 2)
             values = torch.cat([self.first_kv[1], order(vs)], 2)
-        if keys.shape[1] != q.shape[1]:  # shared GQA selections: one kv head per group
-            keys = keys.repeat_interleave(q.shape[1] // keys.shape[1], 1)
-            values = values.repeat_interleave(q.shape[1] // values.shape[1], 1)
-        out = F.scaled_dot_product_attention(q, keys, values, scale=scale,
-                                             attn_mask=causal_lower_right(E, keys.shape[2]))
+        out = _attend_prefix(q, keys, values, scale)  # shared GQA: one kv head per group
         self.spills.append(self._spill(out))
         self.slot += 1
         return out
@@ -206,8 +213,7 @@ def lighthouse_attention_cp(q: Tensor, k: Tensor, v: Tensor, config: LighthouseC
         selections = [select(x_q, x_k, local, v=x_v)
                       for x_q, x_k, x_v in zip(q.split(n, 2), k.split(n, 2), v.split(n, 2))]
     inner = _GatheredInner(group, rank, world, local, selections, n)
-    outs = [lighthouse_attention(x_q, x_k, x_v, local, scale=scale, attn_fn=inner,
-                                 selection=sel)
+    outs = [run_checked(x_q, x_k, x_v, local, scale, inner, sel)  # inputs checked above
             for x_q, x_k, x_v, sel in zip(q.split(n, 2), k.split(n, 2), v.split(n, 2),
                                           selections)]
     spills = _gather(torch.stack(inner.spills).contiguous(), 0, group)  # (2W, B, H, w-1, D)
@@ -236,10 +242,6 @@ def dense_attention_cp(q: Tensor, k: Tensor, v: Tensor, group: dist.ProcessGroup
             seq_k[c], seq_v[c] = kc[2 * r + j], vc[2 * r + j]
     outs = []
     for x_q, c in zip(q.split(n, 2), chunk_ids(rank, world)):
-        keys, values = torch.cat(seq_k[:c + 1], 2), torch.cat(seq_v[:c + 1], 2)
-        if keys.shape[1] != x_q.shape[1]:
-            keys = keys.repeat_interleave(x_q.shape[1] // keys.shape[1], 1)
-            values = values.repeat_interleave(x_q.shape[1] // values.shape[1], 1)
-        outs.append(F.scaled_dot_product_attention(
-            x_q, keys, values, scale=scale, attn_mask=causal_lower_right(n, keys.shape[2])))
+        outs.append(_attend_prefix(x_q, torch.cat(seq_k[:c + 1], 2),
+                                   torch.cat(seq_v[:c + 1], 2), scale))
     return torch.cat(outs, 2)

@@ -229,13 +229,6 @@ def clear_run_files(run_dir: str | Path) -> None:
             target.unlink()
 
 
-def write_json_atomic(path: Path, obj: dict) -> None:
-    """Write ``obj`` as JSON to ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    _write_json(tmp, obj)
-    os.replace(tmp, path)
-
-
 def check_trainer_state(state: dict, path: Path) -> dict:
     """The trainer state of a checkpoint, with the entries resuming needs, else ValueError."""
     need = {"step": int, "loader": dict, "elapsed_s": (int, float), "tokens": int}

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..data import BatchLoader, PackedSequences, load_tokens
+from ..jsonfile import write_json
 from ..models import ModelConfig, model_from_config
 from ..parallel import shard_sequence
 from ..progress import bar_disable
@@ -151,8 +152,8 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, resume: bo
                   + (f" from {ckpts[-1][1].name}" if ckpts else " (no checkpoint: restart)"))
     elif env.is_main:
         checkpoint.clear_run_files(run_dir)  # a fresh start (the CLI asked for --overwrite)
-        checkpoint.write_json_atomic(run_dir / "config.json",
-                                     {"train": run.to_dict(), "model": model_config.to_dict()})
+        write_json(run_dir / "config.json",
+                   {"train": run.to_dict(), "model": model_config.to_dict()})
         log.event(f"started {run_dir}")
     env.barrier()
     model.set_attention(stage_at(step, run.lighthouse_steps))
