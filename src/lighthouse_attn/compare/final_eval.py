@@ -13,7 +13,6 @@ from ..data import PackedSequences, load_tokens
 from ..eval.passkey import MIN_CONTEXT, run_passkey
 from ..eval.position_loss import loss_by_position
 from ..jsonfile import write_json
-from ..models import Llama
 from ..train.checkpoint import load_model
 
 CACHE = "compare_eval.json"
@@ -26,9 +25,8 @@ def passkey_contexts(seq_len: int) -> list[int]:
 
 def evaluate_final(run_dir: Path, eval_data: list[str], seq_len: int, sequences: int,
                    passkey_trials: int, batch_size: int, device: torch.device,
-                   progress: bool) -> dict | None:
-    """Position buckets and passkey accuracy of ``run_dir/final`` (cached); ``None`` for
-    models the evaluations do not cover (Hugging Face architectures)."""
+                   progress: bool) -> dict:
+    """Position buckets and passkey accuracy of ``run_dir/final`` (cached)."""
     key = {"eval_data": eval_data, "seq_len": seq_len, "sequences": sequences,
            "passkey_trials": passkey_trials}
     cache = run_dir / CACHE
@@ -36,10 +34,7 @@ def evaluate_final(run_dir: Path, eval_data: list[str], seq_len: int, sequences:
         saved = json.loads(cache.read_text())
         if saved.get("settings") == key:
             return saved
-    model, _ = load_model(run_dir / "final")
-    if not isinstance(model, Llama):
-        return None
-    model = model.to(device)
+    model = load_model(run_dir / "final")[0].to(device)
     data = PackedSequences(load_tokens(eval_data), seq_len)
     pos = loss_by_position(model, data, name=run_dir.name, max_sequences=sequences,
                            batch_size=batch_size, device=device, precision="auto",

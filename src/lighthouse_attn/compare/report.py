@@ -91,7 +91,8 @@ def build_report(runs: dict[str, dict], groups: dict[str, dict], settings: dict)
         done = {s: r for s, r in members.items() if r and r["finished"] and
                 r["final_val"] is not None}
         arms[key] = {
-            "arm": g["arm"], "schedule": g["schedule"], "seeds_done": sorted(done),
+            "arm": g["arm"], "schedule": g["schedule"], "runs": list(g["seeds"].values()),
+            "seeds_done": sorted(done),
             "seeds_planned": sorted(g["seeds"]),
             "final_val_mean": _mean(r["final_val"] for r in done.values()),
             "final_val_sd": _sd(r["final_val"] for r in done.values()),
@@ -300,9 +301,8 @@ def plot_final(report: dict, path: Path) -> None:
         a = report["arms"][key]
         st = _style(a["arm"], a["schedule"], i)
         ax.bar(i, a["final_val_mean"], color=st["color"], alpha=0.5)
-        vals = [report["runs"][n]["final_val"] for n in report["runs"]
-                if n.rsplit("-s", 1)[0] == key and report["runs"][n]
-                and report["runs"][n]["final_val"] is not None]
+        vals = [report["runs"][n]["final_val"] for n in a["runs"]
+                if report["runs"].get(n) and report["runs"][n]["final_val"] is not None]
         ax.plot([i] * len(vals), vals, "ko", ms=4)
     ax.set_xticks(range(len(keys)), keys, rotation=20, fontsize=8)
     if keys:
@@ -324,15 +324,16 @@ def plot_positions(report: dict, path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     series = {}
-    for name, r in report["runs"].items():
-        buckets = (r or {}).get("final_eval", {}).get("position_buckets")
-        if buckets:
-            series.setdefault(name.rsplit("-s", 1)[0], []).append(buckets)
+    for key, a in report["arms"].items():
+        buckets = [(report["runs"].get(n) or {}).get("final_eval", {}).get("position_buckets")
+                   for n in a["runs"]]
+        if any(buckets):
+            series[key] = (a, [b for b in buckets if b])
     if not series:
         return False
     fig, ax = plt.subplots(figsize=(7, 4))
-    for i, (key, runs) in enumerate(series.items()):
-        arm, _, schedule = key.rpartition("-")
+    for i, (key, (a, runs)) in enumerate(series.items()):
+        arm, schedule = a["arm"], a["schedule"]
         xs = [b["end"] - 1 for b in runs[0]]
         ys = [statistics.fmean(r[j]["loss"] for r in runs) for j in range(len(xs))]
         ax.plot(xs, ys, marker="o", ms=3, label=key, **_style(arm, schedule, i))

@@ -62,9 +62,7 @@ def forward_cached(model: Llama, ids: Tensor, cache: KVCache, cos: Tensor, sin: 
         x = x + block.attn.o_proj(o.transpose(1, 2).reshape(B, n, -1))
         x = x + block.ffn(block.ffn_norm(x))
     cache.length += n
-    x = model.norm(x)
-    logits = F.linear(x, model.embed.weight) if model.lm_head is None else model.lm_head(x)
-    return logits.float()
+    return model.logits(x)
 
 
 @torch.no_grad()

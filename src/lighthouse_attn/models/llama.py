@@ -328,6 +328,10 @@ class Llama(nn.Module):
         x = self.embed(input_ids)
         for block in self.layers:
             x = block(x, cos, sin)
+        return self.logits(x)
+
+    def logits(self, x: Tensor) -> Tensor:
+        """fp32 logits of the last block's output ``x`` (final norm, then the head)."""
         x = self.norm(x)
         logits = F.linear(x, self.embed.weight) if self.lm_head is None else self.lm_head(x)
         return logits.float()

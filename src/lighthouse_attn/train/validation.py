@@ -25,8 +25,10 @@ class Validation:
     Args:
         paths: held-out text (files, directories, globs, ``.jsonl``).
         seq_len: the run's sequence length.
-        count: sequences to score (the first ``count``); a multiple of the process count.
+        count: sequences to score (the first ``count``); a multiple of ``dp_size``.
         micro_batch: sequences per forward pass.
+        dp_size: data-parallel groups sharing the sequences (each sequence is split further
+            over the context-parallel processes of its group).
         text_field: field of ``.jsonl`` records.
 
     Raises:
@@ -34,11 +36,11 @@ class Validation:
     """
 
     def __init__(self, paths: list[str], seq_len: int, count: int, micro_batch: int,
-                 world_size: int = 1, text_field: str = "text") -> None:
-        if count < 1 or count % world_size:
-            near = max(1, count // world_size) * world_size
-            raise ValueError(f"--eval-sequences must be a positive multiple of the data-parallel "
-                             f"count {world_size} (got {count}); try {near}")
+                 dp_size: int = 1, text_field: str = "text") -> None:
+        if count < 1 or count % dp_size:
+            near = max(1, count // dp_size) * dp_size
+            raise ValueError(f"--eval-sequences must be a positive multiple of the {dp_size} "
+                             f"data-parallel groups (got {count}); try {near}")
         try:
             data = PackedSequences(load_tokens(paths, text_field), seq_len)
         except ValueError as err:
