@@ -152,3 +152,15 @@ def test_parallel_jobs_match_sequential(compared, data, tmp_path):
         par = [r["loss"] for r in metrics(out / "runs" / name)]
         seq = [r["loss"] for r in metrics(compared / "runs" / name)]
         assert par == pytest.approx(seq, rel=1e-6)
+
+
+def test_report_only_keeps_where_the_runs_ran(compared, data):
+    path = compared / "compare.json"
+    report = json.loads(path.read_text())
+    report["settings"]["device"] = "NVIDIA H200"
+    del report["settings"]["transformers"]
+    path.write_text(json.dumps(report))
+    assert main(_args(data, compared, "--arms", "dense,lighthouse,causal", "--schedules",
+                      "constant,wsd", "--seeds", "0,1", "--report-only")) == 0
+    settings = json.loads(path.read_text())["settings"]
+    assert settings["device"] == "NVIDIA H200" and "transformers" not in settings

@@ -173,8 +173,11 @@ def main(args: argparse.Namespace) -> int:
     earlier = out / "compare.json"
     if args.report_only and earlier.is_file():  # where the runs ran, not where this runs
         before = json.loads(earlier.read_text())["settings"]
-        settings.update({k: before[k] for k in ("command", "device", *versions())
-                         if k in before})
+        for k in ("command", "device", *versions()):  # nothing of this machine's
+            if k in before:
+                settings[k] = before[k]
+            else:
+                settings.pop(k, None)
     report = rep.build_report(runs, groups, settings)
     plots = ["compare_curves.png", "compare_final.png"]
     rep.plot_curves(report, groups, out / plots[0])
