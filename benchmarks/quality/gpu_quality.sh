@@ -6,6 +6,11 @@
 #   OUT=dir bash benchmarks/quality/gpu_quality.sh seed0   # dense + Lighthouse, constant + wsd
 #   OUT=dir bash benchmarks/quality/gpu_quality.sh seed1
 #   OUT=dir bash benchmarks/quality/gpu_quality.sh final   # + causal arms, the full report
+# and the question of time, against the wsd runs above (restored from benchmarks/quality/h200):
+#   OUT=dir bash benchmarks/quality/gpu_quality.sh short   # dense planned to end when the
+#                                                          # Lighthouse recipe ends (285 steps)
+#   OUT=dir bash benchmarks/quality/gpu_quality.sh long    # Lighthouse for longer (385 + 150
+#                                                          # steps), about dense's time; report
 # Results of earlier phases found as .quality/*.tar.gz are restored first (they count as
 # finished arms); each phase writes OUT/PHASE.tar.gz with every run's metrics and the report.
 set -uo pipefail
@@ -71,6 +76,22 @@ PY
   final)
     python3 -m lighthouse_attn compare "${ARGS[@]}" --arms dense,lighthouse,causal \
       --seeds 0,1 2>&1 | grep -v "^step \|checkpoint" > "$OUT/$PHASE.log"
+    tail -40 "$OUT/$PHASE.log"
+    ;;
+  short|long)
+    # the wsd arms of the comparison above count as finished (metrics and final evaluation,
+    # no weights); the new arms see the same data in the same order (535 steps fit one epoch)
+    mkdir -p "$ROOT/equal/runs"
+    [ -n "${SMOKE:-}" ] || for d in benchmarks/quality/h200/runs/*-wsd-s*; do
+      [ -e "$ROOT/equal/runs/$(basename "$d")" ] || cp -r "$d" "$ROOT/equal/runs/"
+    done
+    EXTRA=(--arm "dshort:lighthouse_steps=0,dense_steps=285")
+    [ "$PHASE" = long ] && EXTRA+=(--arm "lhlong:lighthouse_steps=385,dense_steps=150")
+    [ -n "${SMOKE:-}" ] && EXTRA=(--arm "dshort:lighthouse_steps=0,dense_steps=7"
+                                  --arm "lhlong:lighthouse_steps=9,dense_steps=4")
+    python3 -m lighthouse_attn compare "${ARGS[@]}" --schedules wsd --out "$ROOT/equal" \
+      --arms dense,lighthouse,causal "${EXTRA[@]}" --seeds 0,1 2>&1 \
+      | grep -v "^step \|checkpoint" > "$OUT/$PHASE.log"
     tail -40 "$OUT/$PHASE.log"
     ;;
 esac

@@ -164,3 +164,61 @@ def test_report_only_keeps_where_the_runs_ran(compared, data):
                       "constant,wsd", "--seeds", "0,1", "--report-only")) == 0
     settings = json.loads(path.read_text())["settings"]
     assert settings["device"] == "NVIDIA H200" and "transformers" not in settings
+
+
+def test_copied_runs_without_weights_count_and_dense_of_another_length(compared, data,
+                                                                        tmp_path, capsys):
+    """Results copied without their weights (metrics, config, cached final evaluation) are
+    finished arms wherever they lie; a dense arm of another length is a second baseline."""
+    import shutil
+
+    out = tmp_path / "moved"
+    for name in ("dense-wsd-s0", "lighthouse-wsd-s0"):
+        shutil.copytree(compared / "runs" / name, out / "runs" / name,
+                        ignore=shutil.ignore_patterns("final", "checkpoints"))
+    capsys.readouterr()
+    assert main(_args(data, out, "--arms", "dense,lighthouse", "--schedules", "wsd",
+                      "--seeds", "0", "--arm", "short:lighthouse_steps=0,dense_steps=4")) == 0
+    text = capsys.readouterr().out
+    assert "dense-wsd-s0: done" in text and "lighthouse-wsd-s0: done" in text
+    assert "short-wsd-s0: start" in text
+    report = json.loads((out / "compare.json").read_text())
+    pairs = {(c["arm"], c["baseline"]): c for c in report["comparisons"]}
+    assert set(pairs) == {("lighthouse-wsd", "dense-wsd"), ("lighthouse-wsd", "short-wsd"),
+                          ("short-wsd", "dense-wsd")}
+    c = pairs["lighthouse-wsd", "short-wsd"]
+    assert c["tokens_ratio_mean"] == pytest.approx(6 / 4) and c["baseline_steps"] == [0, 4]
+    md = (out / "compare.md").read_text()
+    assert "than dense for 4 steps (short, wsd schedule) with 1.50x its tokens" in md
+    assert "than dense at matched tokens" in md
+    assert (out / "compare_frontier.png").stat().st_size > 10_000
+
+
+def test_moved_run_with_other_evaluation_settings_is_a_one_line_error(compared, data,
+                                                                      tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "moved2"
+    shutil.copytree(compared / "runs" / "dense-wsd-s0", out / "runs" / "dense-wsd-s0",
+                    ignore=shutil.ignore_patterns("final", "checkpoints"))
+    assert main(_args(data, out, "--arms", "dense", "--schedules", "wsd", "--seeds", "0",
+                      "--passkey-trials", "2")) == 2
+    err = capsys.readouterr().err
+    assert "keeps no weights" in err and len(err.strip().splitlines()) == 1
+
+
+def test_verdict_names_the_dense_run_planned_for_the_same_time():
+    def comp(arm, base, diff, wall, steps):
+        return {"arm": arm, "baseline": base, "seeds": [0], "diff_mean": diff,
+                "diff_min": diff, "diff_max": diff, "wall_ratio_mean": wall,
+                "tokens_ratio_mean": 400 / sum(steps), "steps": [250, 150],
+                "baseline_steps": steps, "diff_equal_time_mean": None}
+
+    text = verdict([comp("lighthouse-wsd", "dense-wsd", 0.06, 0.71, [0, 400]),
+                    comp("lighthouse-wsd", "dshort-wsd", -0.02, 0.98, [0, 285])])
+    assert text.startswith("Lighthouse then dense (wsd schedule) is 0.060 nats/byte worse "
+                           "than dense at matched tokens")
+    assert text.endswith("Against dense for 285 steps (dshort, wsd schedule), planned to take "
+                         "about as long (0.98x), it is 0.020 better.")
+    assert "planned" not in verdict([comp("lighthouse-wsd", "dense-wsd", 0.06, 0.71, [0, 400]),
+                                     comp("lighthouse-wsd", "x-wsd", 0.1, 0.5, [0, 100])])

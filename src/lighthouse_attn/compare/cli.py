@@ -179,9 +179,10 @@ def main(args: argparse.Namespace) -> int:
             else:
                 settings.pop(k, None)
     report = rep.build_report(runs, groups, settings)
-    plots = ["compare_curves.png", "compare_final.png"]
+    plots = ["compare_curves.png", "compare_final.png", "compare_frontier.png"]
     rep.plot_curves(report, groups, out / plots[0])
     rep.plot_final(report, out / plots[1])
+    rep.plot_frontier(report, out / plots[2])
     if rep.plot_positions(report, out / "compare_position.png"):
         plots.append("compare_position.png")
     write_json(out / "compare.json", report)

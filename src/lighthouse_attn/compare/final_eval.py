@@ -34,6 +34,10 @@ def evaluate_final(run_dir: Path, eval_data: list[str], seq_len: int, sequences:
         saved = json.loads(cache.read_text())
         if saved.get("settings") == key:
             return saved
+        if not (run_dir / "final").is_dir():
+            raise ValueError(f"{run_dir} keeps no weights (final/) and its cached evaluation "
+                             f"used other settings ({saved.get('settings')}): use those, or "
+                             "train the arm again in another --out")
     model = load_model(run_dir / "final")[0].to(device)
     data = PackedSequences(load_tokens(eval_data), seq_len)
     pos = loss_by_position(model, data, name=run_dir.name, max_sequences=sequences,

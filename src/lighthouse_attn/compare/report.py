@@ -82,6 +82,42 @@ def _sd(xs):
     return statistics.stdev(xs) if len(xs) > 1 else None
 
 
+def _is_dense(arm: str, settings: dict) -> bool:
+    """A dense-from-scratch arm: the built-in one or any arm without Lighthouse steps."""
+    return arm == "dense" or settings.get("arms", {}).get(arm, {}).get("lighthouse_steps") == 0
+
+
+def _compare(key: str, base: str, groups: dict, runs: dict, arms: dict) -> dict | None:
+    """Arm ``key`` against the dense arm ``base``, paired by seed; None without a pair."""
+    pairs = []
+    for seed in arms[key]["seeds_done"]:
+        d_name = groups[base]["seeds"].get(seed)
+        d = runs.get(d_name) if d_name else None
+        if not (d and d["finished"] and d["final_val"] is not None):
+            continue
+        r = runs[groups[key]["seeds"][seed]]
+        dense_then = loss_at_time(d, r["wall_s"])
+        pairs.append({"seed": seed, "diff": r["final_val"] - d["final_val"],
+                      "wall_ratio": r["wall_s"] / d["wall_s"],
+                      "tokens_ratio": r["tokens"] / d["tokens"],
+                      "reach_s": time_to_reach(r, d["final_val"]),
+                      "dense_s": d["wall_s"],
+                      "diff_equal_time": None if dense_then is None else
+                      r["final_val"] - dense_then})
+    if not pairs:
+        return None
+    diffs = [p["diff"] for p in pairs]
+    timed = [p["diff_equal_time"] for p in pairs if p["diff_equal_time"] is not None]
+    return {"diff_equal_time_mean": statistics.fmean(timed) if timed else None,
+            "arm": key, "baseline": base, "seeds": [p["seed"] for p in pairs],
+            "pairs": pairs, "diff_mean": statistics.fmean(diffs),
+            "diff_min": min(diffs), "diff_max": max(diffs), "diff_sd": _sd(diffs),
+            "wall_ratio_mean": statistics.fmean(p["wall_ratio"] for p in pairs),
+            "tokens_ratio_mean": statistics.fmean(p["tokens_ratio"] for p in pairs),
+            "steps": arms[key]["steps"], "baseline_steps": arms[base]["steps"],
+            "reached": sum(p["reach_s"] is not None for p in pairs)}
+
+
 def build_report(runs: dict[str, dict], groups: dict[str, dict], settings: dict) -> dict:
     """``runs``: name -> :func:`run_summary`; ``groups``: ``arm-schedule`` -> ``{"arm",
     "schedule", "seeds": {seed: run name}}``. Returns the ``compare.json`` content."""
@@ -94,6 +130,8 @@ def build_report(runs: dict[str, dict], groups: dict[str, dict], settings: dict)
             "arm": g["arm"], "schedule": g["schedule"], "runs": list(g["seeds"].values()),
             "seeds_done": sorted(done),
             "seeds_planned": sorted(g["seeds"]),
+            "steps": next(([r["lighthouse_steps"], r["total_steps"] - r["lighthouse_steps"]]
+                           for r in members.values() if r), None),
             "final_val_mean": _mean(r["final_val"] for r in done.values()),
             "final_val_sd": _sd(r["final_val"] for r in done.values()),
             "wall_s_mean": _mean(r["wall_s"] for r in done.values()),
@@ -106,57 +144,54 @@ def build_report(runs: dict[str, dict], groups: dict[str, dict], settings: dict)
             "tokens_per_s": {m: _mean(r["tokens_per_s"].get(m) for r in done.values())
                              for m in ("lighthouse", "dense")},
         }
+    dense_like = [k for k, g in groups.items() if _is_dense(g["arm"], settings)]
     comparisons = []
     for key, a in arms.items():
         if groups[key]["arm"] == "dense":
             continue
-        dense_key = f"dense-{a['schedule']}"
-        if dense_key not in arms:
-            continue
-        pairs = []
-        for seed in a["seeds_done"]:
-            d_name = groups[dense_key]["seeds"].get(seed)
-            d = runs.get(d_name) if d_name else None
-            if not (d and d["finished"] and d["final_val"] is not None):
-                continue
-            r = runs[groups[key]["seeds"][seed]]
-            dense_then = loss_at_time(d, r["wall_s"])
-            pairs.append({"seed": seed, "diff": r["final_val"] - d["final_val"],
-                          "wall_ratio": r["wall_s"] / d["wall_s"],
-                          "reach_s": time_to_reach(r, d["final_val"]),
-                          "dense_s": d["wall_s"],
-                          "diff_equal_time": None if dense_then is None else
-                          r["final_val"] - dense_then})
-        if not pairs:
-            continue
-        diffs = [p["diff"] for p in pairs]
-        timed = [p["diff_equal_time"] for p in pairs if p["diff_equal_time"] is not None]
-        comparisons.append({
-            "diff_equal_time_mean": statistics.fmean(timed) if timed else None,
-            "arm": key, "baseline": dense_key, "seeds": [p["seed"] for p in pairs],
-            "pairs": pairs, "diff_mean": statistics.fmean(diffs),
-            "diff_min": min(diffs), "diff_max": max(diffs), "diff_sd": _sd(diffs),
-            "wall_ratio_mean": statistics.fmean(p["wall_ratio"] for p in pairs),
-            "reached": sum(p["reach_s"] is not None for p in pairs)})
+        baselines = [f"dense-{a['schedule']}"]
+        if not _is_dense(a["arm"], settings):  # also against dense runs of other lengths
+            baselines += [k for k in dense_like if k not in baselines and
+                          arms[k]["schedule"] == a["schedule"]]
+        for base in baselines:
+            if base in arms:
+                c = _compare(key, base, groups, runs, arms)
+                if c:
+                    comparisons.append(c)
     return {"benchmark": "compare", "verdict": verdict(comparisons), "settings": settings,
             "arms": arms, "comparisons": comparisons, "runs": runs}
 
 
-def _describe_arm(key: str) -> str:
+_BUILTIN_NAMES = {"lighthouse": "Lighthouse then dense", "dense": "dense",
+                  "causal": "Lighthouse (causal selection) then dense"}
+
+
+def _describe_arm(key: str, steps: list[int] | None = None) -> str:
+    """``lighthouse-wsd`` -> "Lighthouse then dense (wsd schedule)"; another arm's steps are
+    named, since they may differ from the base run's."""
     arm, _, schedule = key.rpartition("-")
-    name = {"lighthouse": "Lighthouse then dense",
-            "causal": "Lighthouse (causal selection) then dense"}.get(arm, f"arm {arm}")
-    return f"{name} ({schedule} schedule)"
+    if arm in _BUILTIN_NAMES or not steps:
+        return f"{_BUILTIN_NAMES.get(arm, f'arm {arm}')} ({schedule} schedule)"
+    lighthouse, dense = steps
+    if not lighthouse:
+        return f"dense for {dense} steps ({arm}, {schedule} schedule)"
+    return f"arm {arm} ({lighthouse} Lighthouse + {dense} dense steps, {schedule} schedule)"
 
 
 def comparison_line(c: dict) -> str:
-    """One sentence: the paired difference and the wall-time ratio."""
+    """One sentence: the paired difference, the token and the wall-time ratios."""
     word = "worse" if c["diff_mean"] > 0 else "better"
     n = len(c["seeds"])
     spread = (f" (per seed {c['diff_min']:+.3f} to {c['diff_max']:+.3f})" if n > 1 else "")
-    text = (f"{_describe_arm(c['arm'])} is {abs(c['diff_mean']):.3f} nats/byte {word} than "
-            f"dense at matched tokens{spread}, in {c['wall_ratio_mean']:.2f}x the wall time "
-            f"({n} seed{'s' if n != 1 else ''})")
+    tokens = c.get("tokens_ratio_mean", 1.0)
+    matched = ("at matched tokens" if abs(tokens - 1) < 1e-9 else
+               f"with {tokens:.2f}x its tokens")
+    base = c.get("baseline", "dense-")
+    versus = ("dense" if base.startswith("dense-") else
+              _describe_arm(base, c.get("baseline_steps")))
+    text = (f"{_describe_arm(c['arm'], c.get('steps'))} is {abs(c['diff_mean']):.3f} "
+            f"nats/byte {word} than {versus} {matched}{spread}, in "
+            f"{c['wall_ratio_mean']:.2f}x the wall time ({n} seed{'s' if n != 1 else ''})")
     equal = c.get("diff_equal_time_mean")
     if equal is not None and c["wall_ratio_mean"] < 1:
         text += (f"; after the same wall time the dense run (mid-course) was {abs(equal):.3f} "
@@ -171,7 +206,15 @@ def verdict(comparisons: list[dict]) -> str:
         return ("No verdict yet: no Lighthouse arm and dense arm have both finished with "
                 "held-out scores for the same seed.")
     main = next((c for c in comparisons if c["arm"].startswith("lighthouse-")), comparisons[0])
-    return comparison_line(main)
+    text = comparison_line(main)
+    planned = [c for c in comparisons if c["arm"] == main["arm"] and c is not main
+               and 0.9 <= c["wall_ratio_mean"] <= 1.1]
+    if planned:  # the question of time: a dense run planned to end as soon
+        c = min(planned, key=lambda c: abs(c["wall_ratio_mean"] - 1))
+        text += (f" Against {_describe_arm(c['baseline'], c['baseline_steps'])}, planned to "
+                 f"take about as long ({c['wall_ratio_mean']:.2f}x), it is "
+                 f"{abs(c['diff_mean']):.3f} {'worse' if c['diff_mean'] > 0 else 'better'}.")
+    return text
 
 
 def _fmt(x, spec=".4f", empty="-"):
@@ -212,13 +255,14 @@ def markdown(report: dict, plots: list[str]) -> str:
     if report["comparisons"]:
         lines += ["", "## Paired by seed (arm minus dense, same data order)", "",
                   "| arm | vs | seed | held-out difference | at equal wall time | wall time ratio "
-                  "| reaches dense's final held-out after | dense took |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| tokens ratio | reaches dense's final held-out after | dense took |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for c in report["comparisons"]:
             for p in c["pairs"]:
                 lines.append(f"| {c['arm']} | {c['baseline']} | {p['seed']} | "
                              f"{p['diff']:+.4f} | {_fmt(p.get('diff_equal_time'), '+.4f')} | "
-                             f"{p['wall_ratio']:.2f}x | {_fmt_s(p['reach_s'])} | "
+                             f"{p['wall_ratio']:.2f}x | {p.get('tokens_ratio', 1.0):.2f}x | "
+                             f"{_fmt_s(p['reach_s'])} | "
                              f"{_fmt_s(p['dense_s'])} |")
     lines += ["", "Held-out loss: mean nats/byte of the final dense model on the held-out "
               "sequences. At equal wall time: the arm's final held-out loss minus the dense "
@@ -347,3 +391,46 @@ def plot_positions(report: dict, path: Path) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def plot_frontier(report: dict, path: Path) -> None:
+    """Final held-out loss against training wall time, one point per arm (mean over seeds,
+    dots: seeds); dense arms of one schedule joined by a line: what dense buys per second."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    done = {k: a for k, a in report["arms"].items() if a["final_val_mean"] is not None}
+    dense = _is_dense_arms(report)
+    for schedule in sorted({a["schedule"] for a in done.values()}):
+        line = sorted((a["wall_s_mean"], a["final_val_mean"]) for k, a in done.items()
+                      if k in dense and a["schedule"] == schedule)
+        if len(line) > 1:
+            ax.plot(*zip(*line), color="tab:blue", ls=_STYLES.get(schedule, "-"), lw=1,
+                    alpha=0.7, label=f"dense runs of different lengths ({schedule})")
+    for i, (key, a) in enumerate(done.items()):
+        st = _style(a["arm"], a["schedule"], i)
+        runs = [report["runs"][n] for n in a["runs"] if report["runs"].get(n)
+                and report["runs"][n]["final_val"] is not None]
+        ax.plot([r["wall_s"] for r in runs], [r["final_val"] for r in runs], "o",
+                color=st["color"], ms=3, alpha=0.5)
+        ax.plot(a["wall_s_mean"], a["final_val_mean"], "D", color=st["color"], ms=7)
+        steps = "+".join(str(x) for x in a["steps"] if x) if a.get("steps") else ""
+        ax.annotate(f"{key} ({steps})" if steps else key, (a["wall_s_mean"],
+                    a["final_val_mean"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.set_xlabel("training wall time (s)")
+    ax.set_ylabel("final held-out loss (nats/byte)")
+    ax.set_title("what each recipe buys for its time (lower left is better; diamonds: mean, "
+                 "dots: seeds)", fontsize=9)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _is_dense_arms(report: dict) -> set[str]:
+    return {k for k, a in report["arms"].items() if _is_dense(a["arm"], report["settings"])}

@@ -24,6 +24,7 @@ from ..models import ModelConfig
 from ..train import TrainConfig, train
 from ..train.checkpoint import list_checkpoints
 from ..train.metrics import read_metrics
+from .final_eval import CACHE
 
 
 @dataclass
@@ -49,9 +50,11 @@ class Job:
 
 
 def is_finished(run_dir: Path, total_steps: int) -> bool:
-    """A finished run: its dense model is written and its metrics reach the last step."""
+    """A finished run: its metrics reach the last step and its dense model is written, or its
+    final evaluation is (results copied without the weights)."""
     records = read_metrics(run_dir / "metrics.jsonl") if run_dir.is_dir() else []
-    return (run_dir / "final").is_dir() and bool(records) and records[-1]["step"] == total_steps
+    kept = (run_dir / "final").is_dir() or (run_dir / CACHE).is_file()
+    return kept and bool(records) and records[-1]["step"] == total_steps
 
 
 def write_run_config(job: Job) -> None:
@@ -61,15 +64,22 @@ def write_run_config(job: Job) -> None:
 
 
 def check_same_settings(job: Job) -> None:
-    """An existing run directory must hold this job's settings (not another comparison's)."""
+    """An existing run directory must hold this job's settings (not another comparison's).
+    Where it lives and its label may differ (results can be moved), and a setting its older
+    config lacks must be at its default."""
     saved = json.loads((job.run_dir / "config.json").read_text())
     mine = json.loads(json.dumps({"train": job.run.to_dict(), "model": job.model.to_dict()}))
-    if saved != mine:
-        diff = sorted(f"{part}.{k}" for part in ("train", "model")
-                      for k in set(saved[part]) | set(mine[part])
-                      if saved[part].get(k) != mine[part].get(k))
+    defaults = {"train": json.loads(json.dumps(TrainConfig(run_dir="-").to_dict()))}
+    diff = sorted(f"{part}.{k}" for part in ("train", "model")
+                  for k in set(saved[part]) | set(mine[part])
+                  if k not in _LABELS.get(part, ()) and
+                  saved[part].get(k, defaults.get(part, {}).get(k)) != mine[part].get(k))
+    if diff:
         raise ValueError(f"{job.run_dir} holds a run with other settings ({', '.join(diff)}); "
                          "use another --out, or the same options as before")
+
+
+_LABELS = {"train": ("run_dir", "preset")}  # names, not settings
 
 
 def branch(job: Job) -> bool:
