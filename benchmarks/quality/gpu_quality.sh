@@ -23,15 +23,17 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 # training text: transformers' source, then other packages until 400 steps x 4 x 32K tokens
 # never repeat; held out: sympy's source
-mapfile -t TRAIN < <(python3 - <<'PY'
-import importlib, os
+mapfile -t TRAIN < <(python3 - "$PHASE" <<'PY'
+import importlib, os, sys
 from lighthouse_attn.data import load_tokens
 need, have = 400 * 4 * 32768 + 1, 0
+if sys.argv[1] in ("short", "long"):  # counted in the checks phase (data.txt): no reload
+    need = 0
 for name in ("transformers", "pandas", "scipy"):
     path = os.path.dirname(importlib.import_module(name).__file__)
     print(path)
-    have += len(load_tokens([path]))
-    if have >= need:
+    have += len(load_tokens([path])) if need else 0
+    if have >= need if need else name == "pandas":
         break
 PY
 )
@@ -70,12 +72,12 @@ PY
     ;;
   seed0|seed1)
     python3 -m lighthouse_attn compare "${ARGS[@]}" --arms dense,lighthouse \
-      --seeds "${PHASE#seed}" 2>&1 | grep -v "^step \|checkpoint" > "$OUT/$PHASE.log"
+      --seeds "${PHASE#seed}" 2>&1 | grep --line-buffered -v "^step \|checkpoint" > "$OUT/$PHASE.log"
     tail -25 "$OUT/$PHASE.log"
     ;;
   final)
     python3 -m lighthouse_attn compare "${ARGS[@]}" --arms dense,lighthouse,causal \
-      --seeds 0,1 2>&1 | grep -v "^step \|checkpoint" > "$OUT/$PHASE.log"
+      --seeds 0,1 2>&1 | grep --line-buffered -v "^step \|checkpoint" > "$OUT/$PHASE.log"
     tail -40 "$OUT/$PHASE.log"
     ;;
   short|long)
@@ -91,7 +93,7 @@ PY
                                   --arm "lhlong:lighthouse_steps=9,dense_steps=4")
     python3 -m lighthouse_attn compare "${ARGS[@]}" --schedules wsd --out "$ROOT/equal" \
       --arms dense,lighthouse,causal "${EXTRA[@]}" --seeds 0,1 2>&1 \
-      | grep -v "^step \|checkpoint" > "$OUT/$PHASE.log"
+      | grep --line-buffered -v "^step \|checkpoint" > "$OUT/$PHASE.log"
     tail -40 "$OUT/$PHASE.log"
     ;;
 esac

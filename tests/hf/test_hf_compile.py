@@ -54,3 +54,23 @@ def test_compiles_with_inductor_on_gpu(arch):
     out = compiled(x, labels=x)
     out.loss.backward()
     torch.testing.assert_close(out.logits, eager, rtol=2e-4, atol=2e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.float32])
+def test_compiled_model_takes_a_materialised_causal_mask(dtype):
+    """Some transformers versions hand the layers a materialised causal mask under tracing:
+    its values cannot be branched on in a graph, so they are asserted at run time."""
+    torch._dynamo.reset()
+    model = lh_hf.configure(tiny_model(), LH, dense_layers=[0])
+    x = tokens()
+    n = x.shape[1]
+    causal = torch.ones(n, n, dtype=torch.bool).tril().expand(2, 1, n, n)
+    mask = causal if dtype == torch.bool else torch.zeros(2, 1, n, n).masked_fill(
+        ~causal, torch.finfo(torch.float32).min)
+    eager = model(x).logits
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x, attention_mask=mask).logits, eager)
+    bad = mask.clone()
+    bad[..., n // 2:, : n // 2] = False if dtype == torch.bool else torch.finfo(torch.float32).min
+    with pytest.raises(RuntimeError, match="not plain causal"):
+        compiled(x, attention_mask=bad)

@@ -99,8 +99,11 @@ def lighthouse_attention_forward(module: nn.Module, query: Tensor, key: Tensor, 
             return sdpa_attention_forward(module, query, key, value, attention_mask, **sdpa_args)
         raise ValueError(f"Lighthouse attention (layer {layer}) cannot honour this call: "
                          f"{problem}. {_FIXES}")
-    if torch.compiler.is_compiling() and attention_mask is None:
-        _assert_one_document_per_row(kwargs.get("position_ids"))
+    if torch.compiler.is_compiling():
+        if attention_mask is None:
+            _assert_one_document_per_row(kwargs.get("position_ids"))
+        else:
+            _assert_plain_causal(attention_mask)
     try:
         out = lighthouse_attention(query, key, value, settings.lighthouse, scale=scaling)
     except ValueError as err:
@@ -179,7 +182,10 @@ def _call_problem(module: nn.Module, query: Tensor, key: Tensor, attention_mask:
     for name in _UNSUPPORTED_KWARGS:
         if kwargs.get(name) is not None:
             return f"the attention argument {name!r}, which Lighthouse does not implement"
-    if attention_mask is not None and not _is_plain_causal(attention_mask, n):
+    if attention_mask is not None and (
+            attention_mask.dim() != 4 or tuple(attention_mask.shape[-2:]) != (n, n) or
+            not torch.compiler.is_compiling() and not bool(_plain_causal(attention_mask, n))):
+        # under compile the values are checked at run time (_assert_plain_causal)
         return ("an attention mask that is not plain causal (padding, packed documents or a "
                 "custom mask)")
     return None
@@ -197,16 +203,23 @@ def _assert_one_document_per_row(position_ids: Tensor | None) -> None:
                                "restart inside a row (packed documents). " + _FIXES)
 
 
-def _is_plain_causal(mask: Tensor, n: int) -> bool:
-    """True when a 4-D boolean or additive mask allows exactly the causal pairs of ``n``
-    tokens (transformers materialises such masks in a few cases, e.g. under tracing)."""
-    if mask.dim() != 4 or tuple(mask.shape[-2:]) != (n, n):
-        return False
+def _plain_causal(mask: Tensor, n: int) -> Tensor:
+    """A 0-d boolean tensor: does the (..., n, n) boolean or additive ``mask`` allow exactly
+    the causal pairs (transformers materialises such masks in a few cases, e.g. under
+    tracing)?"""
     causal = torch.ones(n, n, dtype=torch.bool, device=mask.device).tril()
     if mask.dtype == torch.bool:
-        return bool((mask == causal).all())
+        return (mask == causal).all()
     blocked = mask <= torch.finfo(mask.dtype).min / 2
-    return bool(((mask == 0) | blocked).all() and (~blocked == causal).all())
+    return ((mask == 0) | blocked).all() & (~blocked == causal).all()
+
+
+def _assert_plain_causal(mask: Tensor) -> None:
+    """Under ``torch.compile``: fail at run time when a materialised mask is not plain causal
+    (a compiled graph cannot branch on its values); see :func:`_assert_one_document_per_row`."""
+    torch._assert_async(_plain_causal(mask, mask.shape[-1]),
+                        "Lighthouse attention cannot honour this batch: the attention mask is "
+                        "not plain causal (padding, packed documents or a custom mask). " + _FIXES)
 
 
 def _warn_once(kind: str, message: str) -> None:
