@@ -49,11 +49,16 @@ def test_compiles_with_inductor_on_gpu(arch):
     torch._dynamo.reset()
     model = lh_hf.configure(tiny_model(arch).cuda(), LH, dense_layers=[0])
     x = tokens().cuda()
-    eager = model(x).logits
+    eager = model(x, labels=x)
+    eager.loss.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
     compiled = torch.compile(model, fullgraph=True)  # inductor, the Triton kernels inside
     out = compiled(x, labels=x)
     out.loss.backward()
-    torch.testing.assert_close(out.logits, eager, rtol=2e-4, atol=2e-4)
+    torch.testing.assert_close(out.logits, eager.logits, rtol=2e-4, atol=2e-4)
+    for a, p in zip(grads, model.parameters()):
+        torch.testing.assert_close(p.grad, a, rtol=1e-3, atol=1e-4)
 
 
 @pytest.mark.parametrize("dtype", [torch.bool, torch.float32])

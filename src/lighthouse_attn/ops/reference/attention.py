@@ -1,5 +1,5 @@
 """The torch reference path: the stages of docs/spec.md composed with autograd (materialised
-pyramid, gather by indexing, scatter as an autograd Function)."""
+pyramid, gather by indexing, scatter by out-of-place scatter_add)."""
 
 from __future__ import annotations
 

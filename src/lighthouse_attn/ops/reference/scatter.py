@@ -1,5 +1,5 @@
-"""Shifted fan-out scatter of the gathered outputs back to the base positions, with its
-autograd (SPEC section 6)."""
+"""Shifted fan-out scatter of the gathered outputs back to the base positions (SPEC section 6),
+differentiable through autograd."""
 
 from __future__ import annotations
 
@@ -33,42 +33,17 @@ def _targets(first: Tensor, width: int) -> Tensor:
 
 def scatter_forward(o: Tensor, groups: list[tuple[Tensor, Tensor, int]], seq_len: int
                     ) -> Tensor:
-    """``out[t] = sum of o[s]`` over entries ``s`` whose shifted window holds ``t``."""
+    """``out[t] = sum of o[s]`` over entries ``s`` whose shifted window holds ``t``, from
+    differentiable out-of-place ops (autograd's adjoint gathers each window's sum)."""
     B, H, S, D = o.shape
     pad = max(width for _, _, width in groups)
     out = o.new_zeros(B, H, seq_len + pad, D, dtype=accumulation_dtype(o.dtype))
     for pos, first, width in groups:
         src = o.gather(2, pos.unsqueeze(-1).expand(-1, -1, -1, D)).to(out.dtype)
         src = src.unsqueeze(3).expand(-1, -1, -1, width, -1).reshape(B, H, -1, D)
-        out.scatter_add_(2, _targets(first, width).unsqueeze(-1).expand(-1, -1, -1, D), src)
+        out = out.scatter_add(2, _targets(first, width).unsqueeze(-1).expand(-1, -1, -1, D),
+                              src)
     return out[:, :, :seq_len].to(o.dtype)
-
-
-def scatter_backward(grad_out: Tensor, groups: list[tuple[Tensor, Tensor, int]], S: int
-                     ) -> Tensor:
-    """Adjoint of :func:`scatter_forward`: ``grad_o[s]`` is the sum of ``grad_out`` over the
-    shifted window of entry ``s``."""
-    B, H, N, D = grad_out.shape
-    pad = max(width for _, _, width in groups)
-    g = torch.nn.functional.pad(grad_out.to(accumulation_dtype(grad_out.dtype)), (0, 0, 0, pad))
-    grad_o = g.new_zeros(B, H, S, D)
-    for pos, first, width in groups:
-        idx = _targets(first, width).unsqueeze(-1).expand(-1, -1, -1, D)
-        summed = g.gather(2, idx).view(B, H, -1, width, D).sum(3)
-        grad_o.scatter_(2, pos.unsqueeze(-1).expand(-1, -1, -1, D), summed)
-    return grad_o.to(grad_out.dtype)
-
-
-class _Scatter(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, o: Tensor, groups: list, seq_len: int) -> Tensor:
-        ctx.groups = groups
-        ctx.S = o.shape[2]
-        return scatter_forward(o, groups, seq_len)
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor):
-        return scatter_backward(grad_out.contiguous(), ctx.groups, ctx.S), None, None
 
 
 def scatter(o: Tensor, selection: Selection, seq_len: int, config: LighthouseConfig) -> Tensor:
@@ -79,4 +54,4 @@ def scatter(o: Tensor, selection: Selection, seq_len: int, config: LighthouseCon
     are zero. Sums accumulate in fp32; the result has ``o``'s dtype. ``selection`` must have
     ``H`` heads and the config's per-level counts. Differentiable in ``o``.
     """
-    return _Scatter.apply(o, _level_groups(selection, seq_len, config), seq_len)
+    return scatter_forward(o, _level_groups(selection, seq_len, config), seq_len)
