@@ -1,5 +1,5 @@
 """Run-to-run spread on the GPU: the same arm, seed and settings trained twice (h200/runs/ and
-h200/reruns/, at two times, on two H200s) diverge: most likely GPU kernels that
+h200/reruns/, at two times, each on an H200) diverge: most likely GPU kernels that
 accumulate in a varying order (atomics) make steps differ in the last bits, and training
 amplifies the difference.
 Writes h200/reruns.json: held-out loss of both at every step both scored (under dense
