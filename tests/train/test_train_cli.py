@@ -40,6 +40,9 @@ def test_main_job_defaults_run_the_demo_with_lighthouse_active(capsys):
     assert "gathered length 1,152 of 2,048" in out
     assert "stage 2: 50 steps, dense SDPA in every layer" in out
     assert "embedded stdlib corpus" in out
+    sequences = int(re.search(r"([\d,]+) sequences", out).group(1).replace(",", ""))
+    batch = int(re.search(r"batch: (\d+) x", out).group(1))
+    assert f"reads {200 * batch / sequences:.2f} epochs" in out
 
 
 @pytest.mark.parametrize("extra,match", [

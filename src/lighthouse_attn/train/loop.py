@@ -370,7 +370,8 @@ def describe(run: TrainConfig, model: ModelConfig, env: DistEnv, data: PackedSeq
         f"  held-out: {held_out}",
         f"  batch: {run.batch_size} x {run.seq_len:,} = {tokens:,} tokens/step (grad-accum "
         f"{run.grad_accum}, {processes})",
-        f"  data: {len(data.tokens):,} tokens, {len(data):,} sequences ({source})",
+        f"  data: {len(data.tokens):,} tokens, {len(data):,} sequences ({source}); the run "
+        f"reads {run.total_steps * run.batch_size / len(data):.2f} epochs",
         f"  device: {device}, {'bf16 autocast' if bf16 else 'fp32'}, activation checkpointing "
         f"{'on' if run.activation_checkpointing else 'off'}, estimated memory "
         f"{gib(sum(memory.values()))} per process",
