@@ -222,3 +222,7 @@ def test_verdict_names_the_dense_run_planned_for_the_same_time():
                          "about as long (0.98x), it is 0.020 better.")
     assert "planned" not in verdict([comp("lighthouse-wsd", "dense-wsd", 0.06, 0.71, [0, 400]),
                                      comp("lighthouse-wsd", "x-wsd", 0.1, 0.5, [0, 100])])
+    assert "disagree" not in text
+    mixed = {**comp("lighthouse-wsd", "dense-wsd", 0.01, 0.71, [0, 400]), "seeds": [0, 1],
+             "diff_min": -0.02, "diff_max": 0.04}
+    assert "(per seed -0.020 to +0.040; the seeds disagree in sign)" in verdict([mixed])

@@ -182,7 +182,9 @@ def comparison_line(c: dict) -> str:
     """One sentence: the paired difference, the token and the wall-time ratios."""
     word = "worse" if c["diff_mean"] > 0 else "better"
     n = len(c["seeds"])
-    spread = (f" (per seed {c['diff_min']:+.3f} to {c['diff_max']:+.3f})" if n > 1 else "")
+    spread = (f" (per seed {c['diff_min']:+.3f} to {c['diff_max']:+.3f}"
+              f"{'; the seeds disagree in sign' if c['diff_min'] < 0 < c['diff_max'] else ''})"
+              if n > 1 else "")
     tokens = c.get("tokens_ratio_mean", 1.0)
     matched = ("at matched tokens" if abs(tokens - 1) < 1e-9 else
                f"with {tokens:.2f}x its tokens")
