@@ -62,6 +62,8 @@ def test_report_files_and_verdict(compared):
     assert lh["final_eval"]["position_buckets"][-1]["end"] == 2049
     for name in ("compare_curves.png", "compare_final.png", "compare_position.png"):
         assert (compared / name).stat().st_size > 10_000
+    log = (compared / "runs" / "dense-constant-s0" / "train.log").read_text().splitlines()
+    assert "started" in log[0] and "resumed" not in log[0]  # a new arm is no restart
 
 
 def test_paired_seeds_see_the_same_data(compared):

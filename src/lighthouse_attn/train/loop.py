@@ -147,9 +147,14 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, resume: bo
             step = state["trainer"]["step"]
             elapsed = state["trainer"]["elapsed_s"]
             tokens_seen = state["trainer"]["tokens"]
+        metrics = run_dir / "metrics.jsonl"
+        trained = metrics.is_file() and metrics.stat().st_size > 0
         log.truncate(step)
-        log.event(f"resumed {run_dir} at step {step}/{run.total_steps}"
-                  + (f" from {ckpts[-1][1].name}" if ckpts else " (no checkpoint: restart)"))
+        if ckpts or trained:
+            log.event(f"resumed {run_dir} at step {step}/{run.total_steps}"
+                      + (f" from {ckpts[-1][1].name}" if ckpts else " (no checkpoint: restart)"))
+        else:  # a prepared directory that never trained (as compare makes them)
+            log.event(f"started {run_dir}")
     elif env.is_main:
         checkpoint.clear_run_files(run_dir)  # a fresh start (the CLI asked for --overwrite)
         write_json(run_dir / "config.json",
