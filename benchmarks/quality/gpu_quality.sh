@@ -22,21 +22,25 @@ mkdir -p "$OUT" "$ROOT"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 # training text: transformers' source, then other packages until 400 steps x 4 x 32K tokens
-# never repeat; held out: sympy's source
-mapfile -t TRAIN < <(python3 - "$PHASE" <<'PY'
-import importlib, os, sys
+# never repeat (data.txt); the short and long phases reuse what the others counted, transformers
+# and pandas; held out: sympy's source
+if [ "$PHASE" = short ] || [ "$PHASE" = long ]; then
+  mapfile -t TRAIN < <(python3 -c "import os, pandas, transformers
+for m in (transformers, pandas): print(os.path.dirname(m.__file__))")
+else
+  mapfile -t TRAIN < <(python3 - <<'PY'
+import importlib, os
 from lighthouse_attn.data import load_tokens
 need, have = 400 * 4 * 32768 + 1, 0
-if sys.argv[1] in ("short", "long"):  # counted in the checks phase (data.txt): no reload
-    need = 0
 for name in ("transformers", "pandas", "scipy"):
     path = os.path.dirname(importlib.import_module(name).__file__)
     print(path)
-    have += len(load_tokens([path])) if need else 0
-    if have >= need if need else name == "pandas":
+    have += len(load_tokens([path]))
+    if have >= need:
         break
 PY
 )
+fi
 HELD=$(python3 -c "import os, sympy; print(os.path.dirname(sympy.__file__))")
 echo "training data: ${TRAIN[*]}; held out: $HELD"
 

@@ -82,9 +82,9 @@ def _sd(xs):
     return statistics.stdev(xs) if len(xs) > 1 else None
 
 
-def _is_dense(arm: str, settings: dict) -> bool:
-    """A dense-from-scratch arm: the built-in one or any arm without Lighthouse steps."""
-    return arm == "dense" or settings.get("arms", {}).get(arm, {}).get("lighthouse_steps") == 0
+def _is_dense(arm: dict) -> bool:
+    """A dense-from-scratch arm (of :func:`build_report`): its runs have no Lighthouse steps."""
+    return bool(arm["steps"]) and arm["steps"][0] == 0
 
 
 def _compare(key: str, base: str, groups: dict, runs: dict, arms: dict) -> dict | None:
@@ -144,13 +144,13 @@ def build_report(runs: dict[str, dict], groups: dict[str, dict], settings: dict)
             "tokens_per_s": {m: _mean(r["tokens_per_s"].get(m) for r in done.values())
                              for m in ("lighthouse", "dense")},
         }
-    dense_like = [k for k, g in groups.items() if _is_dense(g["arm"], settings)]
+    dense_like = [k for k, a in arms.items() if _is_dense(a)]
     comparisons = []
     for key, a in arms.items():
         if groups[key]["arm"] == "dense":
             continue
         baselines = [f"dense-{a['schedule']}"]
-        if not _is_dense(a["arm"], settings):  # also against dense runs of other lengths
+        if not _is_dense(a):  # also against dense runs of other lengths
             baselines += [k for k in dense_like if k not in baselines and
                           arms[k]["schedule"] == a["schedule"]]
         for base in baselines:
@@ -185,13 +185,12 @@ def comparison_line(c: dict) -> str:
     spread = (f" (per seed {c['diff_min']:+.3f} to {c['diff_max']:+.3f}"
               f"{'; the seeds disagree in sign' if c['diff_min'] < 0 < c['diff_max'] else ''})"
               if n > 1 else "")
-    tokens = c.get("tokens_ratio_mean", 1.0)
+    tokens = c["tokens_ratio_mean"]
     matched = ("at matched tokens" if abs(tokens - 1) < 1e-9 else
                f"with {tokens:.2f}x its tokens")
-    base = c.get("baseline", "dense-")
-    versus = ("dense" if base.startswith("dense-") else
-              _describe_arm(base, c.get("baseline_steps")))
-    text = (f"{_describe_arm(c['arm'], c.get('steps'))} is {abs(c['diff_mean']):.3f} "
+    versus = ("dense" if c["baseline"].rpartition("-")[0] == "dense" else
+              _describe_arm(c["baseline"], c["baseline_steps"]))
+    text = (f"{_describe_arm(c['arm'], c['steps'])} is {abs(c['diff_mean']):.3f} "
             f"nats/byte {word} than {versus} {matched}{spread}, in "
             f"{c['wall_ratio_mean']:.2f}x the wall time ({n} seed{'s' if n != 1 else ''})")
     equal = c.get("diff_equal_time_mean")
@@ -405,7 +404,7 @@ def plot_frontier(report: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     done = {k: a for k, a in report["arms"].items() if a["final_val_mean"] is not None}
-    dense = _is_dense_arms(report)
+    dense = {k for k, a in done.items() if _is_dense(a)}
     for schedule in sorted({a["schedule"] for a in done.values()}):
         line = sorted((a["wall_s_mean"], a["final_val_mean"]) for k, a in done.items()
                       if k in dense and a["schedule"] == schedule)
@@ -432,7 +431,3 @@ def plot_frontier(report: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def _is_dense_arms(report: dict) -> set[str]:
-    return {k for k, a in report["arms"].items() if _is_dense(a["arm"], report["settings"])}
