@@ -11,7 +11,8 @@ from train_helpers import make_corpus, metrics  # noqa: E402
 
 from lighthouse_attn.cli import main
 from lighthouse_attn.compare.arms import parse_arm
-from lighthouse_attn.compare.report import build_report, loss_at_time, time_to_reach, verdict
+from lighthouse_attn.compare.report import (build_report, comparison_line, loss_at_time,
+                                            time_to_reach, verdict)
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +44,10 @@ def compared(tmp_path_factory, data):
 def test_report_files_and_verdict(compared):
     text = (compared / "compare.md").read_text()
     first = text.splitlines()[0]
-    assert first.startswith("Lighthouse then dense (constant schedule) is ")
-    assert "nats/byte" in first and "x the wall time (2 seeds)" in first
+    assert first.startswith("Lighthouse then dense (constant schedule) vs dense at matched "
+                            "tokens: ")
+    assert "nats/byte [95% CI " in first and "], n=2" in first and "x the wall time" in first
+    assert any(w in first for w in ("better", "worse", "not distinguishable"))
     assert "causal selection" in text
     report = json.loads((compared / "compare.json").read_text())
     assert report["verdict"] == first
@@ -191,8 +194,9 @@ def test_copied_runs_without_weights_count_and_dense_of_another_length(compared,
     c = pairs["lighthouse-wsd", "short-wsd"]
     assert c["tokens_ratio_mean"] == pytest.approx(6 / 4) and c["baseline_steps"] == [0, 4]
     md = (out / "compare.md").read_text()
-    assert "than dense for 4 steps (short, wsd schedule) with 1.50x its tokens" in md
-    assert "than dense at matched tokens" in md
+    assert "vs dense for 4 steps (short, wsd schedule) with 1.50x its tokens: one seed, no " \
+        "interval" in md
+    assert "vs dense at matched tokens" in md
     assert (out / "compare_frontier.png").stat().st_size > 10_000
 
 
@@ -210,21 +214,91 @@ def test_moved_run_with_other_evaluation_settings_is_a_one_line_error(compared, 
 
 
 def test_verdict_names_the_dense_run_planned_for_the_same_time():
-    def comp(arm, base, diff, wall, steps):
-        return {"arm": arm, "baseline": base, "seeds": [0], "diff_mean": diff,
-                "diff_min": diff, "diff_max": diff, "wall_ratio_mean": wall,
+    def comp(arm, base, diffs, wall, steps, planned=False):
+        return {"arm": arm, "baseline": base, "seeds": list(range(len(diffs))),
+                "pairs": [{"diff": d} for d in diffs], "diff_mean": sum(diffs) / len(diffs),
+                "diff_min": min(diffs), "diff_max": max(diffs), "wall_ratio_mean": wall,
                 "tokens_ratio_mean": 400 / sum(steps), "steps": [250, 150],
-                "baseline_steps": steps, "diff_equal_time_mean": None}
+                "baseline_steps": steps, "diff_equal_time_mean": None,
+                "planned_equal_time": planned}
 
-    text = verdict([comp("lighthouse-wsd", "dense-wsd", 0.06, 0.71, [0, 400]),
-                    comp("lighthouse-wsd", "dshort-wsd", -0.02, 0.98, [0, 285])])
-    assert text.startswith("Lighthouse then dense (wsd schedule) is 0.060 nats/byte worse "
-                           "than dense at matched tokens")
-    assert text.endswith("Against dense for 285 steps (dshort, wsd schedule), planned to take "
-                         "about as long (0.98x), it is 0.020 better.")
-    assert "planned" not in verdict([comp("lighthouse-wsd", "dense-wsd", 0.06, 0.71, [0, 400]),
-                                     comp("lighthouse-wsd", "x-wsd", 0.1, 0.5, [0, 100])])
-    assert "disagree" not in text
-    mixed = {**comp("lighthouse-wsd", "dense-wsd", 0.01, 0.71, [0, 400]), "seeds": [0, 1],
-             "diff_min": -0.02, "diff_max": 0.04}
-    assert "(per seed -0.020 to +0.040; the seeds disagree in sign)" in verdict([mixed])
+    text = verdict([comp("lighthouse-wsd", "dense-wsd", [0.06], 0.71, [0, 400]),
+                    comp("lighthouse-wsd", "dshort-wsd", [-0.02], 0.98, [0, 285])])
+    assert text == ("Lighthouse then dense (wsd schedule) vs dense planned for the same time "
+                    "(dense for 285 steps (dshort, wsd schedule), 0.98x the time): one seed, no "
+                    "interval, -0.020 nats/byte (n=1: one seed, no interval). At matched tokens "
+                    "vs dense (0.71x the time): one seed, no interval, +0.060 (n=1: one seed, "
+                    "no interval).")
+    # the arm planned with equal_time wins over one that merely took about as long
+    text = verdict([comp("lighthouse-wsd", "dense-wsd", [0.173, 0.094, 0.05], 0.71, [0, 400]),
+                    comp("lighthouse-wsd", "near-wsd", [0.3, 0.2], 1.0, [0, 280]),
+                    comp("lighthouse-wsd", "dshort-wsd", [-0.103, -0.039, -0.008, -0.031],
+                         0.95, [0, 285], planned=True)])
+    assert text.startswith("Lighthouse then dense (wsd schedule) vs dense planned for the same "
+                           "time (dense for 285 steps (dshort, wsd schedule), 0.95x the time): "
+                           "not distinguishable, -0.045 nats/byte [95% CI -0.110, +0.019], "
+                           "n=4.")
+    assert "At matched tokens vs dense (0.71x the time): not distinguishable, +0.106 [95% CI" in text
+    assert "planned" not in verdict([comp("lighthouse-wsd", "dense-wsd", [0.06], 0.71, [0, 400]),
+                                     comp("lighthouse-wsd", "x-wsd", [0.1], 0.5, [0, 100])])
+    line = comparison_line(comp("lighthouse-wsd", "dense-wsd", [-0.02, 0.04], 0.71, [0, 400]))
+    assert "per seed -0.020 to +0.040, the seeds disagree in sign" in line
+    assert "disagree" not in comparison_line(comp("lighthouse-wsd", "dense-wsd", [0.02, 0.04],
+                                                  0.71, [0, 400]))
+
+
+def test_equal_time_arm_plans_itself(compared, data, tmp_path, capsys):
+    """`--arm dshort:equal_time=lighthouse` trains dense for the steps that end when the
+    recipe ended, planned from the finished runs' step times, recorded in its run directory and
+    the report, reused on the next run, and named in the verdict."""
+    import shutil
+
+    from lighthouse_attn.compare.equal_time import PLAN_FILE, plan_steps
+
+    out = tmp_path / "eq"
+    for name in ("dense-wsd-s0", "lighthouse-wsd-s0"):
+        shutil.copytree(compared / "runs" / name, out / "runs" / name,
+                        ignore=shutil.ignore_patterns("final", "checkpoints"))
+    args = _args(data, out, "--arms", "dense,lighthouse", "--schedules", "wsd", "--seeds", "0",
+                 "--arm", "dshort:equal_time=lighthouse")
+    capsys.readouterr()
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    expected = plan_steps(out / "runs" / "lighthouse-wsd-s0", out / "runs" / "dense-wsd-s0")
+    assert f"dshort-wsd-s0: planned {expected['steps']} dense steps" in text
+    run = out / "runs" / "dshort-wsd-s0"
+    plan = json.loads((run / PLAN_FILE).read_text())
+    assert plan == json.loads(json.dumps(expected))
+    config = json.loads((run / "config.json").read_text())["train"]
+    assert (config["lighthouse_steps"], config["dense_steps"]) == (0, plan["steps"])
+    assert metrics(run)[-1]["step"] == plan["steps"]
+    report = json.loads((out / "compare.json").read_text())
+    assert report["arms"]["dshort-wsd"]["equal_time"] == "lighthouse"
+    assert report["arms"]["dshort-wsd"]["equal_time_plans"]["0"]["steps"] == plan["steps"]
+    assert report["verdict"].startswith("Lighthouse then dense (wsd schedule) vs dense planned "
+                                        f"for the same time (dense for {plan['steps']} steps "
+                                        "(dshort, wsd schedule)")
+    # the next phase reuses the plan: nothing is planned or trained again
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "dense steps to end with" not in text and "dshort-wsd-s0: done" in text
+
+
+@pytest.mark.parametrize("arm,match", [
+    ("x:equal_time=dense", "must name a Lighthouse arm"),
+    ("x:equal_time=nothere", "must name a Lighthouse arm"),
+    ("x:equal_time=lighthouse,dense_steps=3", "plans the number of dense steps itself"),
+    ("x:equal_time=a b", "equal_time names the Lighthouse arm"),
+])
+def test_equal_time_arm_errors(data, tmp_path, capsys, arm, match):
+    assert main(_args(data, tmp_path / "o", "--arms", "dense,lighthouse", "--arm", arm)) == 2
+    err = capsys.readouterr().err
+    assert match in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_equal_time_plan_needs_finished_runs(tmp_path):
+    from lighthouse_attn.compare.equal_time import plan_steps
+
+    with pytest.raises(ValueError, match="has not run"):
+        plan_steps(tmp_path / "a", tmp_path / "b")

@@ -166,6 +166,25 @@ def test_loss_beyond_the_training_length_says_so(tiny_run, corpus, tmp_path, cap
            "extrapolation" in capsys.readouterr().err
 
 
+def test_loss_reports_context_ranges_and_the_long_context_gain(tiny_run, corpus, tmp_path,
+                                                               capsys):
+    assert main(["eval", "loss", "--checkpoint", str(tiny_run), "--data", corpus,
+                 "--seq-len", "4096", "--max-sequences", "1", "--out", str(tmp_path)]
+                + COMMON) == 0
+    out = capsys.readouterr().out
+    assert "0-2K" in out and "2K-end" in out and "long-context gain" in out
+    r = read(next(tmp_path.glob("loss_*.json")))["results"][0]
+    assert [x["label"] for x in r["ranges"]] == ["0-2K", "2K-end"]
+    lc = r["long_context"]
+    assert lc["window"] == 2048 and lc["gain"] == pytest.approx(lc["loss_short"] -
+                                                                lc["loss_full"])
+    # too short for two windows: ranges still, no gain, and the table says why
+    assert main(["eval", "loss", "--checkpoint", str(tiny_run), "--data", corpus,
+                 "--max-sequences", "1", "--out", str(tmp_path / "b")] + COMMON) == 0
+    assert "no long-context gain: it needs dense attention and seq_len >= 4,096" in \
+        capsys.readouterr().out
+
+
 @pytest.mark.parametrize("extra,match", [
     (["--label", "a", "--label", "b"], "one --label per --checkpoint"),
     (["--seq-len", "100000"], "shorter than one sequence"),

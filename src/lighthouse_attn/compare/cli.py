@@ -21,8 +21,9 @@ from ..environment import device_name, versions
 from ..jsonfile import write_json
 from ..models import add_model_arguments, build_model_config, model_label
 from ..train.options import SCHEDULES, add_train_arguments, train_config_from_args
-from .arms import Arm, arm_configs, parse_arm, run_name
-from .runner import Job, is_finished, run_jobs
+from .arms import Arm, arm_configs, check_equal_time, parse_arm, run_name
+from .equal_time import saved_plan
+from .runner import Job, apply_plan, is_finished, run_jobs
 
 HELP = "dense vs Lighthouse-then-dense on held-out text over paired seeds: the verdict"
 
@@ -37,8 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="built-in arms, comma-separated: dense, lighthouse (paper selection), "
                         "causal (causal selection); default: dense,lighthouse")
     c.add_argument("--arm", action="append", default=[], metavar="NAME:key=value,...",
-                   help="another arm, e.g. k1024:topk=1024 or early:lighthouse_steps=100 "
-                        "(repeatable)")
+                   help="another arm, e.g. k1024:topk=1024 or early:lighthouse_steps=100; "
+                        "dshort:equal_time=lighthouse is a dense arm planned to end when the "
+                        "lighthouse arm ends, from the finished runs' step times (repeatable)")
     c.add_argument("--schedules", help="comma-separated schedules, each arm runs under each "
                    f"({', '.join(SCHEDULES)}; default: --schedule)")
     c.add_argument("--seeds", default="0,1", help="comma-separated seeds (default: 0,1)")
@@ -100,13 +102,15 @@ def plan_jobs(args: argparse.Namespace) -> tuple[list[Job], dict, dict]:
     if "dense" not in names:
         raise ValueError("the comparison needs the dense arm (dense from scratch) as its "
                          "baseline: add it to --arms")
+    check_equal_time(arms)
     seeds = _parse_list(args.seeds, "--seeds", int)
     out = Path(args.out)
     jobs, groups, by_key = [], {}, {}
     for schedule in schedules:
         for arm in arms:
             key = f"{arm.name}-{schedule}"
-            groups[key] = {"arm": arm.name, "schedule": schedule, "seeds": {}}
+            groups[key] = {"arm": arm.name, "schedule": schedule, "seeds": {},
+                           **({"equal_time": arm.equal_time} if arm.equal_time else {})}
             for seed in seeds:
                 name = run_name(arm.name, schedule, seed)
                 run, model = arm_configs(arm, base_run, base_model, schedule, seed,
@@ -115,14 +119,23 @@ def plan_jobs(args: argparse.Namespace) -> tuple[list[Job], dict, dict]:
                 by_key[arm.name, schedule, seed] = job
                 groups[key]["seeds"][seed] = name
                 jobs.append(job)
+    planned = {a.name: a.equal_time for a in arms if a.equal_time}
+    for job in jobs:
+        if job.arm in planned:
+            job.equal_time = by_key[planned[job.arm], job.schedule, job.seed]
+            job.dense_ref = by_key["dense", job.schedule, job.seed]
+            plan = saved_plan(job.run_dir)
+            if plan is not None:  # planned in an earlier phase
+                apply_plan(job, plan)
     if "constant" in schedules and "wsd" in schedules and not args.no_branch:
         for job in jobs:
             twin = by_key.get((job.arm, "constant", job.seed))
-            if job.schedule == "wsd" and twin is not None:
+            if job.schedule == "wsd" and twin is not None and job.equal_time is None:
                 job.branch_from = twin
                 twin.run = replace(twin.run, save_at=sorted({*twin.run.save_at,
                                                              job.branch_step}))
-    budgets = {j.run.total_steps * j.run.batch_size * j.run.seq_len for j in jobs}
+    budgets = {j.run.total_steps * j.run.batch_size * j.run.seq_len for j in jobs
+               if j.equal_time is None}
     first = jobs[0]
     m = first.model
     settings = {
@@ -178,6 +191,9 @@ def main(args: argparse.Namespace) -> int:
                 settings[k] = before[k]
             else:
                 settings.pop(k, None)
+    for job in jobs:
+        if job.plan is not None:
+            groups[f"{job.arm}-{job.schedule}"].setdefault("plans", {})[job.seed] = job.plan
     report = rep.build_report(runs, groups, settings)
     plots = ["compare_curves.png", "compare_final.png", "compare_frontier.png"]
     rep.plot_curves(report, groups, out / plots[0])

@@ -1,6 +1,8 @@
 """Evaluations of each arm's final dense model beyond the held-out loss curve: loss by
-position on the held-out text and passkey retrieval. Cached in ``RUN_DIR/compare_eval.json``
-(recomputed only when their settings change), so a report can be rebuilt from copied files."""
+position and by context range on the held-out text, the long-context gain, and passkey
+retrieval. Cached in ``RUN_DIR/compare_eval.json`` (recomputed only when their settings change,
+or when a cache of an older version lacks the context ranges and the weights are still there),
+so a report can be rebuilt from copied files."""
 
 from __future__ import annotations
 
@@ -32,7 +34,8 @@ def evaluate_final(run_dir: Path, eval_data: list[str], seq_len: int, sequences:
     cache = run_dir / CACHE
     if cache.is_file():
         saved = json.loads(cache.read_text())
-        if saved.get("settings") == key:
+        if saved.get("settings") == key and ("context_ranges" in saved or
+                                             not (run_dir / "final").is_dir()):
             return saved
         if not (run_dir / "final").is_dir():
             raise ValueError(f"{run_dir} keeps no weights (final/) and its cached evaluation "
@@ -43,7 +46,8 @@ def evaluate_final(run_dir: Path, eval_data: list[str], seq_len: int, sequences:
     pos = loss_by_position(model, data, name=run_dir.name, max_sequences=sequences,
                            batch_size=batch_size, device=device, precision="auto",
                            progress=progress)
-    out = {"settings": key, "position_loss": pos.loss, "position_buckets": pos.buckets}
+    out = {"settings": key, "position_loss": pos.loss, "position_buckets": pos.buckets,
+           "context_ranges": pos.ranges, "long_context": pos.long_context}
     contexts = passkey_contexts(seq_len)
     if passkey_trials > 0 and contexts:
         result = run_passkey(model, contexts, trials=passkey_trials, batch_size=batch_size,

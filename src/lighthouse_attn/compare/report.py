@@ -3,8 +3,10 @@ directories (``metrics.jsonl`` and the cached final-model evaluations) alone, so
 rebuilt anywhere from copied results.
 
 Its first line is the verdict: how much better or worse the Lighthouse-then-dense recipe's
-final held-out loss is than dense-from-scratch's at matched tokens (paired by seed: each pair
-saw the same data in the same order), and in how much of the wall time.
+final held-out loss is than a dense run planned to take the same time (where the comparison has
+one) and than dense-from-scratch at matched tokens, paired by seed (each pair saw the same data
+in the same order), with a 95% Student t interval over the seeds and a verdict word:
+``better``, ``worse``, or ``not distinguishable`` when the interval covers 0.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import statistics
 from pathlib import Path
 
 from ..train.metrics import read_metrics
+from .stats import describe_interval, mean_interval, paired_interval
 
 
 def run_summary(run_dir: Path) -> dict | None:
@@ -104,18 +107,67 @@ def _compare(key: str, base: str, groups: dict, runs: dict, arms: dict) -> dict 
                       "dense_s": d["wall_s"],
                       "diff_equal_time": None if dense_then is None else
                       r["final_val"] - dense_then})
+        _long_context_pair(pairs[-1], r, d)
     if not pairs:
         return None
     diffs = [p["diff"] for p in pairs]
     timed = [p["diff_equal_time"] for p in pairs if p["diff_equal_time"] is not None]
+    interval = paired_interval(diffs)
     return {"diff_equal_time_mean": statistics.fmean(timed) if timed else None,
             "arm": key, "baseline": base, "seeds": [p["seed"] for p in pairs],
-            "pairs": pairs, "diff_mean": statistics.fmean(diffs),
+            "pairs": pairs, "n": interval["n"], "diff_mean": statistics.fmean(diffs),
+            "ci_low": interval["ci_low"], "ci_high": interval["ci_high"],
+            "verdict": interval["verdict"],
             "diff_min": min(diffs), "diff_max": max(diffs), "diff_sd": _sd(diffs),
+            "interval_equal_time": paired_interval(timed) if timed else None,
+            "long_context": _long_context_intervals(pairs),
+            "planned_equal_time": arms[base].get("equal_time") == arms[key]["arm"],
             "wall_ratio_mean": statistics.fmean(p["wall_ratio"] for p in pairs),
             "tokens_ratio_mean": statistics.fmean(p["tokens_ratio"] for p in pairs),
             "steps": arms[key]["steps"], "baseline_steps": arms[base]["steps"],
             "reached": sum(p["reach_s"] is not None for p in pairs)}
+
+
+def _long_context(run: dict) -> tuple[float | None, dict[str, float]]:
+    """A run's long-context gain and its loss per context range (final evaluation)."""
+    ev = run.get("final_eval") or {}
+    gain = (ev.get("long_context") or {}).get("gain")
+    return gain, {r["label"]: r["loss"] for r in ev.get("context_ranges") or []}
+
+
+def _long_context_pair(pair: dict, run: dict, dense: dict) -> None:
+    """Add the paired differences of the long-context metrics to ``pair`` where both runs
+    have them."""
+    (g_r, ranges_r), (g_d, ranges_d) = _long_context(run), _long_context(dense)
+    if g_r is not None and g_d is not None:
+        pair["gain_diff"] = g_r - g_d
+    shared = [k for k in ranges_r if k in ranges_d]
+    if shared:
+        pair["range_diffs"] = {k: ranges_r[k] - ranges_d[k] for k in shared}
+
+
+def _long_context_intervals(pairs: list[dict]) -> dict | None:
+    """Paired intervals of the long-context gain and of each context range's loss."""
+    gains = [p["gain_diff"] for p in pairs if "gain_diff" in p]
+    labels = list(dict.fromkeys(k for p in pairs for k in p.get("range_diffs", {})))
+    if not gains and not labels:
+        return None
+    return {"gain": paired_interval(gains) if gains else None,
+            "ranges": {k: paired_interval([p["range_diffs"][k] for p in pairs
+                                           if k in p.get("range_diffs", {})])
+                       for k in labels}}
+
+
+def _arm_long_context(done: dict) -> dict | None:
+    """Across an arm's seeds: intervals of its long-context gain and per-range losses."""
+    metrics = [_long_context(r) for r in done.values()]
+    labels = list(dict.fromkeys(k for _, ranges in metrics for k in ranges))
+    gains = [g for g, _ in metrics if g is not None]
+    if not gains and not labels:
+        return None
+    return {"gain": mean_interval(gains) if gains else None,
+            "ranges": {k: mean_interval([ranges[k] for _, ranges in metrics if k in ranges])
+                       for k in labels}}
 
 
 def build_report(runs: dict[str, dict], groups: dict[str, dict], settings: dict) -> dict:
@@ -143,6 +195,9 @@ def build_report(runs: dict[str, dict], groups: dict[str, dict], settings: dict)
                                   for r in done.values()),
             "tokens_per_s": {m: _mean(r["tokens_per_s"].get(m) for r in done.values())
                              for m in ("lighthouse", "dense")},
+            "long_context": _arm_long_context(done),
+            "equal_time": g.get("equal_time"),
+            "equal_time_plans": g.get("plans") or {},
         }
     dense_like = [k for k, a in arms.items() if _is_dense(a)]
     comparisons = []
@@ -178,21 +233,36 @@ def _describe_arm(key: str, steps: list[int] | None = None) -> str:
     return f"arm {arm} ({lighthouse} Lighthouse + {dense} dense steps, {schedule} schedule)"
 
 
+def _interval(c: dict) -> dict:
+    """The paired interval of a comparison (recomputed from its pairs for reports written
+    before intervals were stored)."""
+    if "verdict" in c:
+        return {"n": c["n"], "mean": c["diff_mean"], "ci_low": c["ci_low"],
+                "ci_high": c["ci_high"], "verdict": c["verdict"], "level": 0.95}
+    return paired_interval([p["diff"] for p in c["pairs"]])
+
+
+def verdict_word(stats: dict) -> str:
+    """``better``, ``worse``, ``not distinguishable``, or what one seed allows."""
+    return stats["verdict"] or "one seed, no interval"
+
+
 def comparison_line(c: dict) -> str:
-    """One sentence: the paired difference, the token and the wall-time ratios."""
-    word = "worse" if c["diff_mean"] > 0 else "better"
-    n = len(c["seeds"])
-    spread = (f" (per seed {c['diff_min']:+.3f} to {c['diff_max']:+.3f}"
-              f"{'; the seeds disagree in sign' if c['diff_min'] < 0 < c['diff_max'] else ''})"
+    """One sentence: the verdict word, the paired difference with its interval, the token and
+    the wall-time ratios."""
+    stats = _interval(c)
+    n = stats["n"]
+    spread = (f"; per seed {c['diff_min']:+.3f} to {c['diff_max']:+.3f}"
+              f"{', the seeds disagree in sign' if c['diff_min'] < 0 < c['diff_max'] else ''}"
               if n > 1 else "")
     tokens = c["tokens_ratio_mean"]
     matched = ("at matched tokens" if abs(tokens - 1) < 1e-9 else
                f"with {tokens:.2f}x its tokens")
     versus = ("dense" if c["baseline"].rpartition("-")[0] == "dense" else
               _describe_arm(c["baseline"], c["baseline_steps"]))
-    text = (f"{_describe_arm(c['arm'], c['steps'])} is {abs(c['diff_mean']):.3f} "
-            f"nats/byte {word} than {versus} {matched}{spread}, in "
-            f"{c['wall_ratio_mean']:.2f}x the wall time ({n} seed{'s' if n != 1 else ''})")
+    text = (f"{_describe_arm(c['arm'], c['steps'])} vs {versus} {matched}: "
+            f"{verdict_word(stats)}, {describe_interval(stats, ' nats/byte')}{spread}; "
+            f"{c['wall_ratio_mean']:.2f}x the wall time")
     equal = c.get("diff_equal_time_mean")
     if equal is not None and c["wall_ratio_mean"] < 1:
         text += (f"; after the same wall time the dense run (mid-course) was {abs(equal):.3f} "
@@ -200,22 +270,33 @@ def comparison_line(c: dict) -> str:
     return text + "."
 
 
+def _short_verdict(c: dict, unit: str = "") -> str:
+    stats = _interval(c)
+    return f"{verdict_word(stats)}, {describe_interval(stats, unit)}"
+
+
 def verdict(comparisons: list[dict]) -> str:
-    """The first line of the report: the recipe's headline comparison (the paper's selection
-    under the first schedule where it ran), or why there is none yet."""
+    """The first line of the report: the recipe (the paper's selection under the first
+    schedule where it ran) against the dense run planned for its time, where there is one, and
+    against dense at matched tokens, each with its interval; or why there is none yet."""
     if not comparisons:
         return ("No verdict yet: no Lighthouse arm and dense arm have both finished with "
                 "held-out scores for the same seed.")
-    main = next((c for c in comparisons if c["arm"].startswith("lighthouse-")), comparisons[0])
-    text = comparison_line(main)
-    planned = [c for c in comparisons if c["arm"] == main["arm"] and c is not main
-               and 0.9 <= c["wall_ratio_mean"] <= 1.1]
-    if planned:  # the question of time: a dense run planned to end as soon
-        c = min(planned, key=lambda c: abs(c["wall_ratio_mean"] - 1))
-        text += (f" Against {_describe_arm(c['baseline'], c['baseline_steps'])}, planned to "
-                 f"take about as long ({c['wall_ratio_mean']:.2f}x), it is "
-                 f"{abs(c['diff_mean']):.3f} {'worse' if c['diff_mean'] > 0 else 'better'}.")
-    return text
+    main = next((c for c in comparisons if c["arm"].startswith("lighthouse-")
+                 and c["baseline"].rpartition("-")[0] == "dense"),
+                next((c for c in comparisons if c["arm"].startswith("lighthouse-")),
+                     comparisons[0]))
+    same_arm = [c for c in comparisons if c["arm"] == main["arm"] and c is not main]
+    planned = ([c for c in same_arm if c.get("planned_equal_time")] or
+               [c for c in same_arm if 0.9 <= c["wall_ratio_mean"] <= 1.1])
+    if not planned:
+        return comparison_line(main)
+    c = min(planned, key=lambda c: abs(c["wall_ratio_mean"] - 1))
+    return (f"{_describe_arm(main['arm'], main['steps'])} vs dense planned for the same time "
+            f"({_describe_arm(c['baseline'], c['baseline_steps'])}, "
+            f"{c['wall_ratio_mean']:.2f}x the time): {_short_verdict(c, ' nats/byte')}. At "
+            f"matched tokens vs dense ({main['wall_ratio_mean']:.2f}x the time): "
+            f"{_short_verdict(main)}.")
 
 
 def _fmt(x, spec=".4f", empty="-"):
@@ -254,6 +335,18 @@ def markdown(report: dict, plots: list[str]) -> str:
             f"{_fmt(None if a['passkey_mean'] is None else 100 * a['passkey_mean'], '.0f')}"
             f"{'%' if a['passkey_mean'] is not None else ''} |")
     if report["comparisons"]:
+        lines += ["", "## Paired comparisons with 95% intervals (Student t over seeds)", "",
+                  "| arm | vs | n | mean difference | 95% CI | verdict | tokens ratio "
+                  "| wall time ratio |", "|---|---|---|---|---|---|---|---|"]
+        for c in report["comparisons"]:
+            st = _interval(c)
+            ci = ("-" if st["ci_low"] is None else
+                  f"[{st['ci_low']:+.4f}, {st['ci_high']:+.4f}]")
+            lines.append(f"| {c['arm']} | {c['baseline']} | {st['n']} | {st['mean']:+.4f} | "
+                         f"{ci} | {verdict_word(st)} | {c['tokens_ratio_mean']:.2f}x | "
+                         f"{c['wall_ratio_mean']:.2f}x |")
+    lines += _long_context_markdown(report)
+    if report["comparisons"]:
         lines += ["", "## Paired by seed (arm minus dense, same data order)", "",
                   "| arm | vs | seed | held-out difference | at equal wall time | wall time ratio "
                   "| tokens ratio | reaches dense's final held-out after | dense took |",
@@ -275,6 +368,53 @@ def markdown(report: dict, plots: list[str]) -> str:
     lines += ["", "## Settings", "", "```json", json.dumps(report["settings"], indent=2), "```",
               ""]
     return "\n".join(lines)
+
+
+def _ci_cell(st: dict | None, spec: str = ".3f") -> str:
+    if not st or st["mean"] is None:
+        return "-"
+    if st["ci_low"] is None:
+        return format(st["mean"], spec)
+    return (f"{format(st['mean'], spec)} [{format(st['ci_low'], spec)}, "
+            f"{format(st['ci_high'], spec)}]")
+
+
+def _long_context_markdown(report: dict) -> list[str]:
+    """Per-arm loss by context range and long-context gain (mean [95% CI] over seeds), and
+    the paired differences against the baselines."""
+    arms = {k: a for k, a in report["arms"].items() if a.get("long_context")}
+    if not arms:
+        return []
+    labels = list(dict.fromkeys(k for a in arms.values()
+                                for k in a["long_context"]["ranges"]))
+    lines = ["", "## Long context (final dense models, mean [95% CI] over seeds)", "",
+             "| arm | " + " | ".join(f"loss {k}" for k in labels) + " | long-context gain |",
+             "|---|" + "---|" * (len(labels) + 1)]
+    for key, a in arms.items():
+        lc = a["long_context"]
+        lines.append(f"| {key} | " + " | ".join(_ci_cell(lc["ranges"].get(k)) for k in labels)
+                     + f" | {_ci_cell(lc['gain'], '+.3f')} |")
+    paired = [c for c in report["comparisons"] if c.get("long_context")]
+    if paired:
+        lines += ["", "Paired by seed, arm minus baseline (negative loss differences and "
+                  "positive gain differences favour the arm):", "",
+                  "| arm | vs | " + " | ".join(f"loss {k}" for k in labels) +
+                  " | long-context gain |", "|---|---|" + "---|" * (len(labels) + 1)]
+        for c in paired:
+            lc = c["long_context"]
+            cells = [_ci_cell(lc["ranges"].get(k), "+.3f") +
+                     (f" {lc['ranges'][k]['verdict']}" if lc["ranges"].get(k, {}).get(
+                         "verdict") else "") for k in labels]
+            gain = lc.get("gain")
+            lines.append(f"| {c['arm']} | {c['baseline']} | " + " | ".join(cells) +
+                         f" | {_ci_cell(gain, '+.3f')} |")
+    window = next((r["final_eval"]["long_context"]["window"] for r in report["runs"].values()
+                   if r and (r.get("final_eval") or {}).get("long_context")), None)
+    if window:
+        lines += ["", f"Long-context gain: loss of the last {window:,} positions of each "
+                  f"held-out sequence with only the {window:,} tokens before them, minus the "
+                  "same with the full context; positive: the model uses distant text."]
+    return lines
 
 
 _COLORS = {"dense": "tab:blue", "lighthouse": "tab:orange", "causal": "tab:green"}

@@ -5,7 +5,8 @@ skipped.
 
 A ``wsd`` arm whose ``constant`` twin (same arm and seed) ran first branches from the twin's
 checkpoint at the step where the decay starts: up to there the two runs are the same run (same
-learning rates, data order and random state), so only the decay is trained again.
+learning rates, data order and random state), so only the decay is trained again. Arms planned
+for equal time train last, once the runs they are planned from have finished.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..jsonfile import write_json
@@ -24,6 +25,7 @@ from ..models import ModelConfig
 from ..train import TrainConfig, train
 from ..train.checkpoint import list_checkpoints
 from ..train.metrics import read_metrics
+from .equal_time import plan_steps, save_plan, saved_plan
 from .final_eval import CACHE
 
 
@@ -38,6 +40,9 @@ class Job:
     run: TrainConfig
     model: ModelConfig
     branch_from: Job | None = None  # the constant twin of a wsd arm
+    equal_time: Job | None = None  # the recipe run this dense run is planned to match
+    dense_ref: Job | None = None  # the dense run that times the plan
+    plan: dict | None = None  # the equal-time plan, once made
 
     @property
     def run_dir(self) -> Path:
@@ -121,12 +126,43 @@ def prepare(job: Job) -> str:
     return "start"
 
 
+def apply_plan(job: Job, plan: dict) -> None:
+    """Set an equal-time job's dense steps from ``plan``; ``ValueError`` if the plan does not
+    make a valid run (e.g. fewer steps than warm-up plus decay)."""
+    try:
+        run = replace(job.run, dense_steps=plan["steps"])
+        run.validate()
+    except ValueError as err:
+        raise ValueError(f"arm {job.arm!r} planned for equal time ({plan['steps']} steps): "
+                         f"{err}") from None
+    job.run, job.plan = run, plan
+
+
+def plan_equal_time(job: Job, echo=print) -> None:
+    """Plan an equal-time job from its recipe's and the dense arm's finished runs (or reuse
+    the plan kept in its run directory) and record the plan there."""
+    plan = saved_plan(job.run_dir)
+    if plan is None:
+        plan = plan_steps(job.equal_time.run_dir, job.dense_ref.run_dir)
+        echo(f"compare: {job.name}: planned {plan['steps']} dense steps to end with "
+             f"{job.equal_time.name} ({plan['recipe_s']:.1f} s; dense {plan['dense_step_s']:.3f}"
+             f" s/step after {plan['dense_startup_s']:.1f} s of start-up)")
+    apply_plan(job, plan)
+    job.run_dir.mkdir(parents=True, exist_ok=True)
+    save_plan(job.run_dir, plan)
+
+
 def run_jobs(jobs: list[Job], parallel: int, progress: bool, echo=print) -> None:
-    """Train every job to its end; wsd jobs after their constant twins. ``parallel > 1`` runs
-    that many processes at once, each on its own GPU when GPUs are visible."""
-    first = [j for j in jobs if j.branch_from is None]
+    """Train every job to its end; wsd jobs after their constant twins, equal-time jobs after
+    the runs they are planned from. ``parallel > 1`` runs that many processes at once, each on
+    its own GPU when GPUs are visible."""
+    first = [j for j in jobs if j.branch_from is None and j.equal_time is None]
     later = [j for j in jobs if j.branch_from is not None]
-    for wave in (first, later):
+    last = [j for j in jobs if j.equal_time is not None]
+    for wave in (first, later, last):
+        for job in wave:
+            if job.equal_time is not None:
+                plan_equal_time(job, echo)
         if parallel > 1:
             _run_parallel(wave, parallel, echo)
         else:

@@ -11,7 +11,7 @@
 from .loading import EvalCheckpoint, load_checkpoint
 from .passkey import PasskeyResult, run_passkey
 from .plots import plot_passkey, plot_position_loss, plot_selection
-from .position_loss import PositionLoss, loss_by_position, position_buckets
+from .position_loss import PositionLoss, context_ranges, loss_by_position, position_buckets
 from .selection import layer_qkv, leaf_levels, model_selection, selection_summary
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
            "layer_qkv",
            "leaf_levels",
            "load_checkpoint",
+           "context_ranges",
            "loss_by_position",
            "model_selection",
            "plot_passkey",

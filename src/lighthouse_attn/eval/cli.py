@@ -19,7 +19,7 @@ from .leak import measure_leak
 from .loading import EvalCheckpoint, load_checkpoint
 from .passkey import DEFAULT_CONTEXTS, DEFAULT_DEPTHS, MIN_CONTEXT, plan_contexts, run_passkey
 from .plots import plot_passkey, plot_position_loss
-from .position_loss import loss_by_position
+from .position_loss import GAIN_WINDOW, loss_by_position
 
 NIAH_HELP = "passkey retrieval: a digit hidden at several depths and context lengths"
 LOSS_HELP = "held-out loss overall and by token position, for one or more checkpoints"
@@ -242,13 +242,15 @@ def loss_main(args: argparse.Namespace) -> int:
             raise ValueError(f"one sequence of {seq_len:,} tokens needs about {gib(per)} for "
                              f"{ckpt.name}, more than the {gib(budget)} available "
                              "(--memory-gib); lower --seq-len")
-        results.append(loss_by_position(ckpt.model, data, name=ckpt.name,
-                                        max_sequences=args.max_sequences, batch_size=batch,
-                                        device=device, precision=args.precision,
-                                        progress=not args.no_progress))
+        results.append(loss_by_position(
+            ckpt.model, data, name=ckpt.name, max_sequences=args.max_sequences,
+            batch_size=batch, device=device, precision=args.precision,
+            gain_window=GAIN_WINDOW if args.attention == "dense" else None,
+            progress=not args.no_progress))
     print(f"loss by position ({args.attention} attention, {results[0].sequences} x "
           f"{seq_len:,} tokens of {', '.join(args.data)})")
     print(_loss_table(results))
+    print(_ranges_table(results))
 
     out = Path(args.out)
     stem = file_stem("loss_" + "_vs_".join(r.name for r in results))
@@ -261,6 +263,27 @@ def loss_main(args: argparse.Namespace) -> int:
                        f"held-out loss by position ({args.attention} attention)")
     print(f"wrote {out / (stem + '.json')} and {out / (stem + '.png')}")
     return 0
+
+
+def _ranges_table(results) -> str:
+    """Loss per context range and the long-context gain, one column per checkpoint."""
+    width = max(12, *(len(r.name) + 2 for r in results))
+    lines = [f"{'context range':>18}" + "".join(f"{r.name:>{width}}" for r in results)]
+    for i, rng in enumerate(results[0].ranges):
+        lines.append(f"{rng['label']:>18}" +
+                     "".join(f"{r.ranges[i]['loss']:>{width}.4f}" for r in results))
+    gains = [r.long_context for r in results]
+    if any(gains):
+        window = next(g["window"] for g in gains if g)
+        lines.append(f"{'long-context gain':>18}" + "".join(
+            f"{g['gain']:>+{width}.4f}" if g else f"{'-':>{width}}" for g in gains))
+        lines.append(f"(gain: loss of the last {window:,} positions with only the {window:,} "
+                     "tokens before them, minus with the full context; > 0: distant text "
+                     "helps)")
+    else:
+        lines.append(f"(no long-context gain: it needs dense attention and seq_len >= "
+                     f"{2 * GAIN_WINDOW:,})")
+    return "\n".join(lines)
 
 
 def _loss_table(results) -> str:

@@ -77,7 +77,9 @@ def plot_position_loss(results: list[PositionLoss], path: str | Path, title: str
         ax.plot(pos, smooth, color=color, lw=0.8, alpha=0.3)
         mids = [math.sqrt(b["start"] * (b["end"] - 1)) for b in r.buckets]
         ax.plot(mids, [b["loss"] for b in r.buckets], color=color, marker="o", lw=1.8,
-                label=f"{r.name} (mean {r.loss:.3f}, {r.sequences} x {r.seq_len:,} tokens)")
+                label=f"{r.name} (mean {r.loss:.3f}, {r.sequences} x {r.seq_len:,} tokens"
+                      + (f", long-context gain {r.long_context['gain']:+.3f}"
+                         if r.long_context else "") + ")")
     ax.set_xscale("log", base=2)
     from matplotlib.ticker import FuncFormatter
 
