@@ -302,3 +302,30 @@ def test_equal_time_plan_needs_finished_runs(tmp_path):
 
     with pytest.raises(ValueError, match="has not run"):
         plan_steps(tmp_path / "a", tmp_path / "b")
+
+
+def test_a_signal_stops_the_comparison_after_evaluating_finished_arms(data, tmp_path,
+                                                                      monkeypatch, capsys):
+    """SIGTERM in an arm stops the whole comparison (no later arm starts), with exit 143 and
+    one line; arms that finished before it already have their final evaluation."""
+    from types import SimpleNamespace
+
+    import lighthouse_attn.compare.runner as runner
+
+    real, started = runner.train, []
+
+    def train(run, model, **kw):
+        started.append(run.run_dir)
+        if len(started) == 2:
+            return SimpleNamespace(status="interrupted", interrupted_by="SIGTERM")
+        return real(run, model, **kw)
+
+    monkeypatch.setattr(runner, "train", train)
+    out = tmp_path / "sig"
+    assert main(_args(data, out, "--arms", "dense,lighthouse,causal", "--schedules",
+                      "constant", "--seeds", "0", "--passkey-trials", "0")) == 143
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["compare: SIGTERM while training lighthouse-constant-s0: its checkpoint is "
+                   "written; run the same command again to resume the comparison"]
+    assert len(started) == 2 and not (out / "runs" / "causal-constant-s0").exists()
+    assert (out / "runs" / "dense-constant-s0" / "compare_eval.json").is_file()

@@ -23,8 +23,9 @@ from ..models import add_model_arguments, build_model_config, model_label
 from ..train.options import SCHEDULES, add_train_arguments, train_config_from_args
 from .arms import Arm, arm_configs, check_equal_time, parse_arm, run_name
 from .equal_time import saved_plan
-from .runner import Job, apply_plan, is_finished, run_jobs
+from .runner import Interrupted, Job, apply_plan, is_finished, run_jobs
 
+_EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 HELP = "dense vs Lighthouse-then-dense on held-out text over paired seeds: the verdict"
 
 
@@ -166,22 +167,33 @@ def main(args: argparse.Namespace) -> int:
         print("compare: warning: the arms train on different numbers of tokens; the verdict "
               "is not a matched-token comparison", file=sys.stderr)
     out = Path(args.out)
+    device = resolve_device(args.device)
+    if device.type == "cpu":
+        set_cpu_threads(args.threads)
+
+    def evaluate(job: Job) -> None:
+        if is_finished(job.run_dir, job.run.total_steps):
+            evaluate_final(job.run_dir, job.run.eval_data, job.run.seq_len,
+                           job.run.eval_sequences, args.passkey_trials,
+                           max(1, job.run.batch_size // job.run.grad_accum), device,
+                           progress=not args.no_progress)
+
     if not args.report_only:
         parallel = (max(1, torch.cuda.device_count()) if args.jobs == "auto" else
                     int(args.jobs) if args.jobs.isdigit() and int(args.jobs) > 0 else None)
         if parallel is None:
             raise ValueError(f"--jobs must be a positive number or 'auto' (got {args.jobs!r})")
-        run_jobs(jobs, parallel, progress=not args.no_progress)
-    device = resolve_device(args.device)
-    if device.type == "cpu":
-        set_cpu_threads(args.threads)
+        try:
+            run_jobs(jobs, parallel, progress=not args.no_progress, on_finished=evaluate)
+        except Interrupted as stop:
+            print(f"compare: {stop.signal_name} while training {stop.job.name}: its checkpoint "
+                  "is written; run the same command again to resume the comparison",
+                  file=sys.stderr)
+            return _EXIT_CODES.get(stop.signal_name, 130)
+        for job in jobs:  # arms trained in parallel processes
+            evaluate(job)
     runs = {}
     for job in jobs:
-        if not args.report_only and is_finished(job.run_dir, job.run.total_steps):
-            evaluate_final(job.run_dir, job.run.eval_data, job.run.seq_len,
-                           job.run.eval_sequences, args.passkey_trials,
-                           max(1, job.run.batch_size // job.run.grad_accum), device,
-                           progress=not args.no_progress)
         runs[job.name] = rep.run_summary(job.run_dir)
     earlier = out / "compare.json"
     if args.report_only and earlier.is_file():  # where the runs ran, not where this runs

@@ -152,10 +152,24 @@ def plan_equal_time(job: Job, echo=print) -> None:
     save_plan(job.run_dir, plan)
 
 
-def run_jobs(jobs: list[Job], parallel: int, progress: bool, echo=print) -> None:
+class Interrupted(Exception):
+    """A signal stopped an arm (its checkpoint is written); the comparison stops there."""
+
+    def __init__(self, signal_name: str, job: Job) -> None:
+        super().__init__(f"{signal_name} while training {job.name}")
+        self.signal_name, self.job = signal_name, job
+
+
+def run_jobs(jobs: list[Job], parallel: int, progress: bool, echo=print,
+             on_finished=None) -> None:
     """Train every job to its end; wsd jobs after their constant twins, equal-time jobs after
     the runs they are planned from. ``parallel > 1`` runs that many processes at once, each on
-    its own GPU when GPUs are visible."""
+    its own GPU when GPUs are visible. ``on_finished(job)`` runs after each job trained in
+    this process finishes (and for finished ones found), before the next starts, so that an
+    arm's final evaluation never waits for the whole comparison.
+
+    Raises:
+        Interrupted: SIGINT or SIGTERM stopped an arm (after its checkpoint)."""
     first = [j for j in jobs if j.branch_from is None and j.equal_time is None]
     later = [j for j in jobs if j.branch_from is not None]
     last = [j for j in jobs if j.equal_time is not None]
@@ -170,7 +184,11 @@ def run_jobs(jobs: list[Job], parallel: int, progress: bool, echo=print) -> None
                 what = prepare(job)
                 echo(f"compare: {job.name}: {what}")
                 if what != "done":
-                    train(job.run, job.model, resume=True, progress=progress)
+                    result = train(job.run, job.model, resume=True, progress=progress)
+                    if result.status == "interrupted":
+                        raise Interrupted(result.interrupted_by or "signal", job)
+                if on_finished is not None:
+                    on_finished(job)
 
 
 def _run_parallel(jobs: list[Job], parallel: int, echo) -> None:
