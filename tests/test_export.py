@@ -123,7 +123,7 @@ def test_stage1_checkpoint_is_exported_with_a_warning(tmp_path, capsys):
 @pytest.mark.parametrize("case,match", [
     ("no-model", "holds no model"),
     ("unwritable", "cannot write"),
-    ("occupied", "already holds files; pass --overwrite"),
+    ("occupied", "already holds files; choose a new directory"),
     ("file", "is a file"),
 ])
 def test_export_errors_are_one_line(tmp_path, capsys, case, match):
@@ -142,6 +142,48 @@ def test_export_errors_are_one_line(tmp_path, capsys, case, match):
     assert main(["export", str(run), str(out)]) == 2
     err = capsys.readouterr().err
     assert match in err and len(err.strip().splitlines()) == 1
+
+
+def test_export_never_deletes_the_run_or_other_files(tmp_path, capsys, monkeypatch):
+    """`export RUN RUN --overwrite` and `export par/run par --overwrite` used to delete the
+    run; --overwrite replaces only an earlier export."""
+    par = tmp_path / "par"
+    par.mkdir()
+    run, _ = _run_dir(par, DEMO)
+    (par / "notes.txt").write_text("mine")
+    before = sorted(p.relative_to(par) for p in par.rglob("*"))
+    for out, match in ((run, "is or contains the run being exported"),
+                       (par, "is or contains the run being exported"),
+                       (tmp_path, "is or contains the run being exported")):
+        assert main(["export", str(run), str(out), "--overwrite"]) == 2
+        err = capsys.readouterr().err
+        assert match in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.relative_to(par) for p in par.rglob("*")) == before
+    # a directory of other files is never replaced, with or without --overwrite
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("x")
+    assert main(["export", str(run), str(other), "--overwrite"]) == 2
+    assert "not an earlier export" in capsys.readouterr().err
+    assert (other / "keep.txt").read_text() == "x"
+    # `export RUN .` in a busy folder, and a path below a file: one line each
+    monkeypatch.chdir(par)
+    assert main(["export", "run", "."]) == 2
+    assert "is or contains the run" in capsys.readouterr().err
+    assert main(["export", str(run), str(par / "notes.txt" / "sub")]) == 2
+    assert "notes.txt is a file, not a directory" in capsys.readouterr().err
+    # an earlier export is replaced with --overwrite
+    out = tmp_path / "exp"
+    assert main(["export", str(run), str(out)]) == 0
+    assert main(["export", str(run), str(out), "--overwrite"]) == 0
+    assert (out / "model.safetensors").is_file()
+
+
+def test_exporting_an_unfinished_run_warns(tmp_path, capsys):
+    run, _ = _run_dir(tmp_path, DEMO, stage1_only=True)
+    assert main(["export", str(run), str(tmp_path / "out")]) == 0
+    assert "has not finished (no final/ model): exporting its newest checkpoint, step_" in \
+        capsys.readouterr().err
 
 
 def test_generate_errors(tmp_path, capsys):

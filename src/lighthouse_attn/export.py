@@ -25,18 +25,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "checkpoint) or checkpoint directory")
     parser.add_argument("out", metavar="OUT_DIR", help="directory to write")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace OUT_DIR if it already holds files")
+                        help="replace OUT_DIR if it holds an earlier export (nothing else is "
+                             "ever replaced)")
 
 
-def check_output_dir(out: Path, overwrite: bool) -> None:
-    """``ValueError`` unless ``out`` can be written: not an existing file, empty or
-    ``overwrite``, and a writable parent."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"{out} is a file; choose a directory for the export")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ValueError(f"{out} already holds files; pass --overwrite to replace it, or "
-                         "choose another directory")
-    parent = out.resolve().parent
+EXPORT_FILES = {"config.json", "generation_config.json", "model.safetensors",
+                "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json",
+                "special_tokens_map.json", "chat_template.jinja"}
+"""Files an export writes (sharded weights ``model-*.safetensors`` too)."""
+
+
+def is_export(path: Path) -> bool:
+    """True when ``path`` holds an earlier export and nothing else."""
+    names = {p.name for p in path.iterdir()}
+    return ({"config.json"} <= names and any(n.endswith(".safetensors") for n in names) and
+            all(n in EXPORT_FILES or (n.startswith("model-") and n.endswith(".safetensors"))
+                for n in names))
+
+
+def check_output_dir(out: Path, overwrite: bool, source: Path | None = None) -> None:
+    """``ValueError`` unless ``out`` can be written: not a file or below one, not the source
+    run nor a directory holding it, empty (or, with ``overwrite``, an earlier export), and
+    a writable parent."""
+    resolved = out.resolve()
+    for parent in (resolved, *resolved.parents):
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"cannot write {out}: {parent} is a file, not a directory; choose "
+                             "a directory path for the export")
+    if source is not None:
+        src = source.resolve()
+        if resolved == src or resolved in src.parents:
+            raise ValueError(f"{out} is or contains the run being exported ({source}); choose "
+                             f"a new directory, e.g. {source.name}-hf")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise ValueError(f"{out} already holds files; choose a new directory (e.g. "
+                             f"{out.name or 'run'}-hf), or pass --overwrite to replace an "
+                             "earlier export there")
+        if not is_export(out):
+            raise ValueError(f"{out} holds files that are not an earlier export; --overwrite "
+                             "replaces only an export (config.json, model.safetensors, "
+                             "tokenizer files): choose a new directory")
+    parent = resolved.parent
     while not parent.exists():
         parent = parent.parent
     if not os.access(parent, os.W_OK):
@@ -60,10 +90,13 @@ def export(run: str | Path, out: str | Path, overwrite: bool = False) -> dict:
     from .train.checkpoint import load_model, resolve_model_dir
 
     out = Path(out)
-    check_output_dir(out, overwrite)
+    check_output_dir(out, overwrite, source=Path(run))
     model_dir = resolve_model_dir(run)
     model, info = load_model(model_dir, attention="dense")
     warnings = []
+    if model_dir.parent.name == "checkpoints" and Path(run).resolve() != model_dir.resolve():
+        warnings.append(f"{run} has not finished (no final/ model): exporting its newest "
+                        f"checkpoint, {model_dir.name}")
     if info["trained_attention"] == "lighthouse":
         warnings.append(f"{model_dir} was saved during stage 1 (trained with Lighthouse "
                         "attention, before any dense recovery): it is exported as a dense model, "

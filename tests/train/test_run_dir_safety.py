@@ -183,3 +183,48 @@ def test_lighthouse_costlier_than_dense_is_announced(corpus, tmp_path, capsys):
     assert main(["train", *TINY_ARGS, "--data", corpus, "--run-dir", str(tmp_path / "w"),
                  "--dry-run"]) == 0
     assert "Lighthouse costs more than dense attention here" in capsys.readouterr().out
+
+
+def test_a_directory_without_config_is_never_wiped(corpus, tmp_path, capsys):
+    """The issue's reproduction: foreign checkpoints/ and final/ in a new --run-dir are
+    refused, not deleted; --overwrite replaces only what a run writes."""
+    proj = tmp_path / "proj"
+    (proj / "checkpoints" / "other").mkdir(parents=True)
+    (proj / "final").mkdir()
+    (proj / "checkpoints" / "other" / "weights.bin").write_text("w")
+    (proj / "notes.md").write_text("mine")
+    args = ["train", "--preset", "demo", "--run-dir", str(proj), "--data", corpus,
+            "--lighthouse-steps", "2", "--dense-steps", "1", *TINY_ARGS]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "is not empty (checkpoints, final, notes.md)" in err and "--overwrite" in err
+    assert len(err.strip().splitlines()) == 1
+    assert (proj / "checkpoints" / "other" / "weights.bin").read_text() == "w"
+    assert main(args + ["--dry-run"]) == 2  # a dry run says so too
+    capsys.readouterr()
+    assert main(args + ["--overwrite"]) == 0
+    assert (proj / "notes.md").read_text() == "mine"  # not a run file: kept
+    assert not (proj / "checkpoints" / "other").exists()
+
+
+def test_lost_config_with_checkpoints_says_how_to_recover(done, tmp_path, capsys):
+    d = _copy_run(done.run_dir, tmp_path / "lost", 4)
+    (d / "config.json").unlink()
+    args = ["train", "--preset", "demo", "--run-dir", str(d), "--data", done.data[0],
+            *TINY_ARGS]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "holds checkpoints (step_0000002, step_0000004) but no config.json" in err
+    assert "export" in err and len(err.strip().splitlines()) == 1
+    assert list_checkpoints(d)
+    assert main(["train", "--resume", str(d)]) == 2
+    err = capsys.readouterr().err
+    assert "holds checkpoints but no config.json" in err and "export" in err
+
+
+def test_library_fresh_start_refuses_a_used_directory(done, corpus, tmp_path):
+    d = _copy_run(done.run_dir, tmp_path / "used", 4)
+    run = tiny_run(tmp_path, "used", corpus)
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(run, TINY_MODEL, progress=False)
+    assert list_checkpoints(d)

@@ -219,6 +219,38 @@ RUN_FILES = ("checkpoints", "final", "config.json", "metrics.jsonl", "train.log"
 """What a run writes into its directory (a fresh start with --overwrite removes them)."""
 
 
+def check_fresh_run_dir(run_dir: str | Path, overwrite: bool) -> None:
+    """A fresh start may write into ``run_dir`` only when it is missing or empty (its lock
+    aside), or with ``overwrite`` (which replaces the entries of :data:`RUN_FILES` and keeps
+    anything else). ``ValueError`` names what is there and how to go on: a directory whose
+    ``config.json`` is gone but whose checkpoints remain says how to recover it."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"run directory {run_dir} is a file, not a directory; choose another "
+                         "--run-dir")
+    if not run_dir.is_dir():
+        return
+    held = sorted(p.name for p in run_dir.iterdir() if p.name != ".lock")
+    if not held:
+        return
+    ckpts = list_checkpoints(run_dir)
+    if ckpts and not (run_dir / "config.json").is_file() and not overwrite:
+        raise ValueError(f"{run_dir} holds checkpoints ({', '.join(p.name for _, p in ckpts)}) "
+                         "but no config.json: the run's settings are lost. To resume, write "
+                         "config.json again with the settings it was started with and run "
+                         f"--resume {run_dir}; to export its model, run lighthouse-attn export "
+                         f"{ckpts[-1][1]} OUT; to start over and delete them, pass --overwrite")
+    if (run_dir / "config.json").is_file() and not overwrite:
+        raise ValueError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
+                         "or pass --overwrite to replace it, or choose another --run-dir")
+    if not overwrite:
+        shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+        raise ValueError(f"{run_dir} is not empty ({shown}); a fresh run needs a new or empty "
+                         "directory: choose another --run-dir, or pass --overwrite to replace "
+                         f"{', '.join(n for n in RUN_FILES if n in held) or 'nothing'} "
+                         "(other files stay)")
+
+
 def clear_run_files(run_dir: str | Path) -> None:
     """Remove an earlier run's files from ``run_dir`` (call while holding its lock)."""
     for name in RUN_FILES:

@@ -53,6 +53,14 @@ def _resume_configs(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig]
                          f"{flags}")
     path = Path(args.resume) / "config.json"
     if not path.is_file():
+        from .checkpoint import list_checkpoints
+
+        ckpts = list_checkpoints(args.resume)
+        if ckpts:
+            raise ValueError(f"{args.resume} holds checkpoints but no config.json: the run's "
+                             "settings are lost; write config.json again with the settings it "
+                             "was started with ({\"train\": ..., \"model\": ...}), or export "
+                             f"its model with lighthouse-attn export {ckpts[-1][1]} OUT")
         raise ValueError(f"{args.resume} is not a run directory (no config.json)")
     try:
         saved = json.loads(path.read_text())
@@ -74,14 +82,7 @@ def _new_run_dir(args: argparse.Namespace, label: str) -> str:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ValueError("pass --run-dir under torchrun (every process must agree on it)")
         return os.path.join("runs", f"{label}-{time.strftime('%Y%m%d-%H%M%S')}")
-    run_dir = Path(args.run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ValueError(f"--run-dir {run_dir} is a file, not a directory; choose another "
-                         "--run-dir")
-    if (run_dir / "config.json").exists() and not args.dry_run and not args.overwrite:
-        raise ValueError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
-                         "or pass --overwrite, or choose another --run-dir")
-    return str(run_dir)
+    return str(Path(args.run_dir))
 
 
 def main(args: argparse.Namespace) -> int:
@@ -92,8 +93,8 @@ def main(args: argparse.Namespace) -> int:
         label = model_label(args, model)
         run = replace(train_config_from_args(args, _new_run_dir(args, label)), preset=label)
     try:
-        result = train(run, model, resume=bool(args.resume), progress=not args.no_progress,
-                       dry_run=args.dry_run)
+        result = train(run, model, resume=bool(args.resume), overwrite=args.overwrite,
+                       progress=not args.no_progress, dry_run=args.dry_run)
     except TrainingError as err:
         print(f"lighthouse-attn train: error: {err}", file=sys.stderr)
         return 1

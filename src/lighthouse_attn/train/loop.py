@@ -61,10 +61,12 @@ class RunResult:
 
 
 def train(run: TrainConfig, model_config: ModelConfig, *, resume: bool = False,
-          progress: bool = True, dry_run: bool = False,
+          overwrite: bool = False, progress: bool = True, dry_run: bool = False,
           on_step: Callable[[dict], None] | None = None) -> RunResult:
     """Run (or, with ``resume``, continue) a two-stage training run in ``run.run_dir``.
 
+    A fresh start needs a new or empty ``run.run_dir``; ``overwrite`` lets it replace an
+    earlier run's files there (:data:`checkpoint.RUN_FILES`; anything else stays).
     ``on_step(record)`` is called on the main process after every step with its metrics.
 
     Raises:
@@ -73,6 +75,8 @@ def train(run: TrainConfig, model_config: ModelConfig, *, resume: bool = False,
     """
     run.validate()  # settings first: they need no process group
     validate_model_for_run(model_config, run)
+    if not resume:
+        checkpoint.check_fresh_run_dir(run.run_dir, overwrite)
     env = distributed.setup(run.device, run.context_parallel)
     lock = None
     try:
@@ -156,7 +160,7 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, resume: bo
         else:  # a prepared directory that never trained (as compare makes them)
             log.event(f"started {run_dir}")
     elif env.is_main:
-        checkpoint.clear_run_files(run_dir)  # a fresh start (the CLI asked for --overwrite)
+        checkpoint.clear_run_files(run_dir)  # a fresh start: empty, or asked to overwrite
         write_json(run_dir / "config.json",
                    {"train": run.to_dict(), "model": model_config.to_dict()})
         log.event(f"started {run_dir}")
