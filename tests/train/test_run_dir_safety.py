@@ -214,7 +214,7 @@ def test_lost_config_with_checkpoints_says_how_to_recover(done, tmp_path, capsys
             *TINY_ARGS]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert "holds checkpoints (step_0000002, step_0000004) but no config.json" in err
+    assert "holds checkpoints (step_0000003, step_0000004) but no config.json" in err
     assert "export" in err and len(err.strip().splitlines()) == 1
     assert list_checkpoints(d)
     assert main(["train", "--resume", str(d)]) == 2
