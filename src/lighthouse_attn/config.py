@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass
 
 TILE = 128
@@ -67,6 +68,10 @@ class LighthouseConfig:
     deterministic: bool = False
 
     def __post_init__(self) -> None:
+        for name in ("num_levels", "pooling_factor", "topk", "dilation"):
+            value = getattr(self, name)  # numpy and other integer types become int
+            if isinstance(value, numbers.Integral) and not isinstance(value, (bool, int)):
+                object.__setattr__(self, name, int(value))
         if not _is_int(self.num_levels) or self.num_levels < 1:
             raise ValueError(f"num_levels must be an integer >= 1 (got {self.num_levels!r}); "
                              "the paper uses 3, and 1 means dense attention")

@@ -11,8 +11,13 @@ from train_helpers import make_corpus, metrics  # noqa: E402
 
 from lighthouse_attn.cli import main
 from lighthouse_attn.compare.arms import parse_arm
-from lighthouse_attn.compare.report import (build_report, comparison_line, loss_at_time,
-                                            time_to_reach, verdict)
+from lighthouse_attn.compare.report import (
+    build_report,
+    comparison_line,
+    loss_at_time,
+    time_to_reach,
+    verdict,
+)
 
 
 @pytest.fixture(scope="module")
@@ -238,7 +243,8 @@ def test_verdict_names_the_dense_run_planned_for_the_same_time():
                            "time (dense for 285 steps (dshort, wsd schedule), 0.95x the time): "
                            "not distinguishable, -0.045 nats/byte [95% CI -0.110, +0.019], "
                            "n=4.")
-    assert "At matched tokens vs dense (0.71x the time): not distinguishable, +0.106 [95% CI" in text
+    assert ("At matched tokens vs dense (0.71x the time): not distinguishable, +0.106 [95% CI"
+            in text)
     assert "planned" not in verdict([comp("lighthouse-wsd", "dense-wsd", [0.06], 0.71, [0, 400]),
                                      comp("lighthouse-wsd", "x-wsd", [0.1], 0.5, [0, 100])])
     line = comparison_line(comp("lighthouse-wsd", "dense-wsd", [-0.02, 0.04], 0.71, [0, 400]))

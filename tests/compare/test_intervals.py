@@ -8,8 +8,12 @@ import math
 import pytest
 
 from lighthouse_attn.compare.report import build_report, markdown, run_summary
-from lighthouse_attn.compare.stats import (describe_interval, mean_interval, paired_interval,
-                                           t_quantile)
+from lighthouse_attn.compare.stats import (
+    describe_interval,
+    mean_interval,
+    paired_interval,
+    t_quantile,
+)
 
 
 @pytest.mark.parametrize("df,expected", [(1, 12.7062), (2, 4.3027), (3, 3.1824), (4, 2.7764),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from functools import lru_cache
+from functools import cache
 
 LEVEL = 0.95
 """Two-sided confidence level of every interval in the report."""
@@ -26,7 +26,7 @@ def _t_cdf_upper_half(t: float, df: int, steps: int = 4000) -> float:
     return s * h / 3
 
 
-@lru_cache(maxsize=None)
+@cache
 def t_quantile(df: int, level: float = LEVEL) -> float:
     """The two-sided ``level`` quantile of Student's t with ``df`` degrees of freedom
     (``t_quantile(3) = 3.182``).

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from .corpus import load_tokens, read_documents, resolve_paths
+from .corpus import (
+           Corpus,
+           Scan,
+           load_corpus,
+           load_tokens,
+           read_documents,
+           resolve_paths,
+           scan_paths,
+)
 from .loader import BatchLoader
 from .packing import PackedSequences, pack_documents
 from .stdlib import stdlib_documents, stdlib_root
@@ -13,14 +21,18 @@ __all__ = [
            "TOKENIZER",
            "VOCAB_SIZE",
            "BatchLoader",
+           "Corpus",
            "ByteTokenizer",
            "PackedSequences",
+           "Scan",
            "decode",
            "encode",
+           "load_corpus",
            "load_tokens",
            "pack_documents",
            "read_documents",
            "resolve_paths",
+           "scan_paths",
            "stdlib_documents",
            "stdlib_root",
            "vocab_size",

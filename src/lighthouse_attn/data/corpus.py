@@ -1,8 +1,12 @@
 """Corpus readers: files, directories (recursive), globs, ``.jsonl`` and plain text.
 
 Every plain-text file is one document; every line of a ``.jsonl`` file is one document (its
-``text_field``). Hidden files and directories are skipped, and so are binary files (a NUL byte
-in the first 8 KiB) found while walking a directory.
+``text_field``). Files are de-duplicated by their real path (a file reached twice, through a
+link or two overlapping paths, is read once), and directory links are followed once (loops are
+cut). While walking a directory, hidden entries, binary files (a NUL byte in the first 8 KiB),
+anything that is not a regular file (pipes, sockets, devices) and run directories (a
+``config.json`` beside a ``metrics.jsonl``, or a comparison's ``compare.json``) are skipped;
+:class:`Scan` counts what was skipped or merged, so that the trainer can say so.
 """
 
 from __future__ import annotations
@@ -10,7 +14,9 @@ from __future__ import annotations
 import glob
 import json
 import os
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -18,10 +24,41 @@ from .packing import pack_documents
 from .stdlib import stdlib_documents
 
 _GLOB_CHARS = "*?["
+_NON_REGULAR = "non-regular (pipe, socket, device or broken link)"
 
 
-def resolve_paths(paths: list[str]) -> list[str]:
-    """Expand globs and directories into a sorted, de-duplicated list of files.
+@dataclass
+class Scan:
+    """The files of some data paths and what the scan left out: ``merged`` paths that named
+    a file already listed; ``skipped`` counts per reason; ``excluded`` run directories."""
+
+    files: list[str] = field(default_factory=list)
+    merged: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    excluded: list[str] = field(default_factory=list)
+
+    def notes(self) -> list[str]:
+        """One line per thing a user should know about the scan (empty when none)."""
+        out = []
+        if self.merged:
+            out.append(f"{self.merged} data path(s) named a file already read (the same real "
+                       "file through links or overlapping paths): read once")
+        for reason, n in sorted(self.skipped.items()):
+            out.append(f"skipped {n} {reason} file(s) in the data directories")
+        for d in self.excluded:
+            out.append(f"skipped {d}: a run or comparison directory, never read as data")
+        return out
+
+
+def _is_run_dir(path: str) -> bool:
+    return ((os.path.isfile(os.path.join(path, "config.json")) and
+             os.path.isfile(os.path.join(path, "metrics.jsonl"))) or
+            os.path.isfile(os.path.join(path, "compare.json")))
+
+
+def scan_paths(paths: list[str], exclude: Iterable[str] = ()) -> Scan:
+    """Expand globs and directories into a sorted, de-duplicated list of files; directories
+    in ``exclude`` (e.g. the run's own directory) are never entered.
 
     Raises:
         ValueError: no paths, a path that does not exist, a glob or directory with no files.
@@ -29,25 +66,32 @@ def resolve_paths(paths: list[str]) -> list[str]:
     if not paths:
         raise ValueError("no data paths given; pass --data FILE|DIR|GLOB (or omit --data for "
                          "the embedded stdlib corpus)")
-    files: list[str] = []
+    scan = Scan()
+    excluded = {os.path.realpath(e) for e in exclude}
+    found: list[str] = []
     for path in paths:
         if any(c in path for c in _GLOB_CHARS):
             matches = sorted(glob.glob(path, recursive=True))
             if not matches:
                 raise ValueError(f"data glob {path!r} matches nothing")
             for m in matches:
-                files.extend(_walk(m) if os.path.isdir(m) else [m])
+                if os.path.isdir(m):
+                    found.extend(_walk(m, scan, excluded))
+                elif os.path.isfile(m):
+                    found.append(m)
+                else:
+                    scan.skipped[_NON_REGULAR] += 1
         elif os.path.isdir(path):
-            found = _walk(path)
-            if not found:
+            files = _walk(path, scan, excluded)
+            if not files:
                 raise ValueError(f"data directory {path!r} holds no readable text files")
-            files.extend(found)
+            found.extend(files)
         elif os.path.isfile(path):
             if _is_binary(path):
                 raise ValueError(f"data file {path!r} is binary (a NUL byte in its first 8 KiB), "
                                  "not text; pass text files, or a directory (binary files in "
                                  "directories are skipped)")
-            files.append(path)
+            found.append(path)
         elif os.path.exists(path):
             raise ValueError(f"data path {path!r} is not a regular file or directory (a device, "
                              "pipe or socket); pass files, directories or globs of text")
@@ -55,18 +99,43 @@ def resolve_paths(paths: list[str]) -> list[str]:
             raise ValueError(f"data path {path!r} does not exist (pass files, directories or "
                              "globs such as 'data/**/*.txt')")
     unique: dict[str, str] = {}
-    for f in files:
-        unique.setdefault(os.path.abspath(f), f)
-    return list(unique.values())
+    for f in found:
+        real = os.path.realpath(f)
+        if real in unique:
+            scan.merged += 1
+        else:
+            unique[real] = f
+    scan.files = list(unique.values())
+    return scan
 
 
-def _walk(root: str) -> list[str]:
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
+def resolve_paths(paths: list[str]) -> list[str]:
+    """The files of ``paths`` (see :func:`scan_paths`)."""
+    return scan_paths(paths).files
+
+
+def _walk(root: str, scan: Scan, excluded: set[str]) -> list[str]:
+    out, seen = [], set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a link back to a directory already walked
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        if real in excluded or (dirpath != root and _is_run_dir(dirpath)):
+            scan.excluded.append(dirpath)
+            dirnames[:] = []
+            continue
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             path = os.path.join(dirpath, name)
-            if not name.startswith(".") and not _is_binary(path):
+            if name.startswith("."):
+                continue
+            if not os.path.isfile(path):  # pipes, sockets, devices, broken links
+                scan.skipped[_NON_REGULAR] += 1
+            elif _is_binary(path):
+                scan.skipped["binary"] += 1
+            else:
                 out.append(path)
     return out
 
@@ -79,42 +148,94 @@ def _is_binary(path: str) -> bool:
         return True
 
 
-def read_documents(paths: list[str], text_field: str = "text") -> Iterator[str]:
-    """Documents of ``paths`` (see :func:`resolve_paths`), in file order.
+def read_documents(paths: list[str], text_field: str = "text",
+                   stats: Counter | None = None) -> Iterator[str]:
+    """Documents of ``paths`` (see :func:`scan_paths`), in file order. Bytes that are not
+    UTF-8 become U+FFFD; ``stats`` (if given) counts them (``"replaced_bytes"``) and the files
+    holding them (``"replaced_files"``).
 
     Raises:
         ValueError: unreadable files, invalid JSON lines, or a ``.jsonl`` record without a
             string ``text_field``.
     """
+    stats = Counter() if stats is None else stats
     for path in resolve_paths(paths):
         try:
-            if path.endswith(".jsonl"):
-                yield from _read_jsonl(path, text_field)
-            else:
-                with open(path, encoding="utf-8", errors="replace") as f:
-                    yield f.read()
+            with open(path, "rb") as f:
+                data = f.read()
         except OSError as err:
             raise ValueError(f"cannot read data file {path!r}: {err.strerror}") from None
+        text = _decode(data, stats)
+        if path.endswith(".jsonl"):
+            yield from _read_jsonl(path, text, text_field)
+        else:
+            yield text
 
 
-def _read_jsonl(path: str, text_field: str) -> Iterator[str]:
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({err.msg})") from None
-            if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
-                keys = sorted(record) if isinstance(record, dict) else []
-                raise ValueError(f"{path}:{lineno}: no string field {text_field!r} (keys: "
-                                 f"{keys}); choose the field with --text-field")
-            yield record[text_field]
+def _decode(data: bytes, stats: Counter) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = data.decode("utf-8", errors="replace")
+        stats["replaced_bytes"] += text.count("\ufffd") - data.count(b"\xef\xbf\xbd")
+        stats["replaced_files"] += 1
+        return text
+
+
+def _read_jsonl(path: str, text: str, text_field: str) -> Iterator[str]:
+    for lineno, line in enumerate(text.split("\n"), 1):  # JSON strings may hold U+2028
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{lineno}: invalid JSON ({err.msg})") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}:{lineno}: a JSON {type(record).__name__}, not an object "
+                             f"with a string field {text_field!r}; write one object per line")
+        value = record.get(text_field)
+        if value is None:
+            raise ValueError(f"{path}:{lineno}: no field {text_field!r} (keys: "
+                             f"{sorted(record)}); choose the field with --text-field")
+        if not isinstance(value, str):
+            raise ValueError(f"{path}:{lineno}: field {text_field!r} is a JSON "
+                             f"{_json_type(value)}, not a string; point --text-field at the "
+                             "field that holds the text")
+        yield value
+
+
+def _json_type(value) -> str:
+    return {bool: "boolean", int: "number", float: "number", list: "array", dict: "object"
+            }.get(type(value), type(value).__name__)
+
+
+@dataclass
+class Corpus:
+    """A packed token stream, the files it came from, and what a user should know about how
+    they were read (:meth:`Scan.notes`, replaced bytes)."""
+
+    tokens: np.ndarray
+    files: list[str]
+    notes: list[str]
+
+
+def load_corpus(paths: list[str] | None = None, text_field: str = "text",
+                exclude: Iterable[str] = ()) -> Corpus:
+    """:func:`load_tokens` with the files read and notes on what was skipped, merged or
+    replaced; directories in ``exclude`` are never read."""
+    if not paths:
+        return Corpus(pack_documents(stdlib_documents()), [], [])
+    scan = scan_paths(paths, exclude)
+    stats: Counter = Counter()
+    tokens = pack_documents(read_documents(scan.files, text_field, stats))
+    notes = scan.notes()
+    if stats["replaced_bytes"]:
+        notes.append(f"{stats['replaced_bytes']:,} byte(s) of invalid UTF-8 in "
+                     f"{stats['replaced_files']} file(s) were read as U+FFFD")
+    return Corpus(tokens, scan.files, notes)
 
 
 def load_tokens(paths: list[str] | None = None, text_field: str = "text") -> np.ndarray:
     """The packed ``uint16`` token stream of ``paths``, or of the embedded stdlib corpus when
     ``paths`` is empty or ``None``. Raises ``ValueError`` for missing or empty data."""
-    docs = read_documents(paths, text_field) if paths else stdlib_documents()
-    return pack_documents(docs)
+    return load_corpus(paths, text_field).tokens

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..data import BatchLoader, PackedSequences, load_tokens
+from ..data import BatchLoader, PackedSequences, load_corpus, scan_paths
 from ..jsonfile import write_json
 from ..models import ModelConfig, model_from_config
 from ..parallel import shard_sequence
@@ -104,7 +104,8 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, resume: bo
                             bf16, run.activation_checkpointing, run.lighthouse_steps > 0,
                             env.cp_size)
     check_memory(memory, env.device, run.activation_checkpointing)
-    data = PackedSequences(load_tokens(run.data, run.text_field), run.seq_len)
+    corpus = load_corpus(run.data, run.text_field, exclude=[run.run_dir])
+    data = PackedSequences(corpus.tokens, run.seq_len)
     loader = BatchLoader(data, run.batch_size, run.grad_accum, run.seed, env.dp_rank,
                          env.dp_size)
     validation = (Validation(run.eval_data, run.seq_len, run.eval_sequences,
@@ -112,6 +113,8 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, resume: bo
                   if run.eval_data else None)
     tensorboard = _tensorboard_check(run)
     echo(describe(run, model_config, env, data, memory, bf16, threads, validation))
+    for note in corpus.notes + _held_out_overlap(run, corpus.files):
+        echo(f"  note: {note}")
     lh = model_config.lighthouse
     if (run.lighthouse_steps and model_config.lighthouse_layer_indices and lh.num_levels > 1
             and lh.gathered_length(run.seq_len) >= run.seq_len):
@@ -271,6 +274,19 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, resume: bo
     env.barrier()
     status = "interrupted" if interrupted else "finished"
     return RunResult(status, step, str(run_dir), final_dir, summary_path, interrupted)
+
+
+def _held_out_overlap(run: TrainConfig, train_files: list[str]) -> list[str]:
+    """A warning when held-out files are also training files (then nothing is held out)."""
+    if not run.eval_data or not run.data:
+        return []
+    mine = {os.path.realpath(f) for f in train_files}
+    shared = [f for f in scan_paths(run.eval_data).files if os.path.realpath(f) in mine]
+    if not shared:
+        return []
+    return [f"warning: {len(shared)} held-out file(s) are also training data ({shared[0]}"
+            f"{', ...' if len(shared) > 1 else ''}): the held-out loss is not held out; pass "
+            "--eval-data text the run does not train on"]
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
