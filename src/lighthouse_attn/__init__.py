@@ -6,7 +6,6 @@
 """
 
 from .config import LighthouseConfig
-from .ops import Selection, lighthouse_attention, select
 
 __version__ = "0.1.0"
 __all__ = ["LighthouseConfig", "Selection", "lighthouse_attention", "plot_selection", "select",
@@ -14,8 +13,12 @@ __all__ = ["LighthouseConfig", "Selection", "lighthouse_attention", "plot_select
 
 
 def __getattr__(name: str):
-    # plot_selection lives with the evaluations (models, matplotlib); import it on first use so
-    # that `import lighthouse_attn` stays as light as the op
+    # the op (torch) and plot_selection (models, matplotlib) are imported on first use, so that
+    # the command line starts, and answers Ctrl-C, before torch is loaded
+    if name in ("Selection", "lighthouse_attention", "select"):
+        from . import ops
+
+        return getattr(ops, name)
     if name == "plot_selection":
         from .eval.plots import plot_selection
 

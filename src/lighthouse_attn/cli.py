@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 from .progress import quiet_libraries
@@ -44,21 +45,44 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code (2 for invalid input)."""
+    """Entry point; returns the exit code (2 for invalid input, 1 for a failed write, 130 and
+    143 for SIGINT and SIGTERM outside a training loop)."""
     argv = sys.argv[1:] if argv is None else argv
     command = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(command if command in COMMANDS else None)
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
-    if getattr(args, "no_progress", False) or not sys.stderr.isatty():
-        quiet_libraries()  # transformers' bars too: off when asked, and off in logs
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
+        parser = build_parser(command if command in COMMANDS else None)
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        command = args.command
+        if getattr(args, "no_progress", False) or not sys.stderr.isatty():
+            quiet_libraries()  # transformers' bars too: off when asked, and off in logs
         return importlib.import_module(COMMANDS[args.command][0]).main(args)
     except ValueError as err:
-        print(f"lighthouse-attn {args.command}: error: {err}", file=sys.stderr)
+        print(f"lighthouse-attn {command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a full disk, a read-only directory: the path and the cause
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"lighthouse-attn {command}: error: {where}{err.strerror or err}",
+              file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, Terminated) as stop:
+        name = "SIGTERM" if isinstance(stop, Terminated) else "SIGINT"
+        print(f"lighthouse-attn {command or ''}: stopped by {name}".replace(" :", ":"),
+              file=sys.stderr)
+        return 143 if name == "SIGTERM" else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(BaseException):
+    """SIGTERM outside a training loop (which checkpoints and stops on its own)."""
+
+
+def _terminated(signum, frame) -> None:
+    raise Terminated
 
 
 if __name__ == "__main__":

@@ -182,8 +182,12 @@ class LighthouseConfig:
         if self.num_levels == 1 or seq_len % self.coarsest_window:
             return []
         coarse = seq_len // self.coarsest_window
-        return [t * TILE for t in range(1, coarse // TILE + 1)
-                if coarse % t == 0 and coarse // t >= TILE]
+        divisors, d = set(), 1  # tile counts T: divisors of `coarse` with coarse / T >= 128
+        while d * d <= coarse:
+            if coarse % d == 0:
+                divisors.update((d, coarse // d))
+            d += 1
+        return [t * TILE for t in sorted(divisors) if coarse // t >= TILE]
 
     def nearest_seq_lens(self, seq_len: int) -> list[int]:
         """The valid sequence lengths just below and above ``seq_len``."""

@@ -59,6 +59,24 @@ def run_generation(path: str | Path, prompt: list[int], max_new_tokens: int,
     return _hf_generate(model.lm, prompt, max_new_tokens, temperature, top_p, seed, stop)
 
 
+def trained_context(path: str | Path) -> int | None:
+    """The context length the model at ``path`` was trained on: its run's ``seq_len``, or an
+    export's ``max_position_embeddings`` (``None`` when unknown)."""
+    import json
+
+    from .eval.loading import trained_seq_len
+    from .train.checkpoint import is_hf_checkpoint, resolve_model_dir
+
+    path = Path(path)
+    if path.is_dir() and is_hf_checkpoint(path):
+        value = json.loads((path / "config.json").read_text()).get("max_position_embeddings")
+        return value if isinstance(value, int) else None
+    try:
+        return trained_seq_len(resolve_model_dir(path))
+    except ValueError:
+        return None
+
+
 def _hf_generate(lm, prompt: list[int], max_new_tokens: int, temperature: float,
                  top_p: float, seed: int, stop: bool) -> list[int]:
     torch.manual_seed(seed)
@@ -91,6 +109,11 @@ def main(args: argparse.Namespace) -> int:
     if not prompt:
         raise ValueError("the prompt is empty: give at least one character")
     device = resolve_device(args.device)
+    trained = trained_context(args.checkpoint)
+    if trained is not None and len(prompt) + args.max_new_tokens > trained:
+        print(f"warning: prompt ({len(prompt):,} tokens) plus --max-new-tokens "
+              f"({args.max_new_tokens:,}) exceed the {trained:,} tokens the model was trained "
+              "on: text beyond that is length extrapolation", file=sys.stderr)
     t0 = time.perf_counter()
     new = run_generation(args.checkpoint, prompt, args.max_new_tokens, args.temperature,
                          args.top_p, args.seed, not args.no_stop, device)

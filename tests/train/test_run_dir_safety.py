@@ -162,7 +162,7 @@ def test_run_dir_naming_a_file(corpus, tmp_path, capsys):
 
 def test_files_are_readable_like_the_rest_and_custom_shapes_are_named(corpus, tmp_path):
     assert main(["train", *TINY_ARGS, "--data", corpus, "--run-dir", str(tmp_path / "m"),
-                 "--lighthouse-steps", "1", "--dense-steps", "1"]) == 0
+                 "--lighthouse-steps", "2", "--dense-steps", "1"]) == 0
     final = tmp_path / "m" / "final"
     modes = {f.name: f.stat().st_mode & 0o777 for f in final.iterdir()}
     assert modes["model.safetensors"] == modes["config.json"], modes
@@ -228,3 +228,61 @@ def test_library_fresh_start_refuses_a_used_directory(done, corpus, tmp_path):
     with pytest.raises(ValueError, match="already holds a run"):
         train(run, TINY_MODEL, progress=False)
     assert list_checkpoints(d)
+
+
+def test_wsd_run_shorter_than_its_warm_up_is_refused_in_train_as_in_compare(corpus, tmp_path,
+                                                                          capsys):
+    """8 + 4 steps with the demo's 20 warm-up steps used to warm up and never decay."""
+    args = ["train", "--preset", "demo", "--run-dir", str(tmp_path / "r"), "--data", corpus,
+            "--lighthouse-steps", "8", "--dense-steps", "4", "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--warmup-steps 20 leaves no step for the wsd decay in a 12-step run" in err
+    assert not (tmp_path / "r").exists()
+    assert main(args + ["--warmup-steps", "11", "--decay-steps", "4"]) == 2
+    assert "--decay-steps must be in 1..1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32), "99999999999999999999"])
+def test_bad_seeds_are_refused_before_the_run_dir_exists(corpus, tmp_path, capsys, seed):
+    args = ["train", "--preset", "demo", "--run-dir", str(tmp_path / "s"), "--data", corpus,
+            "--seed", seed, *TINY_ARGS]
+    assert main(args + ["--dry-run"]) == 2
+    assert "--seed must be an integer in 0..4294967295" in capsys.readouterr().err
+    assert main(args) == 2
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("key,value,refused", [
+    ("batch_size", 4, True), ("lighthouse_steps", 2, True), ("seed", 3, True),
+    ("lr", 0.001, False), ("dense_steps", 5, False)])
+def test_hand_edited_settings_are_noticed_on_resume(done, tmp_path, capsys, key, value,
+                                                    refused):
+    d = _copy_run(done.run_dir, tmp_path / "edited", 4)
+    config = json.loads((d / "config.json").read_text())
+    config["train"][key] = value
+    (d / "config.json").write_text(json.dumps(config))
+    code = main(["train", "--resume", str(d), "--no-progress"])
+    captured = capsys.readouterr()
+    if refused:
+        assert code == 2
+        assert "no longer matches checkpoint" in captured.err and key in captured.err
+        assert len(captured.err.strip().splitlines()) == 1
+    else:
+        assert code == 0
+        assert f"config.json changed since step_0000004: {key}" in (d / "train.log").read_text()
+
+
+@pytest.mark.parametrize("arm,match", [
+    ("k:lighthouse_steps=1.5", "'lighthouse_steps' must be int, got 1.5"),
+    ("k:batch_size=true", "'batch_size' must be int, got True"),
+    ('k:seq_len="512"', "'seq_len' must be int, got '512'"),
+])
+def test_compare_arm_types_are_checked_before_anything_trains(corpus, tmp_path, capsys, arm,
+                                                              match):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--data", corpus, "--eval-data", corpus, "--out", str(out),
+                 "--arms", "dense,lighthouse", "--arm", arm, "--seeds", "0", *TINY_ARGS]) == 2
+    err = capsys.readouterr().err
+    assert match in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

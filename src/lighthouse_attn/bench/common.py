@@ -109,3 +109,19 @@ def output_path(out: str, default_name: str) -> Path:
     """``out`` as a file if it ends in ``.json``, else a directory holding ``default_name``."""
     p = Path(out)
     return p if p.suffix == ".json" else p / default_name
+
+
+GPU_SEQ_LEN = 98_304
+"""The paper's context length: the default of the GPU benchmarks."""
+
+
+def default_seq_len(seq_len: int | None, device_type: str, command: str) -> int:
+    """``seq_len`` as given; else the paper's 98,304 on a GPU. On a CPU a length must be given
+    (``ValueError``): 98K-token steps there take hours, not a benchmark."""
+    if seq_len is not None:
+        return seq_len
+    if device_type == "cpu":
+        raise ValueError(f"{command} times GPU training steps at {GPU_SEQ_LEN:,} tokens by "
+                         "default, hours per step on a CPU: pass --seq-len (e.g. --seq-len "
+                         "4096) to time a CPU-sized step")
+    return GPU_SEQ_LEN

@@ -50,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     lh.add_argument("--dense-layers", default="0,1,-2,-1",
                     help="comma-separated layers kept on SDPA in stage 1 ('' for none)")
     r = parser.add_argument_group("run")
-    r.add_argument("--seq-len", type=int, default=98_304)
+    r.add_argument("--seq-len", type=int,
+                   help="tokens per sequence (default on a GPU: 98,304; on a CPU give one)")
     r.add_argument("--batch-size", type=int, default=1)
     r.add_argument("--warmup-steps", type=int, default=2)
     r.add_argument("--steps", type=int, default=5, help="timed steps per variant")
@@ -125,6 +126,15 @@ def format_table(record: dict) -> str:
 
 def _bench_config(args: argparse.Namespace) -> dict:
     """Validated settings of the run as a JSON-ready dict; ``ValueError`` on bad input."""
+    from .common import default_seq_len
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but no CUDA device is available; "
+                         "use --device cpu")
+    args.seq_len = default_seq_len(args.seq_len, torch.device(device).type, "bench hf")
     for name in ("hidden_size", "num_layers", "heads", "kv_heads", "intermediate_size",
                  "vocab_size", "seq_len", "batch_size", "steps"):
         if getattr(args, name) < 1:
@@ -159,12 +169,6 @@ def _bench_config(args: argparse.Namespace) -> dict:
         if not lighthouse_layers:
             raise ValueError(f"--dense-layers {args.dense_layers!r} leave no Lighthouse layer in "
                              f"a {n}-layer model; keep fewer layers dense")
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but no CUDA device is available; "
-                         "use --device cpu")
     model = {k: getattr(args, k) for k in PAPER_530M}
     return {"model": model, "lighthouse": lighthouse.to_dict(), "dense_layers": dense_layers,
             "lighthouse_layers": lighthouse_layers,

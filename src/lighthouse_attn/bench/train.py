@@ -36,12 +36,15 @@ from ..train.distributed import DistEnv, resolve_device, set_cpu_threads
 from ..train.loop import make_optimizer, train_step
 from ..train.options import TrainConfig
 from ..train.parallelize import parallelize
+from .common import GPU_SEQ_LEN, default_seq_len
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, default_preset="paper-268m")
     g = parser.add_argument_group("benchmark")
-    g.add_argument("--seq-len", type=int, default=98_304, help="tokens per sequence")
+    g.add_argument("--seq-len", type=int,
+                   help=f"tokens per sequence (default on a GPU: {GPU_SEQ_LEN:,}; on a CPU "
+                        "give one, e.g. 4096)")
     g.add_argument("--batch-size", type=int, default=1, help="sequences per step")
     g.add_argument("--warmup-steps", type=int, default=2, help="untimed steps per mode")
     g.add_argument("--steps", type=int, default=5, help="timed steps per mode")
@@ -159,8 +162,9 @@ def main(args: argparse.Namespace) -> int:
     config = build_model_config(args)
     label = model_label(args, config)
     modes = _parse_modes(args.modes)
-    _check(args, config, modes)
     device = resolve_device(args.device)
+    args.seq_len = default_seq_len(args.seq_len, device.type, "bench train")
+    _check(args, config, modes)
     if device.type == "cpu":
         set_cpu_threads(None)
     bf16 = args.precision == "bf16" or (args.precision == "auto" and device.type == "cuda")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields, replace
 from ..config import LighthouseConfig
 from ..models import ModelConfig
 from ..models.build import parse_dense_layers
-from ..train.options import TrainConfig
+from ..train.options import TrainConfig, check_types
 
 BUILTIN_ARMS: dict[str, dict] = {
     "dense": {"lighthouse_steps": 0},
@@ -128,6 +128,7 @@ def arm_configs(arm: Arm, base_run: TrainConfig, base_model: ModelConfig, schedu
         train_changes["dense_steps"] = total - train_changes["lighthouse_steps"]
     decay = base_run.wsd_decay if schedule == "wsd" else None  # the same in every arm
     try:
+        check_types(train_changes)
         run = replace(base_run, run_dir=run_dir, seed=seed, schedule=schedule,
                       decay_steps=decay, **train_changes)
         run.validate()

@@ -192,9 +192,12 @@ def main(args: argparse.Namespace) -> int:
             return _EXIT_CODES.get(stop.signal_name, 130)
         for job in jobs:  # arms trained in parallel processes
             evaluate(job)
-    runs = {}
-    for job in jobs:
-        runs[job.name] = rep.run_summary(job.run_dir)
+    runs = {job.name: rep.run_summary(job.run_dir) for job in jobs}
+    if args.report_only and not any(runs.values()):
+        raise ValueError(f"--report-only: no run of this comparison has started under {out} "
+                         f"(looked for {out / 'runs'}/{jobs[0].name}, ...); run it first "
+                         "without --report-only, or point --out at its directory")
+    out.mkdir(parents=True, exist_ok=True)
     earlier = out / "compare.json"
     if args.report_only and earlier.is_file():  # where the runs ran, not where this runs
         before = json.loads(earlier.read_text())["settings"]

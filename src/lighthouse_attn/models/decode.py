@@ -80,7 +80,9 @@ def generate(model: Llama, prompt: list[int], max_new_tokens: int, *,
                          f"{top_p})")
     device = next(model.parameters()).device
     cfg = model.config
-    cos, sin = rope_tables(len(prompt) + max_new_tokens, cfg.head_dim, cfg.rope_theta, device)
+    # RoPE tables grow with the text (doubling), never sized for max_new_tokens up front
+    length = len(prompt) + min(max_new_tokens, max(len(prompt), 1024))
+    cos, sin = rope_tables(length, cfg.head_dim, cfg.rope_theta, device)
     generator = torch.Generator(device=device).manual_seed(seed) if temperature > 0 else None
     cache = KVCache(cfg.n_layers)
     logits = forward_cached(model, torch.tensor([prompt], device=device), cache, cos, sin)
@@ -90,5 +92,7 @@ def generate(model: Llama, prompt: list[int], max_new_tokens: int, *,
         out.append(int(token))
         if out[-1] in stop_ids or len(out) == max_new_tokens:
             break
+        if cache.length + 1 > cos.shape[0]:
+            cos, sin = rope_tables(2 * cos.shape[0], cfg.head_dim, cfg.rope_theta, device)
         logits = forward_cached(model, token.view(1, 1), cache, cos, sin)
     return out

@@ -22,6 +22,8 @@ above, with the model's own state-dict keys.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -121,13 +123,31 @@ def save_checkpoint(run_dir: str | Path, step: int, model_state: dict, optimizer
     """Write ``run_dir/checkpoints/step_<step>/`` atomically; returns its path."""
     final = Path(run_dir) / "checkpoints" / f"step_{step:07d}"
     tmp = _tmp_dir(final)
-    save_file(_unshared(model_state), tmp / "model.safetensors")
-    torch.save(optimizer_state, tmp / "optimizer.pt")
-    torch.save(rng_state, tmp / "rng.pt")
-    _write_json(tmp / "trainer.json", dict(trainer_state, step=step))
-    _write_json(tmp / "config.json", _model_config_json(model_config, attention, step))
-    _commit(tmp, final)
+    with _writing(tmp, final):
+        save_file(_unshared(model_state), tmp / "model.safetensors")
+        torch.save(optimizer_state, tmp / "optimizer.pt")
+        torch.save(rng_state, tmp / "rng.pt")
+        _write_json(tmp / "trainer.json", dict(trainer_state, step=step))
+        _write_json(tmp / "config.json", _model_config_json(model_config, attention, step))
+        _commit(tmp, final)
     return final
+
+
+@contextlib.contextmanager
+def _writing(tmp: Path, final: Path):
+    """A failed write (a full disk, a read-only directory) removes the half-written
+    temporary and raises ``OSError`` naming ``final`` and the cause."""
+    try:
+        yield
+    except (OSError, RuntimeError, SafetensorError) as err:  # torch.save: RuntimeError
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError):
+            reason = err.strerror or str(err)
+        else:
+            reason = f"{str(err).splitlines()[0]} (is the disk full?)"
+        raise OSError(getattr(err, "errno", None) or errno.EIO,
+                      f"cannot write {final.name}: {reason}; earlier checkpoints are intact",
+                      str(final)) from None
 
 
 def save_final_model(run_dir: str | Path, model_state: dict, model_config: ModelConfig,
@@ -142,9 +162,11 @@ def save_final_model(run_dir: str | Path, model_state: dict, model_config: Model
 def _save_final_ours(model_state: dict, model_config: ModelConfig, final: Path,
                      step: int) -> Path:
     tmp = _tmp_dir(final)
-    save_file({k: v.contiguous() for k, v in model_state.items()}, tmp / "model.safetensors")
-    _write_json(tmp / "config.json", _model_config_json(model_config, "dense", step))
-    _commit(tmp, final)
+    with _writing(tmp, final):
+        save_file({k: v.contiguous() for k, v in model_state.items()},
+                  tmp / "model.safetensors")
+        _write_json(tmp / "config.json", _model_config_json(model_config, "dense", step))
+        _commit(tmp, final)
     return final
 
 
@@ -161,10 +183,15 @@ _FINAL_WRITERS = {OUR_FORMAT: _save_final_ours, HF_FORMAT: _save_final_hf}
 def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
     """``(step, path)`` of the run's checkpoints, oldest first."""
     root = Path(run_dir) / "checkpoints"
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"{root} is a file, not the run's checkpoint directory; move it away")
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir()
-             if p.is_dir() and (m := _STEP_DIR.match(p.name))]
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name))]
+    files = [p for _, p in found if not p.is_dir()]
+    if files:
+        raise ValueError(f"{files[0]} is a file, not a checkpoint directory; move it away (a "
+                         "checkpoint is a directory written by the trainer)")
     return sorted(found)
 
 

@@ -147,6 +147,8 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, resume: bo
                 older = (f"; remove {ckpts[-1][1]} to resume from {ckpts[-2][1].name}"
                          if len(ckpts) > 1 else "")
                 raise ValueError(f"{err}{older}") from None
+            for note in settings_changes(state["trainer"].get("run"), run, ckpts[-1][1]):
+                log.event(note)
             distributed.load_full_state_dicts(model, optimizer, state["model"],
                                               state["optimizer"])
             loader.load_state_dict(state["trainer"]["loader"])
@@ -178,7 +180,8 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, resume: bo
         path = None
         if env.is_main:
             trainer_state = {"stage": stage, "loader": loader.state_dict(),
-                             "elapsed_s": elapsed, "tokens": tokens_seen}
+                             "elapsed_s": elapsed, "tokens": tokens_seen,
+                             "run": run.to_dict()}
             path = checkpoint.save_checkpoint(run_dir, step, model_state, optimizer_state,
                                               trainer_state, rng_state(), model_config, stage)
             checkpoint.prune_checkpoints(run_dir, run.keep_ckpts,
@@ -274,6 +277,34 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, resume: bo
     env.barrier()
     status = "interrupted" if interrupted else "finished"
     return RunResult(status, step, str(run_dir), final_dir, summary_path, interrupted)
+
+
+_SAME_ON_RESUME = ("seq_len", "batch_size", "grad_accum", "data", "text_field", "seed",
+                   "lighthouse_steps")
+"""Settings a resumed run must keep: they decide which batches come next and where stage 1
+ends. Others (learning rate, schedule, length of recovery, checkpoint and evaluation cadence)
+may change from the checkpoint on; the log says so."""
+_FREE_ON_RESUME = ("run_dir", "device", "threads", "context_parallel", "preset")
+
+
+def settings_changes(saved: dict | None, run: TrainConfig, path: Path) -> list[str]:
+    """What differs between the settings a checkpoint was written with and ``run``'s: a
+    ``ValueError`` for settings a resumed run must keep, else one note per changed setting
+    (none for checkpoints written before settings were recorded)."""
+    if not saved:
+        return []
+    now = json.loads(json.dumps(run.to_dict()))
+    changed = {k: (saved.get(k), now.get(k)) for k in set(saved) | set(now)
+               if k not in _FREE_ON_RESUME and saved.get(k) != now.get(k)}
+    fixed = sorted(k for k in changed if k in _SAME_ON_RESUME)
+    if fixed:
+        what = "; ".join(f"{k}: {changed[k][0]!r} at the checkpoint, {changed[k][1]!r} now"
+                         for k in fixed)
+        raise ValueError(f"the run's config.json no longer matches checkpoint {path} ({what}); "
+                         "a resumed run keeps these settings: restore them in config.json, or "
+                         "start a new run")
+    return [f"config.json changed since {path.name}: {k} {changed[k][0]!r} -> "
+            f"{changed[k][1]!r} (used from here on)" for k in sorted(changed)]
 
 
 def _held_out_overlap(run: TrainConfig, train_files: list[str]) -> list[str]:

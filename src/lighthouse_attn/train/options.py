@@ -11,6 +11,9 @@ from ..data import VOCAB_SIZE
 from ..models import ModelConfig
 from .schedule import SCHEDULES, wsd_decay_steps
 
+MAX_SEED = 2**32 - 1
+"""Largest seed: every random generator the trainer seeds accepts it."""
+
 PRECISIONS = ("auto", "bf16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -97,6 +100,8 @@ class TrainConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
         if self.total_steps < 1:
             raise ValueError("--lighthouse-steps + --dense-steps must be >= 1")
+        if not (_has_type(self.seed, "int") and 0 <= self.seed <= MAX_SEED):
+            raise ValueError(f"--seed must be an integer in 0..{MAX_SEED} (got {self.seed!r})")
         if not isinstance(self.context_parallel, int) or self.context_parallel < 1:
             raise ValueError(f"--context-parallel must be an integer >= 1 (got "
                              f"{self.context_parallel})")
@@ -118,19 +123,21 @@ class TrainConfig:
                               ("device", DEVICES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"--{name} must be one of {', '.join(allowed)}")
-        if self.decay_steps is not None:
-            if self.schedule != "wsd":
-                raise ValueError(f"--decay-steps applies to --schedule wsd only (the schedule "
-                                 f"is {self.schedule}); drop it or use --schedule wsd")
+        if self.decay_steps is not None and self.schedule != "wsd":
+            raise ValueError(f"--decay-steps applies to --schedule wsd only (the schedule "
+                             f"is {self.schedule}); drop it or use --schedule wsd")
+        if self.schedule == "wsd":  # the decay must fit after the warm-up
             room = self.total_steps - self.warmup_steps
             if room < 1:
                 raise ValueError(f"--warmup-steps {self.warmup_steps} leaves no step for the "
-                                 f"wsd decay in a {self.total_steps}-step run; lower "
-                                 "--warmup-steps")
-            if not 1 <= self.decay_steps <= room:
-                raise ValueError(f"--decay-steps must be in 1..{room} (the steps after "
-                                 f"warm-up; got {self.decay_steps}); the dense stage has "
-                                 f"{self.dense_steps}")
+                                 f"wsd decay in a {self.total_steps}-step run; use "
+                                 f"--warmup-steps <= {max(0, self.total_steps - 1)}")
+            if not 1 <= self.wsd_decay <= room:
+                what = "--decay-steps" if self.decay_steps is not None else \
+                    "the default decay (a fifth of the run)"
+                raise ValueError(f"{what} must be in 1..{room} (the steps after warm-up; got "
+                                 f"{self.wsd_decay}); lower --warmup-steps or pass "
+                                 f"--decay-steps <= {room}")
         if any(not 1 <= s <= self.total_steps for s in self.save_at):
             raise ValueError(f"--save-at steps must be in 1..{self.total_steps} (got "
                              f"{self.save_at})")
@@ -152,15 +159,21 @@ class TrainConfig:
         if not isinstance(d, dict):
             raise ValueError(f"the training settings must be a JSON object, got "
                              f"{type(d).__name__}")
-        types = {f.name: f.type for f in fields(cls)}
-        unknown = sorted(set(d) - set(types))
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
         if unknown:
             raise ValueError(f"unknown training settings {unknown} in the run config")
-        for name, value in d.items():
-            if not _has_type(value, types[name]):
-                raise ValueError(f"training setting {name!r} must be {types[name]}, got "
-                                 f"{value!r}")
+        check_types(d)
         return cls(**d)
+
+
+def check_types(settings: dict) -> None:
+    """``ValueError`` for a training setting whose value has the wrong type (``1.5`` steps,
+    ``true`` as a batch size, ``"512"`` as a length)."""
+    types = {f.name: f.type for f in fields(TrainConfig)}
+    for name, value in settings.items():
+        if name in types and not _has_type(value, types[name]):
+            raise ValueError(f"training setting {name!r} must be {types[name]}, got "
+                             f"{value!r}")
 
 
 def _has_type(value: object, annotation: str) -> bool:
