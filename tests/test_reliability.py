@@ -107,8 +107,7 @@ def test_plan_answers_at_absurd_lengths(capsys):
 def test_generation_sizes_rope_tables_with_the_text_not_the_request(monkeypatch):
     import torch
 
-    from lighthouse_attn.models import PRESETS, Llama
-    from lighthouse_attn.models import decode
+    from lighthouse_attn.models import PRESETS, Llama, decode
 
     torch.manual_seed(0)
     model = Llama(PRESETS["demo"].replace(n_layers=2, d_model=64, n_heads=2, n_kv_heads=1,

@@ -97,7 +97,7 @@ def test_the_trainer_banner_says_what_was_skipped_and_when_held_out_is_training(
     run_dir = data / "runs" / "r1"  # inside the data directory
     args = ["train", "--preset", "demo", "--run-dir", str(run_dir), "--data", str(data),
             "--eval-data", str(data / "corpus.txt"), "--eval-sequences", "1",
-            "--lighthouse-steps", "1", "--dense-steps", "1", *TINY_ARGS]
+            "--lighthouse-steps", "2", "--dense-steps", "1", *TINY_ARGS]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "note: 1 data path(s) named a file already read" in out

@@ -68,6 +68,8 @@ def test_attention_output_is_the_op_on_the_modules_qkv(arch, gqa, selection, mon
     with torch.no_grad():
         model(tokens())
     assert len(calls) == 3
+    if arch == "qwen3":  # QK-norm: the dilated scorer (tests/hf/test_qk_norm.py)
+        cfg = dataclasses.replace(cfg, scorer="dilated")
     for i, (q, k, v, config, scale) in zip((1, 2, 3), calls):
         assert q.shape == (2, 4, N, 8) and k.shape == v.shape == (2, 2, N, 8)  # GQA: no expansion
         assert config == cfg

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,9 +15,15 @@ from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, Pre
 
 from ..config import LighthouseConfig
 from .attention import ATTN_IMPLEMENTATION, register
+from .qk_norm import scorer_for, uses_qk_norm
 from .settings import CONFIG_KEY, make_settings, read_settings
 
 DENSE_IMPLEMENTATION = "sdpa"
+
+
+class QKNormWarning(UserWarning):
+    """A model with QK-norm got another scorer than asked for, or keeps one that ties."""
+
 ATTENTIONS = (ATTN_IMPLEMENTATION, DENSE_IMPLEMENTATION)
 
 
@@ -29,7 +36,8 @@ def attention_modules(model: nn.Module) -> list[nn.Module]:
 
 
 def configure(model: PreTrainedModel, lighthouse: LighthouseConfig,
-              dense_layers: Sequence[int] = (), *, fallback: str = "error") -> PreTrainedModel:
+              dense_layers: Sequence[int] = (), *, fallback: str = "error",
+              keep_norm_scorer: bool = False) -> PreTrainedModel:
     """Make ``model`` run Lighthouse in every attention layer but ``dense_layers`` (stage 1).
 
     Registers ``"lighthouse"`` if needed, stores the settings in the model config (so
@@ -44,6 +52,9 @@ def configure(model: PreTrainedModel, lighthouse: LighthouseConfig,
         fallback: ``"error"`` (default) or ``"dense"``: what Lighthouse layers do with input
             they cannot honour (padding or document masks, KV caches, ...; see
             :class:`~lighthouse_attn.hf.settings.Settings`).
+        keep_norm_scorer: on a model with QK-norm (``q_norm``/``k_norm``), keep
+            ``scorer="norm"`` (with a warning: its scores tie) instead of switching to the
+            dilated scorer (:mod:`~lighthouse_attn.hf.qk_norm`).
 
     Returns:
         ``model`` itself.
@@ -53,6 +64,10 @@ def configure(model: PreTrainedModel, lighthouse: LighthouseConfig,
             attention layers, a dense-layer index out of range, or a bad ``fallback``.
     """
     layers = _checked_layers(model)
+    lighthouse, note = scorer_for(lighthouse, uses_qk_norm(model),
+                                  keep_norm_scorer=keep_norm_scorer)
+    if note:
+        warnings.warn(note, QKNormWarning, stacklevel=2)
     settings = make_settings(lighthouse, dense_layers, len(layers), fallback)
     register()
     for config in _configs(model, layers):

@@ -13,6 +13,7 @@ Commands that build a model (``train``, ``bench train``) call :func:`add_model_a
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import replace
 from typing import TYPE_CHECKING, Union
 
@@ -124,7 +125,14 @@ def _hf_model_config(args: argparse.Namespace, lighthouse: LighthouseConfig,
     except ImportError as err:
         raise ValueError(f"--hf-config needs transformers: pip install 'lighthouse-attn[hf]' "
                          f"({err})") from None
-    return HFModelConfig.from_file(args.hf_config, lighthouse, dense_layers)
+    config = HFModelConfig.from_file(args.hf_config, lighthouse, dense_layers)
+    from ..hf.qk_norm import config_uses_qk_norm, scorer_for
+
+    chosen, note = scorer_for(lighthouse, config_uses_qk_norm(config.transformers_config()),
+                              keep_norm_scorer=getattr(args, "scorer", None) == "norm")
+    if note:
+        print(f"note: {note}".replace("keep_norm_scorer=True, or ", ""), file=sys.stderr)
+    return replace(config, lighthouse=chosen) if chosen is not lighthouse else config
 
 
 def model_label(args: argparse.Namespace, config: ModelConfig) -> str:

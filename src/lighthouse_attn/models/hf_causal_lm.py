@@ -235,7 +235,8 @@ class HFCausalLM(nn.Module):
         """Run the non-dense layers with ``"lighthouse"`` or every layer with ``"dense"``."""
         check_attention_mode(mode)
         if mode == "lighthouse":
-            configure(self.lm, self.config.lighthouse, self.config.dense_layers)
+            configure(self.lm, self.config.lighthouse, self.config.dense_layers,
+                      keep_norm_scorer=True)  # the scorer was chosen with the config
         else:
             to_dense(self.lm)
         self._mode = mode

@@ -135,6 +135,7 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, resume: bo
 
     # ---- 3. Fresh start or resume from the newest checkpoint -----------------------
     step, elapsed, tokens_seen = 0, 0.0, 0
+    env.barrier()  # every process has checked the run directory before the first writes
     if env.is_main:
         for stale in checkpoint.clean_stale_temporaries(run_dir):
             log.event(f"removed {stale}, a checkpoint whose writer died before finishing it")

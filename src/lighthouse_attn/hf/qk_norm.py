@@ -1,0 +1,57 @@
+"""Models that normalise queries and keys per head (QK-norm: Qwen3, OLMo 2, Gemma 3, ...).
+
+After an RMSNorm over each head's query and key, every query and key has (almost) the same
+norm: exactly ``sqrt(head_dim)`` at initialisation, since the norm's weight starts at 1 and RoPE
+keeps norms. The ``norm`` scorer (SPEC section 2) then ties every score and the selection ignores
+the content. The ``dilated`` scorer scores by the norms of dilated attention outputs, which
+depend on the content through the attention weights, so it is the default for such models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from torch import nn
+
+from ..config import LighthouseConfig
+
+QK_NORM_MODEL_TYPES = frozenset({"qwen3", "qwen3_moe", "qwen3_next", "olmo2", "olmo3",
+                                 "gemma3", "gemma3_text", "chameleon", "cohere"})
+"""transformers ``model_type`` values whose attention normalises q and k per head."""
+
+_FLAGS = ("use_qk_norm", "qk_layernorm", "qk_norm", "use_qk_layernorm")
+
+
+def config_uses_qk_norm(config) -> bool:
+    """Whether a transformers config describes a model with QK-norm (by its ``model_type``
+    or a QK-norm flag)."""
+    if getattr(config, "model_type", None) in QK_NORM_MODEL_TYPES:
+        return not (config.model_type == "cohere" and not getattr(config, "use_qk_norm", False))
+    return any(getattr(config, flag, False) is True for flag in _FLAGS)
+
+
+def uses_qk_norm(model: nn.Module) -> bool:
+    """Whether ``model``'s attention modules hold ``q_norm``/``k_norm`` modules, or its config
+    says it normalises q and k."""
+    for m in model.modules():
+        if isinstance(getattr(m, "q_norm", None), nn.Module) or \
+                isinstance(getattr(m, "k_norm", None), nn.Module):
+            return True
+    config = getattr(model, "config", None)
+    return config is not None and config_uses_qk_norm(config)
+
+
+def scorer_for(lighthouse: LighthouseConfig, qk_norm: bool, *, keep_norm_scorer: bool
+               ) -> tuple[LighthouseConfig, str | None]:
+    """The settings to use on a model with (``qk_norm``) or without QK-norm, and a one-line
+    note when they differ from ``lighthouse`` or keep a scorer that cannot work."""
+    if not qk_norm or lighthouse.scorer != "norm":
+        return lighthouse, None
+    if keep_norm_scorer:
+        return lighthouse, ("the model normalises q and k per head (QK-norm): the norm scorer "
+                            "ties every score and its selection ignores the content; prefer "
+                            "scorer='dilated'")
+    return replace(lighthouse, scorer="dilated"), (
+        "the model normalises q and k per head (QK-norm), which ties every norm score: "
+        "scoring with scorer='dilated' instead (keep 'norm' with keep_norm_scorer=True, or "
+        "--scorer norm)")
