@@ -10,14 +10,14 @@ import torch
 
 pytest.importorskip("transformers")
 
+from tiny_models import LH, N, tiny_config, tiny_model, tokens  # noqa: E402
+
 import lighthouse_attn.hf as lh_hf  # noqa: E402
 from lighthouse_attn import LighthouseConfig, select  # noqa: E402
 from lighthouse_attn.hf import attention as hf_attention  # noqa: E402
 from lighthouse_attn.hf.model import QKNormWarning  # noqa: E402
 from lighthouse_attn.hf.qk_norm import config_uses_qk_norm, uses_qk_norm  # noqa: E402
 from lighthouse_attn.ops.reference.scores import base_scores  # noqa: E402
-
-from tiny_models import LH, N, tiny_config, tiny_model, tokens  # noqa: E402
 
 
 def _record(model, monkeypatch, n=N):
