@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                 "does Lighthouse pay off? dense vs Lighthouse-then-dense over paired seeds"),
     "eval": ("lighthouse_attn.eval.cli",
              "evaluate checkpoints: passkey retrieval (niah), loss by position (loss), "
-             "future leak (leak)"),
+             "future leak (leak), attention mass the selection keeps (recall)"),
     "export": ("lighthouse_attn.export",
                "the trained model as a transformers checkpoint with its byte tokenizer"),
     "generate": ("lighthouse_attn.generate",

@@ -199,6 +199,28 @@ def test_loss_errors(tiny_run, corpus, tmp_path, capsys, extra, match):
     assert match in capsys.readouterr().err
 
 
+def test_recall_reports_every_lighthouse_layer_with_its_bounds(tiny_run, corpus, tmp_path,
+                                                               capsys):
+    assert main(["eval", "recall", "--checkpoint", str(tiny_run), "--data", corpus,
+                 "--seq-len", "2048", "--sequences", "1", "--out", str(tmp_path)]
+                + COMMON) == 0
+    out = capsys.readouterr().out
+    assert "selection" in out and "oracle" in out and "random" in out
+    result = read(next(tmp_path.glob("recall_*.json")))
+    assert [r["layer"] for r in result["layers"]] == [1, 2]
+    for row in result["layers"]:
+        for name in ("selection", "oracle", "random"):
+            assert 0 <= row[name]["exact"] <= 1 and len(row[name]["exact_per_head"]) == 4
+            assert abs(row[name]["exact"] + row[name]["pooled"] - 1) < 1e-9
+        assert row["oracle"]["exact"] >= row["selection"]["exact"] - 1e-9  # L=2: optimal
+    assert [p["topk"] for p in result["recall_vs_topk"]["points"]] == [128, 256]
+    assert next(tmp_path.glob("recall_*.png")).stat().st_size > 10_000
+    assert main(["eval", "recall", "--checkpoint", str(tiny_run), "--data", corpus,
+                 "--seq-len", "2048", "--plot-layer", "0", "--out", str(tmp_path)]
+                + COMMON) == 2
+    assert "--plot-layer 0 is not a Lighthouse layer" in capsys.readouterr().err
+
+
 def test_inspect_writes_the_selection(tiny_run, corpus, tmp_path, capsys):
     assert main(["inspect", "--checkpoint", str(tiny_run), "--layer", "2", "--head", "1",
                  "--text", corpus, "--seq-len", "2048", "--out", str(tmp_path)]

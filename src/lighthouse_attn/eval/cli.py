@@ -1,5 +1,5 @@
-"""`lighthouse-attn eval niah|loss|leak`: passkey retrieval, loss by position, and whether a
-checkpoint reads the future."""
+"""`lighthouse-attn eval niah|loss|leak|recall`: passkey retrieval, loss by position, whether a
+checkpoint reads the future, and how much attention mass its selection keeps."""
 
 from __future__ import annotations
 
@@ -352,10 +352,117 @@ def leak_main(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- recall
+RECALL_HELP = ("how much dense attention mass each Lighthouse layer's selection keeps exactly, "
+               "beside an oracle and a random selection of the same budget")
+
+
+def add_recall_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, metavar="RUN_DIR",
+                        help="run directory (its final model, else its newest checkpoint) or "
+                             "checkpoint directory")
+    parser.add_argument("--data", required=True, nargs="+", metavar="PATH",
+                        help="held-out text (files, directories, globs or .jsonl)")
+    parser.add_argument("--text-field", default="text", help="field of .jsonl records")
+    parser.add_argument("--seq-len", type=int,
+                        help="tokens per sequence (default: the run's training seq_len)")
+    parser.add_argument("--sequences", type=int, default=2, help="sequences (default 2)")
+    parser.add_argument("--attention", choices=["lighthouse", "dense"], default="lighthouse",
+                        help="attention of the layers before the measured one (default: "
+                             "lighthouse, the model as stage 1 trains it)")
+    parser.add_argument("--topks", help="budgets for the recall-against-K plot of one layer, "
+                                        "e.g. 512,1024,2048 (default: K/2, K, 2K where valid)")
+    parser.add_argument("--plot-layer", type=int,
+                        help="the layer of that plot (default: the first Lighthouse layer)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random selection")
+    add_runtime_arguments(parser)
+
+
+def recall_main(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .plots import plot_recall
+    from .recall import layer_recall
+    from .selection import layer_qkv
+
+    if args.sequences < 1:
+        raise ValueError(f"--sequences must be >= 1 (got {args.sequences})")
+    device = setup_runtime(args)
+    ckpt = load_checkpoint(args.checkpoint, args.attention, device)
+    if not hasattr(ckpt.model, "layers") or not hasattr(ckpt.model.config, "head_dim") or \
+            not callable(getattr(getattr(ckpt.model.layers[0], "attn", None), "project", None)):
+        raise ValueError("eval recall reads the attention inputs of this project's Llama "
+                         "models (runs and their checkpoints); Hugging Face architectures are "
+                         "not supported yet")
+    config = ckpt.model.config
+    layers = list(config.lighthouse_layer_indices)
+    if not layers:
+        raise ValueError(f"{ckpt.name} has no Lighthouse layer (all layers are dense)")
+    lh = config.lighthouse
+    seq_len = args.seq_len or ckpt.trained_seq_len
+    if seq_len is None:
+        raise ValueError("the checkpoint's training seq_len is unknown (no run config.json); "
+                         "pass --seq-len")
+    lh.validate(seq_len)
+    plot_layer = layers[0] if args.plot_layer is None else args.plot_layer
+    if plot_layer not in layers:
+        raise ValueError(f"--plot-layer {plot_layer} is not a Lighthouse layer; choose one of "
+                         f"{layers}")
+    if args.topks:
+        topks = parse_lengths(args.topks, "--topks")
+    else:
+        topks = [k for k in (lh.topk // 2, lh.topk, 2 * lh.topk) if k >= 128 and k % 128 == 0]
+    budgets = []
+    for k in topks:
+        try:
+            candidate = replace(lh, topk=k)
+            candidate.validate(seq_len)
+        except ValueError as err:
+            print(f"note: K={k:,} skipped: {err}", file=sys.stderr)
+            continue
+        budgets.append(candidate)
+    data = PackedSequences(load_tokens(args.data, args.text_field), seq_len)
+    inputs, _ = data.batch(list(range(min(args.sequences, len(data)))))
+    inputs = inputs.to(device)
+    rows, curve = [], []
+    t0 = time.perf_counter()
+    for layer in layers:
+        q, k, v = layer_qkv(ckpt.model, inputs, layer)
+        r = layer_recall(q, k, v, lh, seed=args.seed)
+        rows.append({"layer": layer, **r})
+        if layer == plot_layer:
+            curve = [{"topk": b.topk, **layer_recall(q, k, v, b, seed=args.seed)}
+                     for b in budgets]
+    elapsed = time.perf_counter() - t0
+    print(f"recall of dense attention mass: {ckpt.name}, L={lh.num_levels} p="
+          f"{lh.pooling_factor} K={lh.topk:,} {lh.scorer} scorer, {lh.selection} selection; "
+          f"{len(inputs)} x {seq_len:,} tokens of {', '.join(args.data)}")
+    print(f"{'layer':>6}{'selection':>12}{'oracle':>10}{'random':>10}   (share kept exactly; "
+          "the rest only through pooled entries)")
+    for row in rows:
+        print(f"{row['layer']:>6}{row['selection']['exact']:>12.3f}"
+              f"{row['oracle']['exact']:>10.3f}{row['random']['exact']:>10.3f}")
+    out = Path(args.out)
+    stem = file_stem(f"recall_{ckpt.name}")
+    write_json(out / f"{stem}.json", {
+        "checkpoint": describe(ckpt), "seq_len": seq_len, "sequences": len(inputs),
+        "data": args.data, "attention": args.attention, "lighthouse": lh.to_dict(),
+        "device": str(device), "elapsed_s": elapsed, "layers": rows,
+        "recall_vs_topk": {"layer": plot_layer, "points": curve}})
+    written = [str(out / f"{stem}.json")]
+    if curve:
+        plot_recall(curve, out / f"{stem}.png", f"{ckpt.name}, layer {plot_layer}: dense "
+                    "attention mass kept exactly against the budget")
+        written.append(str(out / f"{stem}.png"))
+    print(f"wrote {' and '.join(written)}")
+    return 0
+
+
 # --------------------------------------------------------------------------- command
 SUBCOMMANDS = {"niah": (add_niah_arguments, niah_main, NIAH_HELP),
                "loss": (add_loss_arguments, loss_main, LOSS_HELP),
-               "leak": (add_leak_arguments, leak_main, LEAK_HELP)}
+               "leak": (add_leak_arguments, leak_main, LEAK_HELP),
+               "recall": (add_recall_arguments, recall_main, RECALL_HELP)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -184,3 +184,24 @@ def _level_color(level: int, num_levels: int) -> tuple:
     from matplotlib import colormaps
 
     return colormaps["viridis"](level / max(1, num_levels - 1) * 0.9)
+
+
+def plot_recall(curve: list[dict], path: str | Path, title: str) -> None:
+    """Recall of dense attention mass against the budget K for one layer: the selection, the
+    oracle and the random selection with the same budget and tiles."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ks = [c["topk"] for c in curve]
+    for name, style in (("oracle", "k--"), ("selection", "o-"), ("random", "s:")):
+        ax.plot(ks, [c[name]["exact"] for c in curve], style, label=name, ms=4)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ks, [f"{k:,}" for k in ks])
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("budget K")
+    ax.set_ylabel("dense attention mass kept exactly")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
