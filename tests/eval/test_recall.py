@@ -4,8 +4,7 @@ hand-built input whose attention sits on one known window."""
 import torch
 
 from lighthouse_attn import LighthouseConfig
-from lighthouse_attn.eval.recall import (attention_mass, exact_mask, layer_recall,
-                                         oracle_selection)
+from lighthouse_attn.eval.recall import attention_mass, exact_mask, layer_recall, oracle_selection
 from lighthouse_attn.ops.reference.select import select_from_scores
 
 CFG = LighthouseConfig(num_levels=2, pooling_factor=2, topk=128)  # 128 of 256 windows at N=512
