@@ -250,7 +250,6 @@ def loss_main(args: argparse.Namespace) -> int:
     print(f"loss by position ({args.attention} attention, {results[0].sequences} x "
           f"{seq_len:,} tokens of {', '.join(args.data)})")
     print(_loss_table(results))
-    print(_ranges_table(results))
 
     out = Path(args.out)
     stem = file_stem("loss_" + "_vs_".join(r.name for r in results))
@@ -265,34 +264,34 @@ def loss_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ranges_table(results) -> str:
-    """Loss per context range and the long-context gain, one column per checkpoint."""
+def _loss_table(results) -> str:
+    """Loss per position bucket, overall, per context range, and the long-context gain: one
+    column per checkpoint."""
     width = max(12, *(len(r.name) + 2 for r in results))
-    lines = [f"{'context range':>18}" + "".join(f"{r.name:>{width}}" for r in results)]
+
+    def row(label: str, cells) -> str:
+        return f"{label:>18}" + "".join(f"{c:>{width}}" for c in cells)
+
+    names = [r.name for r in results]
+    lines = [row("positions", names)]
+    for i, b in enumerate(results[0].buckets):
+        lines.append(row(f"{b['start']:,} - {b['end'] - 1:<8,}",
+                         [f"{r.buckets[i]['loss']:.4f}" for r in results]))
+    lines.append(row("all", [f"{r.loss:.4f}" for r in results]))
+    lines.append(row("context range", names))
     for i, rng in enumerate(results[0].ranges):
-        lines.append(f"{rng['label']:>18}" +
-                     "".join(f"{r.ranges[i]['loss']:>{width}.4f}" for r in results))
+        lines.append(row(rng["label"], [f"{r.ranges[i]['loss']:.4f}" for r in results]))
     gains = [r.long_context for r in results]
     if any(gains):
         window = next(g["window"] for g in gains if g)
-        lines.append(f"{'long-context gain':>18}" + "".join(
-            f"{g['gain']:>+{width}.4f}" if g else f"{'-':>{width}}" for g in gains))
+        lines.append(row("long-context gain", [f"{g['gain']:+.4f}" if g else "-"
+                                                for g in gains]))
         lines.append(f"(gain: loss of the last {window:,} positions with only the {window:,} "
                      "tokens before them, minus with the full context; > 0: distant text "
                      "helps)")
     else:
         lines.append(f"(no long-context gain: it needs dense attention and seq_len >= "
                      f"{2 * GAIN_WINDOW:,})")
-    return "\n".join(lines)
-
-
-def _loss_table(results) -> str:
-    width = max(12, *(len(r.name) + 2 for r in results))
-    lines = [f"{'positions':>18}" + "".join(f"{r.name:>{width}}" for r in results)]
-    for i, b in enumerate(results[0].buckets):
-        lines.append(f"{b['start']:>8,} - {b['end'] - 1:<8,}" +
-                     "".join(f"{r.buckets[i]['loss']:>{width}.4f}" for r in results))
-    lines.append(f"{'all':>18}" + "".join(f"{r.loss:>{width}.4f}" for r in results))
     return "\n".join(lines)
 
 
