@@ -67,11 +67,6 @@ def bytes_per_sequence(config: LlamaConfig, seq_len: int, *, attention: str = "d
     return block + N * d * 4 + logits
 
 
-def weight_bytes(config: LlamaConfig) -> int:
-    """fp32 weights of the model."""
-    return 4 * config.num_parameters()
-
-
 def free_memory(device: torch.device) -> int:
     """Free bytes on ``device``: the GPU's free memory, or the CPU's available memory
     (``MemAvailable``; physical memory where that cannot be read)."""

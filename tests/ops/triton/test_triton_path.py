@@ -24,7 +24,7 @@ from lighthouse_attn.ops.triton.gather_scatter import (
     spread_op,
 )
 from lighthouse_attn.ops.triton.scores import row_norms_and_means, row_norms_pair
-from lighthouse_attn.ops.triton.select import select_from_base_scores, select_with_map
+from lighthouse_attn.ops.triton.select import select_with_map
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -169,7 +169,7 @@ def test_selection_ties_identical():
     sq0[0, 2, :300] = -0.0  # negative zero ties with zero
     c = cfg("triton", num_levels=3)
     ref = select_from_scores(level_scores(sq0, 3, 2), level_scores(sk0, 3, 2), c)
-    got = select_from_base_scores(sq0.to(DEV), sk0.to(DEV), c)
+    got = select_with_map(sq0.to(DEV), sk0.to(DEV), c)[0]
     assert torch.equal(ref.level, got.level.cpu()) and torch.equal(ref.index, got.index.cpu())
 
 

@@ -322,8 +322,3 @@ def select_with_map(sq0: Tensor, sk0: Tensor, config: LighthouseConfig,
     else:
         level, index, pos_map = select_tiles(*args, with_selection, causal)
     return (Selection(level, index) if level is not None else None), pos_map
-
-
-def select_from_base_scores(sq0: Tensor, sk0: Tensor, config: LighthouseConfig) -> Selection:
-    """:func:`select_with_map` without the map."""
-    return select_with_map(sq0, sk0, config)[0]
