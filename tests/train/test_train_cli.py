@@ -74,7 +74,7 @@ def test_data_shorter_than_one_sequence(capsys, tmp_path):
 def test_existing_run_dir_and_resume_flags(capsys, corpus, tmp_path):
     run_dir = str(tmp_path / "r")
     args = ["train", *TINY_ARGS, "--data", corpus, "--run-dir", run_dir,
-            "--lighthouse-steps", "1", "--dense-steps", "1"]
+            "--lighthouse-steps", "2", "--dense-steps", "1"]
     assert main(args) == 0
     assert main(args) == 2
     assert "already holds a run; continue it with --resume" in capsys.readouterr().err
@@ -83,7 +83,7 @@ def test_existing_run_dir_and_resume_flags(capsys, corpus, tmp_path):
     assert main(["train", "--resume", str(tmp_path)]) == 2
     assert "not a run directory" in capsys.readouterr().err
     assert main(args + ["--overwrite", "--dense-steps", "2"]) == 0
-    assert len(Path(run_dir, "metrics.jsonl").read_text().splitlines()) == 3
+    assert len(Path(run_dir, "metrics.jsonl").read_text().splitlines()) == 4
 
 
 def test_non_finite_loss_exits_with_code_1(capsys, corpus, tmp_path, monkeypatch):
