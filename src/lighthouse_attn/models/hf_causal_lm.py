@@ -12,6 +12,7 @@ exactly the HF model's state-dict keys. See ``models/interface.py`` for the inte
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,14 @@ from transformers import CONFIG_MAPPING, AutoModelForCausalLM, PretrainedConfig,
 
 from ..config import LighthouseConfig
 from ..data.hf_tokenizer import hf_byte_tokenizer
-from ..hf.model import causal_lm_from_config, configure, read_config, save_pretrained, to_dense
+from ..hf.model import (
+    QKNormWarning,
+    causal_lm_from_config,
+    configure,
+    read_config,
+    save_pretrained,
+    to_dense,
+)
 from ..hf.settings import CONFIG_KEY, read_settings, resolve_dense_layers
 from .interface import HF_FORMAT
 from .llama import check_attention_mode
@@ -205,7 +213,7 @@ class HFCausalLM(nn.Module):
         super().__init__()
         if lm is None:
             lm = causal_lm_from_config(config.transformers_config(), config.lighthouse,
-                                       config.dense_layers)
+                                       config.dense_layers, attention="sdpa")  # see below
         lm = lm.float()
         if lm._parameters or lm._buffers:
             raise ValueError(f"{type(lm).__name__} holds parameters on its root module; "
@@ -235,8 +243,10 @@ class HFCausalLM(nn.Module):
         """Run the non-dense layers with ``"lighthouse"`` or every layer with ``"dense"``."""
         check_attention_mode(mode)
         if mode == "lighthouse":
-            configure(self.lm, self.config.lighthouse, self.config.dense_layers,
-                      keep_norm_scorer=True)  # the scorer was chosen with the config
+            with warnings.catch_warnings():  # the scorer was chosen (and said) with the config
+                warnings.simplefilter("ignore", QKNormWarning)
+                configure(self.lm, self.config.lighthouse, self.config.dense_layers,
+                          keep_norm_scorer=True)
         else:
             to_dense(self.lm)
         self._mode = mode
