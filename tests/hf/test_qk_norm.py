@@ -94,3 +94,30 @@ def test_hf_config_training_picks_the_dilated_scorer_for_qwen3(tmp_path, capsys)
     assert "dilated" in captured.out
     assert main(args + ["--scorer", "norm"]) == 0
     assert "ties every score and its selection ignores the content" in capsys.readouterr().err
+
+
+def test_eval_recall_of_an_hf_config_run(tmp_path, capsys):
+    """`eval recall` reads an --hf-config run's attention inputs (after QK-norm) too."""
+    from lighthouse_attn.cli import main
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(tiny_config("qwen3", vocab_size=257).to_dict()))
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("".join(f"def f_{i}(x):\n    return x * {i % 7} + {i % 5}\n"
+                              for i in range(400)))
+    run = tmp_path / "r"
+    assert main(["train", "--hf-config", str(path), "--data", str(corpus), "--seq-len", "1024",
+                 "--num-levels", "2", "--pooling-factor", "2", "--topk", "128",
+                 "--dense-layers", "0", "--lighthouse-steps", "2", "--dense-steps", "1",
+                 "--warmup-steps", "1", "--batch-size", "1", "--threads", "1",
+                 "--no-progress", "--run-dir", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["eval", "recall", "--checkpoint", str(run), "--data", str(corpus),
+                 "--sequences", "1", "--topks", "128", "--out", str(tmp_path / "out"),
+                 "--device", "cpu", "--no-progress"]) == 0
+    result = json.loads(next((tmp_path / "out").glob("recall_*.json")).read_text())
+    assert result["lighthouse"]["scorer"] == "dilated"
+    assert [r["layer"] for r in result["layers"]] == [1, 2, 3]
+    for row in result["layers"]:
+        assert 0 < row["selection"]["exact"] < 1
+        assert row["oracle"]["exact"] >= row["selection"]["exact"] - 1e-9

@@ -380,19 +380,19 @@ def add_recall_arguments(parser: argparse.ArgumentParser) -> None:
 def recall_main(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from ..models import Llama
     from .plots import plot_recall
     from .recall import layer_recall
-    from .selection import layer_qkv
+    from .selection import hf_layer_qkv, layer_qkv
 
     if args.sequences < 1:
         raise ValueError(f"--sequences must be >= 1 (got {args.sequences})")
     device = setup_runtime(args)
     ckpt = load_checkpoint(args.checkpoint, args.attention, device)
-    if not hasattr(ckpt.model, "layers") or not hasattr(ckpt.model.config, "head_dim") or \
-            not callable(getattr(getattr(ckpt.model.layers[0], "attn", None), "project", None)):
-        raise ValueError("eval recall reads the attention inputs of this project's Llama "
-                         "models (runs and their checkpoints); Hugging Face architectures are "
-                         "not supported yet")
+    if isinstance(ckpt.model, Llama):
+        capture = lambda ids, i: (*layer_qkv(ckpt.model, ids, i), None)  # noqa: E731
+    else:  # an --hf-config run: the layers before the measured one run dense SDPA
+        capture = lambda ids, i: hf_layer_qkv(ckpt.model, ids, i)  # noqa: E731
     config = ckpt.model.config
     layers = list(config.lighthouse_layer_indices)
     if not layers:
@@ -426,11 +426,11 @@ def recall_main(args: argparse.Namespace) -> int:
     rows, curve = [], []
     t0 = time.perf_counter()
     for layer in layers:
-        q, k, v = layer_qkv(ckpt.model, inputs, layer)
-        r = layer_recall(q, k, v, lh, seed=args.seed)
+        q, k, v, scale = capture(inputs, layer)
+        r = layer_recall(q, k, v, lh, seed=args.seed, scale=scale)
         rows.append({"layer": layer, **r})
         if layer == plot_layer:
-            curve = [{"topk": b.topk, **layer_recall(q, k, v, b, seed=args.seed)}
+            curve = [{"topk": b.topk, **layer_recall(q, k, v, b, seed=args.seed, scale=scale)}
                      for b in budgets]
     elapsed = time.perf_counter() - t0
     print(f"recall of dense attention mass: {ckpt.name}, L={lh.num_levels} p="

@@ -49,6 +49,42 @@ def layer_qkv(model: Llama, input_ids: Tensor, layer: int) -> tuple[Tensor, Tens
     return attn.project(got["x"], got["cos"], got["sin"])
 
 
+@torch.no_grad()
+def hf_layer_qkv(model, input_ids: Tensor, layer: int
+                 ) -> tuple[Tensor, Tensor, Tensor, float | None]:
+    """:func:`layer_qkv` for a model of an HF architecture (an ``--hf-config`` run's
+    :class:`~lighthouse_attn.models.HFCausalLM`): ``q``, ``k``, ``v`` as transformers' attention
+    interface hands them to layer ``layer`` (after QK-norm and RoPE) and that layer's softmax
+    scale. The layers before it run dense SDPA; the model's attention mode is restored."""
+    from transformers import AttentionInterface
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    n = model.config.n_layers
+    if not -n <= layer < n:
+        raise ValueError(f"layer {layer} is out of range for a model with {n} layers: use "
+                         f"0..{n - 1}")
+    layer %= n
+    got = {}
+    sdpa = ALL_ATTENTION_FUNCTIONS["sdpa"]
+
+    def capture(module, query, key, value, attention_mask, **kwargs):
+        if module.layer_idx == layer:
+            got["qkv"] = (query, key, value, kwargs.get("scaling"))
+            raise _Captured
+        return sdpa(module, query, key, value, attention_mask, **kwargs)
+
+    AttentionInterface.register("lighthouse_capture", capture)
+    mode = model.attention_mode
+    model.lm.set_attn_implementation("lighthouse_capture")
+    try:
+        model(input_ids)
+    except _Captured:
+        pass
+    finally:
+        model.set_attention(mode)
+    return got["qkv"]
+
+
 def model_selection(model: Llama, input_ids: Tensor, layer: int,
                     config: LighthouseConfig | None = None) -> Selection:
     """Stage-1 selection of layer ``layer`` for ``input_ids`` ``(B, N)``: ``(B, H', S)``.
