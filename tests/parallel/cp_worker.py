@@ -9,7 +9,6 @@ import torch.distributed as dist
 sys.path.insert(0, __file__.rsplit("/", 2)[0])
 from conftest import rand_qkv  # noqa: E402
 
-import lighthouse_attn.parallel.attention as cp_attention  # noqa: E402
 from lighthouse_attn import LighthouseConfig, lighthouse_attention, select  # noqa: E402
 from lighthouse_attn.parallel import (  # noqa: E402
     chunk_config,
@@ -23,7 +22,6 @@ def run(rank: int, world: int, init: str, cases: list[dict], out_path: str,
         exchange_spill: bool) -> None:
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     torch.set_num_threads(1)
-    cp_attention._EXCHANGE_SPILL = exchange_spill
     results = []
     for case in cases:
         cfg = LighthouseConfig(backend="torch", **case["config"])
@@ -39,7 +37,8 @@ def run(rank: int, world: int, init: str, cases: list[dict], out_path: str,
                if dense else lighthouse_attention(*full, cfg))
         (ref * w).sum().backward()
         local = [shard_sequence(x.detach(), 2, rank, world).requires_grad_() for x in (q, k, v)]
-        out = (dense_attention_cp(*local) if dense else lighthouse_attention_cp(*local, cfg))
+        out = (dense_attention_cp(*local) if dense else
+               lighthouse_attention_cp(*local, cfg, exchange_spill=exchange_spill))
         (out * shard_sequence(w, 2, rank, world)).sum().backward()
         want = shard_sequence(ref.detach(), 2, rank, world)
         diff = (out.detach() - want).abs().amax(dim=(0, 1, 3))  # per local row

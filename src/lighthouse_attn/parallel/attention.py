@@ -45,7 +45,6 @@ from ..ops.reference.select import select_from_scores
 from .layout import chunk_ids, owner
 
 _gather = getattr(fc, "all_gather_single_autograd", None) or fc.all_gather_tensor_autograd
-_EXCHANGE_SPILL = True  # tests turn it off to see the spill land on the chunk boundaries
 
 
 def chunk_config(config: LighthouseConfig, seq_len: int, world: int) -> LighthouseConfig:
@@ -180,7 +179,7 @@ class _GatheredInner:
 
 def lighthouse_attention_cp(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
                             group: dist.ProcessGroup | None = None, *,
-                            scale: float | None = None) -> Tensor:
+                            scale: float | None = None, exchange_spill: bool = True) -> Tensor:
     """``lighthouse_attention`` on this rank's shard of a sequence spread over the ranks of
     ``group`` (default: the world) in the load-balanced layout of ``layout.py``.
 
@@ -189,6 +188,9 @@ def lighthouse_attention_cp(q: Tensor, k: Tensor, v: Tensor, config: LighthouseC
             ``N = 2n W``.
         k, v: ``(B, H_kv, 2n, D)``, likewise.
         config: the config of the whole sequence (``topk`` of all of it).
+        exchange_spill: add each chunk's spill (the scattered summaries that land past its
+            end) to the next chunk. Always on in use; ``False`` is a control that shows the
+            exchange matters (outputs after chunk boundaries then differ).
 
     Returns:
         This rank's ``(B, H, 2n, D)`` of the output of ``lighthouse_attention`` on the whole
@@ -219,7 +221,7 @@ def lighthouse_attention_cp(q: Tensor, k: Tensor, v: Tensor, config: LighthouseC
     spills = _gather(torch.stack(inner.spills).contiguous(), 0, group)  # (2W, B, H, w-1, D)
     rows = spills.shape[3]
     for slot, chunk in enumerate(chunk_ids(rank, world)):
-        if chunk > 0 and rows and _EXCHANGE_SPILL:
+        if chunk > 0 and rows and exchange_spill:
             r, j = owner(chunk - 1, world)
             head = (outs[slot][:, :, :rows].to(spills.dtype) + spills[2 * r + j]).to(q.dtype)
             outs[slot] = torch.cat([head, outs[slot][:, :, rows:]], 2)
