@@ -69,10 +69,10 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     except (KeyboardInterrupt, Terminated) as stop:
-        name = "SIGTERM" if isinstance(stop, Terminated) else "SIGINT"
-        print(f"lighthouse-attn {command or ''}: stopped by {name}".replace(" :", ":"),
+        name, code = ("SIGTERM", 143) if isinstance(stop, Terminated) else ("SIGINT", 130)
+        print(f"{' '.join(filter(None, ('lighthouse-attn', command)))}: stopped by {name}",
               file=sys.stderr)
-        return 143 if name == "SIGTERM" else 130
+        return code
     finally:
         signal.signal(signal.SIGTERM, previous)
 

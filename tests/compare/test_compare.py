@@ -18,6 +18,7 @@ from lighthouse_attn.compare.report import (
     time_to_reach,
     verdict,
 )
+from lighthouse_attn.compare.stats import paired_interval
 
 
 @pytest.fixture(scope="module")
@@ -220,8 +221,11 @@ def test_moved_run_with_other_evaluation_settings_is_a_one_line_error(compared, 
 
 def test_verdict_names_the_dense_run_planned_for_the_same_time():
     def comp(arm, base, diffs, wall, steps, planned=False):
+        st = paired_interval(diffs)
         return {"arm": arm, "baseline": base, "seeds": list(range(len(diffs))),
                 "pairs": [{"diff": d} for d in diffs], "diff_mean": sum(diffs) / len(diffs),
+                "n": st["n"], "ci_low": st["ci_low"], "ci_high": st["ci_high"],
+                "verdict": st["verdict"],
                 "diff_min": min(diffs), "diff_max": max(diffs), "wall_ratio_mean": wall,
                 "tokens_ratio_mean": 400 / sum(steps), "steps": [250, 150],
                 "baseline_steps": steps, "diff_equal_time_mean": None,

@@ -21,11 +21,11 @@ from ..environment import device_name, versions
 from ..jsonfile import write_json
 from ..models import add_model_arguments, build_model_config, model_label
 from ..train.options import SCHEDULES, add_train_arguments, train_config_from_args
+from ..train.signals import EXIT_CODES
 from .arms import Arm, arm_configs, check_equal_time, parse_arm, run_name
 from .equal_time import saved_plan
 from .runner import Interrupted, Job, apply_plan, is_finished, run_jobs
 
-_EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 HELP = "dense vs Lighthouse-then-dense on held-out text over paired seeds: the verdict"
 
 
@@ -189,9 +189,10 @@ def main(args: argparse.Namespace) -> int:
             print(f"compare: {stop.signal_name} while training {stop.job.name}: its checkpoint "
                   "is written; run the same command again to resume the comparison",
                   file=sys.stderr)
-            return _EXIT_CODES.get(stop.signal_name, 130)
-        for job in jobs:  # arms trained in parallel processes
-            evaluate(job)
+            return EXIT_CODES.get(stop.signal_name, 130)
+        if parallel > 1:  # arms trained in other processes: evaluated here, once all ended
+            for job in jobs:
+                evaluate(job)
     runs = {job.name: rep.run_summary(job.run_dir) for job in jobs}
     if args.report_only and not any(runs.values()):
         raise ValueError(f"--report-only: no run of this comparison has started under {out} "

@@ -16,7 +16,7 @@ import statistics
 from pathlib import Path
 
 from ..train.metrics import read_metrics
-from .stats import describe_interval, mean_interval, paired_interval
+from .stats import LEVEL, describe_interval, mean_interval, paired_interval
 
 
 def run_summary(run_dir: Path) -> dict | None:
@@ -234,12 +234,9 @@ def _describe_arm(key: str, steps: list[int] | None = None) -> str:
 
 
 def _interval(c: dict) -> dict:
-    """The paired interval of a comparison (recomputed from its pairs for reports written
-    before intervals were stored)."""
-    if "verdict" in c:
-        return {"n": c["n"], "mean": c["diff_mean"], "ci_low": c["ci_low"],
-                "ci_high": c["ci_high"], "verdict": c["verdict"], "level": 0.95}
-    return paired_interval([p["diff"] for p in c["pairs"]])
+    """The paired interval of a comparison, in the form :mod:`.stats` describes."""
+    return {"n": c["n"], "mean": c["diff_mean"], "ci_low": c["ci_low"],
+            "ci_high": c["ci_high"], "verdict": c["verdict"], "level": LEVEL}
 
 
 def verdict_word(stats: dict) -> str:

@@ -164,9 +164,9 @@ def run_jobs(jobs: list[Job], parallel: int, progress: bool, echo=print,
              on_finished=None) -> None:
     """Train every job to its end; wsd jobs after their constant twins, equal-time jobs after
     the runs they are planned from. ``parallel > 1`` runs that many processes at once, each on
-    its own GPU when GPUs are visible. ``on_finished(job)`` runs after each job trained in
-    this process finishes (and for finished ones found), before the next starts, so that an
-    arm's final evaluation never waits for the whole comparison.
+    its own GPU when GPUs are visible. Without them, ``on_finished(job)`` runs after each job
+    finishes (and for finished ones found), before the next starts, so that an arm's final
+    evaluation never waits for the whole comparison.
 
     Raises:
         Interrupted: SIGINT or SIGTERM stopped an arm (after its checkpoint)."""

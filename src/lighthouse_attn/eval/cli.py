@@ -389,10 +389,11 @@ def recall_main(args: argparse.Namespace) -> int:
         raise ValueError(f"--sequences must be >= 1 (got {args.sequences})")
     device = setup_runtime(args)
     ckpt = load_checkpoint(args.checkpoint, args.attention, device)
-    if isinstance(ckpt.model, Llama):
-        capture = lambda ids, i: (*layer_qkv(ckpt.model, ids, i), None)  # noqa: E731
-    else:  # an --hf-config run: the layers before the measured one run dense SDPA
-        capture = lambda ids, i: hf_layer_qkv(ckpt.model, ids, i)  # noqa: E731
+
+    def capture(ids, layer):  # q, k, v and scale; an --hf-config run's earlier layers: SDPA
+        if isinstance(ckpt.model, Llama):
+            return (*layer_qkv(ckpt.model, ids, layer), None)
+        return hf_layer_qkv(ckpt.model, ids, layer)
     config = ckpt.model.config
     layers = list(config.lighthouse_layer_indices)
     if not layers:

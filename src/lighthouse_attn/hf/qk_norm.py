@@ -16,8 +16,9 @@ from torch import nn
 from ..config import LighthouseConfig
 
 QK_NORM_MODEL_TYPES = frozenset({"qwen3", "qwen3_moe", "qwen3_next", "olmo2", "olmo3",
-                                 "gemma3", "gemma3_text", "chameleon", "cohere"})
-"""transformers ``model_type`` values whose attention normalises q and k per head."""
+                                 "gemma3", "gemma3_text", "chameleon"})
+"""transformers ``model_type`` values whose attention always normalises q and k per head
+(others, such as Cohere, say so with a flag)."""
 
 _FLAGS = ("use_qk_norm", "qk_layernorm", "qk_norm", "use_qk_layernorm")
 
@@ -25,9 +26,8 @@ _FLAGS = ("use_qk_norm", "qk_layernorm", "qk_norm", "use_qk_layernorm")
 def config_uses_qk_norm(config) -> bool:
     """Whether a transformers config describes a model with QK-norm (by its ``model_type``
     or a QK-norm flag)."""
-    if getattr(config, "model_type", None) in QK_NORM_MODEL_TYPES:
-        return not (config.model_type == "cohere" and not getattr(config, "use_qk_norm", False))
-    return any(getattr(config, flag, False) is True for flag in _FLAGS)
+    return (getattr(config, "model_type", None) in QK_NORM_MODEL_TYPES or
+            any(getattr(config, flag, False) is True for flag in _FLAGS))
 
 
 def uses_qk_norm(model: nn.Module) -> bool:
@@ -41,10 +41,11 @@ def uses_qk_norm(model: nn.Module) -> bool:
     return config is not None and config_uses_qk_norm(config)
 
 
-def scorer_for(lighthouse: LighthouseConfig, qk_norm: bool, *, keep_norm_scorer: bool
-               ) -> tuple[LighthouseConfig, str | None]:
+def scorer_for(lighthouse: LighthouseConfig, qk_norm: bool, *, keep_norm_scorer: bool,
+               keep_hint: str = "keep_norm_scorer=True") -> tuple[LighthouseConfig, str | None]:
     """The settings to use on a model with (``qk_norm``) or without QK-norm, and a one-line
-    note when they differ from ``lighthouse`` or keep a scorer that cannot work."""
+    note when they differ from ``lighthouse`` or keep a scorer that cannot work
+    (``keep_hint``: how the caller keeps the norm scorer)."""
     if not qk_norm or lighthouse.scorer != "norm":
         return lighthouse, None
     if keep_norm_scorer:
@@ -53,5 +54,4 @@ def scorer_for(lighthouse: LighthouseConfig, qk_norm: bool, *, keep_norm_scorer:
                             "scorer='dilated'")
     return replace(lighthouse, scorer="dilated"), (
         "the model normalises q and k per head (QK-norm), which ties every norm score: "
-        "scoring with scorer='dilated' instead (keep 'norm' with keep_norm_scorer=True, or "
-        "--scorer norm)")
+        f"scoring with scorer='dilated' instead (keep 'norm' with {keep_hint})")

@@ -129,9 +129,10 @@ def _hf_model_config(args: argparse.Namespace, lighthouse: LighthouseConfig,
     from ..hf.qk_norm import config_uses_qk_norm, scorer_for
 
     chosen, note = scorer_for(lighthouse, config_uses_qk_norm(config.transformers_config()),
-                              keep_norm_scorer=getattr(args, "scorer", None) == "norm")
+                              keep_norm_scorer=getattr(args, "scorer", None) == "norm",
+                              keep_hint="--scorer norm")
     if note:
-        print(f"note: {note}".replace("keep_norm_scorer=True, or ", ""), file=sys.stderr)
+        print(f"note: {note}", file=sys.stderr)
     return replace(config, lighthouse=chosen) if chosen is not lighthouse else config
 
 

@@ -24,10 +24,10 @@ from ..models import (
 )
 from .loop import TrainingError, train
 from .options import TrainConfig, add_train_arguments, train_config_from_args
+from .signals import EXIT_CODES
 
 _RESUME_ALLOWED = {"resume", "no_progress", "device", "threads", "command",
                    "context_parallel"}
-_EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -99,5 +99,5 @@ def main(args: argparse.Namespace) -> int:
         print(f"lighthouse-attn train: error: {err}", file=sys.stderr)
         return 1
     if result.status == "interrupted":
-        return _EXIT_CODES.get(result.interrupted_by, 1)
+        return EXIT_CODES.get(result.interrupted_by, 1)
     return 0

@@ -6,6 +6,9 @@ from __future__ import annotations
 import signal
 import threading
 
+EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
+"""Exit codes of a run stopped by a signal (128 + the signal's number)."""
+
 
 class StopRequest:
     """Context manager: while active, SIGINT and SIGTERM set :attr:`signal_name` instead of
