@@ -146,17 +146,27 @@ def test_generate_warns_beyond_the_trained_context(tmp_path, capsys):
 @pytest.mark.parametrize("sig,code,name", [(signal.SIGINT, 130, "SIGINT"),
                                            (signal.SIGTERM, 143, "SIGTERM")])
 def test_a_signal_before_any_work_is_one_line(tmp_path, sig, code, name):
-    """Ctrl-C or SIGTERM while a command starts (here: waiting on a prompt file that is a
-    pipe nobody writes) used to print a traceback, or exit silently."""
+    """Ctrl-C or SIGTERM while a command starts (here: reading a prompt file that is a pipe
+    nobody writes to) used to print a traceback, or exit silently."""
     fifo = tmp_path / "prompt"
     os.mkfifo(fifo)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     proc = subprocess.Popen([sys.executable, "-m", "lighthouse_attn", "generate",
                              "--checkpoint", str(tmp_path), "--prompt-file", str(fifo)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3)  # blocked opening the pipe, whatever the machine's speed
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=60)
+    deadline, writer = time.monotonic() + 60, None
+    while writer is None and time.monotonic() < deadline:  # until the command reads the pipe
+        try:
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # no reader yet
+            time.sleep(0.05)
+    assert writer is not None, "the command never opened its prompt file"
+    try:
+        time.sleep(0.2)  # now blocked reading a pipe that stays open and empty
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        os.close(writer)
     assert proc.returncode == code, err
     assert err.strip().splitlines() == [f"lighthouse-attn generate: stopped by {name}"]
 
