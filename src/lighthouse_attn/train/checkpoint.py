@@ -258,24 +258,23 @@ def check_fresh_run_dir(run_dir: str | Path, overwrite: bool) -> None:
     if not run_dir.is_dir():
         return
     held = sorted(p.name for p in run_dir.iterdir() if p.name != ".lock")
-    if not held:
+    if overwrite or not held:
         return
     ckpts = list_checkpoints(run_dir)
-    if ckpts and not (run_dir / "config.json").is_file() and not overwrite:
+    if ckpts and not (run_dir / "config.json").is_file():
         raise ValueError(f"{run_dir} holds checkpoints ({', '.join(p.name for _, p in ckpts)}) "
                          "but no config.json: the run's settings are lost. To resume, write "
                          "config.json again with the settings it was started with and run "
                          f"--resume {run_dir}; to export its model, run lighthouse-attn export "
                          f"{ckpts[-1][1]} OUT; to start over and delete them, pass --overwrite")
-    if (run_dir / "config.json").is_file() and not overwrite:
+    if (run_dir / "config.json").is_file():
         raise ValueError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
                          "or pass --overwrite to replace it, or choose another --run-dir")
-    if not overwrite:
-        shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
-        raise ValueError(f"{run_dir} is not empty ({shown}); a fresh run needs a new or empty "
-                         "directory: choose another --run-dir, or pass --overwrite to replace "
-                         f"{', '.join(n for n in RUN_FILES if n in held) or 'nothing'} "
-                         "(other files stay)")
+    shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+    raise ValueError(f"{run_dir} is not empty ({shown}); a fresh run needs a new or empty "
+                     "directory: choose another --run-dir, or pass --overwrite to replace "
+                     f"{', '.join(n for n in RUN_FILES if n in held) or 'nothing'} "
+                     "(other files stay)")
 
 
 def clear_run_files(run_dir: str | Path) -> None:

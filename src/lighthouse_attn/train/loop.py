@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..data import BatchLoader, PackedSequences, load_corpus, scan_paths
+from ..data import BatchLoader, PackedSequences, load_corpus
 from ..jsonfile import write_json
 from ..models import ModelConfig, model_from_config
 from ..parallel import shard_sequence
@@ -113,7 +113,7 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, resume: bo
                   if run.eval_data else None)
     tensorboard = _tensorboard_check(run)
     echo(describe(run, model_config, env, data, memory, bf16, threads, validation))
-    for note in corpus.notes + _held_out_overlap(run, corpus.files):
+    for note in corpus.notes + _held_out_overlap(validation, corpus.files):
         echo(f"  note: {note}")
     lh = model_config.lighthouse
     if (run.lighthouse_steps and model_config.lighthouse_layer_indices and lh.num_levels > 1
@@ -308,12 +308,12 @@ def settings_changes(saved: dict | None, run: TrainConfig, path: Path) -> list[s
             f"{changed[k][1]!r} (used from here on)" for k in sorted(changed)]
 
 
-def _held_out_overlap(run: TrainConfig, train_files: list[str]) -> list[str]:
+def _held_out_overlap(validation: Validation | None, train_files: list[str]) -> list[str]:
     """A warning when held-out files are also training files (then nothing is held out)."""
-    if not run.eval_data or not run.data:
+    if validation is None:
         return []
     mine = {os.path.realpath(f) for f in train_files}
-    shared = [f for f in scan_paths(run.eval_data).files if os.path.realpath(f) in mine]
+    shared = [f for f in validation.files if os.path.realpath(f) in mine]
     if not shared:
         return []
     return [f"warning: {len(shared)} held-out file(s) are also training data ({shared[0]}"

@@ -14,7 +14,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ..data import PackedSequences, load_tokens
+from ..data import PackedSequences, load_corpus
 from ..parallel import shard_sequence
 from .distributed import DistEnv
 
@@ -42,7 +42,8 @@ class Validation:
             raise ValueError(f"--eval-sequences must be a positive multiple of the {dp_size} "
                              f"data-parallel groups (got {count}); try {near}")
         try:
-            data = PackedSequences(load_tokens(paths, text_field), seq_len)
+            corpus = load_corpus(paths, text_field)
+            data = PackedSequences(corpus.tokens, seq_len)
         except ValueError as err:
             raise ValueError(f"--eval-data: {err}") from None
         if len(data) < count:
@@ -50,6 +51,8 @@ class Validation:
                              f"fewer than --eval-sequences {count}: lower --eval-sequences to "
                              f"{len(data)} or add held-out text")
         self.data, self.count, self.micro_batch = data, count, max(1, micro_batch)
+        self.files = corpus.files
+        """The held-out files (their real paths tell whether training reads them too)."""
 
     @torch.no_grad()
     def loss(self, model: torch.nn.Module, env: DistEnv, autocast) -> float:
