@@ -141,6 +141,8 @@ def apply_plan(job: Job, plan: dict) -> None:
 def plan_equal_time(job: Job, echo=print) -> None:
     """Plan an equal-time job from its recipe's and the dense arm's finished runs (or reuse
     the plan kept in its run directory) and record the plan there."""
+    if job.plan is not None:  # planned in an earlier phase, applied with the job
+        return
     plan = saved_plan(job.run_dir)
     if plan is None:
         plan = plan_steps(job.equal_time.run_dir, job.dense_ref.run_dir)
