@@ -8,6 +8,8 @@
 # A call trains for at most LIMIT seconds (default 530), then stops the arm in training with
 # SIGTERM (it writes a checkpoint), so that calls of under ten minutes continue one another
 # on the same machine; finished arms are skipped, and each is evaluated as soon as it ends.
+# ARMS=lighthouse,dense trains only those arms (and dshort) of the phase's seed, so that a
+# short budget goes to the arms the main verdict needs; the report always covers every arm.
 #   OUT=dir bash benchmarks/quality/gpu_quality_128k.sh seed0     # or seed1, seed2
 #   OUT=dir bash benchmarks/quality/gpu_quality_128k.sh report    # report over every seed
 # Finished arms committed under benchmarks/quality/h200/128k/runs/ are restored first. Each
@@ -47,7 +49,8 @@ ARGS=(--preset demo --d-model 512 --n-layers 8 --n-heads 8 --n-kv-heads 8 --ffn-
       --lr 2e-3 --warmup-steps 40 --min-lr-ratio 0.1 --decay-steps 80
       --data "${TRAIN[@]}" --eval-data "$HELD" --eval-every 100 --eval-sequences 32
       --ckpt-every 25 --keep-ckpts 1 --passkey-trials 1 --no-progress --schedules wsd
-      --arms lighthouse,dense,causal --arm dshort:equal_time=lighthouse --out "$ROOT")
+      --arm dshort:equal_time=lighthouse --out "$ROOT")
+ALL=lighthouse,dense,causal
 
 if [ -n "${SMOKE:-}" ]; then  # a tiny run of the same phases, to check this script on a CPU
   ARGS+=(--d-model 64 --n-layers 3 --seq-len 4096 --topk 128 --eval-sequences 2
@@ -58,16 +61,16 @@ fi
 case "$PHASE" in
   seed0|seed1|seed2)
     timeout -k 60 -s TERM "$LIMIT" python3 -m lighthouse_attn compare "${ARGS[@]}" \
-      --seeds "${PHASE#seed}" 2>&1 | grep --line-buffered -v "^step \|checkpoint" \
+      --arms "${ARMS:-$ALL}" --seeds "${PHASE#seed}" 2>&1 | grep --line-buffered -v "^step \|checkpoint" \
       | tee -a "$OUT/$PHASE.log" | tail -30
     ;;
   report)
-    python3 -m lighthouse_attn compare "${ARGS[@]}" --seeds 0,1,2 --report-only 2>&1 \
+    python3 -m lighthouse_attn compare "${ARGS[@]}" --arms "$ALL" --seeds 0,1,2 --report-only 2>&1 \
       | tee "$OUT/report.log" | tail -30
     ;;
   *) echo "unknown phase $PHASE (seed0, seed1, seed2 or report)"; exit 2 ;;
 esac
-python3 -m lighthouse_attn compare "${ARGS[@]}" --seeds 0,1,2 --report-only >/dev/null 2>&1
+python3 -m lighthouse_attn compare "${ARGS[@]}" --arms "$ALL" --seeds 0,1,2 --report-only >/dev/null 2>&1
 cp "$ROOT"/compare.md "$ROOT"/compare.json "$OUT"/ 2>/dev/null
 ( cd "$ROOT" && find . -path '*/checkpoints' -prune -o -path '*/final' -prune -o -type f \
     \( -name '*.json' -o -name '*.jsonl' -o -name '*.md' -o -name '*.png' -o -name '*.log' \) \
