@@ -1,4 +1,5 @@
-"""Data: byte tokenizer, corpus readers, the embedded stdlib corpus, packing and batches."""
+"""Data: tokenizers, corpus readers, the embedded stdlib corpus, packing, prepared shards,
+and deterministic batches."""
 
 from __future__ import annotations
 
@@ -12,28 +13,51 @@ from .corpus import (
            scan_paths,
 )
 from .loader import BatchLoader
-from .packing import PackedSequences, pack_documents
+from .packing import PackedSequences, pack_documents, token_dtype
+from .shards import ShardedSequences, is_prepared
+from .sources import DataSource, open_sequences
 from .stdlib import stdlib_documents, stdlib_root
-from .tokenizer import SEP_ID, TOKENIZER, VOCAB_SIZE, ByteTokenizer, decode, encode, vocab_size
+from .tokenizer import (
+           BYTES,
+           SEP_ID,
+           TOKENIZER,
+           VOCAB_SIZE,
+           ByteTokenizer,
+           Tokenizer,
+           decode,
+           encode,
+           load_tokenizer,
+           tokenizer_from_identity,
+           vocab_size,
+)
 
 __all__ = [
+           "BYTES",
            "SEP_ID",
            "TOKENIZER",
            "VOCAB_SIZE",
            "BatchLoader",
-           "Corpus",
            "ByteTokenizer",
+           "Corpus",
+           "DataSource",
            "PackedSequences",
            "Scan",
+           "ShardedSequences",
+           "Tokenizer",
            "decode",
            "encode",
+           "is_prepared",
            "load_corpus",
+           "load_tokenizer",
            "load_tokens",
+           "open_sequences",
            "pack_documents",
            "read_documents",
            "resolve_paths",
            "scan_paths",
            "stdlib_documents",
            "stdlib_root",
+           "token_dtype",
+           "tokenizer_from_identity",
            "vocab_size",
 ]

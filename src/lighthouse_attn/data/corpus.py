@@ -1,18 +1,20 @@
-"""Corpus readers: files, directories (recursive), globs, ``.jsonl`` and plain text.
+"""Corpus readers: files, directories (recursive), globs, plain text, ``.jsonl`` (also
+``.gz``/``.zst``) and ``.parquet`` (read by :mod:`.records`).
 
-Every plain-text file is one document; every line of a ``.jsonl`` file is one document (its
-``text_field``). Files are de-duplicated by their real path (a file reached twice, through a
-link or two overlapping paths, is read once), and directory links are followed once (loops are
-cut). While walking a directory, hidden entries, binary files (a NUL byte in the first 8 KiB),
-anything that is not a regular file (pipes, sockets, devices) and run directories (a
-``config.json`` beside a ``metrics.jsonl``, or a comparison's ``compare.json``) are skipped;
+Every plain-text file is one document; every line of a ``.jsonl`` file and every row of a
+parquet file is one document (its ``text_field``). Files are de-duplicated by their real path
+(a file reached twice, through a link or two overlapping paths, is read once), and directory
+links are followed once (loops are cut). While walking a directory, hidden entries, binary
+files (a NUL byte in the first 8 KiB, unless named like parquet or compressed ``.jsonl``),
+anything that is not a regular file (pipes, sockets, devices), run directories (a
+``config.json`` beside a ``metrics.jsonl``, or a comparison's ``compare.json``) and prepared
+token shards (a ``manifest.json`` of ``data prepare``) are skipped;
 :class:`Scan` counts what was skipped or merged, so that the trainer can say so.
 """
 
 from __future__ import annotations
 
 import glob
-import json
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -21,7 +23,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .packing import pack_documents
+from .records import BINARY_FORMATS, file_documents
+from .shards import is_prepared
 from .stdlib import stdlib_documents
+from .tokenizer import TOKENIZER, Tokenizer
 
 _GLOB_CHARS = "*?["
 _NON_REGULAR = "non-regular (pipe, socket, device or broken link)"
@@ -46,14 +51,15 @@ class Scan:
         for reason, n in sorted(self.skipped.items()):
             out.append(f"skipped {n} {reason} file(s) in the data directories")
         for d in self.excluded:
-            out.append(f"skipped {d}: a run or comparison directory, never read as data")
+            out.append(f"skipped {d}: a run, comparison or prepared directory, never read as "
+                       "text")
         return out
 
 
 def _is_run_dir(path: str) -> bool:
     return ((os.path.isfile(os.path.join(path, "config.json")) and
              os.path.isfile(os.path.join(path, "metrics.jsonl"))) or
-            os.path.isfile(os.path.join(path, "compare.json")))
+            os.path.isfile(os.path.join(path, "compare.json")) or is_prepared(path))
 
 
 def scan_paths(paths: list[str], exclude: Iterable[str] = ()) -> Scan:
@@ -141,6 +147,9 @@ def _walk(root: str, scan: Scan, excluded: set[str]) -> list[str]:
 
 
 def _is_binary(path: str) -> bool:
+    """A NUL byte in the first 8 KiB, unless the name is that of a binary text format."""
+    if path.endswith(BINARY_FORMATS):
+        return False
     try:
         with open(path, "rb") as f:
             return b"\0" in f.read(8192)
@@ -150,63 +159,18 @@ def _is_binary(path: str) -> bool:
 
 def read_documents(paths: list[str], text_field: str = "text",
                    stats: Counter | None = None) -> Iterator[str]:
-    """Documents of ``paths`` (see :func:`scan_paths`), in file order. Bytes that are not
-    UTF-8 become U+FFFD; ``stats`` (if given) counts them (``"replaced_bytes"``) and the files
-    holding them (``"replaced_files"``).
+    """Documents of ``paths`` (see :func:`scan_paths` and
+    :func:`~.records.file_documents`), in file order; ``stats`` (if given) counts replaced
+    invalid UTF-8 bytes (``"replaced_bytes"``) and the files holding them
+    (``"replaced_files"``).
 
     Raises:
-        ValueError: unreadable files, invalid JSON lines, or a ``.jsonl`` record without a
-            string ``text_field``.
+        ValueError: unreadable files, invalid JSON lines, or a record without a string
+            ``text_field``.
     """
     stats = Counter() if stats is None else stats
     for path in resolve_paths(paths):
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError as err:
-            raise ValueError(f"cannot read data file {path!r}: {err.strerror}") from None
-        text = _decode(data, stats)
-        if path.endswith(".jsonl"):
-            yield from _read_jsonl(path, text, text_field)
-        else:
-            yield text
-
-
-def _decode(data: bytes, stats: Counter) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        text = data.decode("utf-8", errors="replace")
-        stats["replaced_bytes"] += text.count("\ufffd") - data.count(b"\xef\xbf\xbd")
-        stats["replaced_files"] += 1
-        return text
-
-
-def _read_jsonl(path: str, text: str, text_field: str) -> Iterator[str]:
-    for lineno, line in enumerate(text.split("\n"), 1):  # JSON strings may hold U+2028
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{lineno}: invalid JSON ({err.msg})") from None
-        if not isinstance(record, dict):
-            raise ValueError(f"{path}:{lineno}: a JSON {type(record).__name__}, not an object "
-                             f"with a string field {text_field!r}; write one object per line")
-        value = record.get(text_field)
-        if value is None:
-            raise ValueError(f"{path}:{lineno}: no field {text_field!r} (keys: "
-                             f"{sorted(record)}); choose the field with --text-field")
-        if not isinstance(value, str):
-            raise ValueError(f"{path}:{lineno}: field {text_field!r} is a JSON "
-                             f"{_json_type(value)}, not a string; point --text-field at the "
-                             "field that holds the text")
-        yield value
-
-
-def _json_type(value) -> str:
-    return {bool: "boolean", int: "number", float: "number", list: "array", dict: "object"
-            }.get(type(value), type(value).__name__)
+        yield from file_documents(path, text_field, stats)
 
 
 @dataclass
@@ -220,14 +184,14 @@ class Corpus:
 
 
 def load_corpus(paths: list[str] | None = None, text_field: str = "text",
-                exclude: Iterable[str] = ()) -> Corpus:
+                exclude: Iterable[str] = (), tokenizer: Tokenizer = TOKENIZER) -> Corpus:
     """:func:`load_tokens` with the files read and notes on what was skipped, merged or
     replaced; directories in ``exclude`` are never read."""
     if not paths:
-        return Corpus(pack_documents(stdlib_documents()), [], [])
+        return Corpus(pack_documents(stdlib_documents(), tokenizer), [], [])
     scan = scan_paths(paths, exclude)
     stats: Counter = Counter()
-    tokens = pack_documents(read_documents(scan.files, text_field, stats))
+    tokens = pack_documents(read_documents(scan.files, text_field, stats), tokenizer)
     notes = scan.notes()
     if stats["replaced_bytes"]:
         notes.append(f"{stats['replaced_bytes']:,} byte(s) of invalid UTF-8 in "
@@ -235,7 +199,8 @@ def load_corpus(paths: list[str] | None = None, text_field: str = "text",
     return Corpus(tokens, scan.files, notes)
 
 
-def load_tokens(paths: list[str] | None = None, text_field: str = "text") -> np.ndarray:
-    """The packed ``uint16`` token stream of ``paths``, or of the embedded stdlib corpus when
-    ``paths`` is empty or ``None``. Raises ``ValueError`` for missing or empty data."""
-    return load_corpus(paths, text_field).tokens
+def load_tokens(paths: list[str] | None = None, text_field: str = "text",
+                tokenizer: Tokenizer = TOKENIZER) -> np.ndarray:
+    """The packed token stream of ``paths``, or of the embedded stdlib corpus when ``paths``
+    is empty or ``None``. Raises ``ValueError`` for missing or empty data."""
+    return load_corpus(paths, text_field, tokenizer=tokenizer).tokens

@@ -9,18 +9,35 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .tokenizer import SEP_ID, TOKENIZER
+from .tokenizer import TOKENIZER, Tokenizer
 
 
-def pack_documents(documents: Iterable[str]) -> np.ndarray:
-    """``doc_0 SEP doc_1 SEP ...`` as one ``uint16`` array; empty documents are skipped.
+def token_dtype(vocab_size: int) -> np.dtype:
+    """``uint16`` when every id fits, else ``uint32``."""
+    return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
+
+
+def pack_documents(documents: Iterable[str], tokenizer: Tokenizer = TOKENIZER) -> np.ndarray:
+    """``doc_0 SEP doc_1 SEP ...`` as one array (:func:`token_dtype`); empty documents are
+    skipped.
 
     Raises ``ValueError`` if every document is empty."""
-    sep = np.array([SEP_ID], dtype=np.uint16)
-    parts = []
+    dtype = token_dtype(tokenizer.vocab_size)
+    sep = np.array([tokenizer.sep_id], dtype=dtype)
+    parts: list[np.ndarray] = []
+    batch: list[str] = []
+
+    def flush() -> None:
+        for ids in tokenizer.encode_batch(batch):
+            parts.extend((ids.astype(dtype, copy=False), sep))
+        batch.clear()
+
     for doc in documents:
         if doc:
-            parts += [TOKENIZER.encode_array(doc), sep]
+            batch.append(doc)
+            if len(batch) == 256:
+                flush()
+    flush()
     if not parts:
         raise ValueError("the data holds no text (every document is empty)")
     return np.concatenate(parts)
@@ -40,7 +57,7 @@ class PackedSequences:
         self.tokens, self.seq_len = tokens, seq_len
         self.num_samples = (len(tokens) - 1) // seq_len
         if self.num_samples < 1:
-            raise ValueError(f"the data has {len(tokens):,} tokens (bytes + separators), shorter "
+            raise ValueError(f"the data has {len(tokens):,} tokens (with separators), shorter "
                              f"than one sequence of seq_len + 1 = {seq_len + 1:,}; add data or "
                              f"use --seq-len <= {max(len(tokens) - 1, 1):,}")
         self.fingerprint = zlib.crc32(tokens.tobytes())
@@ -48,6 +65,11 @@ class PackedSequences:
 
     def __len__(self) -> int:
         return self.num_samples
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens in the stream (documents and separators)."""
+        return len(self.tokens)
 
     def batch(self, indices: list[int]) -> tuple[Tensor, Tensor]:
         """``(inputs, targets)``, int64 ``(len(indices), seq_len)`` each."""

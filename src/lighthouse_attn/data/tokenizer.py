@@ -1,9 +1,18 @@
-"""Byte-level tokenizer (as in the paper): token ``b`` is the UTF-8 byte ``b`` (0..255) and
-``SEP_ID = 256`` separates documents."""
+"""Tokenizers: the byte-level one (as in the paper; token ``b`` is the UTF-8 byte ``b``, and
+``SEP_ID = 256`` separates documents) and :func:`load_tokenizer`, which also opens a Hugging
+Face ``tokenizer.json`` (:class:`~.tokenizer_file.FileTokenizer`).
+
+Every tokenizer has ``vocab_size``, ``sep_id`` (the document separator), ``encode``,
+``encode_array`` (a ``uint32``-safe array), ``decode``, ``identity()`` (a JSON-ready dict that
+checkpoints and prepared shards record, so that a mismatch is caught) and ``files()`` (the
+files stored beside a model so that it can be read back).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -13,11 +22,27 @@ VOCAB_SIZE = 257
 """256 byte values + the separator."""
 
 
+class Tokenizer(Protocol):
+    """What training, evaluation and export need of a tokenizer."""
+
+    vocab_size: int
+    sep_id: int
+
+    def encode(self, text: str) -> list[int]: ...
+    def encode_array(self, text: str) -> np.ndarray: ...
+    def encode_batch(self, texts: list[str]) -> list[np.ndarray]: ...
+    def decode(self, ids: Iterable[int], sep: str = "\n") -> str: ...
+    def identity(self) -> dict: ...
+    def files(self) -> dict[str, bytes]: ...
+    def to_hf(self): ...
+
+
 class ByteTokenizer:
     """UTF-8 bytes as tokens, plus a document separator (:data:`SEP_ID`)."""
 
     vocab_size: int = VOCAB_SIZE
     sep_id: int = SEP_ID
+    name: str = "bytes"
 
     def encode(self, text: str) -> list[int]:
         """UTF-8 bytes of ``text`` as ints in ``0..255`` (no separator added)."""
@@ -26,6 +51,24 @@ class ByteTokenizer:
     def encode_array(self, text: str) -> np.ndarray:
         """Like :meth:`encode`, as a ``uint16`` array (fast for long documents)."""
         return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.uint16)
+
+    def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
+        """:meth:`encode_array` of each text."""
+        return [self.encode_array(t) for t in texts]
+
+    def identity(self) -> dict:
+        """What checkpoints and prepared shards record about the tokenizer."""
+        return {"type": "byte", "vocab_size": VOCAB_SIZE, "sep_id": SEP_ID}
+
+    def files(self) -> dict[str, bytes]:
+        """Files stored beside a model: none (the byte tokenizer is built in)."""
+        return {}
+
+    def to_hf(self):
+        """The tokenizer as a transformers ``PreTrainedTokenizerFast`` (for export)."""
+        from .hf_tokenizer import hf_byte_tokenizer
+
+        return hf_byte_tokenizer()
 
     def decode(self, ids: Iterable[int], sep: str = "\n") -> str:
         """Text of ``ids``; separators become ``sep``; invalid UTF-8 becomes U+FFFD.
@@ -46,6 +89,72 @@ class ByteTokenizer:
 
 
 TOKENIZER = ByteTokenizer()
+BYTES = "bytes"
+"""The ``tokenizer`` setting of the byte tokenizer (the default)."""
+TOKENIZER_FILE = "tokenizer.json"
+"""Name of a tokenizer file stored beside a model."""
+
+
+def load_tokenizer(spec: str = BYTES, sep_token: str | None = None) -> Tokenizer:
+    """``"bytes"`` (the byte tokenizer), or a Hugging Face ``tokenizer.json`` file or a
+    directory holding one (read with the ``tokenizers`` library; nothing is downloaded).
+
+    ``sep_token`` names the special token that separates documents; by default the
+    tokenizer's end-of-text token (see :class:`~.tokenizer_file.FileTokenizer`).
+
+    Raises:
+        ValueError: a missing or unreadable tokenizer, or no separator token.
+    """
+    if spec == BYTES:
+        if sep_token is not None:
+            raise ValueError("--sep-token applies to a tokenizer file; the byte tokenizer's "
+                             "separator is built in (drop --sep-token)")
+        return TOKENIZER
+    from .tokenizer_file import FileTokenizer
+
+    return FileTokenizer(spec, sep_token)
+
+
+def tokenizer_from_identity(identity: dict | None, model_dir: str | Path) -> Tokenizer:
+    """The tokenizer a checkpoint recorded (``identity``), read from ``model_dir`` when it is a
+    file tokenizer; ``ValueError`` if the stored file is missing or is not the recorded one.
+    Checkpoints written before tokenizers were recorded use the byte tokenizer."""
+    identity = identity or TOKENIZER.identity()
+    if identity.get("type") == "byte":
+        if identity != TOKENIZER.identity():
+            raise ValueError(f"{model_dir} records a byte tokenizer {identity}, not this "
+                             f"version's {TOKENIZER.identity()}")
+        return TOKENIZER
+    if identity.get("type") != "file":
+        raise ValueError(f"{model_dir} records an unknown tokenizer {identity}")
+    from .tokenizer_file import FileTokenizer
+
+    path = Path(model_dir) / TOKENIZER_FILE
+    if not path.is_file():
+        raise ValueError(f"{model_dir} was trained with a tokenizer file, but its copy "
+                         f"{path} is missing")
+    tok = FileTokenizer(path, identity.get("sep_token"))
+    if tok.identity() != identity:
+        raise ValueError(f"{path} is not the tokenizer {model_dir} records (sha256 "
+                         f"{identity.get('sha256', '?')[:12]}...)")
+    return tok
+
+
+def check_same_tokenizer(recorded: dict, tokenizer: Tokenizer, what: str, fix: str) -> None:
+    """``ValueError`` naming ``what`` and ``fix`` when ``recorded`` (an :meth:`identity`) is
+    not ``tokenizer``'s."""
+    mine = tokenizer.identity()
+    if recorded != mine:
+        raise ValueError(f"{what} uses tokenizer {describe_identity(recorded)}, not "
+                         f"{describe_identity(mine)}; {fix}")
+
+
+def describe_identity(identity: dict) -> str:
+    """``bytes`` or ``tokenizer.json (vocab 50,257, sha256 1a2b3c4d5e6f)``."""
+    if identity.get("type") == "byte":
+        return "bytes"
+    return (f"file (vocab {identity.get('vocab_size', 0):,}, separator "
+            f"{identity.get('sep_token')!r}, sha256 {str(identity.get('sha256', '?'))[:12]})")
 encode = TOKENIZER.encode
 decode = TOKENIZER.decode
 vocab_size = VOCAB_SIZE

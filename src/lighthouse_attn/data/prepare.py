@@ -1,0 +1,324 @@
+"""``data prepare``: tokenize inputs once into memory-mappable shards with a manifest.
+
+The inputs (text files, directories, globs, ``.jsonl`` / ``.jsonl.gz`` / ``.jsonl.zst``,
+``.parquet``) are cut into units of work: one per file, one per row group of a parquet file.
+Worker processes tokenize units in parallel; each writes its own shards (at most
+``shard_tokens`` tokens each) under temporary names and renames them when complete. Shards are
+listed in unit order, so the corpus is the same stream whatever the number of workers, and
+the same as reading the inputs directly (:func:`~.corpus.load_corpus`).
+
+A prepare resumes: after every finished unit the main process records it in
+``prepare_state.json`` (atomically); a restarted prepare with the same settings skips the
+units recorded there and deletes any other shard files (a unit a kill cut short). The
+manifest is written last, so a directory without ``manifest.json`` is never read as a corpus.
+
+With ``holdout_fraction`` each document goes, by a hash of its place in the inputs, to the
+held-out corpus ``OUT/heldout/`` (a prepared directory of its own) with that probability.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import zlib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..jsonfile import write_json
+from ..progress import bar_disable
+from .corpus import scan_paths
+from .packing import token_dtype
+from .records import file_documents, parquet_file
+from .shards import FORMAT, MANIFEST, is_prepared, read_manifest
+from .tokenizer import BYTES, Tokenizer, load_tokenizer
+
+STATE = "prepare_state.json"
+HELDOUT = "heldout"
+DEFAULT_SHARD_TOKENS = 1 << 26
+_BATCH_DOCS = 256
+_DTYPES = ("auto", "uint16", "uint32")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One unit of work: a file, or one row group of a parquet file."""
+
+    index: int
+    path: str
+    row_group: int | None
+    size: int  # bytes, for the progress bar
+
+
+@dataclass(frozen=True)
+class _Job:
+    unit: Unit
+    out: str
+    tokenizer: str
+    sep_token: str | None
+    text_field: str
+    dtype: str
+    shard_tokens: int
+    holdout_fraction: float
+
+
+def prepare(inputs: list[str], out: str | os.PathLike, tokenizer: str = BYTES,
+            sep_token: str | None = None, text_field: str = "text",
+            holdout_fraction: float = 0.0, shard_tokens: int = DEFAULT_SHARD_TOKENS,
+            dtype: str = "auto", workers: int | None = None, overwrite: bool = False,
+            progress: bool = True, echo=print) -> dict:
+    """Tokenize ``inputs`` into shards under ``out``; returns the manifest.
+
+    Args:
+        inputs: files, directories or globs (see :func:`~.corpus.scan_paths`).
+        out: the output directory (created; resumed when it holds an unfinished prepare with
+            the same settings).
+        tokenizer, sep_token: see :func:`~.tokenizer.load_tokenizer`.
+        text_field: field of ``.jsonl`` records and column of parquet files.
+        holdout_fraction: share of documents written to ``out/heldout/`` instead.
+        shard_tokens: most tokens per shard file.
+        dtype: ``auto`` (``uint16`` when the vocabulary fits, else ``uint32``), ``uint16`` or
+            ``uint32``.
+        workers: processes (default: the CPU cores).
+        overwrite: replace an earlier prepare with other settings.
+
+    Raises:
+        ValueError: bad settings, unreadable or empty inputs, an ``out`` that holds something
+            else.
+    """
+    tok = load_tokenizer(tokenizer, sep_token)
+    dtype = _check_settings(tok, dtype, holdout_fraction, shard_tokens, workers)
+    out = Path(out)
+    scan = scan_paths(inputs, exclude=[out])
+    units = _units(scan.files, text_field)
+    settings = {"inputs": [{"path": os.path.abspath(u.path), "row_group": u.row_group,
+                            "bytes": u.size} for u in units],
+                "tokenizer": tok.identity(), "text_field": text_field, "dtype": dtype,
+                "shard_tokens": shard_tokens, "holdout_fraction": holdout_fraction}
+    done = _resume_state(out, settings, overwrite, echo)
+    if isinstance(done, dict) and "format" in done:
+        return done
+    for note in scan.notes():
+        echo(f"note: {note}")
+    jobs = [_Job(u, str(out), tokenizer if tokenizer == BYTES else os.path.abspath(tokenizer),
+                 sep_token, text_field, dtype, shard_tokens, holdout_fraction)
+            for u in units if str(u.index) not in done]
+    _remove_strays(out, done)
+    workers = min(workers or os.cpu_count() or 1, max(1, len(jobs)))
+    with tqdm(total=sum(j.unit.size for j in jobs), unit="B", unit_scale=True,
+              desc="preparing", disable=bar_disable(progress)) as bar:
+        for result in _run(jobs, workers):
+            done[str(result["unit"])] = result
+            write_json(out / STATE, {"settings": settings, "units": done})
+            bar.update(result["bytes"])
+    return _finish(out, settings, units, done, tok)
+
+
+def _check_settings(tok: Tokenizer, dtype: str, holdout_fraction: float, shard_tokens: int,
+                    workers: int | None) -> str:
+    if dtype not in _DTYPES:
+        raise ValueError(f"--dtype must be one of {', '.join(_DTYPES)} (got {dtype!r})")
+    fits = token_dtype(tok.vocab_size).name
+    if dtype == "auto":
+        dtype = fits
+    elif dtype == "uint16" and fits != "uint16":
+        raise ValueError(f"the tokenizer's vocabulary ({tok.vocab_size:,} tokens) does not fit "
+                         "uint16 (at most 65,536): use --dtype uint32 or auto")
+    if not 0 <= holdout_fraction < 1:
+        raise ValueError(f"--holdout-fraction must be in [0, 1) (got {holdout_fraction})")
+    if shard_tokens < 1:
+        raise ValueError(f"--shard-tokens must be >= 1 (got {shard_tokens})")
+    if workers is not None and workers < 1:
+        raise ValueError(f"--workers must be >= 1 (got {workers})")
+    return dtype
+
+
+def _units(files: list[str], text_field: str) -> list[Unit]:
+    units: list[Unit] = []
+    for path in files:
+        if path.endswith(".parquet"):
+            meta = parquet_file(path, text_field).metadata
+            for g in range(meta.num_row_groups):
+                units.append(Unit(len(units), path, g, meta.row_group(g).total_byte_size))
+        else:
+            units.append(Unit(len(units), path, None, os.path.getsize(path)))
+    return units
+
+
+def _resume_state(out: Path, settings: dict, overwrite: bool, echo) -> dict:
+    """The finished manifest when ``out`` is already prepared with ``settings``; else the
+    units an unfinished prepare with ``settings`` recorded (``{}`` for a fresh start)."""
+    if is_prepared(out):
+        manifest = read_manifest(out)
+        if manifest.get("settings") == settings:
+            echo(f"{out} is already prepared with these inputs and settings")
+            return manifest
+        if not overwrite:
+            raise ValueError(f"{out} holds a prepared corpus of other inputs or settings; "
+                             "choose another --out, or pass --overwrite to replace it")
+    state = out / STATE
+    if state.is_file():
+        try:
+            saved = json.loads(state.read_text())
+        except ValueError:
+            saved = {}
+        if saved.get("settings") == settings and not overwrite:
+            echo(f"resuming the prepare in {out}: {len(saved['units'])} unit(s) done")
+            return dict(saved["units"])
+        if not overwrite:
+            raise ValueError(f"{out} holds an unfinished prepare of other inputs or settings; "
+                             "repeat that command to finish it, or pass --overwrite")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; choose a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise ValueError(f"--out {out} is not empty; choose an empty or new directory, or "
+                             "pass --overwrite (it removes an earlier prepare's files only)")
+        _clear(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return {}
+
+
+def _clear(out: Path) -> None:
+    """Remove what a prepare writes (shards, manifests, state, the held-out corpus)."""
+    for p in out.iterdir():
+        if p.name in (MANIFEST, STATE) or (p.name.startswith(("shard-", ".tmp-shard-"))):
+            p.unlink()
+        elif p.name == HELDOUT and p.is_dir():
+            shutil.rmtree(p)
+
+
+def _remove_strays(out: Path, done: dict) -> None:
+    """Delete shard files (and temporaries) of units not recorded as finished."""
+    keep = {s["file"] for r in done.values() for split in ("train", HELDOUT)
+            for s in r[split]}
+    for d in (out, out / HELDOUT):
+        if d.is_dir():
+            for p in d.iterdir():
+                rel = p.relative_to(out).as_posix()
+                if p.name.startswith((".tmp-shard-", "shard-")) and rel not in keep:
+                    p.unlink()
+
+
+def _run(jobs: list[_Job], workers: int):
+    if workers == 1:
+        yield from map(_prepare_unit, jobs)
+        return
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    with multiprocessing.get_context(method).Pool(workers) as pool:
+        yield from pool.imap_unordered(_prepare_unit, jobs)
+
+
+class _ShardWriter:
+    """Shards ``shard-UNIT-K.bin`` of one unit and split, each at most ``limit`` tokens,
+    written under a temporary name and renamed when complete."""
+
+    def __init__(self, out: Path, prefix: str, dtype: np.dtype, limit: int) -> None:
+        self.out, self.prefix, self.dtype, self.limit = out, prefix, dtype, limit
+        self.shards: list[dict] = []
+        self._file, self._tokens, self._docs, self._crc = None, 0, 0, 0
+
+    def add(self, ids: np.ndarray, documents: int) -> None:
+        ids = ids.astype(self.dtype.newbyteorder("<"), copy=False)
+        while len(ids):
+            if self._file is None:
+                self.out.mkdir(parents=True, exist_ok=True)
+                self._tmp = self.out / f".tmp-{self._name()}"
+                self._file = open(self._tmp, "wb")
+            take = ids[:self.limit - self._tokens]
+            data = take.tobytes()
+            self._file.write(data)
+            self._crc = zlib.crc32(data, self._crc)
+            self._tokens += len(take)
+            self._docs += documents
+            documents = 0
+            ids = ids[len(take):]
+            if self._tokens == self.limit:
+                self.close()
+
+    def _name(self) -> str:
+        return f"{self.prefix}-{len(self.shards):04d}.bin"
+
+    def close(self) -> None:
+        if self._file is None:
+            return
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        name = self._name()
+        os.replace(self._tmp, self.out / name)
+        self.shards.append({"file": name, "tokens": self._tokens, "documents": self._docs,
+                            "crc32": self._crc})
+        self._file, self._tokens, self._docs, self._crc = None, 0, 0, 0
+
+
+def _prepare_unit(job: _Job) -> dict:
+    """Tokenize one unit into its shards; returns their records."""
+    tok = load_tokenizer(job.tokenizer, job.sep_token)
+    dtype = np.dtype(job.dtype)
+    out = Path(job.out)
+    prefix = f"shard-{job.unit.index:06d}"
+    writers = {"train": _ShardWriter(out, prefix, dtype, job.shard_tokens),
+               HELDOUT: _ShardWriter(out / HELDOUT, prefix, dtype, job.shard_tokens)}
+    sep = np.array([tok.sep_id], dtype=dtype)
+    stats: Counter = Counter()
+    batch: list[tuple[str, str]] = []
+
+    def flush() -> None:
+        ids = tok.encode_batch([text for _, text in batch])
+        for (split, _), doc in zip(batch, ids):
+            writers[split].add(np.concatenate([doc.astype(dtype, copy=False), sep]), 1)
+        batch.clear()
+
+    docs = file_documents(job.unit.path, job.text_field, stats, job.unit.row_group)
+    for i, text in enumerate(docs):
+        if text:
+            batch.append((_split(job, i), text))
+            if len(batch) == _BATCH_DOCS:
+                flush()
+    flush()
+    for w in writers.values():
+        w.close()
+    return {"unit": job.unit.index, "bytes": job.unit.size,
+            "replaced_bytes": stats["replaced_bytes"],
+            "train": writers["train"].shards,
+            HELDOUT: [dict(s, file=f"{HELDOUT}/{s['file']}") for s in writers[HELDOUT].shards]}
+
+
+def _split(job: _Job, doc: int) -> str:
+    """``"heldout"`` for a ``holdout_fraction`` share of documents, by a hash of the
+    document's place (unit, index)."""
+    if job.holdout_fraction <= 0:
+        return "train"
+    h = zlib.crc32(f"{job.unit.index}:{doc}".encode()) / 2**32
+    return HELDOUT if h < job.holdout_fraction else "train"
+
+
+def _finish(out: Path, settings: dict, units: list[Unit], done: dict, tok: Tokenizer) -> dict:
+    """Write the held-out manifest, then the corpus manifest, then drop the state file."""
+    def manifest(split: str, prefix: str = "") -> dict:
+        shards = [dict(s, file=s["file"][len(prefix):]) for u in units
+                  for s in done[str(u.index)][split]]
+        return {"format": FORMAT, "tokenizer": tok.identity(), "dtype": settings["dtype"],
+                "split": split, "tokens": sum(s["tokens"] for s in shards),
+                "documents": sum(s["documents"] for s in shards), "shards": shards,
+                "replaced_bytes": sum(r["replaced_bytes"] for r in done.values()),
+                "settings": settings}
+
+    train = manifest("train")
+    if train["tokens"] == 0:
+        raise ValueError("the inputs hold no text (every document is empty)")
+    if settings["holdout_fraction"] > 0:
+        held = manifest(HELDOUT, HELDOUT + "/")
+        if held["tokens"] == 0:
+            raise ValueError(f"--holdout-fraction {settings['holdout_fraction']} held out no "
+                             "document; raise it or prepare held-out text separately")
+        write_json(out / HELDOUT / MANIFEST, held)
+    write_json(out / MANIFEST, train)
+    (out / STATE).unlink(missing_ok=True)
+    return train
