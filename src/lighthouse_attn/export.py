@@ -82,17 +82,17 @@ def export(run: str | Path, out: str | Path, overwrite: bool = False) -> dict:
         ValueError: no model at ``run``, an unwritable ``out``, or a model that does not map
             exactly onto the transformers architecture.
     """
-    from .data.hf_tokenizer import hf_byte_tokenizer
     from .eval.loading import trained_seq_len
     from .hf.model import save_pretrained
     from .models import Llama
     from .models.to_hf import to_hf_llama
-    from .train.checkpoint import load_model, resolve_model_dir
+    from .train.checkpoint import load_model, model_tokenizer, resolve_model_dir
 
     out = Path(out)
     check_output_dir(out, overwrite, source=Path(run))
     model_dir = resolve_model_dir(run)
     model, info = load_model(model_dir, attention="dense")
+    tokenizer = model_tokenizer(model_dir)
     warnings = []
     if model_dir.parent.name == "checkpoints" and Path(run).resolve() != model_dir.resolve():
         warnings.append(f"{run} has not finished (no final/ model): exporting its newest "
@@ -103,18 +103,20 @@ def export(run: str | Path, out: str | Path, overwrite: bool = False) -> dict:
                         "which it has not been trained to be; expect a higher loss than after "
                         "recovery")
     if isinstance(model, Llama):
-        hf = to_hf_llama(model, max(trained_seq_len(model_dir) or 0, 2048))
+        hf = to_hf_llama(model, max(trained_seq_len(model_dir) or 0, 2048), tokenizer.sep_id)
     else:
         hf = model.lm  # an --hf-config run: already a transformers model
         hf.config._attn_implementation = "sdpa"
     try:
-        save_pretrained(hf, out, tokenizer=hf_byte_tokenizer())  # atomic, replaces ``out``
+        save_pretrained(hf, out, tokenizer=tokenizer.to_hf())  # atomic, replaces ``out``
     except OSError as err:
         raise ValueError(f"cannot write {out}: {err.strerror}; choose another directory"
                          ) from None
     return {"step": info["step"], "trained_attention": info["trained_attention"],
             "architecture": type(hf).__name__, "source": str(model_dir),
-            "parameters": sum(p.numel() for p in hf.parameters()), "warnings": warnings}
+            "parameters": sum(p.numel() for p in hf.parameters()), "warnings": warnings,
+            "tokenizer": "the byte tokenizer" if info["tokenizer"]["type"] == "byte" else
+            "the run's tokenizer file"}
 
 
 def main(args: argparse.Namespace) -> int:
@@ -122,8 +124,8 @@ def main(args: argparse.Namespace) -> int:
     for w in result["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     print(f"exported {result['source']} (step {result['step']}) to {args.out}: "
-          f"{result['architecture']}, {result['parameters'] / 1e6:.2f}M parameters, with the "
-          "byte tokenizer")
+          f"{result['architecture']}, {result['parameters'] / 1e6:.2f}M parameters, with "
+          f"{result['tokenizer']}")
     print(f"load it with AutoModelForCausalLM.from_pretrained({str(args.out)!r}) and "
           f"AutoTokenizer.from_pretrained({str(args.out)!r})")
     return 0

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .data import SEP_ID, TOKENIZER
+from .data import Tokenizer
 
 HELP = "continue a prompt with a trained or exported model (dense attention, KV cache)"
 
@@ -36,10 +36,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
 
 
+def model_tokenizer_at(path: str | Path) -> Tokenizer:
+    """The tokenizer of the model at ``path`` (a run, checkpoint or exported directory)."""
+    from .models.hf_causal_lm import saved_tokenizer
+    from .train.checkpoint import is_hf_checkpoint, model_tokenizer, resolve_model_dir
+
+    path = Path(path)
+    if path.is_dir() and is_hf_checkpoint(path):
+        return saved_tokenizer(path)
+    return model_tokenizer(resolve_model_dir(path))
+
+
 def run_generation(path: str | Path, prompt: list[int], max_new_tokens: int,
                    temperature: float, top_p: float, seed: int, stop: bool,
-                   device: torch.device) -> list[int]:
-    """New token ids after ``prompt`` from the model at ``path``."""
+                   device: torch.device, sep_id: int) -> list[int]:
+    """New token ids after ``prompt`` from the model at ``path`` (stopping after the document
+    separator ``sep_id`` when ``stop``)."""
     from .models import Llama
     from .models.decode import generate
     from .train.checkpoint import is_hf_checkpoint, load_model, resolve_model_dir
@@ -50,13 +62,14 @@ def run_generation(path: str | Path, prompt: list[int], max_new_tokens: int,
 
         lm = AutoModelForCausalLM.from_pretrained(str(path), attn_implementation="sdpa")
         return _hf_generate(lm.to(device), prompt, max_new_tokens, temperature, top_p, seed,
-                            stop)
+                            stop, sep_id)
     model, _ = load_model(resolve_model_dir(path), attention="dense")
     model = model.to(device)
     if isinstance(model, Llama):
         return generate(model, prompt, max_new_tokens, temperature=temperature, top_p=top_p,
-                        seed=seed, stop_ids=(SEP_ID,) if stop else ())
-    return _hf_generate(model.lm, prompt, max_new_tokens, temperature, top_p, seed, stop)
+                        seed=seed, stop_ids=(sep_id,) if stop else ())
+    return _hf_generate(model.lm, prompt, max_new_tokens, temperature, top_p, seed, stop,
+                        sep_id)
 
 
 def trained_context(path: str | Path) -> int | None:
@@ -78,14 +91,14 @@ def trained_context(path: str | Path) -> int | None:
 
 
 def _hf_generate(lm, prompt: list[int], max_new_tokens: int, temperature: float,
-                 top_p: float, seed: int, stop: bool) -> list[int]:
+                 top_p: float, seed: int, stop: bool, sep_id: int) -> list[int]:
     torch.manual_seed(seed)
     ids = torch.tensor([prompt], device=next(lm.parameters()).device)
     kwargs = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) \
         if temperature > 0 else dict(do_sample=False)
     out = lm.eval().generate(ids, attention_mask=torch.ones_like(ids),
                              max_new_tokens=max_new_tokens,
-                             eos_token_id=SEP_ID if stop else None, pad_token_id=SEP_ID,
+                             eos_token_id=sep_id if stop else None, pad_token_id=sep_id,
                              use_cache=True, **kwargs)
     return out[0, len(prompt):].tolist()
 
@@ -105,7 +118,8 @@ def main(args: argparse.Namespace) -> int:
             raise ValueError(f"cannot read --prompt-file {args.prompt_file}: {err}") from None
     else:
         text = args.prompt
-    prompt = TOKENIZER.encode(text)
+    tokenizer = model_tokenizer_at(args.checkpoint)
+    prompt = tokenizer.encode(text)
     if not prompt:
         raise ValueError("the prompt is empty: give at least one character")
     device = resolve_device(args.device)
@@ -116,9 +130,9 @@ def main(args: argparse.Namespace) -> int:
               "on: text beyond that is length extrapolation", file=sys.stderr)
     t0 = time.perf_counter()
     new = run_generation(args.checkpoint, prompt, args.max_new_tokens, args.temperature,
-                         args.top_p, args.seed, not args.no_stop, device)
+                         args.top_p, args.seed, not args.no_stop, device, tokenizer.sep_id)
     dt = time.perf_counter() - t0
-    print(text + TOKENIZER.decode(new, sep="\n"))
+    print(text + tokenizer.decode(new, sep="\n"))
     print(f"{len(new)} tokens in {dt:.2f} s ({len(new) / dt:.1f} tokens/s, {device.type}, "
           f"prompt {len(prompt)} tokens)", file=sys.stderr)
     return 0

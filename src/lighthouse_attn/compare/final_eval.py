@@ -11,11 +11,11 @@ from pathlib import Path
 
 import torch
 
-from ..data import PackedSequences, load_tokens
+from ..data import TOKENIZER, open_sequences
 from ..eval.passkey import MIN_CONTEXT, run_passkey
 from ..eval.position_loss import loss_by_position
 from ..jsonfile import write_json
-from ..train.checkpoint import load_model
+from ..train.checkpoint import load_model, model_tokenizer
 
 CACHE = "compare_eval.json"
 
@@ -42,14 +42,15 @@ def evaluate_final(run_dir: Path, eval_data: list[str], seq_len: int, sequences:
                              f"used other settings ({saved.get('settings')}): use those, or "
                              "train the arm again in another --out")
     model = load_model(run_dir / "final")[0].to(device)
-    data = PackedSequences(load_tokens(eval_data), seq_len)
+    tokenizer = model_tokenizer(run_dir / "final")
+    data = open_sequences(eval_data, seq_len, tokenizer, progress=False).sequences
     pos = loss_by_position(model, data, name=run_dir.name, max_sequences=sequences,
                            batch_size=batch_size, device=device, precision="auto",
                            progress=progress)
     out = {"settings": key, "position_loss": pos.loss, "position_buckets": pos.buckets,
            "context_ranges": pos.ranges, "long_context": pos.long_context}
     contexts = passkey_contexts(seq_len)
-    if passkey_trials > 0 and contexts:
+    if passkey_trials > 0 and contexts and tokenizer is TOKENIZER:  # prompts are in bytes
         result = run_passkey(model, contexts, trials=passkey_trials, batch_size=batch_size,
                              device=device, precision="auto", progress=progress)
         out.update(passkey_accuracy=result.mean_accuracy, passkey_contexts=contexts,

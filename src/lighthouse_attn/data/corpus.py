@@ -52,7 +52,7 @@ class Scan:
             out.append(f"skipped {n} {reason} file(s) in the data directories")
         for d in self.excluded:
             out.append(f"skipped {d}: a run, comparison or prepared directory, never read as "
-                       "text")
+                       "data")
         return out
 
 

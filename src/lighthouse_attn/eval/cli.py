@@ -4,6 +4,7 @@ checkpoint reads the future, and how much attention mass its selection keeps."""
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..data import PackedSequences, load_tokens
+from ..data import TOKENIZER, open_sequences
 from ..jsonfile import write_json
 from ..train.distributed import resolve_device, set_cpu_threads
 from .forward import MEMORY_FRACTION, bytes_per_sequence, fit_batch, free_memory, gib
@@ -141,6 +142,9 @@ def niah_main(args: argparse.Namespace) -> int:
                          f"prompt (got {args.max_context})")
     device = setup_runtime(args)
     ckpt = load_checkpoint(args.checkpoint, args.attention, device)
+    if ckpt.tokenizer is not TOKENIZER:
+        raise ValueError(f"{ckpt.name} uses a tokenizer file; the passkey prompts are written "
+                         "in bytes for byte-level models: evaluate it with eval loss instead")
     max_context = args.max_context or ckpt.trained_seq_len
     notes = []
     if max_context is None:
@@ -193,8 +197,10 @@ def add_loss_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label", action="append",
                         help="legend name per --checkpoint, in order (default: run names)")
     parser.add_argument("--data", required=True, nargs="+", metavar="PATH",
-                        help="held-out text: files, directories, globs or .jsonl")
-    parser.add_argument("--text-field", default="text", help="field of .jsonl records")
+                        help="held-out data: a prepared directory, or text files, directories, "
+                             "globs, .jsonl, .parquet")
+    parser.add_argument("--text-field", default="text",
+                        help="field of .jsonl records, column of parquet files")
     parser.add_argument("--seq-len", type=int,
                         help="tokens per sequence (default: the longest training seq_len of "
                              "the checkpoints)")
@@ -228,7 +234,10 @@ def loss_main(args: argparse.Namespace) -> int:
         if c.trained_seq_len is not None and seq_len > c.trained_seq_len:
             print(f"note: {c.name} trained at {c.trained_seq_len:,} tokens; positions beyond "
                   f"that (up to {seq_len:,}) measure length extrapolation", file=sys.stderr)
-    data = PackedSequences(load_tokens(args.data, args.text_field), seq_len)
+    if len({json.dumps(c.tokenizer.identity(), sort_keys=True) for c in ckpts}) > 1:
+        raise ValueError("the checkpoints use different tokenizers, so their losses are not "
+                         "comparable: compare checkpoints of one tokenizer")
+    data = open_sequences(args.data, seq_len, ckpts[0].tokenizer, args.text_field).sequences
     results = []
     for ckpt in ckpts:
         lh = ckpt.model.config.lighthouse
@@ -327,7 +336,7 @@ def leak_main(args: argparse.Namespace) -> int:
     lh = ckpt.model.config.lighthouse
     if args.attention == "lighthouse" and ckpt.model.config.lighthouse_layer_indices:
         lh.validate(seq_len)
-    data = PackedSequences(load_tokens(args.data, args.text_field), seq_len)
+    data = open_sequences(args.data, seq_len, ckpt.tokenizer, args.text_field).sequences
     result = measure_leak(ckpt.model, data, sequences=args.sequences, cuts=args.cuts,
                           seed=args.seed, device=device, precision=args.precision,
                           progress=not args.no_progress)
@@ -421,7 +430,7 @@ def recall_main(args: argparse.Namespace) -> int:
             print(f"note: K={k:,} skipped: {err}", file=sys.stderr)
             continue
         budgets.append(candidate)
-    data = PackedSequences(load_tokens(args.data, args.text_field), seq_len)
+    data = open_sequences(args.data, seq_len, ckpt.tokenizer, args.text_field).sequences
     inputs, _ = data.batch(list(range(min(args.sequences, len(data)))))
     inputs = inputs.to(device)
     rows, curve = [], []

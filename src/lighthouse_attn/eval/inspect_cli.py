@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 
 from ..config import GQA_MODES, SCORERS, SELECTIONS, LighthouseConfig
-from ..data import encode
 from ..jsonfile import write_json
 from .cli import describe, file_stem, setup_runtime
 from .loading import load_checkpoint
@@ -84,9 +83,9 @@ def main(args: argparse.Namespace) -> int:
         text = Path(args.text).read_text(encoding="utf-8", errors="replace")
     except OSError as err:
         raise ValueError(f"cannot read --text {args.text!r}: {err.strerror}") from None
-    tokens = encode(text)
     device = setup_runtime(args)
     ckpt = load_checkpoint(args.checkpoint, args.attention, device)
+    tokens = ckpt.tokenizer.encode(text)
     mc = ckpt.model.config
     n = len(ckpt.model.layers)
     if not -n <= args.layer < n:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from ..data import SEP_ID, VOCAB_SIZE
+from ..data import Tokenizer
 from ..models import Llama
-from ..train.checkpoint import load_model, resolve_model_dir
+from ..train.checkpoint import load_model, model_tokenizer, resolve_model_dir
 
 
 @dataclass
@@ -20,13 +20,15 @@ class EvalCheckpoint:
     ``model`` is in eval mode on the requested device; ``info`` is :func:`load_model`'s
     ``info``; ``name`` labels plots and file names (the run directory's name, plus
     ``-step_N`` for an intermediate checkpoint); ``trained_seq_len`` is the run's
-    ``seq_len`` when its ``config.json`` is found, else ``None``.
+    ``seq_len`` when its ``config.json`` is found, else ``None``; ``tokenizer`` is the one it
+    was trained with.
     """
 
     model: Llama
     info: dict
     name: str
     trained_seq_len: int | None
+    tokenizer: Tokenizer
 
 
 def run_name(model_dir: Path) -> str:
@@ -58,15 +60,9 @@ def load_checkpoint(path: str | Path, attention: str = "dense",
     """Load the model at ``path`` (a run directory or a checkpoint directory) for evaluation.
 
     Raises:
-        ValueError: no model there, a corrupt or mismatched checkpoint, or a tokenizer other
-            than the byte tokenizer the evaluations' prompts are written for.
+        ValueError: no model there, or a corrupt or mismatched checkpoint or tokenizer.
     """
     model_dir = resolve_model_dir(path)
     model, info = load_model(model_dir, attention=attention)
-    tok = info.get("tokenizer") or {}
-    if tok.get("type") != "byte" or tok.get("vocab_size") != VOCAB_SIZE or \
-            tok.get("sep_id") != SEP_ID:
-        raise ValueError(f"checkpoint {model_dir} uses tokenizer {tok}; the evaluations need "
-                         f"the byte tokenizer (vocab_size {VOCAB_SIZE}, sep_id {SEP_ID})")
     return EvalCheckpoint(model.to(device), info, run_name(model_dir),
-                          trained_seq_len(model_dir))
+                          trained_seq_len(model_dir), model_tokenizer(model_dir))

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..config import LighthouseConfig
 from .llama import LlamaConfig
-from .presets import PRESET_ALIASES, PRESETS
+from .presets import PRESETS
 
 if TYPE_CHECKING:
     from .hf_causal_lm import HFModelConfig
@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 ModelConfig = Union[LlamaConfig, "HFModelConfig"]
 
 # option dest -> LlamaConfig field
-_MODEL_FIELDS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "ffn_hidden", "rope_theta",
-                 "tie_embeddings")
+_MODEL_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "ffn_hidden",
+                 "rope_theta", "tie_embeddings")
 # option dest -> LighthouseConfig field
 _LIGHTHOUSE_FIELDS = ("num_levels", "pooling_factor", "topk", "scorer", "dilation", "selection",
                       "gqa")
@@ -53,15 +53,18 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_preset: str = "
     """Add ``--preset``, the architecture overrides and the Lighthouse settings (all default
     to the preset's values)."""
     g = parser.add_argument_group("model (defaults come from --preset)")
-    g.add_argument("--preset", default=default_preset,
-                   choices=sorted(PRESETS) + sorted(PRESET_ALIASES), action=_StorePreset,
+    g.add_argument("--preset", default=default_preset, choices=sorted(PRESETS),
+                   action=_StorePreset,
                    help=f"model preset (default: {default_preset}): demo (1.25M parameters), "
-                        "small (125M), paper-268m (the paper's 530M model's 30-layer body with "
-                        "a byte vocabulary; paper-530m is its old name)")
+                        "small (125M), paper-268m (the body of the paper's 530M model with "
+                        "bytes), paper-530m (the paper's model: give it the Llama 3 tokenizer "
+                        "or your own with --tokenizer)")
     g.add_argument("--hf-config", metavar="PATH",
                    help="train a Hugging Face architecture from a local config.json (random "
                         "init, no download) instead of a preset; the Lighthouse options apply, "
                         f"with the {default_preset} preset's as defaults; needs the hf extra")
+    g.add_argument("--vocab-size", type=int,
+                   help="embedding rows (default: the tokenizer's vocabulary)")
     g.add_argument("--d-model", type=int, help="width of the residual stream")
     g.add_argument("--n-layers", type=int, help="decoder blocks")
     g.add_argument("--n-heads", type=int, help="query heads")
@@ -89,14 +92,15 @@ class _StorePreset(argparse.Action):
     """Stores ``--preset`` and records that it was given (``--hf-config`` rejects it)."""
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
-        setattr(namespace, self.dest, PRESET_ALIASES.get(values, values))
+        setattr(namespace, self.dest, values)
         namespace.preset_given = True
 
 
 def build_model_config(args: argparse.Namespace) -> ModelConfig:
     """The model config the options describe: ``PRESETS[args.preset]`` with every option that
-    is not ``None`` applied, or with ``--hf-config`` an ``HFModelConfig`` whose Lighthouse
-    settings are the preset's with the Lighthouse options applied. Raises ``ValueError`` for
+    is not ``None`` applied (``vocab_size``, unless given, the ``--tokenizer``'s), or with
+    ``--hf-config`` an ``HFModelConfig`` whose Lighthouse settings are the preset's with the
+    Lighthouse options applied. Raises ``ValueError`` for
     invalid values, and for ``--hf-config`` with ``--preset`` or a model-shape option."""
     if args.preset not in PRESETS:
         raise ValueError(f"unknown preset {args.preset!r}; choose one of {sorted(PRESETS)}")
@@ -109,7 +113,16 @@ def build_model_config(args: argparse.Namespace) -> ModelConfig:
     if getattr(args, "hf_config", None):
         return _hf_model_config(args, lighthouse, dense_layers)
     changes = {f: getattr(args, f) for f in _MODEL_FIELDS if getattr(args, f, None) is not None}
+    changes.setdefault("vocab_size", _tokenizer_vocab(args))
     return replace(base, **changes, dense_layers=dense_layers, lighthouse=lighthouse)
+
+
+def _tokenizer_vocab(args: argparse.Namespace) -> int:
+    """The vocabulary of ``--tokenizer`` (the byte tokenizer's when there is none)."""
+    from ..data import load_tokenizer
+
+    return load_tokenizer(getattr(args, "tokenizer", None) or "bytes",
+                          getattr(args, "sep_token", None)).vocab_size
 
 
 def _hf_model_config(args: argparse.Namespace, lighthouse: LighthouseConfig,

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from transformers import CONFIG_MAPPING, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from ..config import LighthouseConfig
-from ..data.hf_tokenizer import hf_byte_tokenizer
+from ..data.tokenizer import TOKENIZER, Tokenizer
 from ..hf.model import (
     QKNormWarning,
     causal_lm_from_config,
@@ -263,9 +263,10 @@ class HFCausalLM(nn.Module):
         return self.lm(input_ids=input_ids, use_cache=False).logits.float()
 
 
-def save_dense_checkpoint(model_state: dict, config: HFModelConfig, path: str | Path) -> Path:
+def save_dense_checkpoint(model_state: dict, config: HFModelConfig, path: str | Path,
+                          tokenizer: Tokenizer = TOKENIZER) -> Path:
     """Write full (unsharded) weights as an ordinary HF checkpoint at ``path``, atomically,
-    with the byte tokenizer beside them.
+    with ``tokenizer`` (the run's) beside them.
 
     The checkpoint loads with ``AutoModelForCausalLM.from_pretrained(path,
     attn_implementation="sdpa")`` and ``AutoTokenizer.from_pretrained(path)``, with exactly the
@@ -277,8 +278,21 @@ def save_dense_checkpoint(model_state: dict, config: HFModelConfig, path: str | 
     model.load_state_dict(model_state, strict=True, assign=True)
     model.lm.tie_weights()  # assigned tensors are separate objects; tie them again
     model.set_attention("dense")
-    save_pretrained(model.lm, path, tokenizer=hf_byte_tokenizer())
+    save_pretrained(model.lm, path, tokenizer=tokenizer.to_hf())
     return Path(path)
+
+
+def saved_tokenizer(path: str | Path) -> Tokenizer:
+    """The tokenizer saved beside an HF checkpoint by :func:`save_dense_checkpoint`: the byte
+    tokenizer when it is that one (257 tokens, separator ``<|sep|>``), else its
+    ``tokenizer.json`` with its end-of-text token as the separator."""
+    from ..data.hf_tokenizer import SEP_TOKEN
+    from ..data.tokenizer_file import FileTokenizer
+
+    tok = FileTokenizer(path)
+    if tok.vocab_size == TOKENIZER.vocab_size and tok.sep_token == SEP_TOKEN:
+        return TOKENIZER
+    return tok
 
 
 def load_dense_checkpoint(path: str | Path) -> HFCausalLM:

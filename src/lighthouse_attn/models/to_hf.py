@@ -20,9 +20,10 @@ CHECK_TOLERANCE = 1e-4
 """Largest logit difference (relative to the logits' scale) the mapping check accepts."""
 
 
-def hf_llama_config(config: LlamaConfig, max_positions: int):
+def hf_llama_config(config: LlamaConfig, max_positions: int, sep_id: int = SEP_ID):
     """The transformers ``LlamaConfig`` of our config (``max_positions``: the context the
-    model trained at, at least)."""
+    model trained at, at least; ``sep_id``: the tokenizer's document separator, declared as
+    beginning, end and padding token)."""
     from transformers import LlamaConfig as HFLlamaConfig
 
     return HFLlamaConfig(
@@ -32,7 +33,7 @@ def hf_llama_config(config: LlamaConfig, max_positions: int):
         head_dim=config.head_dim, hidden_act="silu", max_position_embeddings=max_positions,
         rms_norm_eps=config.norm_eps, rope_theta=config.rope_theta, attention_bias=False,
         mlp_bias=False, attention_dropout=0.0, tie_word_embeddings=config.tie_embeddings,
-        bos_token_id=SEP_ID, eos_token_id=SEP_ID, pad_token_id=SEP_ID, use_cache=True)
+        bos_token_id=sep_id, eos_token_id=sep_id, pad_token_id=sep_id, use_cache=True)
 
 
 def hf_state_dict(model: Llama) -> dict[str, torch.Tensor]:
@@ -52,7 +53,7 @@ def hf_state_dict(model: Llama) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone().float() for k, v in out.items()}
 
 
-def to_hf_llama(model: Llama, max_positions: int) -> nn.Module:
+def to_hf_llama(model: Llama, max_positions: int, sep_id: int = SEP_ID) -> nn.Module:
     """A ``LlamaForCausalLM`` (fp32, CPU, eval mode, SDPA attention) with ``model``'s weights.
 
     Raises:
@@ -64,7 +65,7 @@ def to_hf_llama(model: Llama, max_positions: int) -> nn.Module:
     except ImportError as err:
         raise ValueError(f"export needs transformers: pip install 'lighthouse-attn[hf]' "
                          f"({err})") from None
-    hf = LlamaForCausalLM(hf_llama_config(model.config, max_positions))
+    hf = LlamaForCausalLM(hf_llama_config(model.config, max_positions, sep_id))
     hf.config._attn_implementation = "sdpa"
     missing, unexpected = hf.load_state_dict(hf_state_dict(model), strict=False)
     missing = [k for k in missing if not (k == "lm_head.weight" and model.lm_head is None)]

@@ -4,6 +4,7 @@ A run directory holds ``checkpoints/step_NNNNNNN/`` (the newest few) and, once f
 ``final/`` (the dense model). A checkpoint directory holds::
 
     config.json        {"format", "model": model config dict, "attention", "step", "tokenizer"}
+    tokenizer.json     the run's tokenizer file, unchanged (runs with a tokenizer file only)
     model.safetensors  weights (the keys of the dense model, in every stage)
     optimizer.pt       AdamW state keyed by parameter name (checkpoints only)
     trainer.json       step, stage, data position, elapsed time (checkpoints only)
@@ -35,12 +36,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..data import SEP_ID, VOCAB_SIZE
+from ..data import TOKENIZER, Tokenizer, tokenizer_from_identity
+from ..data.tokenizer import check_same_tokenizer
 from ..models import ModelConfig, model_config_from_dict, model_from_config
 from ..models.interface import HF_FORMAT, OUR_FORMAT
 
 FORMAT = "lighthouse-attn/1"
-TOKENIZER_INFO = {"type": "byte", "vocab_size": VOCAB_SIZE, "sep_id": SEP_ID}
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
@@ -100,9 +101,14 @@ def _tmp_dir(final: Path) -> Path:
     return tmp
 
 
-def _model_config_json(model_config: ModelConfig, attention: str, step: int) -> dict:
-    return {"format": FORMAT, "model": model_config.to_dict(), "attention": attention,
-            "step": step, "tokenizer": TOKENIZER_INFO}
+def _write_model_meta(tmp: Path, model_config: ModelConfig, attention: str, step: int,
+                      tokenizer: Tokenizer) -> None:
+    """``config.json`` and the tokenizer's files of a checkpoint directory."""
+    _write_json(tmp / "config.json", {"format": FORMAT, "model": model_config.to_dict(),
+                                      "attention": attention, "step": step,
+                                      "tokenizer": tokenizer.identity()})
+    for name, data in tokenizer.files().items():
+        (tmp / name).write_bytes(data)
 
 
 def _unshared(state: dict) -> dict:
@@ -119,7 +125,7 @@ def _unshared(state: dict) -> dict:
 
 def save_checkpoint(run_dir: str | Path, step: int, model_state: dict, optimizer_state: dict,
                     trainer_state: dict, rng_state: dict, model_config: ModelConfig,
-                    attention: str) -> Path:
+                    attention: str, tokenizer: Tokenizer = TOKENIZER) -> Path:
     """Write ``run_dir/checkpoints/step_<step>/`` atomically; returns its path."""
     final = Path(run_dir) / "checkpoints" / f"step_{step:07d}"
     tmp = _tmp_dir(final)
@@ -128,7 +134,7 @@ def save_checkpoint(run_dir: str | Path, step: int, model_state: dict, optimizer
         torch.save(optimizer_state, tmp / "optimizer.pt")
         torch.save(rng_state, tmp / "rng.pt")
         _write_json(tmp / "trainer.json", dict(trainer_state, step=step))
-        _write_json(tmp / "config.json", _model_config_json(model_config, attention, step))
+        _write_model_meta(tmp, model_config, attention, step, tokenizer)
         _commit(tmp, final)
     return final
 
@@ -151,30 +157,30 @@ def _writing(tmp: Path, final: Path):
 
 
 def save_final_model(run_dir: str | Path, model_state: dict, model_config: ModelConfig,
-                     step: int) -> Path:
+                     step: int, tokenizer: Tokenizer = TOKENIZER) -> Path:
     """Write the finished dense model to ``run_dir/final/`` atomically; returns its path. An HF
     architecture is saved as an ordinary HF checkpoint (see the module docstring)."""
     final = Path(run_dir) / "final"
     return _FINAL_WRITERS[model_config.checkpoint_format](model_state, model_config, final,
-                                                          step)
+                                                          step, tokenizer)
 
 
 def _save_final_ours(model_state: dict, model_config: ModelConfig, final: Path,
-                     step: int) -> Path:
+                     step: int, tokenizer: Tokenizer) -> Path:
     tmp = _tmp_dir(final)
     with _writing(tmp, final):
         save_file({k: v.contiguous() for k, v in model_state.items()},
                   tmp / "model.safetensors")
-        _write_json(tmp / "config.json", _model_config_json(model_config, "dense", step))
+        _write_model_meta(tmp, model_config, "dense", step, tokenizer)
         _commit(tmp, final)
     return final
 
 
 def _save_final_hf(model_state: dict, model_config: ModelConfig, final: Path,
-                   step: int) -> Path:
+                   step: int, tokenizer: Tokenizer) -> Path:
     from ..models.hf_causal_lm import save_dense_checkpoint
 
-    return save_dense_checkpoint(model_state, model_config, final)
+    return save_dense_checkpoint(model_state, model_config, final, tokenizer)
 
 
 _FINAL_WRITERS = {OUR_FORMAT: _save_final_ours, HF_FORMAT: _save_final_hf}
@@ -340,13 +346,17 @@ def read_weights(path: Path, model_config: ModelConfig) -> dict:
     return state
 
 
-def read_checkpoint(path: str | Path, model_config: ModelConfig) -> dict:
+def read_checkpoint(path: str | Path, model_config: ModelConfig,
+                    tokenizer: Tokenizer = TOKENIZER) -> dict:
     """Everything needed to resume from a checkpoint directory, verified: ``model``,
     ``optimizer``, ``trainer`` and ``rng``. ``ValueError`` if it is corrupt, incomplete, or
-    saved for another model than ``model_config``."""
+    saved for another model than ``model_config`` or with another tokenizer."""
     path = Path(path)
     verify(path)
-    saved, _ = read_model_config(path)
+    saved, meta = read_model_config(path)
+    check_same_tokenizer(meta.get("tokenizer") or TOKENIZER.identity(), tokenizer,
+                         f"checkpoint {path}", "resume with the tokenizer the run was started "
+                         "with (tokenizer in the run's config.json)")
     if saved != model_config:
         diff = {k: (v, model_config.to_dict()[k]) for k, v in saved.to_dict().items()
                 if model_config.to_dict()[k] != v}
@@ -435,5 +445,17 @@ def load_model(path: str | Path, attention: str = "dense") -> tuple[torch.nn.Mod
     info = {"path": str(model_dir), "kind": "final" if model_dir.name == "final" else
             "checkpoint", "step": meta.get("step"), "trained_attention": meta.get("attention"),
             "attention": attention, "model_config": config.to_dict(),
-            "tokenizer": meta.get("tokenizer", TOKENIZER_INFO)}
+            "tokenizer": model_tokenizer(model_dir).identity()}
     return model, info
+
+
+def model_tokenizer(model_dir: str | Path) -> Tokenizer:
+    """The tokenizer a model directory was trained with (:func:`resolve_model_dir`'s answer):
+    the one its ``config.json`` records, or, for an HF checkpoint, the one saved beside it."""
+    model_dir = Path(model_dir)
+    if is_hf_checkpoint(model_dir):
+        from ..models.hf_causal_lm import saved_tokenizer
+
+        return saved_tokenizer(model_dir)
+    return tokenizer_from_identity(_read_json(model_dir / "config.json").get("tokenizer"),
+                                   model_dir)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..data import BatchLoader, PackedSequences, load_corpus
+from ..data import BatchLoader, DataSource, Tokenizer, load_tokenizer, open_sequences
 from ..jsonfile import write_json
 from ..models import ModelConfig, model_from_config
 from ..parallel import shard_sequence
@@ -74,7 +74,8 @@ def train(run: TrainConfig, model_config: ModelConfig, *, resume: bool = False,
         TrainingError: a non-finite loss; the last good checkpoint is left intact.
     """
     run.validate()  # settings first: they need no process group
-    validate_model_for_run(model_config, run)
+    tokenizer = load_tokenizer(run.tokenizer, run.sep_token)
+    validate_model_for_run(model_config, run, tokenizer)
     if not resume:
         checkpoint.check_fresh_run_dir(run.run_dir, overwrite)
     env = distributed.setup(run.device, run.context_parallel)
@@ -82,15 +83,16 @@ def train(run: TrainConfig, model_config: ModelConfig, *, resume: bool = False,
     try:
         if env.is_main and not dry_run:
             lock = RunLock.acquire(run.run_dir)  # one training process per run directory
-        return _train(env, run, model_config, resume, progress, dry_run, on_step)
+        return _train(env, run, model_config, tokenizer, resume, progress, dry_run, on_step)
     finally:
         if lock is not None:
             lock.release()
         distributed.teardown()
 
 
-def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, resume: bool,
-           progress: bool, dry_run: bool, on_step: Callable[[dict], None] | None) -> RunResult:
+def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, tokenizer: Tokenizer,
+           resume: bool, progress: bool, dry_run: bool,
+           on_step: Callable[[dict], None] | None) -> RunResult:
     run_dir = Path(run.run_dir)
     log = MetricsLog(run_dir, enabled=env.is_main, echo=tqdm.write)
     echo = log.echo
@@ -104,16 +106,16 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, resume: bo
                             bf16, run.activation_checkpointing, run.lighthouse_steps > 0,
                             env.cp_size)
     check_memory(memory, env.device, run.activation_checkpointing)
-    corpus = load_corpus(run.data, run.text_field, exclude=[run.run_dir])
-    data = PackedSequences(corpus.tokens, run.seq_len)
-    loader = BatchLoader(data, run.batch_size, run.grad_accum, run.seed, env.dp_rank,
-                         env.dp_size)
+    source = open_sequences(run.data, run.seq_len, tokenizer, run.text_field,
+                            exclude=[run.run_dir], progress=progress and env.is_main)
+    loader = BatchLoader(source.sequences, run.batch_size, run.grad_accum, run.seed,
+                         env.dp_rank, env.dp_size)
     validation = (Validation(run.eval_data, run.seq_len, run.eval_sequences,
-                             max(1, micro_batch), env.dp_size, run.text_field)
+                             max(1, micro_batch), env.dp_size, run.text_field, tokenizer)
                   if run.eval_data else None)
     tensorboard = _tensorboard_check(run)
-    echo(describe(run, model_config, env, data, memory, bf16, threads, validation))
-    for note in corpus.notes + _held_out_overlap(validation, corpus.files):
+    echo(describe(run, model_config, env, source, memory, bf16, threads, validation))
+    for note in source.notes + _held_out_overlap(validation, source.files):
         echo(f"  note: {note}")
     lh = model_config.lighthouse
     if (run.lighthouse_steps and model_config.lighthouse_layer_indices and lh.num_levels > 1
@@ -143,7 +145,7 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, resume: bo
         ckpts = checkpoint.list_checkpoints(run_dir)
         if ckpts:
             try:
-                state = checkpoint.read_checkpoint(ckpts[-1][1], model_config)
+                state = checkpoint.read_checkpoint(ckpts[-1][1], model_config, tokenizer)
             except ValueError as err:
                 older = (f"; remove {ckpts[-1][1]} to resume from {ckpts[-2][1].name}"
                          if len(ckpts) > 1 else "")
@@ -184,7 +186,8 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, resume: bo
                              "elapsed_s": elapsed, "tokens": tokens_seen,
                              "run": run.to_dict()}
             path = checkpoint.save_checkpoint(run_dir, step, model_state, optimizer_state,
-                                              trainer_state, rng_state(), model_config, stage)
+                                              trainer_state, rng_state(), model_config, stage,
+                                              tokenizer)
             checkpoint.prune_checkpoints(run_dir, run.keep_ckpts,
                                          {run.lighthouse_steps, *run.save_at})
         env.barrier()
@@ -270,7 +273,7 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, resume: bo
         model_state = distributed.full_model_state_dict(model)
         if env.is_main:
             final_dir = str(checkpoint.save_final_model(run_dir, model_state, model_config,
-                                                        step))
+                                                        step, tokenizer))
     summary_path = None
     if env.is_main:
         summary_path = str(report(run, run_dir, final_dir, interrupted, step))
@@ -281,7 +284,7 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, resume: bo
 
 
 _SAME_ON_RESUME = ("seq_len", "batch_size", "grad_accum", "data", "text_field", "seed",
-                   "lighthouse_steps")
+                   "lighthouse_steps", "tokenizer", "sep_token")
 """Settings a resumed run must keep: they decide which batches come next and where stage 1
 ends. Others (learning rate, schedule, length of recovery, checkpoint and evaluation cadence)
 may change from the checkpoint on; the log says so."""
@@ -390,7 +393,7 @@ def _tensorboard_check(run: TrainConfig):
     return SummaryWriter
 
 
-def describe(run: TrainConfig, model: ModelConfig, env: DistEnv, data: PackedSequences,
+def describe(run: TrainConfig, model: ModelConfig, env: DistEnv, data: DataSource,
              memory: dict[str, int], bf16: bool, threads: int | None,
              validation: Validation | None = None) -> str:
     """The plan printed before training."""
@@ -413,6 +416,11 @@ def describe(run: TrainConfig, model: ModelConfig, env: DistEnv, data: PackedSeq
         f": {env.dp_size} data-parallel x {env.cp_size} context-parallel"
         if env.cp_size > 1 else "")
     source = "embedded stdlib corpus" if not run.data else ", ".join(run.data)
+    if data.prepared:
+        source += ", prepared: streamed from its shards"
+    seqs = data.sequences
+    tokenizer = "bytes" if run.tokenizer == "bytes" else (
+        f"{run.tokenizer} (vocab {model.vocab_size:,})")
     device = env.device.type + (f" ({threads} thread{'s' if threads > 1 else ''})"
                                 if threads else "")
     schedule = run.schedule + (f" (decay over the last {run.wsd_decay} steps)"
@@ -427,8 +435,9 @@ def describe(run: TrainConfig, model: ModelConfig, env: DistEnv, data: PackedSeq
         f"  held-out: {held_out}",
         f"  batch: {run.batch_size} x {run.seq_len:,} = {tokens:,} tokens/step (grad-accum "
         f"{run.grad_accum}, {processes})",
-        f"  data: {len(data.tokens):,} tokens, {len(data):,} sequences ({source}); the run "
-        f"reads {run.total_steps * run.batch_size / len(data):.2f} epochs",
+        f"  data: {seqs.num_tokens:,} tokens, {len(seqs):,} sequences ({source}); the run "
+        f"reads {run.total_steps * run.batch_size / len(seqs):.2f} epochs; tokenizer "
+        f"{tokenizer}",
         f"  device: {device}, {'bf16 autocast' if bf16 else 'fp32'}, activation checkpointing "
         f"{'on' if run.activation_checkpointing else 'off'}, estimated memory "
         f"{gib(sum(memory.values()))} per process",

@@ -7,7 +7,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from ..data import VOCAB_SIZE
+from ..data import Tokenizer
 from ..models import ModelConfig
 from .schedule import SCHEDULES, wsd_decay_steps
 
@@ -28,6 +28,7 @@ PRESET_TRAINING: dict[str, dict] = {
                        lr=3e-4, warmup_steps=500, ckpt_every=250,
                        activation_checkpointing=True),
 }
+PRESET_TRAINING["paper-530m"] = PRESET_TRAINING["paper-268m"]
 
 
 @dataclass
@@ -61,6 +62,8 @@ class TrainConfig:
     seed: int = 0
     data: list[str] = field(default_factory=list)
     text_field: str = "text"
+    tokenizer: str = "bytes"
+    sep_token: str | None = None
     eval_data: list[str] = field(default_factory=list)
     eval_every: int | None = None
     eval_sequences: int = 16
@@ -197,13 +200,14 @@ def _has_type(value: object, annotation: str) -> bool:
     return False
 
 
-def validate_model_for_run(model: ModelConfig, run: TrainConfig) -> None:
-    """Check the model against the run: byte vocabulary, and the sequence length against the
-    Lighthouse budget when stage 1 has Lighthouse layers."""
-    if model.vocab_size < VOCAB_SIZE:
-        raise ValueError(f"the model's vocab_size {model.vocab_size} is smaller than the byte "
-                         f"tokenizer's {VOCAB_SIZE} tokens (256 bytes + separator): use a "
-                         f"vocab_size >= {VOCAB_SIZE}")
+def validate_model_for_run(model: ModelConfig, run: TrainConfig, tokenizer: Tokenizer) -> None:
+    """Check the model against the run: the tokenizer's vocabulary, and the sequence length
+    against the Lighthouse budget when stage 1 has Lighthouse layers."""
+    if model.vocab_size < tokenizer.vocab_size:
+        raise ValueError(f"the model's vocab_size {model.vocab_size} is smaller than the "
+                         f"tokenizer's {tokenizer.vocab_size:,} tokens: use a vocab_size >= "
+                         f"{tokenizer.vocab_size} (--vocab-size; by default it is the "
+                         "tokenizer's)")
     if run.lighthouse_steps > 0 and model.lighthouse_layer_indices:
         try:
             model.lighthouse.validate(run.seq_len)
@@ -241,8 +245,16 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, help="global batch: sequences per optimizer step")
     g.add_argument("--grad-accum", type=int, default=1, help="micro-steps per optimizer step")
     g.add_argument("--data", nargs="+", metavar="PATH",
-                   help="files, directories, globs, .jsonl (default: the embedded stdlib corpus)")
-    g.add_argument("--text-field", default="text", help="field of .jsonl records")
+                   help="a directory prepared by `lighthouse-attn data prepare` (streamed), or "
+                        "text: files, directories, globs, .jsonl[.gz|.zst], .parquet (read "
+                        "into memory; default: the embedded stdlib corpus)")
+    g.add_argument("--text-field", default="text",
+                   help="field of .jsonl records, column of parquet files")
+    g.add_argument("--tokenizer", default="bytes", metavar="PATH|bytes",
+                   help="a Hugging Face tokenizer.json or a directory holding one (stored with "
+                        "every checkpoint), or bytes (default: UTF-8 bytes + a separator)")
+    g.add_argument("--sep-token", help="special token that separates documents (default: the "
+                   "tokenizer's end-of-text token)")
     g.add_argument("--seed", type=int, default=0)
     v = parser.add_argument_group("held-out validation")
     v.add_argument("--eval-data", nargs="+", metavar="PATH",
@@ -301,6 +313,8 @@ def train_config_from_args(args: argparse.Namespace, run_dir: str) -> TrainConfi
     values["data"] = [os.path.abspath(p) for p in args.data or []]
     values["save_at"] = sorted(set(getattr(args, "save_at", None) or []))
     values["eval_data"] = [os.path.abspath(p) for p in getattr(args, "eval_data", None) or []]
+    tokenizer = getattr(args, "tokenizer", None) or "bytes"
+    values["tokenizer"] = tokenizer if tokenizer == "bytes" else os.path.abspath(tokenizer)
     cfg = TrainConfig(run_dir=run_dir, **{k: v for k, v in values.items() if v is not None})
     cfg.validate()
     return cfg

@@ -14,7 +14,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ..data import PackedSequences, load_corpus
+from ..data import TOKENIZER, Tokenizer, open_sequences
 from ..parallel import shard_sequence
 from .distributed import DistEnv
 
@@ -23,35 +23,38 @@ class Validation:
     """The held-out sequences of a run and how to score a model on them.
 
     Args:
-        paths: held-out text (files, directories, globs, ``.jsonl``).
+        paths: held-out data (a prepared directory, or text: files, directories, globs,
+            ``.jsonl``, parquet).
         seq_len: the run's sequence length.
         count: sequences to score (the first ``count``); a multiple of ``dp_size``.
         micro_batch: sequences per forward pass.
         dp_size: data-parallel groups sharing the sequences (each sequence is split further
             over the context-parallel processes of its group).
-        text_field: field of ``.jsonl`` records.
+        text_field: field of ``.jsonl`` records and column of parquet files.
+        tokenizer: the run's tokenizer.
 
     Raises:
         ValueError: unreadable or too little held-out data.
     """
 
     def __init__(self, paths: list[str], seq_len: int, count: int, micro_batch: int,
-                 dp_size: int = 1, text_field: str = "text") -> None:
+                 dp_size: int = 1, text_field: str = "text",
+                 tokenizer: Tokenizer = TOKENIZER) -> None:
         if count < 1 or count % dp_size:
             near = max(1, count // dp_size) * dp_size
             raise ValueError(f"--eval-sequences must be a positive multiple of the {dp_size} "
                              f"data-parallel groups (got {count}); try {near}")
         try:
-            corpus = load_corpus(paths, text_field)
-            data = PackedSequences(corpus.tokens, seq_len)
+            source = open_sequences(paths, seq_len, tokenizer, text_field, progress=False)
         except ValueError as err:
             raise ValueError(f"--eval-data: {err}") from None
+        data = source.sequences
         if len(data) < count:
             raise ValueError(f"--eval-data holds {len(data)} sequence(s) of {seq_len:,} tokens, "
                              f"fewer than --eval-sequences {count}: lower --eval-sequences to "
                              f"{len(data)} or add held-out text")
         self.data, self.count, self.micro_batch = data, count, max(1, micro_batch)
-        self.files = corpus.files
+        self.files = source.files
         """The held-out files (their real paths tell whether training reads them too)."""
 
     @torch.no_grad()
