@@ -134,3 +134,29 @@ def test_the_vocabulary_follows_the_tokenizer_and_paper_530m_is_the_papers_size(
     paper = config("--preset", "paper-530m", "--vocab-size", "128256")
     assert paper.num_parameters() - body.num_parameters() == 2 * (128256 - 257) * 1024
     assert 530e6 < paper.num_parameters() < 532e6
+
+
+def test_hf_config_run_keeps_its_tokenizer_file(corpus, tmp_path, capsys):
+    """An --hf-config run's final model is an HF checkpoint: its tokenizer is saved beside it
+    and read back (separator included) by generate."""
+    pytest.importorskip("transformers")
+    from transformers import Qwen2Config
+
+    root, tok = corpus
+    Qwen2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                head_dim=8, intermediate_size=64, vocab_size=300, max_position_embeddings=4096,
+                tie_word_embeddings=True, use_cache=False).save_pretrained(tmp_path / "qwen")
+    run = tmp_path / "hf"
+    assert cli(["train", "--hf-config", str(tmp_path / "qwen" / "config.json"), "--tokenizer",
+                str(tok), "--data", str(root / "prep"), "--run-dir", str(run), "--num-levels",
+                "2", "--pooling-factor", "4", "--topk", "128", "--dense-layers", "0",
+                "--seq-len", "512", "--batch-size", "2", "--lighthouse-steps", "2",
+                "--dense-steps", "1", "--warmup-steps", "1", "--threads", "1",
+                "--no-progress"]) == 0
+    saved = model_tokenizer(run / "final")
+    assert saved.vocab_size == 300 and saved.sep_token == "<|endoftext|>"
+    assert saved.sep_id == load_model(run)[1]["tokenizer"]["sep_id"]
+    capsys.readouterr()
+    assert cli(["generate", "--checkpoint", str(run), "--prompt", "alpha", "--max-new-tokens",
+                "3", "--temperature", "0", "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.startswith("alpha")
