@@ -216,14 +216,17 @@ def _run(jobs: list[_Job], workers: int):
 
 class _ShardWriter:
     """Shards ``shard-UNIT-K.bin`` of one unit and split, each at most ``limit`` tokens,
-    written under a temporary name and renamed when complete."""
+    written under a temporary name and renamed when complete; a shard's ``documents`` are the
+    separators it holds (the documents that end in it)."""
 
-    def __init__(self, out: Path, prefix: str, dtype: np.dtype, limit: int) -> None:
+    def __init__(self, out: Path, prefix: str, dtype: np.dtype, limit: int,
+                 sep_id: int) -> None:
         self.out, self.prefix, self.dtype, self.limit = out, prefix, dtype, limit
+        self.sep_id = sep_id
         self.shards: list[dict] = []
         self._file, self._tokens, self._docs, self._crc = None, 0, 0, 0
 
-    def add(self, ids: np.ndarray, documents: int) -> None:
+    def add(self, ids: np.ndarray) -> None:
         ids = ids.astype(self.dtype.newbyteorder("<"), copy=False)
         while len(ids):
             if self._file is None:
@@ -235,8 +238,7 @@ class _ShardWriter:
             self._file.write(data)
             self._crc = zlib.crc32(data, self._crc)
             self._tokens += len(take)
-            self._docs += documents
-            documents = 0
+            self._docs += int(np.count_nonzero(take == self.sep_id))
             ids = ids[len(take):]
             if self._tokens == self.limit:
                 self.close()
@@ -263,16 +265,19 @@ def _prepare_unit(job: _Job) -> dict:
     dtype = np.dtype(job.dtype)
     out = Path(job.out)
     prefix = f"shard-{job.unit.index:06d}"
-    writers = {"train": _ShardWriter(out, prefix, dtype, job.shard_tokens),
-               HELDOUT: _ShardWriter(out / HELDOUT, prefix, dtype, job.shard_tokens)}
+    writers = {split: _ShardWriter(out if split == "train" else out / HELDOUT, prefix, dtype,
+                                   job.shard_tokens, tok.sep_id) for split in ("train", HELDOUT)}
     sep = np.array([tok.sep_id], dtype=dtype)
     stats: Counter = Counter()
     batch: list[tuple[str, str]] = []
 
     def flush() -> None:
         ids = tok.encode_batch([text for _, text in batch])
-        for (split, _), doc in zip(batch, ids):
-            writers[split].add(np.concatenate([doc.astype(dtype, copy=False), sep]), 1)
+        for split, writer in writers.items():
+            parts = [a for (where, _), doc in zip(batch, ids) if where == split
+                     for a in (doc.astype(dtype, copy=False), sep)]
+            if parts:
+                writer.add(np.concatenate(parts))
         batch.clear()
 
     docs = file_documents(job.unit.path, job.text_field, stats, job.unit.row_group)
