@@ -16,6 +16,10 @@ import torch
 from torch import Tensor
 
 from ..models import Llama, LlamaConfig
+from ..models.memory import block_bytes, gathered_bytes, gib, logits_bytes, residual_bytes
+
+__all__ = ["MEMORY_FRACTION", "autocast", "bytes_per_sequence", "final_logits", "fit_batch",
+           "free_memory", "gib"]
 
 MEMORY_FRACTION = 0.8
 """Share of the device's free memory the evaluations plan to use by default."""
@@ -54,17 +58,13 @@ def bytes_per_sequence(config: LlamaConfig, seq_len: int, *, attention: str = "d
     the loss; otherwise only the last position's. ``attention="lighthouse"`` adds the gathered
     q, k, v and output of a Lighthouse layer.
     """
-    N, d, f = seq_len, config.d_model, config.ffn_hidden
-    act = 2 if bf16 else 4
-    kv = config.n_kv_heads * config.head_dim
-    # residual stream and its norm (fp32), q, k, v, attention output, SwiGLU gate, up, product
-    block = N * (2 * 4 * d + act * (3 * d + 2 * kv) + act * 3 * f)
+    N = seq_len
+    block = block_bytes(config, N, bf16)
     if attention == "lighthouse" and config.lighthouse_layer_indices and \
             not config.lighthouse.is_short(N):
         S = config.lighthouse.gathered_length(N)
-        block += 4 * config.n_heads * S * config.head_dim * act + 4 * N * config.n_heads * 8
-    logits = (3 * N if full_logits else 1) * config.vocab_size * 4
-    return block + N * d * 4 + logits
+        block += gathered_bytes(config, S, bf16, tensors=4) + 4 * N * config.n_heads * 8
+    return block + residual_bytes(config, N) + logits_bytes(config, 3 * N if full_logits else 1)
 
 
 def free_memory(device: torch.device) -> int:
@@ -88,7 +88,3 @@ def fit_batch(per_sequence: int, budget: int, batch_size: int) -> int:
     if per_sequence <= 0:
         return batch_size
     return max(0, min(batch_size, budget // per_sequence))
-
-
-def gib(n: float) -> str:
-    return f"{n / 2**30:.2f} GiB"

@@ -7,6 +7,16 @@ import os
 import torch
 
 from ..models import ModelConfig
+from ..models.memory import (
+    block_bytes,
+    gathered_bytes,
+    gib,
+    logits_bytes,
+    optimizer_state_bytes,
+    residual_bytes,
+)
+
+__all__ = ["available_bytes", "check_memory", "estimate_bytes", "gib"]
 
 
 def estimate_bytes(model: ModelConfig, seq_len: int, micro_batch: int, world_size: int,
@@ -16,19 +26,15 @@ def estimate_bytes(model: ModelConfig, seq_len: int, micro_batch: int, world_siz
     ``world_size``), ``activations`` (saved for backward; with checkpointing only block
     inputs plus one block's internals) and ``logits``, for this process's ``seq_len /
     context_parallel`` tokens of each sequence. An estimate, not a bound."""
-    P, L = model.num_parameters(), model.n_layers
-    b, N, d, f = micro_batch, seq_len // context_parallel, model.d_model, model.ffn_hidden
-    act = 2 if bf16 else 4
-    kv = model.n_kv_heads * model.head_dim
-    # norms (fp32), q/k/v/attention output/o, SwiGLU gate, up, product
-    per_block = b * N * (2 * 4 * d + act * (3 * d + 2 * kv) + act * 3 * f)
+    L, b, N = model.n_layers, micro_batch, seq_len // context_parallel
+    per_block = block_bytes(model, b * N, bf16)
     if lighthouse and model.lighthouse_layer_indices:
         S = model.lighthouse.gathered_length(seq_len) // context_parallel
-        per_block += b * model.n_heads * S * model.head_dim * act * 5  # gathered q, k, v, o, grad
-    residual = b * N * d * 4
+        per_block += b * gathered_bytes(model, S, bf16, tensors=5)  # q, k, v, o, grad
+    residual = residual_bytes(model, b * N)
     activations = (L * residual + per_block) if checkpointing else L * (residual + per_block)
-    return {"state": 16 * P // world_size, "activations": activations,
-            "logits": 3 * b * N * model.vocab_size * 4}
+    return {"state": optimizer_state_bytes(model, world_size), "activations": activations,
+            "logits": logits_bytes(model, 3 * b * N)}
 
 
 def available_bytes(device: torch.device) -> int:
@@ -36,10 +42,6 @@ def available_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).total_memory
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def gib(n: float) -> str:
-    return f"{n / 2**30:.2f} GiB"
 
 
 def check_memory(estimate: dict[str, int], device: torch.device, checkpointing: bool) -> None:
