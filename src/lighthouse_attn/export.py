@@ -85,8 +85,8 @@ def export(run: str | Path, out: str | Path, overwrite: bool = False) -> dict:
     from .eval.loading import trained_seq_len
     from .hf.model import save_pretrained
     from .models import Llama
+    from .models.loading import load_model, model_tokenizer, resolve_model_dir
     from .models.to_hf import to_hf_llama
-    from .train.checkpoint import load_model, model_tokenizer, resolve_model_dir
 
     out = Path(out)
     check_output_dir(out, overwrite, source=Path(run))

@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def model_tokenizer_at(path: str | Path) -> Tokenizer:
     """The tokenizer of the model at ``path`` (a run, checkpoint or exported directory)."""
     from .models.hf_causal_lm import saved_tokenizer
-    from .train.checkpoint import is_hf_checkpoint, model_tokenizer, resolve_model_dir
+    from .models.loading import is_hf_checkpoint, model_tokenizer, resolve_model_dir
 
     path = Path(path)
     if path.is_dir() and is_hf_checkpoint(path):
@@ -54,7 +54,7 @@ def run_generation(path: str | Path, prompt: list[int], max_new_tokens: int,
     separator ``sep_id`` when ``stop``)."""
     from .models import Llama
     from .models.decode import generate
-    from .train.checkpoint import is_hf_checkpoint, load_model, resolve_model_dir
+    from .models.loading import is_hf_checkpoint, load_model, resolve_model_dir
 
     path = Path(path)
     if path.is_dir() and is_hf_checkpoint(path):  # an export, or an --hf-config final model
@@ -78,7 +78,7 @@ def trained_context(path: str | Path) -> int | None:
     import json
 
     from .eval.loading import trained_seq_len
-    from .train.checkpoint import is_hf_checkpoint, resolve_model_dir
+    from .models.loading import is_hf_checkpoint, resolve_model_dir
 
     path = Path(path)
     if path.is_dir() and is_hf_checkpoint(path):
@@ -104,7 +104,7 @@ def _hf_generate(lm, prompt: list[int], max_new_tokens: int, temperature: float,
 
 
 def main(args: argparse.Namespace) -> int:
-    from .train.distributed import resolve_device
+    from .runtime import resolve_device
 
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be >= 1 (got {args.max_new_tokens})")

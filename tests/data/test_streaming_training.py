@@ -15,8 +15,8 @@ from train_helpers import TINY_MODEL, losses, metrics, tiny_run  # noqa: E402
 
 from lighthouse_attn.cli import main as cli  # noqa: E402
 from lighthouse_attn.data import BatchLoader, ShardedSequences  # noqa: E402
+from lighthouse_attn.models.loading import load_model, model_tokenizer  # noqa: E402
 from lighthouse_attn.train import train  # noqa: E402
-from lighthouse_attn.train.checkpoint import load_model, model_tokenizer  # noqa: E402
 
 pytest.importorskip("pyarrow")
 pytest.importorskip("tokenizers")

@@ -10,7 +10,8 @@ from eval_helpers import EVAL_MODEL, TRAINED_SEQ_LEN, shared_corpus, shared_run
 
 from lighthouse_attn.cli import main
 from lighthouse_attn.models import Llama
-from lighthouse_attn.train.checkpoint import _sha256, save_final_model
+from lighthouse_attn.models.loading import sha256_file as _sha256
+from lighthouse_attn.train.checkpoint import save_final_model
 
 COMMON = ["--no-progress", "--threads", "1", "--device", "cpu"]
 

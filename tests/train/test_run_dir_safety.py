@@ -120,7 +120,7 @@ def test_damaged_checkpoint_files_are_one_line_errors(done, tmp_path, capsys, da
 
 def _rewrite_trainer(ckpt, change):
     """Edit trainer.json and re-sign the manifest, as a hand edit that keeps checksums."""
-    from lighthouse_attn.train.checkpoint import _sha256
+    from lighthouse_attn.models.loading import sha256_file as _sha256
 
     state = json.loads((ckpt / "trainer.json").read_text())
     change(state)

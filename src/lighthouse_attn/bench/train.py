@@ -32,7 +32,8 @@ from ..models import (
     model_from_config,
     model_label,
 )
-from ..train.distributed import DistEnv, resolve_device, set_cpu_threads
+from ..runtime import resolve_device, set_cpu_threads, uses_bf16
+from ..train.distributed import DistEnv
 from ..train.loop import make_optimizer, train_step
 from ..train.options import TrainConfig
 from ..train.parallelize import parallelize
@@ -167,7 +168,7 @@ def main(args: argparse.Namespace) -> int:
     _check(args, config, modes)
     if device.type == "cpu":
         set_cpu_threads(None)
-    bf16 = args.precision == "bf16" or (args.precision == "auto" and device.type == "cuda")
+    bf16 = uses_bf16(args.precision, device)
     results = {mode: time_mode(config, mode, args, device, bf16) for mode in modes}
     ok = {m: r for m, r in results.items() if "error" not in r}
     speedup = (ok["lighthouse"]["tokens_per_s"] / ok["dense"]["tokens_per_s"]

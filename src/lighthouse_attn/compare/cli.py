@@ -158,7 +158,7 @@ def plan_jobs(args: argparse.Namespace) -> tuple[list[Job], dict, dict]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..train.distributed import resolve_device, set_cpu_threads
+    from ..runtime import resolve_device, set_cpu_threads
     from . import report as rep
     from .final_eval import evaluate_final
 

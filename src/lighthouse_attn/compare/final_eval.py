@@ -15,7 +15,7 @@ from ..data import TOKENIZER, open_sequences
 from ..eval.passkey import MIN_CONTEXT, run_passkey
 from ..eval.position_loss import loss_by_position
 from ..jsonfile import write_json
-from ..train.checkpoint import load_model, model_tokenizer
+from ..models.loading import load_model, model_tokenizer
 
 CACHE = "compare_eval.json"
 

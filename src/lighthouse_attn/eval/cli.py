@@ -14,7 +14,7 @@ import torch
 
 from ..data import TOKENIZER, open_sequences
 from ..jsonfile import write_json
-from ..train.distributed import resolve_device, set_cpu_threads
+from ..runtime import resolve_device, set_cpu_threads, uses_bf16
 from .forward import MEMORY_FRACTION, bytes_per_sequence, fit_batch, free_memory, gib
 from .leak import measure_leak
 from .loading import EvalCheckpoint, load_checkpoint
@@ -63,10 +63,6 @@ def memory_budget(args: argparse.Namespace, device: torch.device) -> int:
     if args.memory_gib is not None:
         return int(args.memory_gib * 2**30)
     return int(MEMORY_FRACTION * free_memory(device))
-
-
-def uses_bf16(args: argparse.Namespace, device: torch.device) -> bool:
-    return args.precision == "bf16" or (args.precision == "auto" and device.type == "cuda")
 
 
 def parse_lengths(text: str, flag: str) -> list[int]:
@@ -153,7 +149,7 @@ def niah_main(args: argparse.Namespace) -> int:
     plan = dict(config=ckpt.model.config, attention=args.attention,
                 batch_size=args.batch_size, memory_budget=memory_budget(args, device),
                 max_context=max_context, trained_seq_len=ckpt.trained_seq_len,
-                bf16=uses_bf16(args, device))
+                bf16=uses_bf16(args.precision, device))
     batches, skipped = plan_contexts(contexts=contexts, **plan)
     defaults = args.contexts == ",".join(str(c) for c in DEFAULT_CONTEXTS)
     if not batches and defaults and max_context is not None and \
@@ -229,7 +225,7 @@ def loss_main(args: argparse.Namespace) -> int:
     if seq_len is None:
         raise ValueError("the checkpoints' training seq_len is unknown (no run config.json); "
                          "pass --seq-len")
-    budget, bf16 = memory_budget(args, device), uses_bf16(args, device)
+    budget, bf16 = memory_budget(args, device), uses_bf16(args.precision, device)
     for c in ckpts:
         if c.trained_seq_len is not None and seq_len > c.trained_seq_len:
             print(f"note: {c.name} trained at {c.trained_seq_len:,} tokens; positions beyond "

@@ -1,4 +1,4 @@
-"""How the evaluations run a model: last-position logits, precision, and a memory budget.
+"""How the evaluations run a model: last-position logits and a memory budget.
 
 The memory estimate is for a forward pass without gradients: the model's fp32 weights plus,
 per sequence, the largest transient tensors of one block (activations freed layer by layer)
@@ -9,7 +9,6 @@ An estimate, not a bound.
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import torch
@@ -18,7 +17,7 @@ from torch import Tensor
 from ..models import Llama, LlamaConfig
 from ..models.memory import block_bytes, gathered_bytes, gib, logits_bytes, residual_bytes
 
-__all__ = ["MEMORY_FRACTION", "autocast", "bytes_per_sequence", "final_logits", "fit_batch",
+__all__ = ["MEMORY_FRACTION", "bytes_per_sequence", "final_logits", "fit_batch",
            "free_memory", "gib"]
 
 MEMORY_FRACTION = 0.8
@@ -39,15 +38,6 @@ def final_logits(model, input_ids: Tensor) -> Tensor:
         return model(input_ids)[:, -1]
     finally:
         handle.remove()
-
-
-def autocast(device: torch.device, precision: str):
-    """bf16 autocast for ``precision="bf16"`` or ``"auto"`` on CUDA; fp32 otherwise."""
-    if precision not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"unknown precision {precision!r}; choose auto, bf16 or fp32")
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def bytes_per_sequence(config: LlamaConfig, seq_len: int, *, attention: str = "dense",

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from ..data import PackedSequences
 from ..progress import bar_disable
-from .forward import autocast
+from ..runtime import autocast
 
 
 @dataclass

@@ -10,7 +10,7 @@ import torch
 
 from ..data import Tokenizer
 from ..models import Llama
-from ..train.checkpoint import load_model, model_tokenizer, resolve_model_dir
+from ..models.loading import load_model, model_tokenizer, resolve_model_dir
 
 
 @dataclass

@@ -28,7 +28,8 @@ from tqdm import tqdm
 
 from ..models import LlamaConfig
 from ..progress import bar_disable
-from .forward import autocast, bytes_per_sequence, final_logits, fit_batch, gib
+from ..runtime import autocast
+from .forward import bytes_per_sequence, final_logits, fit_batch, gib
 
 PREFIX = "Find the pass key hidden in the noise below and remember it. "
 NEEDLE = " The pass key is {digit}. Remember it. "

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from ..data import PackedSequences
 from ..progress import bar_disable
-from .forward import autocast
+from ..runtime import autocast
 
 
 def position_buckets(seq_len: int) -> list[tuple[int, int]]:

@@ -1,5 +1,6 @@
 """Models: a Llama-3-style decoder with per-layer Lighthouse or dense attention, presets, and
-a Hugging Face causal LM behind the same interface (``interface.py``)."""
+a Hugging Face causal LM behind the same interface (``interface.py``), and loading trained
+ones (``loading.py``)."""
 
 from .build import (
     ModelConfig,
@@ -11,6 +12,7 @@ from .build import (
     model_label,
 )
 from .llama import ATTENTION_MODES, Llama, LlamaConfig
+from .loading import load_model, resolve_model_dir
 from .presets import PRESETS
 
 __all__ = [
@@ -24,9 +26,11 @@ __all__ = [
            "add_model_arguments",
            "build_model",
            "build_model_config",
+           "load_model",
            "model_config_from_dict",
            "model_from_config",
            "model_label",
+           "resolve_model_dir",
 ]
 
 

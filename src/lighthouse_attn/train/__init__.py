@@ -1,6 +1,6 @@
 """Training: the two-stage loop, its schedule, checkpoints, metrics and distributed setup."""
 
-from .checkpoint import load_model
+from ..models.loading import load_model
 from .loop import RunResult, TrainingError, train, train_step
 from .options import PRESET_TRAINING, TrainConfig
 

@@ -22,6 +22,8 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+from ..runtime import resolve_device
+
 
 @dataclass(frozen=True)
 class DistEnv:
@@ -77,15 +79,6 @@ class DistEnv:
             dist.barrier()
 
 
-def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
-    """``"auto"``: CUDA when available, else CPU. ``ValueError`` for CUDA without a GPU."""
-    if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ValueError("--device cuda but no CUDA device is available; use --device cpu")
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
-
-
 def setup(device_preference: str = "auto", context_parallel: int = 1) -> DistEnv:
     """Join the ``torchrun`` process group if there is one (NCCL on GPU, gloo on CPU), and
     with ``context_parallel > 1`` build the (dp, cp) mesh. ``ValueError`` when the process
@@ -110,18 +103,6 @@ def setup(device_preference: str = "auto", context_parallel: int = 1) -> DistEnv
                                 mesh_dim_names=("dp", "cp"))
         group = mesh["cp"].get_group()
     return DistEnv(rank, world, device, context_parallel, group)
-
-
-def set_cpu_threads(requested: int | None, local_world_size: int = 1) -> int:
-    """Set torch's CPU threads and return the number. ``None`` (auto): the cores left free by
-    other work at start (1-minute load average), shared by the local processes, at least 1;
-    spin-waiting threads on busy cores can make a step many times slower than one thread."""
-    if requested is None:
-        cores = os.cpu_count() or 1
-        free = cores - os.getloadavg()[0]
-        requested = max(1, min(cores, round(free)) // local_world_size)
-    torch.set_num_threads(requested)
-    return requested
 
 
 def teardown() -> None:

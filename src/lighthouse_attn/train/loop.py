@@ -28,8 +28,10 @@ from tqdm import tqdm
 from ..data import BatchLoader, DataSource, Tokenizer, load_tokenizer, open_sequences
 from ..jsonfile import write_json
 from ..models import ModelConfig, model_from_config
+from ..models.loading import how_to_load
 from ..parallel import shard_sequence
 from ..progress import bar_disable
+from ..runtime import set_cpu_threads, uses_bf16
 from . import checkpoint, distributed
 from .distributed import DistEnv
 from .memory import check_memory, estimate_bytes, gib
@@ -98,9 +100,9 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, tokenizer:
     echo = log.echo
 
     # ---- 1. Check everything before any work: memory, data (settings: in train()) ---
-    threads = (distributed.set_cpu_threads(run.threads, int(os.environ.get(
+    threads = (set_cpu_threads(run.threads, int(os.environ.get(
         "LOCAL_WORLD_SIZE", "1"))) if env.device.type == "cpu" else None)
-    bf16 = run.precision == "bf16" or (run.precision == "auto" and env.device.type == "cuda")
+    bf16 = uses_bf16(run.precision, env.device)
     micro_batch = run.batch_size // (run.grad_accum * env.dp_size)
     memory = estimate_bytes(model_config, run.seq_len, max(1, micro_batch), env.world_size,
                             bf16, run.activation_checkpointing, run.lighthouse_steps > 0,
@@ -459,6 +461,6 @@ def report(run: TrainConfig, run_dir: Path, final_dir: str | None, interrupted: 
     config = json.loads((run_dir / "config.json").read_text())
     text = write_summary(run_dir / "summary.md", title=title, records=records, config=config,
                          switch_step=switch, final_dir=final_dir, status=status,
-                         final_note=checkpoint.how_to_load(final_dir) if final_dir else "")
+                         final_note=how_to_load(final_dir) if final_dir else "")
     tqdm.write(text.split("\n## Config")[0].rstrip())
     return run_dir / "summary.md"

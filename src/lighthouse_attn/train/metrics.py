@@ -170,7 +170,7 @@ def _fmt_time(seconds: float) -> str:
 
 def write_summary(path: str | Path, *, title: str, records: list[dict], config: dict,
                   switch_step: int | None, final_dir: str | None, status: str,
-                  final_note: str = "load with `lighthouse_attn.train.checkpoint.load_model`"
+                  final_note: str = "load with `lighthouse_attn.models.load_model`"
                   ) -> str:
     """Write ``summary.md`` and return its text; ``final_note`` says how to load the final
     model."""

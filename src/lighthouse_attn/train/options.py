@@ -9,13 +9,12 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 from ..data import Tokenizer
 from ..models import ModelConfig
+from ..runtime import DEVICES, PRECISIONS
 from .schedule import SCHEDULES, wsd_decay_steps
 
 MAX_SEED = 2**32 - 1
 """Largest seed: every random generator the trainer seeds accepts it."""
 
-PRECISIONS = ("auto", "bf16", "fp32")
-DEVICES = ("auto", "cpu", "cuda")
 
 # Training defaults per model preset (command-line options override them). The demo's fit
 # the main job's budget (a few minutes on a 2-core CPU); the others are starting points.
