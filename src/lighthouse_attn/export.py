@@ -82,6 +82,7 @@ def export(run: str | Path, out: str | Path, overwrite: bool = False) -> dict:
         ValueError: no model at ``run``, an unwritable ``out``, or a model that does not map
             exactly onto the transformers architecture.
     """
+    from .data.hf_tokenizer import hf_tokenizer
     from .eval.loading import trained_seq_len
     from .hf.model import save_pretrained
     from .models import Llama
@@ -108,7 +109,7 @@ def export(run: str | Path, out: str | Path, overwrite: bool = False) -> dict:
         hf = model.lm  # an --hf-config run: already a transformers model
         hf.config._attn_implementation = "sdpa"
     try:
-        save_pretrained(hf, out, tokenizer=tokenizer.to_hf())  # atomic, replaces ``out``
+        save_pretrained(hf, out, tokenizer=hf_tokenizer(tokenizer))  # atomic, replaces ``out``
     except OSError as err:
         raise ValueError(f"cannot write {out}: {err.strerror}; choose another directory"
                          ) from None

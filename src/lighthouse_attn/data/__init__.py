@@ -26,10 +26,9 @@ from .tokenizer import (
            Tokenizer,
            decode,
            encode,
-           load_tokenizer,
-           tokenizer_from_identity,
            vocab_size,
 )
+from .tokenizers import load_tokenizer, tokenizer_from_identity
 
 __all__ = [
            "BYTES",

@@ -1,4 +1,5 @@
-"""The byte tokenizer as a Hugging Face tokenizer, so ``AutoTokenizer.from_pretrained`` loads
+"""Tokenizers as Hugging Face tokenizers for export (:func:`hf_tokenizer`). The byte tokenizer
+as a Hugging Face tokenizer, so ``AutoTokenizer.from_pretrained`` loads
 it beside an exported model with no code of ours (needs the ``hf`` extra).
 
 Token ``b`` is the UTF-8 byte ``b`` and ``SEP_ID`` (256) the document separator, exactly as in
@@ -9,7 +10,8 @@ beginning, end and padding token: it is what separates documents in training).
 
 from __future__ import annotations
 
-from .tokenizer import SEP_ID
+from .tokenizer import SEP_ID, TOKENIZER, Tokenizer
+from .tokenizer_file import FileTokenizer
 
 SEP_TOKEN = "<|sep|>"
 """The text of the separator token."""
@@ -33,6 +35,25 @@ def hf_byte_tokenizer():
     if fast.convert_tokens_to_ids(SEP_TOKEN) != SEP_ID:
         raise ValueError(f"the separator token got id {fast.convert_tokens_to_ids(SEP_TOKEN)}, "
                          f"not {SEP_ID}")
+    fast.model_max_length = 1 << 40
+    return fast
+
+
+def hf_tokenizer(tokenizer: Tokenizer):
+    """``tokenizer`` as a transformers ``PreTrainedTokenizerFast`` (for export): the byte
+    tokenizer as :func:`hf_byte_tokenizer`, a tokenizer file as itself with its separator
+    declared as the beginning, end and padding token."""
+    if tokenizer is TOKENIZER:
+        return hf_byte_tokenizer()
+    if not isinstance(tokenizer, FileTokenizer):
+        raise ValueError(f"cannot export tokenizer {type(tokenizer).__name__}")
+    from tokenizers import Tokenizer as RustTokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    sep = tokenizer.sep_token
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=RustTokenizer.from_str(tokenizer.source.decode("utf-8")),
+        bos_token=sep, eos_token=sep, pad_token=sep, clean_up_tokenization_spaces=False)
     fast.model_max_length = 1 << 40
     return fast
 

@@ -36,7 +36,8 @@ from .corpus import scan_paths
 from .packing import token_dtype
 from .records import file_documents, parquet_file
 from .shards import FORMAT, MANIFEST, is_prepared, read_manifest
-from .tokenizer import BYTES, Tokenizer, load_tokenizer
+from .tokenizer import BYTES, Tokenizer
+from .tokenizers import load_tokenizer
 
 STATE = "prepare_state.json"
 HELDOUT = "heldout"
@@ -78,7 +79,7 @@ def prepare(inputs: list[str], out: str | os.PathLike, tokenizer: str = BYTES,
         inputs: files, directories or globs (see :func:`~.corpus.scan_paths`).
         out: the output directory (created; resumed when it holds an unfinished prepare with
             the same settings).
-        tokenizer, sep_token: see :func:`~.tokenizer.load_tokenizer`.
+        tokenizer, sep_token: see :func:`~.tokenizers.load_tokenizer`.
         text_field: field of ``.jsonl`` records and column of parquet files.
         holdout_fraction: share of documents written to ``out/heldout/`` instead.
         shard_tokens: most tokens per shard file.

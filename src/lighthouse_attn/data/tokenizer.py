@@ -1,6 +1,7 @@
-"""Tokenizers: the byte-level one (as in the paper; token ``b`` is the UTF-8 byte ``b``, and
-``SEP_ID = 256`` separates documents) and :func:`load_tokenizer`, which also opens a Hugging
-Face ``tokenizer.json`` (:class:`~.tokenizer_file.FileTokenizer`).
+"""The tokenizer interface and the byte-level tokenizer (as in the paper; token ``b`` is the
+UTF-8 byte ``b``, and ``SEP_ID = 256`` separates documents). :func:`~.tokenizers.load_tokenizer`
+opens either it or a Hugging Face ``tokenizer.json``
+(:class:`~.tokenizer_file.FileTokenizer`).
 
 Every tokenizer has ``vocab_size``, ``sep_id`` (the document separator), ``encode``,
 ``encode_array`` (a ``uint32``-safe array), ``decode``, ``identity()`` (a JSON-ready dict that
@@ -11,7 +12,6 @@ files stored beside a model so that it can be read back).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -34,7 +34,6 @@ class Tokenizer(Protocol):
     def decode(self, ids: Iterable[int], sep: str = "\n") -> str: ...
     def identity(self) -> dict: ...
     def files(self) -> dict[str, bytes]: ...
-    def to_hf(self): ...
 
 
 class ByteTokenizer:
@@ -63,13 +62,6 @@ class ByteTokenizer:
     def files(self) -> dict[str, bytes]:
         """Files stored beside a model: none (the byte tokenizer is built in)."""
         return {}
-
-    def to_hf(self):
-        """The tokenizer as a transformers ``PreTrainedTokenizerFast`` (for export)."""
-        from .hf_tokenizer import hf_byte_tokenizer
-
-        return hf_byte_tokenizer()
-
     def decode(self, ids: Iterable[int], sep: str = "\n") -> str:
         """Text of ``ids``; separators become ``sep``; invalid UTF-8 becomes U+FFFD.
         Raises ``ValueError`` for ids outside ``0..256``."""
@@ -93,51 +85,6 @@ BYTES = "bytes"
 """The ``tokenizer`` setting of the byte tokenizer (the default)."""
 TOKENIZER_FILE = "tokenizer.json"
 """Name of a tokenizer file stored beside a model."""
-
-
-def load_tokenizer(spec: str = BYTES, sep_token: str | None = None) -> Tokenizer:
-    """``"bytes"`` (the byte tokenizer), or a Hugging Face ``tokenizer.json`` file or a
-    directory holding one (read with the ``tokenizers`` library; nothing is downloaded).
-
-    ``sep_token`` names the special token that separates documents; by default the
-    tokenizer's end-of-text token (see :class:`~.tokenizer_file.FileTokenizer`).
-
-    Raises:
-        ValueError: a missing or unreadable tokenizer, or no separator token.
-    """
-    if spec == BYTES:
-        if sep_token is not None:
-            raise ValueError("--sep-token applies to a tokenizer file; the byte tokenizer's "
-                             "separator is built in (drop --sep-token)")
-        return TOKENIZER
-    from .tokenizer_file import FileTokenizer
-
-    return FileTokenizer(spec, sep_token)
-
-
-def tokenizer_from_identity(identity: dict | None, model_dir: str | Path) -> Tokenizer:
-    """The tokenizer a checkpoint recorded (``identity``), read from ``model_dir`` when it is a
-    file tokenizer; ``ValueError`` if the stored file is missing or is not the recorded one.
-    Checkpoints written before tokenizers were recorded use the byte tokenizer."""
-    identity = identity or TOKENIZER.identity()
-    if identity.get("type") == "byte":
-        if identity != TOKENIZER.identity():
-            raise ValueError(f"{model_dir} records a byte tokenizer {identity}, not this "
-                             f"version's {TOKENIZER.identity()}")
-        return TOKENIZER
-    if identity.get("type") != "file":
-        raise ValueError(f"{model_dir} records an unknown tokenizer {identity}")
-    from .tokenizer_file import FileTokenizer
-
-    path = Path(model_dir) / TOKENIZER_FILE
-    if not path.is_file():
-        raise ValueError(f"{model_dir} was trained with a tokenizer file, but its copy "
-                         f"{path} is missing")
-    tok = FileTokenizer(path, identity.get("sep_token"))
-    if tok.identity() != identity:
-        raise ValueError(f"{path} is not the tokenizer {model_dir} records (sha256 "
-                         f"{identity.get('sha256', '?')[:12]}...)")
-    return tok
 
 
 def check_same_tokenizer(recorded: dict, tokenizer: Tokenizer, what: str, fix: str) -> None:

@@ -112,18 +112,6 @@ class FileTokenizer:
         """The file stored beside a model (its bytes, unchanged)."""
         return {TOKENIZER_FILE: self.source}
 
-    def to_hf(self):
-        """A transformers ``PreTrainedTokenizerFast`` of this file, its separator declared as
-        the beginning, end and padding token (as the byte tokenizer's is)."""
-        from tokenizers import Tokenizer
-        from transformers import PreTrainedTokenizerFast
-
-        fast = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(
-            self.source.decode("utf-8")), bos_token=self.sep_token, eos_token=self.sep_token,
-            pad_token=self.sep_token, clean_up_tokenization_spaces=False)
-        fast.model_max_length = 1 << 40
-        return fast
-
 
 def _configured_eos(config: Path | None) -> str | None:
     """The ``eos_token`` of a ``tokenizer_config.json`` (a string or ``{"content": ...}``)."""

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from transformers import CONFIG_MAPPING, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from ..config import LighthouseConfig
+from ..data.hf_tokenizer import hf_tokenizer
 from ..data.tokenizer import TOKENIZER, Tokenizer
 from ..hf.model import (
     QKNormWarning,
@@ -278,7 +279,7 @@ def save_dense_checkpoint(model_state: dict, config: HFModelConfig, path: str | 
     model.load_state_dict(model_state, strict=True, assign=True)
     model.lm.tie_weights()  # assigned tensors are separate objects; tie them again
     model.set_attention("dense")
-    save_pretrained(model.lm, path, tokenizer=tokenizer.to_hf())
+    save_pretrained(model.lm, path, tokenizer=hf_tokenizer(tokenizer))
     return Path(path)
 
 
