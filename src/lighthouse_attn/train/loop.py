@@ -454,7 +454,8 @@ def report(run: TrainConfig, run_dir: Path, final_dir: str | None, interrupted: 
     switch = run.lighthouse_steps if 0 < run.lighthouse_steps < run.total_steps else None
     title = f"lighthouse-attn train: {run.preset}, seq_len {run.seq_len:,}"
     if records:
-        plot_loss(records, switch, run_dir / "loss.png", title)
+        plot_loss(records, switch, run_dir / "loss.png", title,
+                  "nats/byte" if run.tokenizer == "bytes" else "nats/token")
     status = (f"interrupted by {interrupted} at step {step}/{run.total_steps}; resume with "
               f"`lighthouse-attn train --resume {run_dir}`" if interrupted else
               f"finished, {step} steps")

@@ -96,8 +96,14 @@ def _running_mean(values: list[float], window: int) -> list[float]:
     return out
 
 
+def loss_unit(config: dict) -> str:
+    """``nats/byte`` for a byte-level run (its ``config.json``), else ``nats/token``."""
+    return "nats/byte" if config.get("train", {}).get("tokenizer", "bytes") == "bytes" \
+        else "nats/token"
+
+
 def plot_loss(records: list[dict], switch_step: int | None, path: str | Path,
-              title: str) -> None:
+              title: str, unit: str = "nats/byte") -> None:
     """``loss.png``: loss and tokens/s per step, coloured by stage, the switch marked."""
     import matplotlib
 
@@ -129,7 +135,7 @@ def plot_loss(records: list[dict], switch_step: int | None, path: str | Path,
             ax.axvline(switch_step + 0.5, color="gray", ls="--", lw=1)
         ax_loss.text(switch_step + 0.5, 0.98, " switch to dense", color="gray", va="top",
                      transform=ax_loss.get_xaxis_transform())
-    ax_loss.set_ylabel("loss (nats/byte)")
+    ax_loss.set_ylabel(f"loss ({unit})")
     ax_loss.set_title(title)
     ax_loss.legend(loc="lower left")
     ax_loss.grid(alpha=0.3)
@@ -141,12 +147,13 @@ def plot_loss(records: list[dict], switch_step: int | None, path: str | Path,
     plt.close(fig)
 
 
-def validation_lines(records: list[dict], switch_step: int | None) -> list[str]:
+def validation_lines(records: list[dict], switch_step: int | None,
+                     unit: str = "nats/byte") -> list[str]:
     """The held-out section of ``summary.md`` (empty when nothing was scored)."""
     scored = [r for r in records if "val_dense" in r]
     if not scored:
         return []
-    lines = ["", "## Held-out loss (nats/byte)", "",
+    lines = ["", f"## Held-out loss ({unit})", "",
              "| step | stage | dense attention | Lighthouse attention |", "|---|---|---|---|"]
     for r in scored:
         lh = f"{r['val_lighthouse']:.4f}" if "val_lighthouse" in r else "-"
@@ -194,7 +201,7 @@ def write_summary(path: str | Path, *, title: str, records: list[dict], config: 
                      f"{after:.4f} ({after - before:+.4f} nats).")
     if final_dir:
         lines.append(f"Dense model: `{final_dir}` ({final_note}).")
-    lines += validation_lines(records, switch_step)
+    lines += validation_lines(records, switch_step, loss_unit(config))
     files = "Files: `config.json`, `metrics.jsonl`, `loss.png`, `train.log`, `checkpoints/`."
     lines += ["", files, "", "## Config", "", "```json",
               json.dumps(config, indent=2), "```", ""]

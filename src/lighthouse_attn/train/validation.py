@@ -59,7 +59,8 @@ class Validation:
 
     @torch.no_grad()
     def loss(self, model: torch.nn.Module, env: DistEnv, autocast) -> float:
-        """Mean held-out loss (nats/byte) of ``model`` in its current attention mode."""
+        """Mean held-out loss (nats per token; per byte for the byte tokenizer) of ``model``
+        in its current attention mode."""
         was_training = model.training
         model.eval()
         mine = list(range(env.dp_rank, self.count, env.dp_size))
