@@ -195,3 +195,34 @@ def _word_tokenizer(path, size):
     tok.add_special_tokens(["<|endoftext|>"])
     tok.save(str(path))
     return path
+
+
+def test_compressed_jsonl_reads_like_plain_jsonl(tmp_path):
+    import gzip
+
+    docs = documents(12, seed=4)
+    plain = write_jsonl(tmp_path / "a.jsonl", docs)
+    (tmp_path / "gz").mkdir()
+    with gzip.open(tmp_path / "gz" / "a.jsonl.gz", "wb") as f:
+        f.write(plain.read_bytes())
+    assert load_corpus([str(tmp_path / "gz")]).tokens.tolist() == \
+        load_corpus([str(plain)]).tokens.tolist()
+    (tmp_path / "bad.jsonl.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(ValueError, match="cannot read data file"):
+        load_corpus([str(tmp_path / "bad.jsonl.gz")])
+
+
+def test_zstd_jsonl_needs_its_library_or_reads(tmp_path):
+    docs = documents(5, seed=6)
+    try:
+        import zstandard
+    except ImportError:
+        (tmp_path / "a.jsonl.zst").write_bytes(b"\x28\xb5\x2f\xfd")
+        with pytest.raises(ValueError, match="zstandard"):
+            load_corpus([str(tmp_path / "a.jsonl.zst")])
+        return
+    plain = write_jsonl(tmp_path / "a.jsonl", docs)
+    (tmp_path / "a.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(
+        plain.read_bytes()))
+    assert load_corpus([str(tmp_path / "a.jsonl.zst")]).tokens.tolist() == \
+        load_corpus([str(plain)]).tokens.tolist()
