@@ -53,6 +53,42 @@ class NonFiniteLoss(Exception):
 
 
 @dataclass
+class TrainState:
+    """How far a run has come: optimizer steps, training seconds (scoring excluded) and
+    tokens; saved in every checkpoint's ``trainer.json``."""
+
+    step: int = 0
+    elapsed_s: float = 0.0
+    tokens: int = 0
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "elapsed_s": self.elapsed_s, "tokens": self.tokens}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step, self.elapsed_s = int(state["step"]), float(state["elapsed_s"])
+        self.tokens = int(state["tokens"])
+
+
+@dataclass
+class _Session:
+    """What one training process works with, built once by :func:`_train`."""
+
+    env: DistEnv
+    run: TrainConfig
+    model_config: ModelConfig
+    tokenizer: Tokenizer
+    log: MetricsLog
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    loader: BatchLoader
+    state: TrainState
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.run_dir)
+
+
+@dataclass
 class RunResult:
     status: str  # "finished", "interrupted" or "dry run"
     step: int
@@ -138,65 +174,25 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, tokenizer:
     optimizer = make_optimizer(model, run, env.device)
 
     # ---- 3. Fresh start or resume from the newest checkpoint -----------------------
-    step, elapsed, tokens_seen = 0, 0.0, 0
+    session = _Session(env, run, model_config, tokenizer, log, model, optimizer, loader,
+                       TrainState())
     env.barrier()  # every process has checked the run directory before the first writes
     if env.is_main:
         for stale in checkpoint.clean_stale_temporaries(run_dir):
             log.event(f"removed {stale}, a checkpoint whose writer died before finishing it")
     if resume:
-        ckpts = checkpoint.list_checkpoints(run_dir)
-        if ckpts:
-            try:
-                state = checkpoint.read_checkpoint(ckpts[-1][1], model_config, tokenizer)
-            except ValueError as err:
-                older = (f"; remove {ckpts[-1][1]} to resume from {ckpts[-2][1].name}"
-                         if len(ckpts) > 1 else "")
-                raise ValueError(f"{err}{older}") from None
-            for note in settings_changes(state["trainer"].get("run"), run, ckpts[-1][1]):
-                log.event(note)
-            distributed.load_full_state_dicts(model, optimizer, state["model"],
-                                              state["optimizer"])
-            loader.load_state_dict(state["trainer"]["loader"])
-            restore_rng(state["rng"])
-            step = state["trainer"]["step"]
-            elapsed = state["trainer"]["elapsed_s"]
-            tokens_seen = state["trainer"]["tokens"]
-        metrics = run_dir / "metrics.jsonl"
-        trained = metrics.is_file() and metrics.stat().st_size > 0
-        log.truncate(step)
-        if ckpts or trained:
-            log.event(f"resumed {run_dir} at step {step}/{run.total_steps}"
-                      + (f" from {ckpts[-1][1].name}" if ckpts else " (no checkpoint: restart)"))
-        else:  # a prepared directory that never trained (as compare makes them)
-            log.event(f"started {run_dir}")
+        _resume(session)
     elif env.is_main:
-        checkpoint.clear_run_files(run_dir)  # a fresh start: empty, or asked to overwrite
-        write_json(run_dir / "config.json",
-                   {"train": run.to_dict(), "model": model_config.to_dict()})
-        log.event(f"started {run_dir}")
+        _start_fresh(session)
     env.barrier()
-    model.set_attention(stage_at(step, run.lighthouse_steps))
+    state = session.state
+    model.set_attention(stage_at(state.step, run.lighthouse_steps))
     model.train()
     autocast = (torch.autocast(env.device.type, dtype=torch.bfloat16) if bf16
                 else contextlib.nullcontext())
 
-    def save(stage: str) -> Path | None:
-        model_state, optimizer_state = distributed.full_state_dicts(model, optimizer)
-        path = None
-        if env.is_main:
-            trainer_state = {"stage": stage, "loader": loader.state_dict(),
-                             "elapsed_s": elapsed, "tokens": tokens_seen,
-                             "run": run.to_dict()}
-            path = checkpoint.save_checkpoint(run_dir, step, model_state, optimizer_state,
-                                              trainer_state, rng_state(), model_config, stage,
-                                              tokenizer)
-            checkpoint.prune_checkpoints(run_dir, run.keep_ckpts,
-                                         {run.lighthouse_steps, *run.save_at})
-        env.barrier()
-        return path
-
     # ---- 4. The loop ----------------------------------------------------------------
-    bar = tqdm(total=run.total_steps, initial=step, unit="step", dynamic_ncols=True,
+    bar = tqdm(total=run.total_steps, initial=state.step, unit="step", dynamic_ncols=True,
                disable=bar_disable(progress and env.is_main))
     scored_at = eval_steps(run.validation_every, run.lighthouse_steps, run.total_steps) \
         if validation else set()
@@ -204,7 +200,8 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, tokenizer:
     step_tokens = run.batch_size * run.seq_len
     interrupted = None
     with StopRequest() as stop:
-        while step < run.total_steps:
+        while state.step < run.total_steps:
+            step = state.step
             stage = stage_at(step, run.lighthouse_steps)
             if stage != model.attention_mode:
                 model.set_attention(stage)
@@ -230,13 +227,15 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, tokenizer:
                 bar.close()
                 raise TrainingError(msg) from None
             dt = time.perf_counter() - t0
-            step += 1
-            elapsed += dt
-            tokens_seen += step_tokens
+            state.step += 1
+            state.elapsed_s += dt
+            state.tokens += step_tokens
+            step = state.step
 
             record = {"step": step, "stage": stage, "loss": loss, "lr": lr,
                       "grad_norm": grad_norm, "tokens_per_s": step_tokens / dt,
-                      "tokens_step": step_tokens, "tokens": tokens_seen, "elapsed_s": elapsed}
+                      "tokens_step": step_tokens, "tokens": state.tokens,
+                      "elapsed_s": state.elapsed_s}
             if step in scored_at:
                 record.update(validation.scores(model, env, autocast, stage))
             if env.is_main:
@@ -256,11 +255,11 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, tokenizer:
             stage_end = step == run.lighthouse_steps and run.dense_steps > 0
             saved = step % run.ckpt_every == 0 or stage_end or step in run.save_at
             if saved:
-                path = save(stage)
+                path = _save(session, stage)
                 log.event(f"step {step}: checkpoint {path}")
             if env.any(stop.requested) and step < run.total_steps:
                 if not saved:
-                    path = save(stage)
+                    path = _save(session, stage)
                 interrupted = stop.signal_name or "signal"
                 log.event(f"{interrupted} at step {step}: checkpoint {path}; continue with "
                           f"`lighthouse-attn train --resume {run_dir}`")
@@ -275,14 +274,69 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, tokenizer:
         model_state = distributed.full_model_state_dict(model)
         if env.is_main:
             final_dir = str(checkpoint.save_final_model(run_dir, model_state, model_config,
-                                                        step, tokenizer))
+                                                        state.step, tokenizer))
     summary_path = None
     if env.is_main:
-        summary_path = str(report(run, run_dir, final_dir, interrupted, step))
+        summary_path = str(report(run, run_dir, final_dir, interrupted, state.step))
     log.event(f"report: {summary_path}")
     env.barrier()
     status = "interrupted" if interrupted else "finished"
-    return RunResult(status, step, str(run_dir), final_dir, summary_path, interrupted)
+    return RunResult(status, state.step, str(run_dir), final_dir, summary_path, interrupted)
+
+
+def _start_fresh(s: _Session) -> None:
+    """A fresh start (main process): clear an earlier run's files (the run directory is
+    empty, or ``overwrite`` was asked for) and write the run's ``config.json``."""
+    checkpoint.clear_run_files(s.run_dir)
+    write_json(s.run_dir / "config.json",
+               {"train": s.run.to_dict(), "model": s.model_config.to_dict()})
+    s.log.event(f"started {s.run_dir}")
+
+
+def _resume(s: _Session) -> None:
+    """Load the newest checkpoint (weights, optimizer, data position, RNG, :class:`TrainState`)
+    and cut the metrics log back to it; a directory with no checkpoint restarts at step 0."""
+    ckpts = checkpoint.list_checkpoints(s.run_dir)
+    if ckpts:
+        path = ckpts[-1][1]
+        try:
+            saved = checkpoint.read_checkpoint(path, s.model_config, s.tokenizer)
+        except ValueError as err:
+            older = (f"; remove {path} to resume from {ckpts[-2][1].name}"
+                     if len(ckpts) > 1 else "")
+            raise ValueError(f"{err}{older}") from None
+        for note in settings_changes(saved["trainer"].get("run"), s.run, path):
+            s.log.event(note)
+        distributed.load_full_state_dicts(s.model, s.optimizer, saved["model"],
+                                          saved["optimizer"])
+        s.loader.load_state_dict(saved["trainer"]["loader"])
+        restore_rng(saved["rng"])
+        s.state.load_state_dict(saved["trainer"])
+    metrics = s.run_dir / "metrics.jsonl"
+    trained = metrics.is_file() and metrics.stat().st_size > 0
+    s.log.truncate(s.state.step)
+    if ckpts or trained:
+        s.log.event(f"resumed {s.run_dir} at step {s.state.step}/{s.run.total_steps}"
+                    + (f" from {ckpts[-1][1].name}" if ckpts else " (no checkpoint: restart)"))
+    else:  # a prepared directory that never trained (as compare makes them)
+        s.log.event(f"started {s.run_dir}")
+
+
+def _save(s: _Session, stage: str) -> Path | None:
+    """Checkpoint the run after ``s.state.step`` (collective; the main process writes it and
+    prunes old ones); returns its path on the main process."""
+    model_state, optimizer_state = distributed.full_state_dicts(s.model, s.optimizer)
+    path = None
+    if s.env.is_main:
+        trainer_state = {"stage": stage, "loader": s.loader.state_dict(),
+                         **s.state.state_dict(), "run": s.run.to_dict()}
+        path = checkpoint.save_checkpoint(s.run_dir, s.state.step, model_state,
+                                          optimizer_state, trainer_state, rng_state(),
+                                          s.model_config, stage, s.tokenizer)
+        checkpoint.prune_checkpoints(s.run_dir, s.run.keep_ckpts,
+                                     {s.run.lighthouse_steps, *s.run.save_at})
+    s.env.barrier()
+    return path
 
 
 _SAME_ON_RESUME = ("seq_len", "batch_size", "grad_accum", "data", "text_field", "seed",
