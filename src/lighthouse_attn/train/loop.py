@@ -192,6 +192,35 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, tokenizer:
                 else contextlib.nullcontext())
 
     # ---- 4. The loop ----------------------------------------------------------------
+    interrupted = _loop(session, validation, autocast, tensorboard, progress, on_step)
+
+    # ---- 5. The dense model, plot and summary -----------------------------------------
+    final_dir = None
+    if interrupted is None:
+        model_state = distributed.full_model_state_dict(model)
+        if env.is_main:
+            final_dir = str(checkpoint.save_final_model(run_dir, model_state, model_config,
+                                                        state.step, tokenizer))
+    summary_path = None
+    if env.is_main:
+        summary_path = str(report(run, run_dir, final_dir, interrupted, state.step))
+    log.event(f"report: {summary_path}")
+    env.barrier()
+    status = "interrupted" if interrupted else "finished"
+    return RunResult(status, state.step, str(run_dir), final_dir, summary_path, interrupted)
+
+
+def _loop(s: _Session, validation: Validation | None, autocast, tensorboard, progress: bool,
+          on_step: Callable[[dict], None] | None) -> str | None:
+    """Train from ``s.state.step`` to the last step: the stage switch, the learning rate,
+    scoring, metrics, checkpoints; stops after a checkpoint on SIGINT/SIGTERM. Returns the
+    signal's name when one stopped it, else ``None``.
+
+    Raises:
+        TrainingError: a non-finite loss (the weights are not updated)."""
+    env, run, model, optimizer, loader, log, state = (s.env, s.run, s.model, s.optimizer,
+                                                      s.loader, s.log, s.state)
+    run_dir = s.run_dir
     bar = tqdm(total=run.total_steps, initial=state.step, unit="step", dynamic_ncols=True,
                disable=bar_disable(progress and env.is_main))
     scored_at = eval_steps(run.validation_every, run.lighthouse_steps, run.total_steps) \
@@ -255,11 +284,11 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, tokenizer:
             stage_end = step == run.lighthouse_steps and run.dense_steps > 0
             saved = step % run.ckpt_every == 0 or stage_end or step in run.save_at
             if saved:
-                path = _save(session, stage)
+                path = _save(s, stage)
                 log.event(f"step {step}: checkpoint {path}")
             if env.any(stop.requested) and step < run.total_steps:
                 if not saved:
-                    path = _save(session, stage)
+                    path = _save(s, stage)
                 interrupted = stop.signal_name or "signal"
                 log.event(f"{interrupted} at step {step}: checkpoint {path}; continue with "
                           f"`lighthouse-attn train --resume {run_dir}`")
@@ -267,21 +296,7 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, tokenizer:
     bar.close()
     if board is not None:
         board.close()
-
-    # ---- 5. The dense model, plot and summary -----------------------------------------
-    final_dir = None
-    if interrupted is None:
-        model_state = distributed.full_model_state_dict(model)
-        if env.is_main:
-            final_dir = str(checkpoint.save_final_model(run_dir, model_state, model_config,
-                                                        state.step, tokenizer))
-    summary_path = None
-    if env.is_main:
-        summary_path = str(report(run, run_dir, final_dir, interrupted, state.step))
-    log.event(f"report: {summary_path}")
-    env.barrier()
-    status = "interrupted" if interrupted else "finished"
-    return RunResult(status, state.step, str(run_dir), final_dir, summary_path, interrupted)
+    return interrupted
 
 
 def _start_fresh(s: _Session) -> None:
