@@ -68,13 +68,12 @@ def _resume_configs(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig]
         model = model_config_from_dict(saved["model"])
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise ValueError(f"{path} is not a valid run config ({err!r})") from None
-    if args.device != "auto":
-        run.device = args.device
+    changes = {"device": args.device} if args.device != "auto" else {}
     if args.threads is not None:
-        run.threads = args.threads
+        changes["threads"] = args.threads
     if args.context_parallel is not None:  # checkpoints hold full tensors: any degree resumes
-        run.context_parallel = args.context_parallel
-    return run, model
+        changes["context_parallel"] = args.context_parallel
+    return replace(run, **changes), model
 
 
 def _new_run_dir(args: argparse.Namespace, label: str) -> str:

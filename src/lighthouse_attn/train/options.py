@@ -30,7 +30,7 @@ PRESET_TRAINING: dict[str, dict] = {
 PRESET_TRAINING["paper-530m"] = PRESET_TRAINING["paper-268m"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything about a run except the model architecture (see ``LlamaConfig``).
 
