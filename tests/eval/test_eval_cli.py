@@ -136,7 +136,7 @@ def test_missing_corrupt_and_incompatible_checkpoints(tiny_run, tmp_path, capsys
     manifest["config.json"] = {"bytes": (tok / "config.json").stat().st_size,
                                "sha256": _sha256(tok / "config.json")}
     (tok / "manifest.json").write_text(json.dumps(manifest))
-    assert "the evaluations need the byte tokenizer" in error(tok)
+    assert "records an unknown tokenizer" in error(tok)
 
 
 def test_loss_overlays_checkpoints(tiny_run, corpus, tmp_path, capsys):

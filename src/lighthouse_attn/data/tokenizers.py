@@ -38,7 +38,8 @@ def tokenizer_from_identity(identity: dict | None, model_dir: str | Path) -> Tok
                              f"version's {TOKENIZER.identity()}")
         return TOKENIZER
     if identity.get("type") != "file":
-        raise ValueError(f"{model_dir} records an unknown tokenizer {identity}")
+        raise ValueError(f"{model_dir} records an unknown tokenizer {identity}; this version "
+                         "reads byte-level models and models with a tokenizer file")
     path = Path(model_dir) / TOKENIZER_FILE
     if not path.is_file():
         raise ValueError(f"{model_dir} was trained with a tokenizer file, but its copy "
