@@ -13,6 +13,7 @@ import pytest
 from train_helpers import TINY_ARGS, make_corpus
 
 from lighthouse_attn.cli import main
+from lighthouse_attn.data import TOKENIZER
 from lighthouse_attn.models import PRESETS, Llama
 from lighthouse_attn.train import PRESET_TRAINING, TrainConfig
 from lighthouse_attn.train.checkpoint import list_checkpoints
@@ -28,7 +29,7 @@ def corpus(tmp_path_factory):
 def test_preset_training_defaults_fit_their_lighthouse_settings(preset):
     run = TrainConfig(run_dir="", **PRESET_TRAINING[preset])
     run.validate()
-    validate_model_for_run(PRESETS[preset], run)
+    validate_model_for_run(PRESETS[preset], run, TOKENIZER)
 
 
 def test_main_job_defaults_run_the_demo_with_lighthouse_active(capsys):

@@ -175,7 +175,7 @@ def test_vocab_too_small_for_the_byte_tokenizer(capsys, tmp_path, corpus):
     assert main(["train", "--hf-config", small, *RUN_ARGS, "--data", corpus, "--run-dir",
                  str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "vocab_size 200 is smaller than the byte tokenizer's 257" \
+    assert err.count("\n") == 1 and "vocab_size 200 is smaller than the tokenizer's 257" \
         in err
     assert not (tmp_path / "r").exists()
 
