@@ -128,10 +128,10 @@ def test_prepare_killed_by_sigkill_resumes(tmp_path):
             "p._prepare_unit = slow\n"
             f"p.prepare([{str(src)!r}], {str(tmp_path / 'out')!r}, workers=1, progress=False)\n")
     proc = subprocess.Popen([sys.executable, "-c", code])
-    state = tmp_path / "out" / "prepare_state.json"
+    state = tmp_path / "out" / "prepare_state.jsonl"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if state.is_file() and len(json.loads(state.read_text())["units"]) >= 3:
+        if state.is_file() and len(state.read_text().splitlines()) >= 4:
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
@@ -226,3 +226,12 @@ def test_zstd_jsonl_needs_its_library_or_reads(tmp_path):
         plain.read_bytes()))
     assert load_corpus([str(tmp_path / "a.jsonl.zst")]).tokens.tolist() == \
         load_corpus([str(plain)]).tokens.tolist()
+
+
+def test_a_torn_journal_line_is_ignored(tmp_path):
+    settings = {"inputs": [], "dtype": "uint16"}
+    path = tmp_path / "prepare_state.jsonl"
+    path.write_text(json.dumps({"settings": settings}) + "\n" +
+                    json.dumps({"unit": 0, "train": [], "heldout": []}) + "\n" + '{"unit": 1, "tr')
+    got_settings, units = prep._read_journal(path)
+    assert got_settings == settings and list(units) == ["0"]

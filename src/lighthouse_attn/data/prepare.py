@@ -7,9 +7,10 @@ Worker processes tokenize units in parallel; each writes its own shards (at most
 listed in unit order, so the corpus is the same stream whatever the number of workers, and
 the same as reading the inputs directly (:func:`~.corpus.load_corpus`).
 
-A prepare resumes: after every finished unit the main process records it in
-``prepare_state.json`` (atomically); a restarted prepare with the same settings skips the
-units recorded there and deletes any other shard files (a unit a kill cut short). The
+A prepare resumes: after every finished unit the main process appends it to
+``prepare_state.jsonl`` (once the unit's shards are complete); a restarted prepare with the
+same settings skips the units recorded there and deletes any other shard files (a unit a
+kill cut short). The
 manifest is written last, so a directory without ``manifest.json`` is never read as a corpus.
 
 With ``holdout_fraction`` each document goes, by a hash of its place in the inputs, to the
@@ -18,6 +19,7 @@ held-out corpus ``OUT/heldout/`` (a prepared directory of its own) with that pro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -39,7 +41,7 @@ from .shards import FORMAT, MANIFEST, is_prepared, read_manifest
 from .tokenizer import BYTES, Tokenizer
 from .tokenizers import load_tokenizer
 
-STATE = "prepare_state.json"
+STATE = "prepare_state.jsonl"
 HELDOUT = "heldout"
 DEFAULT_SHARD_TOKENS = 1 << 26
 _BATCH_DOCS = 256
@@ -112,12 +114,41 @@ def prepare(inputs: list[str], out: str | os.PathLike, tokenizer: str = BYTES,
     _remove_strays(out, done)
     workers = min(workers or os.cpu_count() or 1, max(1, len(jobs)))
     with tqdm(total=sum(j.unit.size for j in jobs), unit="B", unit_scale=True,
-              desc="preparing", disable=bar_disable(progress)) as bar:
+              desc="preparing", disable=bar_disable(progress)) as bar, \
+            _journal(out / STATE, settings, fresh=not done) as journal:
         for result in _run(jobs, workers):
             done[str(result["unit"])] = result
-            write_json(out / STATE, {"settings": settings, "units": done})
+            journal.write(json.dumps(result) + "\n")
+            journal.flush()  # after the unit's shards were written, flushed and renamed
             bar.update(result["bytes"])
     return _finish(out, settings, units, done, tok)
+
+
+@contextlib.contextmanager
+def _journal(path: Path, settings: dict, fresh: bool):
+    """The state file, opened for appending finished units (a fresh one starts with the
+    settings line)."""
+    with open(path, "w" if fresh else "a") as f:
+        if fresh:
+            f.write(json.dumps({"settings": settings}) + "\n")
+            f.flush()
+        yield f
+
+
+def _read_journal(path: Path) -> tuple[dict | None, dict]:
+    """The settings and finished units recorded in a state file (a torn last line, from a
+    kill in mid-write, is ignored)."""
+    settings, units = None, {}
+    for i, line in enumerate(path.read_text().splitlines()):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            break
+        if i == 0:
+            settings = record.get("settings") if isinstance(record, dict) else None
+        elif isinstance(record, dict) and "unit" in record:
+            units[str(record["unit"])] = record
+    return settings, units
 
 
 def _check_settings(tok: Tokenizer, dtype: str, holdout_fraction: float, shard_tokens: int,
@@ -164,13 +195,10 @@ def _resume_state(out: Path, settings: dict, overwrite: bool, echo) -> dict:
                              "choose another --out, or pass --overwrite to replace it")
     state = out / STATE
     if state.is_file():
-        try:
-            saved = json.loads(state.read_text())
-        except ValueError:
-            saved = {}
-        if saved.get("settings") == settings and not overwrite:
-            echo(f"resuming the prepare in {out}: {len(saved['units'])} unit(s) done")
-            return dict(saved["units"])
+        saved, units = _read_journal(state)
+        if saved == settings and not overwrite:
+            echo(f"resuming the prepare in {out}: {len(units)} unit(s) done")
+            return units
         if not overwrite:
             raise ValueError(f"{out} holds an unfinished prepare of other inputs or settings; "
                              "repeat that command to finish it, or pass --overwrite")
