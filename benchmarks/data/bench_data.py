@@ -2,7 +2,8 @@
 
 1. ``data prepare`` throughput (MB of input text per second, per worker) for the byte tokenizer
    and a byte-level BPE tokenizer (32,000 tokens, trained here on a sample of the input), with
-   one worker and with every core; the input is the Python standard library's source.
+   one worker and with every core; the input is the Python standard library's source as eight
+   ``.jsonl`` files (one record per source file).
 2. Loader throughput (tokens/s of ``BatchLoader`` over ``ShardedSequences``: seeded shuffle,
    positioned reads, int64 batches) at 131,072 x 1 and 8,192 x 16 per step.
 3. Peak resident memory of a process that opens and checks (CRC32) a synthetic
@@ -45,14 +46,19 @@ def prepare_throughput(work: Path) -> list[dict]:
     from lighthouse_attn.data import stdlib_root
     from lighthouse_attn.data.prepare import prepare
 
-    root = stdlib_root()
-    files = sorted(str(p) for p in Path(root).rglob("*.py"))
-    mb = sum(os.path.getsize(f) for f in files) / 1e6
-    sample = [Path(f).read_text(errors="replace") for f in files[:400]]
+    root = Path(stdlib_root())
+    files = sorted(p for p in root.rglob("*.py") if "site-packages" not in p.parts)
+    texts = [p.read_text(errors="replace") for p in files]
+    inputs = work / "input"
+    inputs.mkdir()
+    for i in range(8):  # the standard library's source as 8 .jsonl files, one file a record
+        with open(inputs / f"part-{i}.jsonl", "w") as f:
+            f.writelines(json.dumps({"text": t}) + "\n" for t in texts[i::8])
+    mb = sum(p.stat().st_size for p in inputs.iterdir()) / 1e6
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(sample, trainers.BpeTrainer(
+    bpe.train_from_iterator(texts[:400], trainers.BpeTrainer(
         vocab_size=32000, special_tokens=["<|endoftext|>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
     bpe.save(str(work / "bpe.json"))
@@ -61,7 +67,7 @@ def prepare_throughput(work: Path) -> list[dict]:
         for workers in sorted({1, os.cpu_count() or 1}):
             out = work / f"prep-{name}-{workers}"
             t0 = time.perf_counter()
-            m = prepare([root], out, tokenizer=spec, workers=workers, progress=False,
+            m = prepare([str(inputs)], out, tokenizer=spec, workers=workers, progress=False,
                         echo=lambda *_: None)
             dt = time.perf_counter() - t0
             rows.append({"tokenizer": name, "workers": workers, "input_mb": round(mb, 1),

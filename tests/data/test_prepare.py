@@ -25,6 +25,13 @@ pytest.importorskip("pyarrow")
 pytest.importorskip("tokenizers")
 
 
+@pytest.fixture(autouse=True)
+def one_input_per_unit(monkeypatch):
+    """Every file and row group its own unit of work (as large inputs are), so that these
+    small inputs exercise several units, workers and shards."""
+    monkeypatch.setattr(prep, "UNIT_BYTES", 1)
+
+
 @pytest.fixture
 def inputs(tmp_path):
     src = tmp_path / "src"
@@ -126,6 +133,7 @@ def test_prepare_killed_by_sigkill_resumes(tmp_path):
             "real = p._prepare_unit\n"
             "def slow(job):\n    time.sleep(0.3)\n    return real(job)\n"
             "p._prepare_unit = slow\n"
+            "p.UNIT_BYTES = 1\n"
             f"p.prepare([{str(src)!r}], {str(tmp_path / 'out')!r}, workers=1, progress=False)\n")
     proc = subprocess.Popen([sys.executable, "-c", code])
     state = tmp_path / "out" / "prepare_state.jsonl"
@@ -235,3 +243,16 @@ def test_a_torn_journal_line_is_ignored(tmp_path):
                     json.dumps({"unit": 0, "train": [], "heldout": []}) + "\n" + '{"unit": 1, "tr')
     got_settings, units = prep._read_journal(path)
     assert got_settings == settings and list(units) == ["0"]
+
+
+def test_small_inputs_are_grouped_into_few_units_and_shards(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(30):
+        (src / f"{i:02d}.txt").write_text(documents(2, seed=i)[0])
+    monkeypatch.setattr(prep, "UNIT_BYTES", 2000)
+    m = prep.prepare([str(src)], tmp_path / "out", progress=False, echo=lambda *_: None)
+    total = sum(os.path.getsize(src / f) for f in os.listdir(src))
+    assert 1 < len(m["shards"]) <= total // 2000 + 1
+    assert m["documents"] == 30
+    np.testing.assert_array_equal(stream(tmp_path / "out"), load_corpus([str(src)]).tokens)

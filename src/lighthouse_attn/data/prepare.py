@@ -1,7 +1,8 @@
 """``data prepare``: tokenize inputs once into memory-mappable shards with a manifest.
 
 The inputs (text files, directories, globs, ``.jsonl`` / ``.jsonl.gz`` / ``.jsonl.zst``,
-``.parquet``) are cut into units of work: one per file, one per row group of a parquet file.
+``.parquet``) are parts (a file, or a row group of a parquet file), grouped in order into units
+of work of about :data:`UNIT_BYTES`.
 Worker processes tokenize units in parallel; each writes its own shards (at most
 ``shard_tokens`` tokens each) under temporary names and renames them when complete. Shards are
 listed in unit order, so the corpus is the same stream whatever the number of workers, and
@@ -48,14 +49,30 @@ _BATCH_DOCS = 256
 _DTYPES = ("auto", "uint16", "uint32")
 
 
-@dataclass(frozen=True)
-class Unit:
-    """One unit of work: a file, or one row group of a parquet file."""
+UNIT_BYTES = 1 << 25
+"""Consecutive inputs are grouped into units of work of about this many bytes (a large file or
+row group is a unit of its own), so that many small files do not make many small shards."""
 
-    index: int
+
+@dataclass(frozen=True)
+class Part:
+    """One input: a file, or one row group of a parquet file."""
+
     path: str
     row_group: int | None
-    size: int  # bytes, for the progress bar
+    size: int  # bytes
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One unit of work: consecutive parts, tokenized in order into their own shards."""
+
+    index: int
+    parts: tuple[Part, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(p.size for p in self.parts)
 
 
 @dataclass(frozen=True)
@@ -98,9 +115,10 @@ def prepare(inputs: list[str], out: str | os.PathLike, tokenizer: str = BYTES,
     dtype = _check_settings(tok, dtype, holdout_fraction, shard_tokens, workers)
     out = Path(out)
     scan = scan_paths(inputs, exclude=[out])
-    units = _units(scan.files, text_field)
-    settings = {"inputs": [{"path": os.path.abspath(u.path), "row_group": u.row_group,
-                            "bytes": u.size} for u in units],
+    parts = _parts(scan.files, text_field)
+    units = _units(parts)
+    settings = {"inputs": [{"path": os.path.abspath(p.path), "row_group": p.row_group,
+                            "bytes": p.size} for p in parts],
                 "tokenizer": tok.identity(), "text_field": text_field, "dtype": dtype,
                 "shard_tokens": shard_tokens, "holdout_fraction": holdout_fraction}
     done = _resume_state(out, settings, overwrite, echo)
@@ -170,15 +188,29 @@ def _check_settings(tok: Tokenizer, dtype: str, holdout_fraction: float, shard_t
     return dtype
 
 
-def _units(files: list[str], text_field: str) -> list[Unit]:
-    units: list[Unit] = []
+def _parts(files: list[str], text_field: str) -> list[Part]:
+    parts: list[Part] = []
     for path in files:
         if path.endswith(".parquet"):
             meta = parquet_file(path, text_field).metadata
-            for g in range(meta.num_row_groups):
-                units.append(Unit(len(units), path, g, meta.row_group(g).total_byte_size))
+            parts += [Part(path, g, meta.row_group(g).total_byte_size)
+                      for g in range(meta.num_row_groups)]
         else:
-            units.append(Unit(len(units), path, None, os.path.getsize(path)))
+            parts.append(Part(path, None, os.path.getsize(path)))
+    return parts
+
+
+def _units(parts: list[Part]) -> list[Unit]:
+    """Consecutive parts grouped until a group reaches :data:`UNIT_BYTES`."""
+    units: list[Unit] = []
+    group: list[Part] = []
+    for part in parts:
+        group.append(part)
+        if sum(p.size for p in group) >= UNIT_BYTES:
+            units.append(Unit(len(units), tuple(group)))
+            group = []
+    if group:
+        units.append(Unit(len(units), tuple(group)))
     return units
 
 
@@ -309,7 +341,8 @@ def _prepare_unit(job: _Job) -> dict:
                 writer.add(np.concatenate(parts))
         batch.clear()
 
-    docs = file_documents(job.unit.path, job.text_field, stats, job.unit.row_group)
+    docs = (doc for part in job.unit.parts
+            for doc in file_documents(part.path, job.text_field, stats, part.row_group))
     for i, text in enumerate(docs):
         if text:
             batch.append((_split(job, i), text))
