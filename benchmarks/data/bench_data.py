@@ -3,7 +3,9 @@
 1. ``data prepare`` throughput (MB of input text per second, per worker) for the byte tokenizer
    and a byte-level BPE tokenizer (32,000 tokens, trained here on a sample of the input), with
    one worker and with every core; the input is the Python standard library's source as eight
-   ``.jsonl`` files (one record per source file).
+   ``.jsonl`` files (one record per source file), in units of 4 MB; with one worker the
+   ``tokenizers`` library is kept to one thread (``TOKENIZERS_PARALLELISM=false``), as each
+   worker of a pool is.
 2. Loader throughput (tokens/s of ``BatchLoader`` over ``ShardedSequences``: seeded shuffle,
    positioned reads, int64 batches) at 131,072 x 1 and 8,192 x 16 per step.
 3. Peak resident memory of a process that opens and checks (CRC32) a synthetic
@@ -43,8 +45,11 @@ def machine() -> dict:
 def prepare_throughput(work: Path) -> list[dict]:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+    from lighthouse_attn.data import prepare as prep
     from lighthouse_attn.data import stdlib_root
     from lighthouse_attn.data.prepare import prepare
+
+    prep.UNIT_BYTES = 1 << 22  # units of 4 MB, so that this 33 MB input spreads over cores
 
     root = Path(stdlib_root())
     files = sorted(p for p in root.rglob("*.py") if "site-packages" not in p.parts)
@@ -115,22 +120,27 @@ def synthetic_shards(path: Path, shards: int = 40, tokens: int = 250_000_000) ->
 
 
 _RSS_CHILD = """
-import json, resource, sys, time
+import json, os, resource, sys, time
 from lighthouse_attn.data import BatchLoader, ShardedSequences
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+def rss_mib():  # resident now
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+base = rss_mib()
 t0 = time.perf_counter()
 seqs = ShardedSequences(sys.argv[1], 131072, verify=True, progress=False)
 check_s = time.perf_counter() - t0
-after_check = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+after_check = rss_mib()
 loader = BatchLoader(seqs, global_batch=1, seed=0)
 t0 = time.perf_counter()
 for _ in range(200):
     loader.next_step()
 read_s = time.perf_counter() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"tokens": seqs.num_tokens, "samples": len(seqs), "check_s": check_s,
-                  "rss_after_imports_mib": base / 1024, "rss_after_check_mib": after_check / 1024,
-                  "peak_rss_mib": peak / 1024, "read_tokens_per_s": 200 * 131072 / read_s}))
+                  "rss_after_imports_mib": base, "rss_after_check_mib": after_check,
+                  "rss_after_reads_mib": rss_mib(),
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "read_tokens_per_s": 200 * 131072 / read_s}))
 """
 
 
@@ -146,6 +156,7 @@ def memory_at_10b(work: Path) -> dict:
 
 
 def main() -> None:
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/data/results")
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:

@@ -271,8 +271,13 @@ def _run(jobs: list[_Job], workers: int):
         yield from map(_prepare_unit, jobs)
         return
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    with multiprocessing.get_context(method).Pool(workers) as pool:
+    with multiprocessing.get_context(method).Pool(workers, initializer=_one_thread) as pool:
         yield from pool.imap_unordered(_prepare_unit, jobs)
+
+
+def _one_thread() -> None:
+    """A worker tokenizes on one core (the pool is the parallelism; no oversubscription)."""
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 
 class _ShardWriter:
