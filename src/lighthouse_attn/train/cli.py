@@ -27,7 +27,7 @@ from .options import TrainConfig, add_train_arguments, train_config_from_args
 from .signals import EXIT_CODES
 
 _RESUME_ALLOWED = {"resume", "no_progress", "device", "threads", "command",
-                   "context_parallel"}
+                   "context_parallel", "verify_data"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,6 +71,8 @@ def _resume_configs(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig]
     changes = {"device": args.device} if args.device != "auto" else {}
     if args.threads is not None:
         changes["threads"] = args.threads
+    if args.verify_data is not None:
+        changes["verify_data"] = args.verify_data
     if args.context_parallel is not None:  # checkpoints hold full tensors: any degree resumes
         changes["context_parallel"] = args.context_parallel
     return replace(run, **changes), model

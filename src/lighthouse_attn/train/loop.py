@@ -145,7 +145,8 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, tokenizer:
                             env.cp_size)
     check_memory(memory, env.device, run.activation_checkpointing)
     source = open_sequences(run.data, run.seq_len, tokenizer, run.text_field,
-                            exclude=[run.run_dir], progress=progress and env.is_main)
+                            exclude=[run.run_dir], verify=run.verify_data,
+                            progress=progress and env.is_main)
     loader = BatchLoader(source.sequences, run.batch_size, run.grad_accum, run.seed,
                          env.dp_rank, env.dp_size)
     validation = (Validation(run.eval_data, run.seq_len, run.eval_sequences,
@@ -359,7 +360,7 @@ _SAME_ON_RESUME = ("seq_len", "batch_size", "grad_accum", "data", "text_field", 
 """Settings a resumed run must keep: they decide which batches come next and where stage 1
 ends. Others (learning rate, schedule, length of recovery, checkpoint and evaluation cadence)
 may change from the checkpoint on; the log says so."""
-_FREE_ON_RESUME = ("run_dir", "device", "threads", "context_parallel", "preset")
+_FREE_ON_RESUME = ("run_dir", "device", "threads", "context_parallel", "preset", "verify_data")
 
 
 def settings_changes(saved: dict | None, run: TrainConfig, path: Path) -> list[str]:

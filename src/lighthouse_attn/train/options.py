@@ -63,6 +63,7 @@ class TrainConfig:
     text_field: str = "text"
     tokenizer: str = "bytes"
     sep_token: str | None = None
+    verify_data: bool = True
     eval_data: list[str] = field(default_factory=list)
     eval_every: int | None = None
     eval_sequences: int = 16
@@ -254,6 +255,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         "every checkpoint), or bytes (default: UTF-8 bytes + a separator)")
     g.add_argument("--sep-token", help="special token that separates documents (default: the "
                    "tokenizer's end-of-text token)")
+    g.add_argument("--no-verify-data", dest="verify_data", action="store_false", default=None,
+                   help="skip the CRC32 check of a prepared corpus's shards at start (their "
+                        "sizes are still checked)")
     g.add_argument("--seed", type=int, default=0)
     v = parser.add_argument_group("held-out validation")
     v.add_argument("--eval-data", nargs="+", metavar="PATH",
