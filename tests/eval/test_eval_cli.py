@@ -209,6 +209,7 @@ def test_recall_reports_every_lighthouse_layer_with_its_bounds(tiny_run, corpus,
     assert "selection" in out and "oracle" in out and "random" in out
     result = read(next(tmp_path.glob("recall_*.json")))
     assert [r["layer"] for r in result["layers"]] == [1, 2]
+    assert result["lighthouse"]["scorer"] == "norm"
     for row in result["layers"]:
         for name in ("selection", "oracle", "random"):
             assert 0 <= row[name]["exact"] <= 1 and len(row[name]["exact_per_head"]) == 4
@@ -216,6 +217,15 @@ def test_recall_reports_every_lighthouse_layer_with_its_bounds(tiny_run, corpus,
         assert row["oracle"]["exact"] >= row["selection"]["exact"] - 1e-9  # L=2: optimal
     assert [p["topk"] for p in result["recall_vs_topk"]["points"]] == [128, 256]
     assert next(tmp_path.glob("recall_*.png")).stat().st_size > 10_000
+    # the same q, k, v under another scorer and selection rule: a file of its own
+    assert main(["eval", "recall", "--checkpoint", str(tiny_run), "--data", corpus,
+                 "--seq-len", "2048", "--sequences", "1", "--scorer", "dilated", "--selection",
+                 "causal", "--out", str(tmp_path)] + COMMON) == 0
+    other = read(next(tmp_path.glob("recall_*_dilated_causal.json")))
+    assert other["lighthouse"]["scorer"] == "dilated"
+    assert other["lighthouse"]["selection"] == "causal"
+    assert [r["selection"]["exact"] for r in other["layers"]] != \
+        [r["selection"]["exact"] for r in result["layers"]]
     assert main(["eval", "recall", "--checkpoint", str(tiny_run), "--data", corpus,
                  "--seq-len", "2048", "--plot-layer", "0", "--out", str(tmp_path)]
                 + COMMON) == 2

@@ -305,7 +305,8 @@ def add_leak_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, metavar="RUN_DIR",
                         help="run or checkpoint directory (e.g. the stage-1 checkpoint)")
     parser.add_argument("--data", required=True, nargs="+", metavar="PATH",
-                        help="text to cut (files, directories, globs or .jsonl)")
+                        help="text to cut: a prepared directory, or files, directories, "
+                             "globs, .jsonl, .parquet")
     parser.add_argument("--text-field", default="text", help="field of .jsonl records")
     parser.add_argument("--attention", choices=["lighthouse", "dense"], default="lighthouse",
                         help="lighthouse (default: the model as stage 1 trains it) or dense "
@@ -366,7 +367,8 @@ def add_recall_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run directory (its final model, else its newest checkpoint) or "
                              "checkpoint directory")
     parser.add_argument("--data", required=True, nargs="+", metavar="PATH",
-                        help="held-out text (files, directories, globs or .jsonl)")
+                        help="held-out data: a prepared directory, or files, directories, "
+                             "globs, .jsonl, .parquet")
     parser.add_argument("--text-field", default="text", help="field of .jsonl records")
     parser.add_argument("--seq-len", type=int,
                         help="tokens per sequence (default: the run's training seq_len)")
@@ -378,6 +380,11 @@ def add_recall_arguments(parser: argparse.ArgumentParser) -> None:
                                         "e.g. 512,1024,2048 (default: K/2, K, 2K where valid)")
     parser.add_argument("--plot-layer", type=int,
                         help="the layer of that plot (default: the first Lighthouse layer)")
+    parser.add_argument("--scorer", choices=["norm", "dilated"],
+                        help="measure this scorer's selection instead of the checkpoint's (on "
+                             "the same q, k, v)")
+    parser.add_argument("--selection", choices=["paper", "causal"],
+                        help="measure this selection rule instead of the checkpoint's")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random selection")
     add_runtime_arguments(parser)
 
@@ -403,7 +410,9 @@ def recall_main(args: argparse.Namespace) -> int:
     layers = list(config.lighthouse_layer_indices)
     if not layers:
         raise ValueError(f"{ckpt.name} has no Lighthouse layer (all layers are dense)")
-    lh = config.lighthouse
+    overrides = {f: getattr(args, f) for f in ("scorer", "selection")
+                 if getattr(args, f) is not None}
+    lh = replace(config.lighthouse, **overrides)
     seq_len = args.seq_len or ckpt.trained_seq_len
     if seq_len is None:
         raise ValueError("the checkpoint's training seq_len is unknown (no run config.json); "
@@ -448,7 +457,7 @@ def recall_main(args: argparse.Namespace) -> int:
         print(f"{row['layer']:>6}{row['selection']['exact']:>12.3f}"
               f"{row['oracle']['exact']:>10.3f}{row['random']['exact']:>10.3f}")
     out = Path(args.out)
-    stem = file_stem(f"recall_{ckpt.name}")
+    stem = file_stem("_".join([f"recall_{ckpt.name}", *overrides.values()]))
     write_json(out / f"{stem}.json", {
         "checkpoint": describe(ckpt), "seq_len": seq_len, "sequences": len(inputs),
         "data": args.data, "attention": args.attention, "lighthouse": lh.to_dict(),
