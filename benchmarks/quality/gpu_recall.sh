@@ -10,7 +10,8 @@
 #             briefly with Lighthouse (the dilated scorer, chosen for QK-norm models), then the
 #             recall of the norm and the dilated scorers after step 1 (near initialization),
 #             step 50 and the end of stage 1.
-# Each phase fits one call of under ten minutes. Writes OUT/<phase>/ (every recall JSON and
+# A phase may take more than one call of ten minutes: finished runs and recall results are kept
+# under runs_recall/ while the machine stays warm, and a call skips them. Writes OUT/<phase>/ (every recall JSON and
 # plot, the runs' metrics and logs, no weights) and OUT/<phase>.md (the table).
 #   OUT=dir bash benchmarks/quality/gpu_recall.sh diagnose     # or qwen3
 set -uo pipefail
@@ -39,11 +40,13 @@ for m in (transformers, pandas): print(os.path.dirname(m.__file__))")
 fi
 echo "training data: ${TRAIN[*]}; held out: $HELD"
 
-recall() {  # checkpoint label [eval recall options...]
-  local ckpt=$1 label=$2
-  shift 2
+RES="$ROOT/results/$PHASE"  # kept while the machine stays warm: a later call skips what is done
+recall() {  # checkpoint label scorer [selection]
+  local ckpt=$1 label=$2 scorer=$3 rule=${4:-}
+  ls "$RES/$label"/recall_*_"$scorer"${rule:+_$rule}.json >/dev/null 2>&1 && return
   "${LH[@]}" eval recall --checkpoint "$ckpt" --data "$HELD" --sequences 2 --topks "$KS" \
-    --no-progress --out "$OUT/$PHASE/$label" "$@" 2>&1 | tail -12
+    --no-progress --out "$RES/$label" --scorer "$scorer" ${rule:+--selection "$rule"} 2>&1 \
+    | tail -12
 }
 
 case "$PHASE" in
@@ -59,7 +62,7 @@ case "$PHASE" in
         ckpt="$run/checkpoints/$(printf 'step_%07d' "$step")"
         for scorer in norm dilated; do
           for rule in paper causal; do
-            recall "$ckpt" "trained-$sel/step$step" --scorer "$scorer" --selection "$rule"
+            recall "$ckpt" "trained-$sel/step$step" "$scorer" "$rule"
           done
         done
       done
@@ -86,13 +89,14 @@ PY
     for step in 1 "$EARLY" "$END"; do
       ckpt="$run/checkpoints/$(printf 'step_%07d' "$step")"
       for scorer in norm dilated; do
-        recall "$ckpt" "qwen3/step$step" --scorer "$scorer"
+        recall "$ckpt" "qwen3/step$step" "$scorer"
       done
     done
     ;;
   *) echo "unknown phase $PHASE (diagnose or qwen3)"; exit 2 ;;
 esac
 
+mkdir -p "$RES" && cp -r "$RES"/. "$OUT/$PHASE"/
 python3 - "$OUT/$PHASE" "$OUT/$PHASE.md" <<'PY'
 import json, sys
 from pathlib import Path
