@@ -255,6 +255,11 @@ def test_verdict_names_the_dense_run_planned_for_the_same_time():
     assert "per seed -0.020 to +0.040, the seeds disagree in sign" in line
     assert "disagree" not in comparison_line(comp("lighthouse-wsd", "dense-wsd", [0.02, 0.04],
                                                   0.71, [0, 400]))
+    # a run with a tokenizer file reports per token
+    tokens = [comp("lighthouse-wsd", "dense-wsd", [0.06], 0.71, [0, 400]),
+              comp("lighthouse-wsd", "dshort-wsd", [-0.02], 0.98, [0, 285])]
+    assert "-0.020 nats/token" in verdict(tokens, "nats/token")
+    assert "nats/token" in comparison_line(tokens[0], "nats/token")
 
 
 def test_equal_time_arm_plans_itself(compared, data, tmp_path, capsys):

@@ -213,7 +213,8 @@ def build_report(runs: dict[str, dict], groups: dict[str, dict], settings: dict)
                 c = _compare(key, base, groups, runs, arms)
                 if c:
                     comparisons.append(c)
-    return {"benchmark": "compare", "verdict": verdict(comparisons), "settings": settings,
+    unit = loss_unit(settings)
+    return {"benchmark": "compare", "verdict": verdict(comparisons, unit), "settings": settings,
             "arms": arms, "comparisons": comparisons, "runs": runs}
 
 
@@ -239,12 +240,17 @@ def _interval(c: dict) -> dict:
             "ci_high": c["ci_high"], "verdict": c["verdict"], "level": LEVEL}
 
 
+def loss_unit(settings: dict) -> str:
+    """``nats/byte`` (the byte tokenizer) or ``nats/token``, as the comparison's settings say."""
+    return settings.get("loss_unit", "nats/byte")
+
+
 def verdict_word(stats: dict) -> str:
     """``better``, ``worse``, ``not distinguishable``, or what one seed allows."""
     return stats["verdict"] or "one seed, no interval"
 
 
-def comparison_line(c: dict) -> str:
+def comparison_line(c: dict, unit: str = "nats/byte") -> str:
     """One sentence: the verdict word, the paired difference with its interval, the token and
     the wall-time ratios."""
     stats = _interval(c)
@@ -258,7 +264,7 @@ def comparison_line(c: dict) -> str:
     versus = ("dense" if c["baseline"].rpartition("-")[0] == "dense" else
               _describe_arm(c["baseline"], c["baseline_steps"]))
     text = (f"{_describe_arm(c['arm'], c['steps'])} vs {versus} {matched}: "
-            f"{verdict_word(stats)}, {describe_interval(stats, ' nats/byte')}{spread}; "
+            f"{verdict_word(stats)}, {describe_interval(stats, ' ' + unit)}{spread}; "
             f"{c['wall_ratio_mean']:.2f}x the wall time")
     equal = c.get("diff_equal_time_mean")
     if equal is not None and c["wall_ratio_mean"] < 1:
@@ -272,7 +278,7 @@ def _short_verdict(c: dict, unit: str = "") -> str:
     return f"{verdict_word(stats)}, {describe_interval(stats, unit)}"
 
 
-def verdict(comparisons: list[dict]) -> str:
+def verdict(comparisons: list[dict], unit: str = "nats/byte") -> str:
     """The first line of the report: the recipe (the paper's selection under the first
     schedule where it ran) against the dense run planned for its time, where there is one, and
     against dense at matched tokens, each with its interval; or why there is none yet."""
@@ -287,11 +293,11 @@ def verdict(comparisons: list[dict]) -> str:
     planned = ([c for c in same_arm if c.get("planned_equal_time")] or
                [c for c in same_arm if 0.9 <= c["wall_ratio_mean"] <= 1.1])
     if not planned:
-        return comparison_line(main)
+        return comparison_line(main, unit)
     c = min(planned, key=lambda c: abs(c["wall_ratio_mean"] - 1))
     return (f"{_describe_arm(main['arm'], main['steps'])} vs dense planned for the same time "
             f"({_describe_arm(c['baseline'], c['baseline_steps'])}, "
-            f"{c['wall_ratio_mean']:.2f}x the time): {_short_verdict(c, ' nats/byte')}. At "
+            f"{c['wall_ratio_mean']:.2f}x the time): {_short_verdict(c, ' ' + unit)}. At "
             f"matched tokens vs dense ({main['wall_ratio_mean']:.2f}x the time): "
             f"{_short_verdict(main)}.")
 
@@ -310,7 +316,7 @@ def _fmt_s(x):
 def markdown(report: dict, plots: list[str]) -> str:
     """``compare.md``: verdict, the per-arm table, the paired comparisons, the plots."""
     lines = [report["verdict"], "", "# Does Lighthouse pay off here?", ""]
-    others = [comparison_line(c) for c in report["comparisons"]]
+    others = [comparison_line(c, loss_unit(report["settings"])) for c in report["comparisons"]]
     if len(others) > 1:
         lines += [f"- {x}" for x in others] + [""]
     s = report["settings"]
@@ -355,7 +361,8 @@ def markdown(report: dict, plots: list[str]) -> str:
                              f"{p['wall_ratio']:.2f}x | {p.get('tokens_ratio', 1.0):.2f}x | "
                              f"{_fmt_s(p['reach_s'])} | "
                              f"{_fmt_s(p['dense_s'])} |")
-    lines += ["", "Held-out loss: mean nats/byte of the final dense model on the held-out "
+    lines += ["", f"Held-out loss: mean {loss_unit(report['settings'])} of the final dense "
+              "model on the held-out "
               "sequences. At equal wall time: the arm's final held-out loss minus the dense "
               "run's after the same training time, interpolated between its scores (a dense run "
               "in mid-course, not one planned to end there). Switch spike: training loss of the "
@@ -454,7 +461,7 @@ def plot_curves(report: dict, groups: dict, path: Path) -> None:
                         ls=":")
     ax_t.set_xlabel("tokens")
     ax_w.set_xlabel("training wall time (s)")
-    ax_t.set_ylabel("held-out loss (nats/byte)")
+    ax_t.set_ylabel(f"held-out loss ({loss_unit(report['settings'])})")
     ax_t.set_title("held-out loss, dense attention (x: under Lighthouse in stage 1)", fontsize=9)
     ax_w.set_title("the same against training wall time", fontsize=9)
     fig.suptitle(report["verdict"], fontsize=9, wrap=True)
@@ -490,7 +497,7 @@ def plot_final(report: dict, path: Path) -> None:
     if keys:
         vals = [report["arms"][k]["final_val_mean"] for k in keys]
         ax.set_ylim(min(vals) - 0.15, max(vals) + 0.1)
-    ax.set_ylabel("final held-out loss (nats/byte)")
+    ax.set_ylabel(f"final held-out loss ({loss_unit(report['settings'])})")
     ax.set_title("final dense model on held-out text (bars: mean; dots: seeds)", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -521,7 +528,7 @@ def plot_positions(report: dict, path: Path) -> bool:
         ax.plot(xs, ys, marker="o", ms=3, label=key, **_style(arm, schedule, i))
     ax.set_xscale("log", base=2)
     ax.set_xlabel("token position (bucket end)")
-    ax.set_ylabel("held-out loss (nats/byte)")
+    ax.set_ylabel(f"held-out loss ({loss_unit(report['settings'])})")
     ax.set_title("final dense models: loss by position", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -559,7 +566,7 @@ def plot_frontier(report: dict, path: Path) -> None:
         ax.annotate(f"{key} ({steps})" if steps else key, (a["wall_s_mean"],
                     a["final_val_mean"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
     ax.set_xlabel("training wall time (s)")
-    ax.set_ylabel("final held-out loss (nats/byte)")
+    ax.set_ylabel(f"final held-out loss ({loss_unit(report['settings'])})")
     ax.set_title("what each recipe buys for its time (lower left is better; diamonds: mean, "
                  "dots: seeds)", fontsize=9)
     ax.grid(alpha=0.3)
