@@ -14,8 +14,9 @@ import torch
 
 from ..data import TOKENIZER, open_sequences
 from ..jsonfile import write_json
+from ..models.memory import gib
 from ..runtime import resolve_device, set_cpu_threads, uses_bf16
-from .forward import MEMORY_FRACTION, bytes_per_sequence, fit_batch, free_memory, gib
+from .forward import MEMORY_FRACTION, bytes_per_sequence, fit_batch, free_memory
 from .leak import measure_leak
 from .loading import EvalCheckpoint, load_checkpoint
 from .passkey import DEFAULT_CONTEXTS, DEFAULT_DEPTHS, MIN_CONTEXT, plan_contexts, run_passkey

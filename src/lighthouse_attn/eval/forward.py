@@ -15,10 +15,7 @@ import torch
 from torch import Tensor
 
 from ..models import Llama, LlamaConfig
-from ..models.memory import block_bytes, gathered_bytes, gib, logits_bytes, residual_bytes
-
-__all__ = ["MEMORY_FRACTION", "bytes_per_sequence", "final_logits", "fit_batch",
-           "free_memory", "gib"]
+from ..models.memory import block_bytes, gathered_bytes, logits_bytes, residual_bytes
 
 MEMORY_FRACTION = 0.8
 """Share of the device's free memory the evaluations plan to use by default."""

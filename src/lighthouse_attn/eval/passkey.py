@@ -27,9 +27,10 @@ import torch
 from tqdm import tqdm
 
 from ..models import LlamaConfig
+from ..models.memory import gib
 from ..progress import bar_disable
 from ..runtime import autocast
-from .forward import bytes_per_sequence, final_logits, fit_batch, gib
+from .forward import bytes_per_sequence, final_logits, fit_batch
 
 PREFIX = "Find the pass key hidden in the noise below and remember it. "
 NEEDLE = " The pass key is {digit}. Remember it. "

@@ -29,12 +29,13 @@ from ..data import BatchLoader, DataSource, Tokenizer, load_tokenizer, open_sequ
 from ..jsonfile import write_json
 from ..models import ModelConfig, model_from_config
 from ..models.loading import how_to_load
+from ..models.memory import gib
 from ..parallel import shard_sequence
 from ..progress import bar_disable
 from ..runtime import set_cpu_threads, uses_bf16
 from . import checkpoint, distributed
 from .distributed import DistEnv
-from .memory import check_memory, estimate_bytes, gib
+from .memory import check_memory, estimate_bytes
 from .metrics import MetricsLog, plot_loss, read_metrics, write_summary
 from .options import TrainConfig, validate_model_for_run
 from .parallelize import parallelize

@@ -16,8 +16,6 @@ from ..models.memory import (
     residual_bytes,
 )
 
-__all__ = ["available_bytes", "check_memory", "estimate_bytes", "gib"]
-
 
 def estimate_bytes(model: ModelConfig, seq_len: int, micro_batch: int, world_size: int,
                    bf16: bool, checkpointing: bool, lighthouse: bool,
