@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ..data.tokenizer import loss_unit
 from ..environment import device_name, versions
 from ..jsonfile import write_json
 from ..models import add_model_arguments, build_model_config, model_label
@@ -144,7 +145,7 @@ def plan_jobs(args: argparse.Namespace) -> tuple[list[Job], dict, dict]:
         "arms": {a.name: a.changes for a in arms}, "schedules": schedules, "seeds": seeds,
         "matched_tokens": len(budgets) == 1, "total_steps": first.run.total_steps,
         "tokens_per_step": first.run.batch_size * first.run.seq_len,
-        "loss_unit": "nats/byte" if first.run.tokenizer == "bytes" else "nats/token",
+        "loss_unit": loss_unit(first.run.tokenizer),
         "model_summary": (f"{label}, {m.num_parameters() / 1e6:.1f}M parameters, "
                           f"{m.n_layers} layers, d_model {m.d_model}, seq_len "
                           f"{first.run.seq_len:,}, batch {first.run.batch_size}; stage 1: "

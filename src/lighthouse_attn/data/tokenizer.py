@@ -87,6 +87,12 @@ TOKENIZER_FILE = "tokenizer.json"
 """Name of a tokenizer file stored beside a model."""
 
 
+def loss_unit(tokenizer: str) -> str:
+    """The unit of a run's losses from its ``tokenizer`` setting: ``nats/byte`` for
+    :data:`BYTES`, else ``nats/token``."""
+    return "nats/byte" if tokenizer == BYTES else "nats/token"
+
+
 def check_same_tokenizer(recorded: dict, tokenizer: Tokenizer, what: str, fix: str) -> None:
     """``ValueError`` naming ``what`` and ``fix`` when ``recorded`` (an :meth:`identity`) is
     not ``tokenizer``'s."""

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..data import BatchLoader, DataSource, Tokenizer, load_tokenizer, open_sequences
+from ..data.tokenizer import loss_unit
 from ..jsonfile import write_json
 from ..models import ModelConfig, model_from_config
 from ..models.loading import how_to_load
@@ -526,7 +527,7 @@ def report(run: TrainConfig, run_dir: Path, final_dir: str | None, interrupted: 
     title = f"lighthouse-attn train: {run.preset}, seq_len {run.seq_len:,}"
     if records:
         plot_loss(records, switch, run_dir / "loss.png", title,
-                  "nats/byte" if run.tokenizer == "bytes" else "nats/token")
+                  loss_unit(run.tokenizer))
     status = (f"interrupted by {interrupted} at step {step}/{run.total_steps}; resume with "
               f"`lighthouse-attn train --resume {run_dir}`" if interrupted else
               f"finished, {step} steps")

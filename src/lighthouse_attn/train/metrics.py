@@ -16,6 +16,8 @@ import statistics
 import time
 from pathlib import Path
 
+from ..data.tokenizer import BYTES, loss_unit
+
 
 class MetricsLog:
     """Appends step records to ``run_dir/metrics.jsonl`` and events to ``run_dir/train.log``;
@@ -94,12 +96,6 @@ def _running_mean(values: list[float], window: int) -> list[float]:
         total += v - (values[i - window] if i >= window else 0.0)
         out.append(total / min(i + 1, window))
     return out
-
-
-def loss_unit(config: dict) -> str:
-    """``nats/byte`` for a byte-level run (its ``config.json``), else ``nats/token``."""
-    return "nats/byte" if config.get("train", {}).get("tokenizer", "bytes") == "bytes" \
-        else "nats/token"
 
 
 def plot_loss(records: list[dict], switch_step: int | None, path: str | Path,
@@ -201,7 +197,8 @@ def write_summary(path: str | Path, *, title: str, records: list[dict], config: 
                      f"{after:.4f} ({after - before:+.4f} nats).")
     if final_dir:
         lines.append(f"Dense model: `{final_dir}` ({final_note}).")
-    lines += validation_lines(records, switch_step, loss_unit(config))
+    lines += validation_lines(records, switch_step,
+                              loss_unit(config.get("train", {}).get("tokenizer", BYTES)))
     files = "Files: `config.json`, `metrics.jsonl`, `loss.png`, `train.log`, `checkpoints/`."
     lines += ["", files, "", "## Config", "", "```json",
               json.dumps(config, indent=2), "```", ""]
