@@ -17,27 +17,33 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
 
 
+BATCH_DOCS = 256
+"""Documents tokenized per call (one ``encode_batch``)."""
+
+
+def encode_documents(texts: list[str], tokenizer: Tokenizer, dtype: np.dtype) -> np.ndarray:
+    """``text_0 SEP text_1 SEP ...`` of ``texts`` as one ``dtype`` array."""
+    sep = np.array([tokenizer.sep_id], dtype=dtype)
+    return np.concatenate([a for ids in tokenizer.encode_batch(texts)
+                           for a in (ids.astype(dtype, copy=False), sep)])
+
+
 def pack_documents(documents: Iterable[str], tokenizer: Tokenizer = TOKENIZER) -> np.ndarray:
     """``doc_0 SEP doc_1 SEP ...`` as one array (:func:`token_dtype`); empty documents are
     skipped.
 
     Raises ``ValueError`` if every document is empty."""
     dtype = token_dtype(tokenizer.vocab_size)
-    sep = np.array([tokenizer.sep_id], dtype=dtype)
     parts: list[np.ndarray] = []
     batch: list[str] = []
-
-    def flush() -> None:
-        for ids in tokenizer.encode_batch(batch):
-            parts.extend((ids.astype(dtype, copy=False), sep))
-        batch.clear()
-
     for doc in documents:
         if doc:
             batch.append(doc)
-            if len(batch) == 256:
-                flush()
-    flush()
+            if len(batch) == BATCH_DOCS:
+                parts.append(encode_documents(batch, tokenizer, dtype))
+                batch = []
+    if batch:
+        parts.append(encode_documents(batch, tokenizer, dtype))
     if not parts:
         raise ValueError("the data holds no text (every document is empty)")
     return np.concatenate(parts)

@@ -21,6 +21,7 @@ held-out corpus ``OUT/heldout/`` (a prepared directory of its own) with that pro
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import multiprocessing
 import os
@@ -36,7 +37,7 @@ from tqdm import tqdm
 from ..jsonfile import write_json
 from ..progress import bar_disable
 from .corpus import scan_paths
-from .packing import token_dtype
+from .packing import BATCH_DOCS, encode_documents, token_dtype
 from .records import file_documents, parquet_file
 from .shards import FORMAT, MANIFEST, is_prepared, read_manifest
 from .tokenizer import BYTES, Tokenizer
@@ -45,7 +46,6 @@ from .tokenizers import load_tokenizer
 STATE = "prepare_state.jsonl"
 HELDOUT = "heldout"
 DEFAULT_SHARD_TOKENS = 1 << 26
-_BATCH_DOCS = 256
 _DTYPES = ("auto", "uint16", "uint32")
 
 
@@ -325,25 +325,28 @@ class _ShardWriter:
         self._file, self._tokens, self._docs, self._crc = None, 0, 0, 0
 
 
+@functools.lru_cache(maxsize=1)
+def _process_tokenizer(spec: str, sep_token: str | None) -> Tokenizer:
+    """The tokenizer of a worker process, read once for all its units."""
+    return load_tokenizer(spec, sep_token)
+
+
 def _prepare_unit(job: _Job) -> dict:
     """Tokenize one unit into its shards; returns their records."""
-    tok = load_tokenizer(job.tokenizer, job.sep_token)
+    tok = _process_tokenizer(job.tokenizer, job.sep_token)
     dtype = np.dtype(job.dtype)
     out = Path(job.out)
     prefix = f"shard-{job.unit.index:06d}"
     writers = {split: _ShardWriter(out if split == "train" else out / HELDOUT, prefix, dtype,
                                    job.shard_tokens, tok.sep_id) for split in ("train", HELDOUT)}
-    sep = np.array([tok.sep_id], dtype=dtype)
     stats: Counter = Counter()
     batch: list[tuple[str, str]] = []
 
     def flush() -> None:
-        ids = tok.encode_batch([text for _, text in batch])
         for split, writer in writers.items():
-            parts = [a for (where, _), doc in zip(batch, ids) if where == split
-                     for a in (doc.astype(dtype, copy=False), sep)]
-            if parts:
-                writer.add(np.concatenate(parts))
+            texts = [text for where, text in batch if where == split]
+            if texts:
+                writer.add(encode_documents(texts, tok, dtype))
         batch.clear()
 
     docs = (doc for part in job.unit.parts
@@ -351,7 +354,7 @@ def _prepare_unit(job: _Job) -> dict:
     for i, text in enumerate(docs):
         if text:
             batch.append((_split(job, i), text))
-            if len(batch) == _BATCH_DOCS:
+            if len(batch) == BATCH_DOCS:
                 flush()
     flush()
     for w in writers.values():
