@@ -81,6 +81,7 @@ class _Job:
     out: str
     tokenizer: str
     sep_token: str | None
+    identity: str  # JSON of the tokenizer's identity
     text_field: str
     dtype: str
     shard_tokens: int
@@ -126,8 +127,9 @@ def prepare(inputs: list[str], out: str | os.PathLike, tokenizer: str = BYTES,
         return done
     for note in scan.notes():
         echo(f"note: {note}")
+    identity = json.dumps(tok.identity(), sort_keys=True)
     jobs = [_Job(u, str(out), tokenizer if tokenizer == BYTES else os.path.abspath(tokenizer),
-                 sep_token, text_field, dtype, shard_tokens, holdout_fraction)
+                 sep_token, identity, text_field, dtype, shard_tokens, holdout_fraction)
             for u in units if str(u.index) not in done]
     _remove_strays(out, done)
     workers = min(workers or os.cpu_count() or 1, max(1, len(jobs)))
@@ -326,14 +328,19 @@ class _ShardWriter:
 
 
 @functools.lru_cache(maxsize=1)
-def _process_tokenizer(spec: str, sep_token: str | None) -> Tokenizer:
-    """The tokenizer of a worker process, read once for all its units."""
-    return load_tokenizer(spec, sep_token)
+def _process_tokenizer(spec: str, sep_token: str | None, identity: str) -> Tokenizer:
+    """The tokenizer of a worker process, read once for all its units; ``identity`` (the JSON
+    of the prepare's tokenizer identity) keys the cache and is checked."""
+    tok = load_tokenizer(spec, sep_token)
+    if json.dumps(tok.identity(), sort_keys=True) != identity:
+        raise ValueError(f"tokenizer {spec} changed while the corpus was being prepared; run "
+                         "the prepare again")
+    return tok
 
 
 def _prepare_unit(job: _Job) -> dict:
     """Tokenize one unit into its shards; returns their records."""
-    tok = _process_tokenizer(job.tokenizer, job.sep_token)
+    tok = _process_tokenizer(job.tokenizer, job.sep_token, job.identity)
     dtype = np.dtype(job.dtype)
     out = Path(job.out)
     prefix = f"shard-{job.unit.index:06d}"
