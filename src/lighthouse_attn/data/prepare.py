@@ -122,9 +122,11 @@ def prepare(inputs: list[str], out: str | os.PathLike, tokenizer: str = BYTES,
                             "bytes": p.size} for p in parts],
                 "tokenizer": tok.identity(), "text_field": text_field, "dtype": dtype,
                 "shard_tokens": shard_tokens, "holdout_fraction": holdout_fraction}
+    finished = _finished(out, settings, overwrite)
+    if finished is not None:
+        echo(f"{out} is already prepared with these inputs and settings")
+        return finished
     done = _resume_state(out, settings, overwrite, echo)
-    if isinstance(done, dict) and "format" in done:
-        return done
     for note in scan.notes():
         echo(f"note: {note}")
     identity = json.dumps(tok.identity(), sort_keys=True)
@@ -216,17 +218,23 @@ def _units(parts: list[Part]) -> list[Unit]:
     return units
 
 
+def _finished(out: Path, settings: dict, overwrite: bool) -> dict | None:
+    """The manifest when ``out`` is already prepared with ``settings``; ``None`` when it is
+    not prepared (or holds another prepare that ``overwrite`` will replace)."""
+    if not is_prepared(out):
+        return None
+    manifest = read_manifest(out)
+    if manifest.get("settings") == settings:
+        return manifest
+    if not overwrite:
+        raise ValueError(f"{out} holds a prepared corpus of other inputs or settings; "
+                         "choose another --out, or pass --overwrite to replace it")
+    return None
+
+
 def _resume_state(out: Path, settings: dict, overwrite: bool, echo) -> dict:
-    """The finished manifest when ``out`` is already prepared with ``settings``; else the
-    units an unfinished prepare with ``settings`` recorded (``{}`` for a fresh start)."""
-    if is_prepared(out):
-        manifest = read_manifest(out)
-        if manifest.get("settings") == settings:
-            echo(f"{out} is already prepared with these inputs and settings")
-            return manifest
-        if not overwrite:
-            raise ValueError(f"{out} holds a prepared corpus of other inputs or settings; "
-                             "choose another --out, or pass --overwrite to replace it")
+    """The units an unfinished prepare of ``out`` with ``settings`` recorded (``{}`` for a
+    fresh start, after clearing what ``overwrite`` replaces)."""
     state = out / STATE
     if state.is_file():
         saved, units = _read_journal(state)
