@@ -17,7 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from ..data import Tokenizer, tokenizer_from_identity
+from ..data import TOKENIZER, Tokenizer, tokenizer_from_identity
 from .build import ModelConfig, model_config_from_dict, model_from_config
 
 FORMAT = "lighthouse-attn/1"
@@ -172,17 +172,19 @@ def load_model(path: str | Path, attention: str = "dense") -> tuple[torch.nn.Mod
         ``(B, N)`` token ids and return fp32 logits) on the CPU in eval mode, and ``info`` with
         ``path``, ``kind`` (``"final"`` or ``"checkpoint"``), ``step`` (``None`` for the HF
         checkpoint of a ``--hf-config`` run's final model), ``trained_attention`` (the mode at
-        save time), ``attention``, ``model_config`` (dict) and ``tokenizer``.
+        save time), ``attention``, ``model_config`` (dict) and ``tokenizer`` (the identity it
+        records; :func:`model_tokenizer` reads the tokenizer itself).
 
     Raises:
         ValueError: no model there, or a corrupt or mismatched checkpoint.
     """
     model_dir = resolve_model_dir(path)
     if is_hf_checkpoint(model_dir):
-        from ..models.hf_causal_lm import load_dense_checkpoint
+        from .hf_causal_lm import load_dense_checkpoint
 
         model = load_dense_checkpoint(model_dir)
-        config, meta = model.config, {"step": None, "attention": "dense"}
+        config, meta = model.config, {"step": None, "attention": "dense",
+                                      "tokenizer": model_tokenizer(model_dir).identity()}
     else:
         verify(model_dir)
         config, meta = read_model_config(model_dir)
@@ -193,7 +195,7 @@ def load_model(path: str | Path, attention: str = "dense") -> tuple[torch.nn.Mod
     info = {"path": str(model_dir), "kind": "final" if model_dir.name == "final" else
             "checkpoint", "step": meta.get("step"), "trained_attention": meta.get("attention"),
             "attention": attention, "model_config": config.to_dict(),
-            "tokenizer": model_tokenizer(model_dir).identity()}
+            "tokenizer": meta.get("tokenizer") or TOKENIZER.identity()}
     return model, info
 
 
@@ -202,7 +204,7 @@ def model_tokenizer(model_dir: str | Path) -> Tokenizer:
     the one its ``config.json`` records, or, for an HF checkpoint, the one saved beside it."""
     model_dir = Path(model_dir)
     if is_hf_checkpoint(model_dir):
-        from ..models.hf_causal_lm import saved_tokenizer
+        from .hf_causal_lm import saved_tokenizer
 
         return saved_tokenizer(model_dir)
     return tokenizer_from_identity(read_json(model_dir / "config.json").get("tokenizer"),
