@@ -49,7 +49,25 @@ def pack_documents(documents: Iterable[str], tokenizer: Tokenizer = TOKENIZER) -
     return np.concatenate(parts)
 
 
-class PackedSequences:
+class TokenSamples:
+    """Samples of ``seq_len + 1`` tokens of a stream that :meth:`read` returns in ranges:
+    sample ``i`` is tokens ``[i*N, i*N + N + 1)`` (inputs and shifted targets)."""
+
+    seq_len: int
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Tokens ``[start, stop)`` of the stream."""
+        raise NotImplementedError
+
+    def batch(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        """``(inputs, targets)``, int64 ``(len(indices), seq_len)`` each."""
+        N = self.seq_len
+        rows = np.stack([self.read(i * N, i * N + N + 1) for i in indices]).astype(np.int64)
+        rows = torch.from_numpy(rows)
+        return rows[:, :-1], rows[:, 1:]
+
+
+class PackedSequences(TokenSamples):
     """Sample ``i`` is ``tokens[i*N : i*N + N + 1]`` (inputs and shifted targets), for
     ``i < (len(tokens) - 1) // N``: consecutive samples share one boundary token.
 
@@ -77,9 +95,5 @@ class PackedSequences:
         """Tokens in the stream (documents and separators)."""
         return len(self.tokens)
 
-    def batch(self, indices: list[int]) -> tuple[Tensor, Tensor]:
-        """``(inputs, targets)``, int64 ``(len(indices), seq_len)`` each."""
-        N = self.seq_len
-        rows = np.stack([self.tokens[i * N:i * N + N + 1] for i in indices]).astype(np.int64)
-        rows = torch.from_numpy(rows)
-        return rows[:, :-1], rows[:, 1:]
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return self.tokens[start:stop]

@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..progress import bar_disable
+from .packing import TokenSamples
 
 FORMAT = "lighthouse-attn-shards/1"
 MANIFEST = "manifest.json"
@@ -67,9 +68,9 @@ def crc32_of_file(path: Path, progress=None) -> int:
     return crc
 
 
-class ShardedSequences:
-    """Samples of ``seq_len + 1`` tokens streamed from a prepared directory (the interface of
-    :class:`~.packing.PackedSequences`).
+class ShardedSequences(TokenSamples):
+    """Samples of ``seq_len + 1`` tokens streamed from a prepared directory (as
+    :class:`~.packing.PackedSequences` cuts an in-memory stream).
 
     Args:
         path: the prepared directory.
@@ -154,12 +155,3 @@ class ShardedSequences:
             out.append(np.frombuffer(data, dtype=self.dtype))
             start, k = end, k + 1
         return np.concatenate(out) if len(out) > 1 else out[0]
-
-    def batch(self, indices: list[int]):
-        """``(inputs, targets)``, int64 tensors ``(len(indices), seq_len)`` each."""
-        import torch
-
-        N = self.seq_len
-        rows = np.stack([self.read(i * N, i * N + N + 1) for i in indices]).astype(np.int64)
-        rows = torch.from_numpy(rows)
-        return rows[:, :-1], rows[:, 1:]

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .corpus import load_corpus
-from .packing import PackedSequences
+from .packing import PackedSequences, TokenSamples
 from .shards import ShardedSequences, is_prepared
 from .tokenizer import TOKENIZER, Tokenizer, check_same_tokenizer, describe_identity
 
@@ -17,7 +17,7 @@ class DataSource:
     """Fixed-length samples of some data, the files they come from (for overlap checks) and
     notes a user should see."""
 
-    sequences: PackedSequences | ShardedSequences
+    sequences: TokenSamples
     files: list[str]
     notes: list[str] = field(default_factory=list)
     prepared: bool = False
