@@ -121,3 +121,15 @@ def test_eval_recall_of_an_hf_config_run(tmp_path, capsys):
     for row in result["layers"]:
         assert 0 < row["selection"]["exact"] < 1
         assert row["oracle"]["exact"] >= row["selection"]["exact"] - 1e-9
+
+
+def test_a_qwen3_model_trains_under_bf16_autocast():
+    """Qwen3's q_norm/k_norm return fp32 under autocast while v is bf16: the Lighthouse layers
+    take them as SDPA does, and the loss and gradients are finite."""
+    model = lh_hf.configure(tiny_model("qwen3"), LH, dense_layers=[0])
+    x = tokens(batch=1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(x, labels=x).loss
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -107,3 +107,17 @@ def test_hand_made_selections_are_validated():
     idx[..., tok] = 2 * idx[0, 0, first_leaf_1]
     with pytest.raises(ValueError, match="causal order|cover the sequence"):
         lighthouse_attention(q, k, v, CFG, selection=Selection(lvl, idx))
+
+
+def test_autocast_casts_mixed_dtypes_as_for_sdpa():
+    """Under autocast the op takes q, k, v of mixed dtypes (QK-norm models hand over fp32 q, k
+    and bf16 v) and computes in the autocast dtype, like SDPA; outside it, they are an error."""
+    q, k, v = rand_qkv(B=1, H=2, N=512)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = lighthouse_attention(q, k, v.bfloat16(), CFG)
+        sel = select(q, k, CFG, v=v.bfloat16())
+    want = lighthouse_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), CFG)
+    assert out.dtype == torch.bfloat16 and torch.equal(out, want)
+    assert torch.equal(sel.index, select(q.bfloat16(), k.bfloat16(), CFG).index)
+    with pytest.raises(ValueError, match="share one dtype"):
+        lighthouse_attention(q, k, v.bfloat16(), CFG)

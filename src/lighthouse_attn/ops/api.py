@@ -45,7 +45,8 @@ def lighthouse_attention(q: Tensor, k: Tensor, v: Tensor,
 
     Args:
         q: ``(B, H, N, D)`` queries (after RoPE), fp16, bf16, fp32 or fp64.
-        k, v: ``(B, H_kv, N, D)`` with ``H % H_kv == 0``; same dtype and device as ``q``.
+        k, v: ``(B, H_kv, N, D)`` with ``H % H_kv == 0``; same dtype and device as ``q``
+            (under autocast all three are cast to its dtype first, as for SDPA).
         config: :class:`LighthouseConfig`; defaults to the paper's (L=3, p=4, K=1536, norm).
         scale: softmax scale of the inner attention; ``1/sqrt(D)`` when ``None``.
         attn_fn: inner dense causal kernel ``attn_fn(q, k, v, scale)`` on the gathered
@@ -66,6 +67,7 @@ def lighthouse_attention(q: Tensor, k: Tensor, v: Tensor,
     config = config or LighthouseConfig()
     if not isinstance(config, LighthouseConfig):
         raise ValueError(f"config must be a LighthouseConfig, got {type(config).__name__}")
+    q, k, v = autocast_inputs(q, k, v)
     check_inputs(q, k, v)
     N = q.shape[2]
     if config.short_seq == "dense" and config.is_short(N):
@@ -74,6 +76,23 @@ def lighthouse_attention(q: Tensor, k: Tensor, v: Tensor,
     if selection is not None:
         check_selection(selection, q, k, config)
     return run_checked(q, k, v, config, scale, attn_fn, selection)
+
+
+def autocast_inputs(q: Tensor, k: Tensor, v: Tensor | None
+                    ) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Cast ``q``, ``k``, ``v`` to the autocast dtype where autocast is on for their device, as
+    autocast does for ``scaled_dot_product_attention`` (fp64 and non-tensors pass unchanged).
+    Models that normalise q and k in fp32 (QK-norm) hand over mixed dtypes otherwise."""
+    if not isinstance(q, Tensor) or not torch.is_autocast_enabled(q.device.type):
+        return q, k, v
+    dtype = torch.get_autocast_dtype(q.device.type)
+
+    def cast(x: Tensor | None) -> Tensor | None:
+        if isinstance(x, Tensor) and x.is_floating_point() and x.dtype != torch.float64:
+            return x.to(dtype)
+        return x
+
+    return cast(q), cast(k), cast(v)
 
 
 def run_checked(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
@@ -101,6 +120,7 @@ def select(q: Tensor, k: Tensor, config: LighthouseConfig | None = None, *,
     ``ValueError`` for invalid shapes or a sequence length the config rejects.
     """
     config = config or LighthouseConfig()
+    q, k, v = autocast_inputs(q, k, v)
     check_inputs(q, k, k if v is None else v)
     config.validate(q.shape[2])
     if config.scorer == "dilated" and v is None:

@@ -38,7 +38,7 @@ from torch.nn.attention.bias import causal_lower_right
 
 from ..config import TILE, LighthouseConfig
 from ..ops import Selection, select
-from ..ops.api import run_checked
+from ..ops.api import autocast_inputs, run_checked
 from ..ops.inputs import check_inputs
 from ..ops.reference.scores import base_scores, causal_level_scores
 from ..ops.reference.select import select_from_scores
@@ -200,6 +200,7 @@ def lighthouse_attention_cp(q: Tensor, k: Tensor, v: Tensor, config: LighthouseC
     Raises:
         ValueError: bad inputs, or a config that cannot be exact at this length and degree.
     """
+    q, k, v = autocast_inputs(q, k, v)
     check_inputs(q, k, v)
     group, rank, world = _group_info(group)
     if q.shape[2] % 2:
