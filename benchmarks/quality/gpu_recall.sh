@@ -11,8 +11,10 @@
 #             recall of the norm and the dilated scorers after step 1 (near initialization),
 #             step 50 and the end of stage 1.
 # A phase may take more than one call of ten minutes: finished runs and recall results are kept
-# under runs_recall/ while the machine stays warm, and a call skips them. Writes OUT/<phase>/ (every recall JSON and
-# plot, the runs' metrics and logs, no weights) and OUT/<phase>.md (the table).
+# under runs_recall/ while the machine stays warm, and a call skips them. Writes OUT/<phase>/
+# (every recall JSON and plot, the runs' metrics and logs, no weights), OUT/<phase>.md (the
+# table), OUT/<phase>.png (recall by checkpoint, scorer and rule, with the oracle and random)
+# and OUT/<phase>-results.tar.gz (the recall results again, in one file).
 #   OUT=dir bash benchmarks/quality/gpu_recall.sh diagnose     # or qwen3
 set -uo pipefail
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -97,24 +99,8 @@ PY
 esac
 
 mkdir -p "$RES" && cp -r "$RES"/. "$OUT/$PHASE"/
-python3 - "$OUT/$PHASE" "$OUT/$PHASE.md" <<'PY'
-import json, sys
-from pathlib import Path
-rows = []
-for f in sorted(Path(sys.argv[1]).rglob("recall_*.json")):
-    r = json.loads(f.read_text())
-    lh = r["lighthouse"]
-    mean = lambda k: sum(x[k]["exact"] for x in r["layers"]) / len(r["layers"])
-    curve = " ".join(f"{p['topk']}:{p['selection']['exact']:.3f}/{p['oracle']['exact']:.3f}"
-                     for p in r["recall_vs_topk"]["points"])
-    rows.append(f"| {f.parent.relative_to(sys.argv[1])} | {lh['scorer']} | {lh['selection']} "
-                f"| {mean('selection'):.3f} | {mean('oracle'):.3f} | {mean('random'):.3f} "
-                f"| {curve} |")
-head = ["| checkpoint | scorer | selection | recall (mean over layers) | oracle | random "
-        "| layer curve K: selection/oracle |", "|---|---|---|---|---|---|---|"]
-Path(sys.argv[2]).write_text("\n".join(head + rows) + "\n")
-print("\n".join(head + rows))
-PY
+python3 benchmarks/quality/recall_report.py "$OUT/$PHASE" "$OUT/$PHASE.md" "$OUT/$PHASE.png"
+tar -czf "$OUT/$PHASE-results.tar.gz" -C "$RES" .  # the same results in one file
 ( cd "$ROOT" && find . -path '*/checkpoints' -prune -o -path '*/final' -prune -o -type f \
     \( -name 'metrics.jsonl' -o -name 'summary.md' -o -name 'train.log' -o -name 'config.json' \
     \) -print | tar -czf "$OUT/$PHASE/runs.tar.gz" -T - ) 2>/dev/null
