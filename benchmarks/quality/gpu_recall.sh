@@ -9,7 +9,8 @@
 #   qwen3     a Qwen3-shaped model (QK-norm; 8 layers, hidden 512, 8 heads of 64, bytes) trained
 #             briefly with Lighthouse (the dilated scorer, chosen for QK-norm models), then the
 #             recall of the norm and the dilated scorers after step 1 (near initialization),
-#             step 50 and the end of stage 1.
+#             step 50 and the end of stage 1 (no dense stage: only stage 1 is measured, so the
+#             wsd decay falls in its last 80 steps).
 # A phase may take more than one call of ten minutes: finished runs and recall results are kept
 # under runs_recall/ while the machine stays warm, and a call skips them. Writes OUT/<phase>/
 # (every recall JSON and plot, the runs' metrics and logs, no weights), OUT/<phase>.md (the
@@ -85,7 +86,7 @@ PY
     run="$ROOT/qwen3-run"
     [ -f "$run/final/config.json" ] || "${LH[@]}" train --hf-config "$cfg" --num-levels 3 \
       --pooling-factor 4 --topk "$TOPK" --dense-layers=0,-1 --seq-len "$SEQ" \
-      --batch-size "$BATCH" "${STEPS[@]}" --lr 2e-3 --min-lr-ratio 0.1 \
+      --batch-size "$BATCH" "${STEPS[@]}" --dense-steps 0 --lr 2e-3 --min-lr-ratio 0.1 \
       --data "${TRAIN[@]}" --save-at 1 "$EARLY" "$END" --keep-ckpts 1 --ckpt-every 1000 \
       --no-progress --run-dir "$run" --overwrite ${SMOKE:+--threads 2} 2>&1 | tail -4
     for step in 1 "$EARLY" "$END"; do
