@@ -22,7 +22,8 @@ DENSE_IMPLEMENTATION = "sdpa"
 
 
 class QKNormWarning(UserWarning):
-    """A model with QK-norm got another scorer than asked for, or keeps one that ties."""
+    """A model with QK-norm got another scorer than asked for, or keeps one whose scores nearly
+    tie."""
 
 ATTENTIONS = (ATTN_IMPLEMENTATION, DENSE_IMPLEMENTATION)
 
@@ -53,7 +54,7 @@ def configure(model: PreTrainedModel, lighthouse: LighthouseConfig,
             they cannot honour (padding or document masks, KV caches, ...; see
             :class:`~lighthouse_attn.hf.settings.Settings`).
         keep_norm_scorer: on a model with QK-norm (``q_norm``/``k_norm``), keep
-            ``scorer="norm"`` (with a warning: its scores tie) instead of switching to the
+            ``scorer="norm"`` (with a warning: its scores nearly tie) instead of switching to the
             dilated scorer (:mod:`~lighthouse_attn.hf.qk_norm`).
 
     Returns:

@@ -2,9 +2,11 @@
 
 After an RMSNorm over each head's query and key, every query and key has (almost) the same
 norm: exactly ``sqrt(head_dim)`` at initialisation, since the norm's weight starts at 1 and RoPE
-keeps norms. The ``norm`` scorer (SPEC section 2) then ties every score and the selection ignores
-the content. The ``dilated`` scorer scores by the norms of dilated attention outputs, which
-depend on the content through the attention weights, so it is the default for such models.
+keeps norms. The ``norm`` scorer (SPEC section 2) then nearly ties every score: they differ
+only through RMSNorm's epsilon and the norm's learned weights, and the selection rests on those
+small differences. The ``dilated`` scorer scores by the norms of dilated attention outputs,
+which depend on the content through the attention weights, so it is the default for such
+models.
 """
 
 from __future__ import annotations
@@ -50,8 +52,8 @@ def scorer_for(lighthouse: LighthouseConfig, qk_norm: bool, *, keep_norm_scorer:
         return lighthouse, None
     if keep_norm_scorer:
         return lighthouse, ("the model normalises q and k per head (QK-norm): the norm scorer "
-                            "ties every score and its selection ignores the content; prefer "
-                            "scorer='dilated'")
+                            "nearly ties every score (they differ only through RMSNorm's "
+                            "epsilon and weights); prefer scorer='dilated'")
     return replace(lighthouse, scorer="dilated"), (
-        "the model normalises q and k per head (QK-norm), which ties every norm score: "
+        "the model normalises q and k per head (QK-norm), which nearly ties every norm score: "
         f"scoring with scorer='dilated' instead (keep 'norm' with {keep_hint})")
