@@ -64,7 +64,7 @@ def host_breakdown(step, steps: int = 100) -> dict:
     targets = [(op_attention, "check_inputs"), (tri, "_select"), (tri, "scores_qk"),
                (tri, "row_norms_and_means"), (tri, "select_with_map"), (tri, "pool"),
                (tri, "spread"),
-               (tri, "_cudnn_forward"), (tri, "_cudnn_backward"), (tri, "_one_node_inner"),
+               (tri, "cudnn_forward"), (tri, "_cudnn_backward"), (tri, "_one_node_inner"),
                (tri, "lighthouse_triton")]
     saved = []
     for mod, name in targets:

@@ -183,4 +183,4 @@ def test_a_plain_file_named_like_a_checkpoint_is_one_line(corpus, tmp_path, caps
 @pytest.mark.parametrize("command", ["train", "hf"])
 def test_gpu_benchmarks_on_a_cpu_need_a_length(command, capsys):
     assert main(["bench", command, "--device", "cpu"]) == 2
-    assert "pass --seq-len" in capsys.readouterr().err
+    assert "set --seq-len (e.g. --seq-len 4096)" in capsys.readouterr().err

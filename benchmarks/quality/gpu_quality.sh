@@ -6,7 +6,7 @@
 #   OUT=dir bash benchmarks/quality/gpu_quality.sh seed0   # dense + Lighthouse, constant + wsd
 #   OUT=dir bash benchmarks/quality/gpu_quality.sh seed1
 #   OUT=dir bash benchmarks/quality/gpu_quality.sh final   # + causal arms, the full report
-# and the question of time, against the wsd runs above (restored from benchmarks/quality/h200):
+# and the question of time, against the wsd runs above (restored from benchmarks/results/h200/quality):
 #   OUT=dir bash benchmarks/quality/gpu_quality.sh short   # dense planned to end when the
 #                                                          # Lighthouse recipe ends (285 steps)
 #   OUT=dir bash benchmarks/quality/gpu_quality.sh long    # Lighthouse for longer (385 + 150
@@ -88,7 +88,7 @@ PY
     # the wsd arms of the comparison above count as finished (metrics and final evaluation,
     # no weights); the new arms see the same data in the same order (535 steps fit one epoch)
     mkdir -p "$ROOT/equal/runs"
-    [ -n "${SMOKE:-}" ] || for d in benchmarks/quality/h200/runs/*-wsd-s*; do
+    [ -n "${SMOKE:-}" ] || for d in benchmarks/results/h200/quality/runs/*-wsd-s*; do
       [ -e "$ROOT/equal/runs/$(basename "$d")" ] || cp -r "$d" "$ROOT/equal/runs/"
     done
     EXTRA=(--arm "dshort:lighthouse_steps=0,dense_steps=285")

@@ -12,7 +12,7 @@
 # short budget goes to the arms the main verdict needs; the report always covers every arm.
 #   OUT=dir bash benchmarks/quality/gpu_quality_128k.sh seed0     # or seed1, seed2
 #   OUT=dir bash benchmarks/quality/gpu_quality_128k.sh report    # report over every seed
-# Finished arms committed under benchmarks/quality/h200/128k/runs/ are restored first. Each
+# Finished arms committed under benchmarks/results/h200/quality/128k/runs/ are restored first. Each
 # call writes OUT/runs.tar.gz (every run's metrics, config, summary, log and final evaluation,
 # no weights), OUT/compare.md and OUT/compare.json.
 set -uo pipefail
@@ -21,7 +21,7 @@ OUT="${OUT:-bench-results/quality128k}"
 PHASE="${1:-seed0}"
 LIMIT="${LIMIT:-530}"
 ROOT=runs_quality/128k
-COMMITTED=benchmarks/quality/h200/128k
+COMMITTED=benchmarks/results/h200/quality/128k
 mkdir -p "$OUT" "$ROOT/runs"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"

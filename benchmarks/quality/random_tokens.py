@@ -5,7 +5,8 @@ better than ln V nats per token. A 4-layer model with Lighthouse in every layer 
 with the paper's selection, the causal selection, and dense attention; the mean training loss
 of the last steps against ln V shows whether the selection leaks the future.
 
-    python benchmarks/quality/random_tokens.py --out benchmarks/quality/random_tokens.json
+    python benchmarks/quality/random_tokens.py \
+        --out benchmarks/results/cpu/quality/random_tokens.json
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ import math
 import numbers
 from dataclasses import asdict, dataclass
 
+from .settings import setting
+
 TILE = 128
 """Entries selected per tile and level (SPEC section 3): ``T0``."""
 HALF = TILE // 2
@@ -20,6 +22,7 @@ GQA_MODES = ("expand", "shared")
 SHORT_SEQ = ("error", "dense")
 BACKENDS = ("auto", "torch", "triton")
 MAX_WINDOW_LOG2 = 40  # coarsest windows up to 2^40 tokens
+_GROUP = "Lighthouse"
 
 
 def _is_int(x: object) -> bool:
@@ -56,13 +59,17 @@ class LighthouseConfig:
     Field values are checked on construction; sequence-length rules by :meth:`validate`.
     """
 
-    num_levels: int = 3
-    pooling_factor: int = 4
-    topk: int = 1536
-    scorer: str = "norm"
-    dilation: int = 4
-    selection: str = "paper"
-    gqa: str = "expand"
+    num_levels: int = setting(3, help="pyramid levels L", group=_GROUP)
+    pooling_factor: int = setting(4, help="pooling factor p", group=_GROUP)
+    topk: int = setting(1536, help="selection budget K (a multiple of 128)", group=_GROUP)
+    scorer: str = setting("norm", help="norm: query/key norms; dilated: norms of dilated "
+                          "attention outputs", group=_GROUP, choices=SCORERS)
+    dilation: int = setting(4, help="dilation of the dilated scorer", group=_GROUP)
+    selection: str = setting("paper", help="paper: the paper's top-K (reads later tokens); "
+                             "causal: every refinement decided from earlier tokens only",
+                             group=_GROUP, choices=SELECTIONS)
+    gqa: str = setting("expand", help="expand: every query head selects; shared: one "
+                       "selection per key/value head", group=_GROUP, choices=GQA_MODES)
     short_seq: str = "error"
     backend: str = "auto"
     deterministic: bool = False

@@ -1,33 +1,20 @@
-"""`lighthouse-attn export`: a trained model as an ordinary transformers checkpoint.
+"""A trained model as an ordinary transformers checkpoint (the `export` command).
 
 The final dense model of a run (or any of its checkpoints) becomes a ``LlamaForCausalLM``
 directory (``config.json``, ``model.safetensors``, ``generation_config.json``) with the byte
 tokenizer beside it (``tokenizer.json``, ``tokenizer_config.json``), so that
 ``AutoModelForCausalLM.from_pretrained(OUT)`` and ``AutoTokenizer.from_pretrained(OUT)`` load
 it with no code of ours, and any transformers-based server can serve it. Runs of an HF
-architecture (``--hf-config``) are exported in their own architecture. The directory is
+architecture are exported in their own architecture. The directory is
 written atomically (``hf.model.save_pretrained``).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from pathlib import Path
 
-HELP = "the trained model as a transformers checkpoint with its byte tokenizer"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", metavar="RUN_DIR",
-                        help="run directory (its final dense model, else its newest "
-                             "checkpoint) or checkpoint directory")
-    parser.add_argument("out", metavar="OUT_DIR", help="directory to write")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace OUT_DIR if it holds an earlier export (nothing else is "
-                             "ever replaced)")
-
+from .settings import SettingError
 
 EXPORT_FILES = {"config.json", "generation_config.json", "model.safetensors",
                 "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json",
@@ -59,13 +46,13 @@ def check_output_dir(out: Path, overwrite: bool, source: Path | None = None) -> 
                              f"a new directory, e.g. {source.name}-hf")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
-            raise ValueError(f"{out} already holds files; choose a new directory (e.g. "
-                             f"{out.name or 'run'}-hf), or pass --overwrite to replace an "
-                             "earlier export there")
+            raise SettingError(f"{out} already holds files; choose a new directory (e.g. "
+                               f"{out.name or 'run'}-hf), or pass overwrite to replace an "
+                               "earlier export there", "overwrite")
         if not is_export(out):
-            raise ValueError(f"{out} holds files that are not an earlier export; --overwrite "
-                             "replaces only an export (config.json, model.safetensors, "
-                             "tokenizer files): choose a new directory")
+            raise SettingError(f"{out} holds files that are not an earlier export; overwrite "
+                               "replaces only an export (config.json, model.safetensors, "
+                               "tokenizer files): choose a new directory", "overwrite")
     parent = resolved.parent
     while not parent.exists():
         parent = parent.parent
@@ -118,15 +105,3 @@ def export(run: str | Path, out: str | Path, overwrite: bool = False) -> dict:
             "parameters": sum(p.numel() for p in hf.parameters()), "warnings": warnings,
             "tokenizer": "the byte tokenizer" if info["tokenizer"]["type"] == "byte" else
             "the run's tokenizer file"}
-
-
-def main(args: argparse.Namespace) -> int:
-    result = export(args.run, args.out, args.overwrite)
-    for w in result["warnings"]:
-        print(f"warning: {w}", file=sys.stderr)
-    print(f"exported {result['source']} (step {result['step']}) to {args.out}: "
-          f"{result['architecture']}, {result['parameters'] / 1e6:.2f}M parameters, with "
-          f"{result['tokenizer']}")
-    print(f"load it with AutoModelForCausalLM.from_pretrained({str(args.out)!r}) and "
-          f"AutoTokenizer.from_pretrained({str(args.out)!r})")
-    return 0

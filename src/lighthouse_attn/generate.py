@@ -1,39 +1,17 @@
-"""`lighthouse-attn generate`: continue a prompt with a trained or exported model.
+"""Continue a prompt with a trained or exported model (the `generate` command).
 
-Dense attention with a key/value cache, greedy (``--temperature 0``) or sampled (temperature,
-top-p, seed), on the CPU or a GPU; prints the continuation, then the speed. Takes a run or
-checkpoint directory of this project, or an exported transformers directory (``lighthouse-attn
-export``), which it runs through transformers' own ``generate``.
+Dense attention with a key/value cache, greedy (``temperature=0``) or sampled (temperature,
+top-p, seed), on the CPU or a GPU. Takes a run or checkpoint directory of this project, or an
+exported transformers directory, which it runs through transformers' own ``generate``.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
-import time
 from pathlib import Path
 
 import torch
 
 from .data import Tokenizer
-
-HELP = "continue a prompt with a trained or exported model (dense attention, KV cache)"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, metavar="RUN_OR_EXPORT",
-                        help="run directory, checkpoint directory, or exported directory")
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--prompt", help="prompt text")
-    src.add_argument("--prompt-file", metavar="FILE", help="prompt read from a UTF-8 file")
-    parser.add_argument("--max-new-tokens", type=int, default=256, help="default 256")
-    parser.add_argument("--temperature", type=float, default=0.8,
-                        help="0 for greedy decoding (default 0.8)")
-    parser.add_argument("--top-p", type=float, default=0.95, help="nucleus mass (default 0.95)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-stop", action="store_true",
-                        help="keep going past the document separator")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
 
 
 def model_tokenizer_at(path: str | Path) -> Tokenizer:
@@ -47,7 +25,7 @@ def model_tokenizer_at(path: str | Path) -> Tokenizer:
     return model_tokenizer(resolve_model_dir(path))
 
 
-def run_generation(path: str | Path, prompt: list[int], max_new_tokens: int,
+def run_generation(path: str | Path, prompt: list[int], *, max_new_tokens: int,
                    temperature: float, top_p: float, seed: int, stop: bool,
                    device: torch.device, sep_id: int) -> list[int]:
     """New token ids after ``prompt`` from the model at ``path`` (stopping after the document
@@ -61,15 +39,17 @@ def run_generation(path: str | Path, prompt: list[int], max_new_tokens: int,
         from transformers import AutoModelForCausalLM
 
         lm = AutoModelForCausalLM.from_pretrained(str(path), attn_implementation="sdpa")
-        return _hf_generate(lm.to(device), prompt, max_new_tokens, temperature, top_p, seed,
-                            stop, sep_id)
+        return _hf_generate(lm.to(device), prompt, max_new_tokens=max_new_tokens,
+                            temperature=temperature, top_p=top_p, seed=seed, stop=stop,
+                            sep_id=sep_id)
     model, _ = load_model(resolve_model_dir(path), attention="dense")
     model = model.to(device)
     if isinstance(model, Llama):
         return generate(model, prompt, max_new_tokens, temperature=temperature, top_p=top_p,
                         seed=seed, stop_ids=(sep_id,) if stop else ())
-    return _hf_generate(model.lm, prompt, max_new_tokens, temperature, top_p, seed, stop,
-                        sep_id)
+    return _hf_generate(model.lm, prompt, max_new_tokens=max_new_tokens,
+                        temperature=temperature, top_p=top_p, seed=seed, stop=stop,
+                        sep_id=sep_id)
 
 
 def trained_context(path: str | Path) -> int | None:
@@ -90,7 +70,7 @@ def trained_context(path: str | Path) -> int | None:
         return None
 
 
-def _hf_generate(lm, prompt: list[int], max_new_tokens: int, temperature: float,
+def _hf_generate(lm, prompt: list[int], *, max_new_tokens: int, temperature: float,
                  top_p: float, seed: int, stop: bool, sep_id: int) -> list[int]:
     torch.manual_seed(seed)
     ids = torch.tensor([prompt], device=next(lm.parameters()).device)
@@ -101,38 +81,3 @@ def _hf_generate(lm, prompt: list[int], max_new_tokens: int, temperature: float,
                              eos_token_id=sep_id if stop else None, pad_token_id=sep_id,
                              use_cache=True, **kwargs)
     return out[0, len(prompt):].tolist()
-
-
-def main(args: argparse.Namespace) -> int:
-    from .runtime import resolve_device
-
-    if args.max_new_tokens < 1:
-        raise ValueError(f"--max-new-tokens must be >= 1 (got {args.max_new_tokens})")
-    if not (args.temperature >= 0 and 0 < args.top_p <= 1):
-        raise ValueError(f"--temperature must be >= 0 and --top-p in (0, 1] (got "
-                         f"{args.temperature}, {args.top_p})")
-    if args.prompt_file is not None:
-        try:
-            text = Path(args.prompt_file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as err:
-            raise ValueError(f"cannot read --prompt-file {args.prompt_file}: {err}") from None
-    else:
-        text = args.prompt
-    tokenizer = model_tokenizer_at(args.checkpoint)
-    prompt = tokenizer.encode(text)
-    if not prompt:
-        raise ValueError("the prompt is empty: give at least one character")
-    device = resolve_device(args.device)
-    trained = trained_context(args.checkpoint)
-    if trained is not None and len(prompt) + args.max_new_tokens > trained:
-        print(f"warning: prompt ({len(prompt):,} tokens) plus --max-new-tokens "
-              f"({args.max_new_tokens:,}) exceed the {trained:,} tokens the model was trained "
-              "on: text beyond that is length extrapolation", file=sys.stderr)
-    t0 = time.perf_counter()
-    new = run_generation(args.checkpoint, prompt, args.max_new_tokens, args.temperature,
-                         args.top_p, args.seed, not args.no_stop, device, tokenizer.sep_id)
-    dt = time.perf_counter() - t0
-    print(text + tokenizer.decode(new, sep="\n"))
-    print(f"{len(new)} tokens in {dt:.2f} s ({len(new) / dt:.1f} tokens/s, {device.type}, "
-          f"prompt {len(prompt)} tokens)", file=sys.stderr)
-    return 0

@@ -1,13 +1,11 @@
-"""`lighthouse-attn plan`: what a config costs at a sequence length, and valid alternatives."""
+"""What a config costs at a sequence length, and valid alternatives (the `plan` command)."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import sys
 
 from .config import TILE, LighthouseConfig
+from .settings import SettingError
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 
@@ -16,6 +14,13 @@ def plan(config: LighthouseConfig, seq_len: int, batch_size: int = 1, heads: int
          kv_heads: int | None = None, head_dim: int = 128, dtype: str = "bf16") -> dict:
     """Planning figures of ``config`` at ``seq_len`` (validates it): tiles, gathered length,
     entries per level, attention FLOP ratio, and bytes of the gathered and dense tensors."""
+    for name, value in (("seq_len", seq_len), ("batch_size", batch_size), ("heads", heads),
+                        ("head_dim", head_dim)):
+        if value < 1:
+            raise SettingError(f"{name} must be >= 1 (got {value})", name)
+    if kv_heads is not None and (kv_heads < 1 or heads % kv_heads):
+        raise SettingError(f"kv_heads must divide heads ({heads}; got {kv_heads})", "kv_heads",
+                           "heads")
     config.validate(seq_len)
     kv_heads = kv_heads or heads
     S = config.gathered_length(seq_len)
@@ -79,7 +84,7 @@ def plan_warnings(p: dict) -> list[str]:
     if p["attention_flops_ratio"] >= 1:
         return [f"the gathered length {p['gathered_length']:,} is not shorter than N="
                 f"{p['seq_len']:,}: this config costs more than dense attention; lower K or "
-                "raise L (see --suggest)"]
+                "raise L (see suggest())"]
     return []
 
 
@@ -123,86 +128,3 @@ def format_suggestions(rows: list[dict], target: float) -> str:
                      f"{r['gathered_length']:>9,} {r['attention_flops_ratio']:>8.4f} "
                      f"{1 / r['attention_flops_ratio']:>6.1f}x")
     return "\n".join(lines)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    d = LighthouseConfig()
-    parser.add_argument("--seq-len", type=int, default=98_304, help="context length N")
-    parser.add_argument("--num-levels", type=int, default=d.num_levels)
-    parser.add_argument("--pooling-factor", type=int, default=d.pooling_factor)
-    parser.add_argument("--topk", type=int, default=d.topk)
-    parser.add_argument("--scorer", default=d.scorer, choices=["norm", "dilated"])
-    parser.add_argument("--dilation", type=int, default=d.dilation)
-    parser.add_argument("--gqa", default=d.gqa, choices=["expand", "shared"])
-    parser.add_argument("--selection", default=d.selection, choices=["paper", "causal"],
-                        help="selection rule (same S, tiles and cost either way)")
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--heads", type=int, default=8)
-    parser.add_argument("--kv-heads", type=int, default=None)
-    parser.add_argument("--head-dim", type=int, default=128)
-    parser.add_argument("--dtype", default="bf16", choices=sorted(DTYPE_BYTES))
-    parser.add_argument("--suggest", action="store_true",
-                        help="also list valid (L, p, K) near the target FLOP ratio")
-    parser.add_argument("--target-ratio", type=float, default=None,
-                        help="for --suggest (default: this config's ratio, or 1/28)")
-    parser.add_argument("--context-parallel", type=int, default=1, metavar="C",
-                        help="check the config for a sequence split over C processes and show "
-                             "each one's share")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
-
-
-def main(args: argparse.Namespace) -> int:
-    cfg = LighthouseConfig(num_levels=args.num_levels, pooling_factor=args.pooling_factor,
-                           topk=args.topk, scorer=args.scorer, dilation=args.dilation,
-                           gqa=args.gqa, selection=args.selection)
-    for name in ("seq_len", "batch_size", "heads", "head_dim"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
-    if args.kv_heads is not None and (args.kv_heads < 1 or args.heads % args.kv_heads):
-        raise ValueError(f"--kv-heads must divide --heads={args.heads}")
-    result: dict = {}
-    try:
-        result["plan"] = plan(cfg, args.seq_len, args.batch_size, args.heads, args.kv_heads,
-                              args.head_dim, args.dtype)
-    except ValueError:
-        if not args.suggest:
-            raise
-    if args.target_ratio is not None and not (math.isfinite(args.target_ratio)
-                                              and 0 < args.target_ratio < 1):
-        raise ValueError(f"--target-ratio must be a number between 0 and 1, the attention "
-                         f"FLOPs of Lighthouse over dense (got {args.target_ratio}); e.g. 0.036 "
-                         "(28x fewer)")
-    if args.target_ratio is not None and not args.suggest:
-        raise ValueError("--target-ratio is the target of --suggest: add --suggest")
-    if args.suggest:
-        target = args.target_ratio or (result["plan"]["attention_flops_ratio"]
-                                       if "plan" in result else 1 / 28)
-        result["suggestions"] = suggest(args.seq_len, target, cfg)
-        result["target_ratio"] = target
-        if not result["suggestions"]:
-            raise ValueError(f"no valid (L, p, K) at N={args.seq_len:,}: Lighthouse needs at "
-                             f"least 128 coarsest entries per tile, so N >= 256 (L=2, p=2, "
-                             "K=128); use dense attention for shorter sequences")
-    if "plan" in result:
-        result["warnings"] = plan_warnings(result["plan"])
-        if args.context_parallel != 1:
-            result["plan"]["context_parallel"] = context_parallel_plan(cfg, args.seq_len,
-                                                                       args.context_parallel)
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return 0
-    if "plan" in result:
-        print(format_plan(result["plan"]))
-        if "context_parallel" in result["plan"]:
-            c = result["plan"]["context_parallel"]
-            print(f"  context parallel C={c['degree']}  {c['chunks']} chunks of "
-                  f"{c['chunk_len']:,} tokens, K={c['chunk_topk']:,} each; per process "
-                  f"{2 * c['chunk_len']:,} tokens, gathered {c['gathered_per_process']:,}")
-        for w in result["warnings"]:
-            print(f"warning: {w}", file=sys.stderr)
-    else:
-        print(f"(L={cfg.num_levels}, p={cfg.pooling_factor}, K={cfg.topk}) is not valid at "
-              f"N={args.seq_len:,}; valid alternatives follow")
-    if args.suggest:
-        print(format_suggestions(result["suggestions"], result["target_ratio"]))
-    return 0

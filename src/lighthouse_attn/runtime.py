@@ -1,7 +1,7 @@
 """Where and how commands run: the device, CPU threads, and the bf16 rule with its autocast.
 
 Used by training, evaluation, benchmarks, ``compare`` and ``generate`` alike, so that
-``--device``, ``--threads`` and ``--precision`` mean the same everywhere.
+``device``, ``threads`` and ``precision`` mean the same everywhere.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import os
 
 import torch
 
+from .settings import SettingError
+
 PRECISIONS = ("auto", "bf16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -19,7 +21,8 @@ def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
     """``"auto"``: CUDA when available, else CPU. ``ValueError`` for CUDA without a GPU."""
     if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise ValueError("--device cuda but no CUDA device is available; use --device cpu")
+            raise SettingError("device cuda, but no CUDA device is available; use device cpu",
+                               "device")
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
 

@@ -65,7 +65,9 @@ def test_cli_needs_a_gpu(capsys):
 
 def test_arguments_parse():
     parser = argparse.ArgumentParser()
-    bench.add_arguments(parser)
+    from lighthouse_attn.cli.bench import _attention_arguments
+
+    _attention_arguments(parser)
     args = parser.parse_args(["--dense-backends", "cudnn,flash", "--seq-lens", "65536"])
     assert args.dense_backends == ["cudnn", "flash"] and args.topk == 2048
 

@@ -144,7 +144,7 @@ def test_loader_shards_the_global_batch_over_ranks_and_micro_steps():
     # micro-step j of rank r holds global rows (2j + r) * 2 ... + 2
     order = [parts[r][j][0] for j in range(2) for r in range(2)]
     assert torch.equal(torch.cat(order), single[0][0])
-    with pytest.raises(ValueError, match="multiple of --grad-accum \\(3\\) x processes \\(2\\)"):
+    with pytest.raises(ValueError, match="multiple of grad_accum \\(3\\) x processes \\(2\\)"):
         BatchLoader(data, 8, grad_accum=3, world_size=2)
 
 

@@ -183,7 +183,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, inputs):
     (tmp_path / "empty.txt").write_text("")
     with pytest.raises(ValueError, match="no text"):
         prep.prepare([str(tmp_path / "empty.txt")], tmp_path / "t", **quiet)
-    with pytest.raises(ValueError, match="holdout-fraction"):
+    with pytest.raises(ValueError, match="holdout_fraction must be in"):
         prep.prepare([str(inputs)], tmp_path / "u", holdout_fraction=1.5, **quiet)
     with pytest.raises(ValueError, match="other inputs or settings"):
         prep.prepare([str(inputs / "c.txt")], tmp_path / "q", **quiet)

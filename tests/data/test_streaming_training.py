@@ -117,8 +117,8 @@ def test_data_parallel_ranks_read_disjoint_samples(corpus):
 def test_the_vocabulary_follows_the_tokenizer_and_paper_530m_is_the_papers_size(corpus):
     import argparse
 
-    from lighthouse_attn.models import build_model_config
-    from lighthouse_attn.train.cli import add_arguments
+    from lighthouse_attn.cli.model import build_model_config
+    from lighthouse_attn.cli.train import add_arguments
 
     _, tok = corpus
     parser = argparse.ArgumentParser()

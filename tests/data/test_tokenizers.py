@@ -18,7 +18,7 @@ pytest.importorskip("tokenizers")
 
 def test_bytes_is_the_default_and_has_no_separator_option():
     assert load_tokenizer("bytes") is TOKENIZER
-    with pytest.raises(ValueError, match="drop --sep-token"):
+    with pytest.raises(ValueError, match="leave sep_token unset"):
         load_tokenizer("bytes", sep_token="<x>")
 
 
@@ -49,7 +49,7 @@ def test_separator_from_config_or_named(tmp_path):
     with pytest.raises(ValueError, match="not in tokenizer"):
         load_tokenizer(str(path), sep_token="<nope>")
     other = train_bpe(tmp_path / "b" / "tokenizer.json", eos="<mine>")
-    with pytest.raises(ValueError, match="--sep-token"):
+    with pytest.raises(ValueError, match="separator with sep_token"):
         load_tokenizer(str(other))
 
 

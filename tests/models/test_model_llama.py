@@ -1,20 +1,13 @@
 """Llama model: shapes, attention modes, keys, RoPE, dense layers, checkpointing, compile,
 presets."""
 
-import argparse
 import math
 
 import pytest
 import torch
 
 from lighthouse_attn import LighthouseConfig
-from lighthouse_attn.models import (
-    PRESETS,
-    Llama,
-    LlamaConfig,
-    add_model_arguments,
-    build_model_config,
-)
+from lighthouse_attn.models import PRESETS, Llama, LlamaConfig, preset_model_config
 from lighthouse_attn.models import llama as llama_module
 from lighthouse_attn.models.llama import apply_rope, rope_tables
 
@@ -207,21 +200,17 @@ def test_presets_match_the_issue_and_count_parameters():
         assert sum(p.numel() for p in model.parameters()) == cfg.num_parameters()
 
 
-def test_build_model_config_applies_overrides():
-    parser = argparse.ArgumentParser()
-    add_model_arguments(parser)
-    args = parser.parse_args(["--preset", "small", "--n-layers", "6", "--topk", "256",
-                              "--scorer", "dilated", "--dense-layers", "none",
-                              "--tie-embeddings"])
-    cfg = build_model_config(args)
+def test_preset_model_config_applies_changes():
+    lighthouse = LighthouseConfig(topk=256, scorer="dilated")
+    cfg = preset_model_config("small", lighthouse=lighthouse, dense_layers=(), n_layers=6,
+                              tie_embeddings=True)
     assert cfg.n_layers == 6 and cfg.d_model == 768 and cfg.tie_embeddings
-    assert cfg.dense_layers == () and cfg.lighthouse.topk == 256
-    assert cfg.lighthouse.scorer == "dilated" and cfg.lighthouse.num_levels == 3
-    bad = parser.parse_args(["--dense-layers", "0,x"])
-    with pytest.raises(ValueError, match="comma-separated"):
-        build_model_config(bad)
-    with pytest.raises(ValueError, match="multiple of 128"):
-        build_model_config(parser.parse_args(["--topk", "100"]))
+    assert cfg.dense_layers == () and cfg.lighthouse is lighthouse
+    assert preset_model_config("small").dense_layers == PRESETS["small"].dense_layers
+    with pytest.raises(ValueError, match="unknown architecture settings"):
+        preset_model_config("small", n_layer=6)
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset_model_config("tiny")
 
 
 @pytest.mark.parametrize("checkpointing", [False, True])

@@ -69,7 +69,8 @@ def test_data_shorter_than_one_sequence(capsys, tmp_path):
     short.write_text("x" * 300)
     assert main(["train", *TINY_ARGS, "--data", str(short), "--run-dir",
                  str(tmp_path / "r")]) == 2
-    assert "shorter than one sequence of seq_len + 1 = 513" in capsys.readouterr().err
+    assert ("shorter than one sequence of --seq-len + 1 = 513; add data or use --seq-len <= 300"
+            in capsys.readouterr().err)
 
 
 def test_existing_run_dir_and_resume_flags(capsys, corpus, tmp_path):
@@ -102,13 +103,13 @@ def test_non_finite_gradient_norm_is_named_as_such(capsys, corpus, tmp_path, mon
                         lambda params, clip: torch.tensor(float("nan")))
     assert main(["train", *TINY_ARGS, "--data", corpus, "--run-dir", str(tmp_path / "g")]) == 1
     err = capsys.readouterr().err
-    assert "non-finite gradient norm nan (loss " in err and "Lower --lr" in err
+    assert "non-finite gradient norm nan (loss " in err and "Lower lr or raise warmup_steps" in err
 
 
 def test_sigterm_writes_a_checkpoint_then_exits(corpus, tmp_path):
     run_dir = tmp_path / "term"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lighthouse_attn.train", *TINY_ARGS, "--data", corpus,
+        [sys.executable, "-m", "lighthouse_attn", "train", *TINY_ARGS, "--data", corpus,
          "--run-dir", str(run_dir), "--lighthouse-steps", "400", "--dense-steps", "0",
          "--ckpt-every", "1000"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -21,7 +21,7 @@ ARGS = ["--preset", "demo", "--num-levels", "2", "--pooling-factor", "2", "--top
 def torchrun(n: int, args: list[str]) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc-per-node", str(n), "-m", "lighthouse_attn.train", *args],
+                           "--nproc-per-node", str(n), "-m", "lighthouse_attn", "train", *args],
                           capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc

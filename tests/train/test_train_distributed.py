@@ -28,7 +28,7 @@ def test_two_processes_match_one(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "lighthouse_attn.train", *common, "--run-dir", str(tmp_path / "two"),
+         "-m", "lighthouse_attn", "train", *common, "--run-dir", str(tmp_path / "two"),
          "--grad-accum", "2", "--activation-checkpointing"],
         capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -53,7 +53,7 @@ def test_two_processes_match_one(tmp_path):
     shutil.rmtree(tmp_path / "two" / "final")
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "lighthouse_attn.train", "--resume", str(tmp_path / "two"), "--no-progress"],
+         "-m", "lighthouse_attn", "train", "--resume", str(tmp_path / "two"), "--no-progress"],
         capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "at step 3/5 from step_0000003" in proc.stdout

@@ -175,7 +175,7 @@ def test_vocab_too_small_for_the_byte_tokenizer(capsys, tmp_path, corpus):
     assert main(["train", "--hf-config", small, *RUN_ARGS, "--data", corpus, "--run-dir",
                  str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "vocab_size 200 is smaller than the tokenizer's 257" \
+    assert err.count("\n") == 1 and "--vocab-size 200 is smaller than the tokenizer's 257" \
         in err
     assert not (tmp_path / "r").exists()
 
@@ -190,7 +190,7 @@ def test_preset_or_shape_options_conflict_with_hf_config(extra, flags, capsys, h
 
 
 @pytest.mark.parametrize("extra,match", [
-    (["--dense-layers", "0,3"], "--dense-layers: dense_layers entry 3 is out of range"),
+    (["--dense-layers", "0,3"], "error: --dense-layers entry 3 is out of range"),
     (["--hf-config", "MISSING.json"], "no config.json at 'MISSING.json'"),
 ])
 def test_bad_hf_settings_are_one_line_errors(extra, match, capsys, hf_config):
@@ -205,7 +205,7 @@ def test_two_processes_shard_the_decoder_layers_and_match_one(hf_config, corpus,
               "--dense-steps", "1"]
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "lighthouse_attn.train", *common, "--run-dir", str(tmp_path / "two"),
+         "-m", "lighthouse_attn", "train", *common, "--run-dir", str(tmp_path / "two"),
          "--activation-checkpointing"],
         capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -258,4 +258,5 @@ def _gpt2(directory):
 def test_context_parallel_is_refused_for_hf_models(corpus, hf_config, tmp_path, capsys):
     assert main(["train", "--hf-config", hf_config, *RUN_ARGS, "--data", corpus,
                  "--context-parallel", "2", "--run-dir", str(tmp_path / "r"), "--dry-run"]) == 2
-    assert "an --hf-config model trains without it" in capsys.readouterr().err
+    assert ("a Hugging Face model trains without it (set --context-parallel 1)"
+            in capsys.readouterr().err)

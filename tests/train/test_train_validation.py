@@ -77,10 +77,10 @@ def test_wsd_decays_inside_the_dense_stage(tmp_path, corpus):
 
 
 @pytest.mark.parametrize("changes,match", [
-    (dict(schedule="cosine", decay_steps=2), "--decay-steps applies to --schedule wsd only"),
-    (dict(schedule="wsd", decay_steps=9), "--decay-steps must be in 1..4"),
-    (dict(eval_every=2), "need --eval-data"),
-    (dict(eval_sequences=0, eval_data=["x"]), "--eval-sequences must be >= 1"),
+    (dict(schedule="cosine", decay_steps=2), "^decay_steps applies to the wsd schedule only"),
+    (dict(schedule="wsd", decay_steps=9), "^decay_steps must be in 1..4"),
+    (dict(eval_every=2), "need eval_data"),
+    (dict(eval_sequences=0, eval_data=["x"]), "^eval_sequences must be >= 1"),
 ])
 def test_bad_settings_are_one_line_errors(tmp_path, corpus, changes, match):
     with pytest.raises(ValueError, match=match):
@@ -91,7 +91,7 @@ def test_too_little_held_out_text(tmp_path, corpus):
     small = tmp_path / "small.txt"
     small.write_text("x" * 1500)
     run = tiny_run(tmp_path, "s", corpus, eval_data=[str(small)], eval_sequences=4)
-    with pytest.raises(ValueError, match="holds 2 sequence.*lower --eval-sequences to 2"):
+    with pytest.raises(ValueError, match="holds 2 sequence.*lower eval_sequences to 2"):
         train(run, TINY_MODEL, progress=False)
 
 

@@ -3,16 +3,16 @@
 For every case ``N:K[:L[:p]]`` it times, forward and forward+backward (medians over repeats):
 dense causal SDPA with each requested backend, the inner attention alone on the gathered length
 ``S``, and the whole Lighthouse layer, with a per-stage breakdown and peak memory. Prints a table,
-writes JSON and a log-log PNG of latency against context length. ``--merge a.json,b.json``
-joins earlier results of one device (runs split to fit a time limit) without timing anything.
+writes JSON and a log-log PNG of latency against context length. :func:`merge_results` joins
+earlier results of one device (runs split to fit a time limit) without timing anything.
 """
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,12 +20,11 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..config import LighthouseConfig
-from ..jsonfile import write_json
 from ..ops import lighthouse_attention
 from ..ops.inner import fast_causal_attention
+from ..settings import SettingError, setting
 from .common import (
     environment,
-    output_path,
     peak_memory_mib,
     steady_ms,
     time_ms,
@@ -36,6 +35,7 @@ ISSUE_CASES = "32768:512,32768:2048,131072:2048,524288:2048,524288:8192,1048576:
 SDPA_BACKENDS = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
                  "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+_GROUP = "benchmark"
 
 
 def parse_cases(text: str, num_levels: int, pooling_factor: int
@@ -57,9 +57,9 @@ def parse_cases(text: str, num_levels: int, pooling_factor: int
 
 
 def _cudnn_op(q, k, v):
-    from ..ops.triton.attention import _cudnn_forward
+    from ..ops.triton.attention import cudnn_forward
 
-    return _cudnn_forward(q, k, v, None)[0]
+    return cudnn_forward(q, k, v, None)[0]
 
 
 def _fwd_bwd(fn, inputs, grad):
@@ -104,7 +104,13 @@ def _stage_breakdown(q, k, v, cfg, warmup, repeats) -> dict:
     """Each stage of the fast path timed alone on the same inputs (forward and backward), as
     the eager layer runs them: where the norm kernel can (``scores.means_apply``), it also
     pools q and k's coarsest level, and the gather copies it."""
-    from ..ops.triton.gather_scatter import build_position_map, pool, spread
+    from ..ops.triton.gather_scatter import (
+        build_position_map,
+        gather_plan,
+        pool_windows,
+        scatter_plan,
+        spread_windows,
+    )
     from ..ops.triton.scores import means_apply, row_norms_and_means, row_norms_pair
     from ..ops.triton.select import select_with_map
 
@@ -118,27 +124,51 @@ def _stage_breakdown(q, k, v, cfg, warmup, repeats) -> dict:
     sq0, sk0, *coarsest = scores()
     sel, pm = select_with_map(sq0, sk0, cfg)
     S = sel.level.shape[2]
-    gathered = pool([q, k, v], pm, S, [H] * 3, [1] * 3, [1] * 3, False, True, p, L, coarsest)
+    gather = gather_plan(S, [H] * 3, [1] * 3, p, L)
+    scatter = scatter_plan(N, [H], p, L)
+    gathered = pool_windows([q, k, v], pm, gather, coarsest=coarsest)
     og = fast_causal_attention(*gathered)
     dout = torch.randn_like(q)
     stages = {
         "scores": scores,
         "select": lambda: select_with_map(sq0, sk0, cfg),
         "position_map (user selections only)": lambda: build_position_map(*sel, N, p, L),
-        "gather_fwd": lambda: pool([q, k, v], pm, S, [H] * 3, [1] * 3, [1] * 3, False, True,
-                                   p, L, coarsest),
-        "scatter_fwd": lambda: spread([og], pm, N, [H], [1], [1], True, False, p, L),
-        "scatter_bwd": lambda: pool([dout], pm, S, [H], [1], [1], True, False, p, L),
-        "gather_bwd": lambda: spread(gathered, pm, N, [H] * 3, [1] * 3, [1] * 3, False, True,
-                                     p, L),
+        "gather_fwd": lambda: pool_windows([q, k, v], pm, gather, coarsest=coarsest),
+        "scatter_fwd": lambda: spread_windows([og], pm, scatter),
+        "scatter_bwd": lambda: pool_windows([dout], pm, scatter.adjoint([og])),
+        "gather_bwd": lambda: spread_windows(gathered, pm, gather.adjoint([q, k, v])),
     }
     return {name: time_ms(fn, warmup, repeats)["median_ms"] for name, fn in stages.items()}
 
 
-def run_case(N: int, cfg: LighthouseConfig, args: argparse.Namespace, dense_cache: dict
+@dataclass(frozen=True)
+class AttentionBenchSettings:
+    """Settings of ``bench attention`` besides its cases."""
+
+    batch_size: int = setting(1, help="batch size B", group=_GROUP)
+    heads: int = setting(8, help="heads H", group=_GROUP)
+    head_dim: int = setting(128, help="head dim D", group=_GROUP)
+    dtype: str = setting("bf16", help="input dtype", group=_GROUP, choices=tuple(sorted(DTYPES)))
+    dense_backends: list[str] = setting(factory=lambda: ["cudnn", "flash"],
+                                        help="comma-separated SDPA backends timed for dense "
+                                        "(default: cudnn,flash)", group=_GROUP,
+                                        separator=",")
+    dense_max_len: int = setting(524_288, help="skip dense SDPA above this length",
+                                 group=_GROUP)
+    repeats: int = setting(10, help="timed repeats (medians are reported)", group=_GROUP)
+    cuda_graphs: bool = setting(False, help="also time Lighthouse and the inner kernel "
+                                "replayed as CUDA graphs (no host dispatch, as under "
+                                "torch.compile reduce-overhead)", group=_GROUP)
+    deterministic: bool = setting(False, help="also time LighthouseConfig(deterministic=True)",
+                                  group=_GROUP)
+    causal: bool = setting(False, help="also time LighthouseConfig(selection='causal') on the "
+                           "same inputs", group=_GROUP)
+
+
+def run_case(N: int, cfg: LighthouseConfig, settings: AttentionBenchSettings, dense_cache: dict
              ) -> dict:
-    dtype = DTYPES[args.dtype]
-    B, H, D = args.batch_size, args.heads, args.head_dim
+    dtype = DTYPES[settings.dtype]
+    B, H, D = settings.batch_size, settings.heads, settings.head_dim
     dev = "cuda"
     gen = torch.Generator(device=dev).manual_seed(0)
     q, k, v = (torch.randn(B, H, N, D, device=dev, dtype=dtype, generator=gen)
@@ -148,8 +178,8 @@ def run_case(N: int, cfg: LighthouseConfig, args: argparse.Namespace, dense_cach
     row: dict = {"seq_len": N, "topk": cfg.topk, "num_levels": cfg.num_levels,
                  "pooling_factor": cfg.pooling_factor, "gathered_length": S,
                  "flops_ratio": cfg.attention_flops_ratio(N), "dense": {}}
-    for name in args.dense_backends:
-        if N > args.dense_max_len:
+    for name in settings.dense_backends:
+        if N > settings.dense_max_len:
             break
         if (N, name) in dense_cache:  # dense timings do not depend on K
             row["dense"][name] = dense_cache[N, name]
@@ -159,45 +189,45 @@ def run_case(N: int, cfg: LighthouseConfig, args: argparse.Namespace, dense_cach
             with sdpa_kernel(_b):
                 return F.scaled_dot_product_attention(a, b, c, is_causal=True)
         try:
-            row["dense"][name] = _measure(dense, (q, k, v), grad, 1, args.repeats)
+            row["dense"][name] = _measure(dense, (q, k, v), grad, 1, settings.repeats)
         except RuntimeError as err:  # backend unavailable for these shapes
             row["dense"][name] = {"error": str(err).splitlines()[0][:200]}
         dense_cache[N, name] = row["dense"][name]
     qs, ks, vs = (torch.randn(B, H, S, D, device=dev, dtype=dtype, generator=gen)
                   .requires_grad_() for _ in range(3))
     row["inner"] = _measure(fast_causal_attention, (qs, ks, vs), torch.randn_like(qs), 2,
-                            args.repeats)
+                            settings.repeats)
     if dtype in (torch.float16, torch.bfloat16):  # cuDNN's op called directly, as the layer does
         row["inner_cudnn_op"] = _measure(_cudnn_op, (qs, ks, vs), torch.randn_like(qs), 2,
-                                         args.repeats)
+                                         settings.repeats)
     row["lighthouse"] = _measure(lambda a, b, c: lighthouse_attention(a, b, c, cfg), (q, k, v),
-                                 grad, 2, args.repeats)
-    if args.cuda_graphs:
+                                 grad, 2, settings.repeats)
+    if settings.cuda_graphs:
         row["cuda_graphs"] = {
             "inner_fwd_bwd_ms": _graphed_fwd_bwd_ms(fast_causal_attention, (qs, ks, vs),
-                                                    torch.randn_like(qs), args.repeats),
+                                                    torch.randn_like(qs), settings.repeats),
             "lighthouse_fwd_bwd_ms": _graphed_fwd_bwd_ms(
                 lambda a, b, c: lighthouse_attention(a, b, c, cfg), (q, k, v), grad,
-                args.repeats)}
+                settings.repeats)}
         row["cuda_graphs"]["overhead_vs_inner"] = (row["cuda_graphs"]["lighthouse_fwd_bwd_ms"]
                                                    / row["cuda_graphs"]["inner_fwd_bwd_ms"])
     del qs, ks, vs
     row["lighthouse"]["stages_ms"] = _stage_breakdown(q.detach(), k.detach(), v.detach(), cfg,
-                                                      1, args.repeats)
-    if args.causal:
+                                                      1, settings.repeats)
+    if settings.causal:
         ccfg = LighthouseConfig(**{**cfg.to_dict(), "selection": "causal"})
         row["lighthouse_causal"] = _measure(
             lambda a, b, c: lighthouse_attention(a, b, c, ccfg), (q, k, v), grad, 2,
-            args.repeats)
+            settings.repeats)
         row["causal_vs_paper"] = (row["lighthouse_causal"]["fwd_bwd_ms"]
                                   / row["lighthouse"]["fwd_bwd_ms"])
         row["causal_vs_paper_steady"] = (row["lighthouse_causal"]["fwd_bwd_steady_ms"]
                                          / row["lighthouse"]["fwd_bwd_steady_ms"])
-    if args.deterministic:
+    if settings.deterministic:
         dcfg = LighthouseConfig(**{**cfg.to_dict(), "deterministic": True})
         row["lighthouse_deterministic"] = _measure(
             lambda a, b, c: lighthouse_attention(a, b, c, dcfg), (q, k, v), grad, 2,
-            args.repeats)
+            settings.repeats)
     inners = [row[k] for k in ("inner", "inner_cudnn_op") if k in row]
     inner = min(m["fwd_bwd_ms"] for m in inners)
     row["inner_fwd_bwd_ms"] = inner  # the faster way to call the inner kernel: the baseline
@@ -206,7 +236,7 @@ def run_case(N: int, cfg: LighthouseConfig, args: argparse.Namespace, dense_cach
     row["overhead_vs_inner_steady"] = (row["lighthouse"]["fwd_bwd_steady_ms"]
                                        / row["inner_fwd_bwd_steady_ms"])
     row["target_vs_inner"] = 1.5 if N < 131072 else 1.2
-    if args.deterministic:
+    if settings.deterministic:
         row["deterministic_vs_default"] = (row["lighthouse_deterministic"]["fwd_bwd_ms"]
                                            / row["lighthouse"]["fwd_bwd_ms"])
     best = [d["fwd_bwd_ms"] for d in row["dense"].values() if "fwd_bwd_ms" in d]
@@ -290,37 +320,6 @@ def plot(rows: list[dict], path: Path, env: dict) -> None:
     plt.close(fig)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cases", default=ISSUE_CASES,
-                        help="comma-separated N:K[:L[:p]] (default: the issue's cases)")
-    parser.add_argument("--seq-lens", default=None,
-                        help="comma-separated N, each with --topk (overrides --cases)")
-    parser.add_argument("--topk", type=int, default=2048)
-    parser.add_argument("--num-levels", type=int, default=3)
-    parser.add_argument("--pooling-factor", type=int, default=4)
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--heads", type=int, default=8)
-    parser.add_argument("--head-dim", type=int, default=128)
-    parser.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))
-    parser.add_argument("--dense-backends", default="cudnn,flash",
-                        type=lambda s: [x for x in s.split(",") if x])
-    parser.add_argument("--dense-max-len", type=int, default=524_288,
-                        help="skip dense SDPA above this length")
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--cuda-graphs", action="store_true",
-                        help="also time Lighthouse and the inner kernel replayed as CUDA graphs "
-                             "(no host dispatch, as under torch.compile reduce-overhead)")
-    parser.add_argument("--deterministic", action="store_true",
-                        help="also time LighthouseConfig(deterministic=True)")
-    parser.add_argument("--causal", action="store_true",
-                        help="also time LighthouseConfig(selection='causal') on the same inputs")
-    parser.add_argument("--merge", default=None, metavar="A.json,B.json",
-                        help="time nothing: merge earlier results of one device into one JSON, "
-                             "table and plot (e.g. runs split to fit a time limit)")
-    parser.add_argument("--out", default="bench-results/attention",
-                        help="directory (or .json file) for the results")
-
-
 def merge_results(paths: list[str]) -> dict:
     """One result from several ``bench attention`` JSON files of one device (cases in order of
     N, then K); raises ``ValueError`` for a missing file, another benchmark or mixed devices."""
@@ -346,7 +345,9 @@ def merge_results(paths: list[str]) -> dict:
             "cases": cases}
 
 
-def _report(result: dict, path: Path) -> None:
+def report(result: dict, path: Path) -> None:
+    """Print the table and the geometric mean of Lighthouse/inner; draw the plot beside
+    ``path`` (the JSON written)."""
     plot(result["cases"], path.with_suffix(".png"), result["environment"])
     rows = result["cases"]
     print(format_table(rows))
@@ -355,34 +356,26 @@ def _report(result: dict, path: Path) -> None:
     print(f"wrote {path} and {path.with_suffix('.png')}")
 
 
-def main(args: argparse.Namespace) -> int:
-    if args.merge:
-        result = merge_results([p for p in args.merge.split(",") if p])
-        _report(result, write_json(output_path(args.out, "attention.json"), result))
-        return 0
+def benchmark_attention(cases: list[tuple[int, LighthouseConfig]],
+                        settings: AttentionBenchSettings) -> dict:
+    """Time every case (from :func:`parse_cases`) on the GPU; returns the JSON-ready result."""
     if not torch.cuda.is_available():
         raise ValueError("bench attention needs a CUDA GPU (the numbers are GPU timings)")
-    for name in args.dense_backends:
+    for name in settings.dense_backends:
         if name not in SDPA_BACKENDS:
-            raise ValueError(f"unknown dense backend {name!r}; choose from "
-                             f"{', '.join(SDPA_BACKENDS)}")
-    if args.seq_lens:
-        cases = ",".join(f"{n}:{args.topk}" for n in args.seq_lens.split(","))
-    else:
-        cases = args.cases
-    parsed = parse_cases(cases, args.num_levels, args.pooling_factor)
+            raise SettingError(f"unknown dense backend {name!r} in dense_backends; choose from "
+                               f"{', '.join(SDPA_BACKENDS)}", "dense_backends")
     env = environment()
     warm_up_gpu()
     rows, dense_cache = [], {}
-    for i, (N, cfg) in enumerate(parsed, 1):
-        print(f"[{i}/{len(parsed)}] N={N:,} L={cfg.num_levels} p={cfg.pooling_factor} "
+    for i, (N, cfg) in enumerate(cases, 1):
+        print(f"[{i}/{len(cases)}] N={N:,} L={cfg.num_levels} p={cfg.pooling_factor} "
               f"K={cfg.topk} ...", flush=True)
-        rows.append(run_case(N, cfg, args, dense_cache))
-    result = {"benchmark": "attention", "environment": env,
-              "settings": {"batch_size": args.batch_size, "heads": args.heads,
-                           "head_dim": args.head_dim, "dtype": args.dtype, "scorer": "norm",
-                           "repeats": args.repeats, "cuda_graphs": args.cuda_graphs,
-                           "inner": "faster of fast_causal_attention (SDPA) and cuDNN's op"},
-              "cases": rows}
-    _report(result, write_json(output_path(args.out, "attention.json"), result))
-    return 0
+        rows.append(run_case(N, cfg, settings, dense_cache))
+    return {"benchmark": "attention", "environment": env,
+            "settings": {"batch_size": settings.batch_size, "heads": settings.heads,
+                         "head_dim": settings.head_dim, "dtype": settings.dtype,
+                         "scorer": "norm", "repeats": settings.repeats,
+                         "cuda_graphs": settings.cuda_graphs,
+                         "inner": "faster of fast_causal_attention (SDPA) and cuDNN's op"},
+            "cases": rows}

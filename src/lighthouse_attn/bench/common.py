@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from ..environment import device_name, versions
+from ..settings import SettingError
 
 
 def environment() -> dict:
@@ -121,7 +122,7 @@ def default_seq_len(seq_len: int | None, device_type: str, command: str) -> int:
     if seq_len is not None:
         return seq_len
     if device_type == "cpu":
-        raise ValueError(f"{command} times GPU training steps at {GPU_SEQ_LEN:,} tokens by "
-                         "default, hours per step on a CPU: pass --seq-len (e.g. --seq-len "
-                         "4096) to time a CPU-sized step")
+        raise SettingError(f"{command} times GPU training steps at {GPU_SEQ_LEN:,} tokens "
+                           "by default, hours per step on a CPU: set seq_len (e.g. seq_len "
+                           "4096) to time a CPU-sized step", "seq_len")
     return GPU_SEQ_LEN

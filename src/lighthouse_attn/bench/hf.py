@@ -4,24 +4,24 @@
 Both variants are built the same way (``from_config``, random init, no download) with the
 shapes of the paper-268m preset, activation checkpointing on, and timed over steady-state
 steps (forward, backward, AdamW) on one fixed random batch. Prints a table and writes a JSON
-record (device, versions, config, per-step times) to ``--out``. The defaults (N = 98,304;
+record (device, versions, config, per-step times). The defaults (N = 98,304;
 per variant 2 warm-up steps, then 5 timed steps or 150 s of them, whichever ends first) fit in
 about 6 minutes on one H100.
 """
 
 from __future__ import annotations
 
-import argparse
 import gc
 import statistics
 import sys
 import time
+from dataclasses import dataclass, replace
 
 import torch
 
-from ..config import LighthouseConfig
+from ..config import GQA_MODES, SCORERS, SELECTIONS, LighthouseConfig
 from ..environment import device_name, versions
-from ..jsonfile import write_json
+from ..settings import SettingError, setting
 from .common import sync
 
 PAPER_530M = dict(hidden_size=1024, num_layers=30, heads=8, kv_heads=8, intermediate_size=1536,
@@ -29,57 +29,50 @@ PAPER_530M = dict(hidden_size=1024, num_layers=30, heads=8, kv_heads=8, intermed
 """The paper-268m preset's shapes (vocab: 256 bytes + 1 separator; untied embeddings)."""
 VARIANTS = ("lighthouse", "sdpa")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+_MODEL = "model (defaults: the paper-268m preset)"
+_LH = "Lighthouse (stage 1)"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    m = parser.add_argument_group("model (defaults: the paper-268m preset)")
-    m.add_argument("--hidden-size", type=int, default=PAPER_530M["hidden_size"])
-    m.add_argument("--num-layers", type=int, default=PAPER_530M["num_layers"])
-    m.add_argument("--heads", type=int, default=PAPER_530M["heads"])
-    m.add_argument("--kv-heads", type=int, default=PAPER_530M["kv_heads"])
-    m.add_argument("--intermediate-size", type=int, default=PAPER_530M["intermediate_size"])
-    m.add_argument("--vocab-size", type=int, default=PAPER_530M["vocab_size"])
-    m.add_argument("--rope-theta", type=float, default=PAPER_530M["rope_theta"])
-    lh = parser.add_argument_group("Lighthouse (stage 1)")
-    lh.add_argument("--num-levels", type=int, default=3)
-    lh.add_argument("--pooling-factor", type=int, default=4)
-    lh.add_argument("--topk", type=int, default=1536)
-    lh.add_argument("--scorer", default="norm", choices=("norm", "dilated"))
-    lh.add_argument("--gqa", default="expand", choices=("expand", "shared"))
-    lh.add_argument("--selection", default="paper", choices=("paper", "causal"))
-    lh.add_argument("--dense-layers", default="0,1,-2,-1",
-                    help="comma-separated layers kept on SDPA in stage 1 ('' for none)")
-    r = parser.add_argument_group("run")
-    r.add_argument("--seq-len", type=int,
-                   help="tokens per sequence (default on a GPU: 98,304; on a CPU give one)")
-    r.add_argument("--batch-size", type=int, default=1)
-    r.add_argument("--warmup-steps", type=int, default=2)
-    r.add_argument("--steps", type=int, default=5, help="timed steps per variant")
-    r.add_argument("--dtype", default="bf16", choices=tuple(DTYPES))
-    r.add_argument("--device", default="auto", help="'auto' (cuda if available), 'cuda', 'cpu'")
-    r.add_argument("--time-budget", type=float, default=150.0,
-                   help="seconds of timed steps per variant; fewer steps are timed past it")
-    r.add_argument("--lr", type=float, default=1e-4)
-    r.add_argument("--no-checkpointing", action="store_true",
-                   help="keep activations instead of recomputing them")
-    r.add_argument("--variants", default=",".join(VARIANTS),
-                   help="comma-separated subset of 'lighthouse,sdpa' (both give the ratio)")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--out", default="bench-results/bench-hf.json",
-                   help="JSON record (written atomically)")
+@dataclass(frozen=True)
+class HFBenchSettings:
+    """Settings of ``bench hf`` (defaults: the paper-268m preset's shapes)."""
 
-
-def main(args: argparse.Namespace) -> int:
-    config = _bench_config(args)
-    result = run(config)
-    print(format_table(result))
-    write_json(args.out, result)
-    print(f"wrote {args.out}")
-    return 0
+    hidden_size: int = setting(PAPER_530M["hidden_size"], help="hidden size", group=_MODEL)
+    num_layers: int = setting(PAPER_530M["num_layers"], help="decoder layers", group=_MODEL)
+    heads: int = setting(PAPER_530M["heads"], help="query heads", group=_MODEL)
+    kv_heads: int = setting(PAPER_530M["kv_heads"], help="key/value heads", group=_MODEL)
+    intermediate_size: int = setting(PAPER_530M["intermediate_size"], help="MLP hidden size",
+                                     group=_MODEL)
+    vocab_size: int = setting(PAPER_530M["vocab_size"], help="vocabulary", group=_MODEL)
+    rope_theta: float = setting(PAPER_530M["rope_theta"], help="rotary base", group=_MODEL)
+    num_levels: int = setting(3, help="pyramid levels L", group=_LH)
+    pooling_factor: int = setting(4, help="pooling factor p", group=_LH)
+    topk: int = setting(1536, help="selection budget K", group=_LH)
+    scorer: str = setting("norm", help="selection scorer", group=_LH, choices=SCORERS)
+    gqa: str = setting("expand", help="GQA mode", group=_LH, choices=GQA_MODES)
+    selection: str = setting("paper", help="selection rule", group=_LH, choices=SELECTIONS)
+    dense_layers: str = setting("0,1,-2,-1", help="comma-separated layers kept on SDPA in "
+                                "stage 1 ('' for none)", group=_LH)
+    seq_len: int | None = setting(None, help="tokens per sequence (default on a GPU: 98,304; "
+                                  "on a CPU give one)", group="run")
+    batch_size: int = setting(1, help="sequences per step", group="run")
+    warmup_steps: int = setting(2, help="untimed steps per variant", group="run")
+    steps: int = setting(5, help="timed steps per variant", group="run")
+    dtype: str = setting("bf16", help="autocast dtype", group="run", choices=tuple(DTYPES))
+    device: str = setting("auto", help="auto (cuda if available), cuda or cpu", group="run",
+                          choices=("auto", "cuda", "cpu"))
+    time_budget: float = setting(150.0, help="seconds of timed steps per variant; fewer steps "
+                                 "are timed past it", group="run")
+    lr: float = setting(1e-4, help="AdamW learning rate", group="run")
+    checkpointing: bool = setting(True, help="keep activations instead of recomputing them",
+                                  group="run", flag="--no-checkpointing")
+    variants: str = setting(",".join(VARIANTS), help="comma-separated subset of "
+                            "'lighthouse,sdpa' (both give the ratio)", group="run")
+    seed: int = setting(0, help="seed of the weights and the batch", group="run")
 
 
 def run(config: dict) -> dict:
-    """Time every variant of ``config`` (from :func:`_bench_config`); returns the record."""
+    """Time every variant of ``config`` (from :func:`bench_config`); returns the record."""
     device = torch.device(config["device"])
     results = {}
     for variant in config["variants"]:
@@ -124,60 +117,66 @@ def format_table(record: dict) -> str:
     return "\n".join(lines)
 
 
-def _bench_config(args: argparse.Namespace) -> dict:
-    """Validated settings of the run as a JSON-ready dict; ``ValueError`` on bad input."""
+def bench_config(settings: HFBenchSettings) -> dict:
+    """Validated settings of the run as a JSON-ready dict (for :func:`run`);
+    :class:`SettingError` on bad input."""
     from .common import default_seq_len
 
-    device = args.device
+    device = settings.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but no CUDA device is available; "
-                         "use --device cpu")
-    args.seq_len = default_seq_len(args.seq_len, torch.device(device).type, "bench hf")
+        raise SettingError("device cuda asked for, but no CUDA device is available; "
+                           "use device cpu", "device")
+    seq_len = default_seq_len(settings.seq_len, torch.device(device).type, "bench hf")
+    settings = replace(settings, seq_len=seq_len)
     for name in ("hidden_size", "num_layers", "heads", "kv_heads", "intermediate_size",
                  "vocab_size", "seq_len", "batch_size", "steps"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(args, name)})")
-    if args.time_budget <= 0:
-        raise ValueError(f"--time-budget must be > 0 seconds (got {args.time_budget})")
-    if args.warmup_steps < 0:
-        raise ValueError(f"--warmup-steps must be >= 0 (got {args.warmup_steps})")
-    if args.hidden_size % args.heads or args.heads % args.kv_heads:
-        raise ValueError(f"--hidden-size ({args.hidden_size}) must be a multiple of --heads "
-                         f"({args.heads}), and --heads a multiple of --kv-heads ({args.kv_heads})")
-    variants = [v for v in args.variants.split(",") if v]
+        if getattr(settings, name) < 1:
+            raise SettingError(f"{name} must be >= 1 (got {getattr(settings, name)})", name)
+    if settings.time_budget <= 0:
+        raise SettingError(f"time_budget must be > 0 seconds (got {settings.time_budget})",
+                           "time_budget")
+    if settings.warmup_steps < 0:
+        raise SettingError(f"warmup_steps must be >= 0 (got {settings.warmup_steps})",
+                           "warmup_steps")
+    if settings.hidden_size % settings.heads or settings.heads % settings.kv_heads:
+        raise SettingError(f"hidden_size ({settings.hidden_size}) must be a multiple of heads "
+                           f"({settings.heads}), and heads a multiple of kv_heads "
+                           f"({settings.kv_heads})", "hidden_size", "heads", "kv_heads")
+    variants = [v for v in settings.variants.split(",") if v]
     if not variants or set(variants) - set(VARIANTS) or len(set(variants)) != len(variants):
-        raise ValueError(f"--variants must list some of {', '.join(VARIANTS)} once each; "
-                         f"got {args.variants!r}")
+        raise SettingError(f"variants must list some of {', '.join(VARIANTS)} once each; "
+                           f"got {settings.variants!r}", "variants")
     try:
-        dense_layers = [int(x) for x in args.dense_layers.split(",") if x.strip()]
+        dense_layers = [int(x) for x in settings.dense_layers.split(",") if x.strip()]
     except ValueError:
-        raise ValueError(f"--dense-layers must be comma-separated integers, e.g. 0,1,-2,-1; "
-                         f"got {args.dense_layers!r}") from None
-    n = args.num_layers
+        raise SettingError(f"dense_layers must be comma-separated integers, e.g. 0,1,-2,-1; "
+                           f"got {settings.dense_layers!r}", "dense_layers") from None
+    n = settings.num_layers
     bad = [i for i in dense_layers if not -n <= i < n]
     if bad:
-        raise ValueError(f"--dense-layers {bad} out of range for {n} layers (0..{n - 1} or "
-                         f"-{n}..-1)")
-    lighthouse = LighthouseConfig(num_levels=args.num_levels, pooling_factor=args.pooling_factor,
-                                  topk=args.topk, scorer=args.scorer, gqa=args.gqa,
-                                  selection=args.selection)
+        raise SettingError(f"dense_layers {bad} out of range for {n} layers (0..{n - 1} or "
+                           f"-{n}..-1)", "dense_layers")
+    lighthouse = LighthouseConfig(num_levels=settings.num_levels,
+                                  pooling_factor=settings.pooling_factor, topk=settings.topk,
+                                  scorer=settings.scorer, gqa=settings.gqa,
+                                  selection=settings.selection)
     lighthouse_layers = sorted(set(range(n)) - {i % n for i in dense_layers})
     if "lighthouse" in variants:
-        lighthouse.validate(args.seq_len)
+        lighthouse.validate(settings.seq_len)
         if not lighthouse_layers:
-            raise ValueError(f"--dense-layers {args.dense_layers!r} leave no Lighthouse layer in "
-                             f"a {n}-layer model; keep fewer layers dense")
-    model = {k: getattr(args, k) for k in PAPER_530M}
+            raise SettingError(f"dense_layers {settings.dense_layers!r} leave no Lighthouse layer "
+                               f"in a {n}-layer model; keep fewer layers dense", "dense_layers")
+    model = {k: getattr(settings, k) for k in PAPER_530M}
     return {"model": model, "lighthouse": lighthouse.to_dict(), "dense_layers": dense_layers,
             "lighthouse_layers": lighthouse_layers,
-            "seq_len": args.seq_len, "batch_size": args.batch_size,
-            "warmup_steps": args.warmup_steps, "steps": args.steps,
-            "time_budget_s": args.time_budget, "dtype": args.dtype,
-            "device": device, "lr": args.lr, "checkpointing": not args.no_checkpointing,
-            "variants": variants, "seed": args.seed,
-            "gathered_length": (lighthouse.gathered_length(args.seq_len)
+            "seq_len": settings.seq_len, "batch_size": settings.batch_size,
+            "warmup_steps": settings.warmup_steps, "steps": settings.steps,
+            "time_budget_s": settings.time_budget, "dtype": settings.dtype,
+            "device": device, "lr": settings.lr, "checkpointing": settings.checkpointing,
+            "variants": variants, "seed": settings.seed,
+            "gathered_length": (lighthouse.gathered_length(settings.seq_len)
                                 if "lighthouse" in variants else None)}
 
 

@@ -104,7 +104,7 @@ def check_equal_time(arms: list[Arm]) -> None:
         target = by_name.get(arm.equal_time) if arm.equal_time else None
         if arm.equal_time and (target is None or target.is_dense):
             lighthouse = ", ".join(a.name for a in arms if not a.is_dense) or \
-                "none: add one, e.g. --arms dense,lighthouse"
+                "none: add one, e.g. the lighthouse arm"
             raise ValueError(f"arm {arm.name!r}: equal_time={arm.equal_time} must name a "
                              f"Lighthouse arm of this comparison ({lighthouse})")
 

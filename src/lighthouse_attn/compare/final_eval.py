@@ -40,7 +40,7 @@ def evaluate_final(run_dir: Path, eval_data: list[str], seq_len: int, sequences:
         if not (run_dir / "final").is_dir():
             raise ValueError(f"{run_dir} keeps no weights (final/) and its cached evaluation "
                              f"used other settings ({saved.get('settings')}): use those, or "
-                             "train the arm again in another --out")
+                             "train the arm again in another output directory")
     model = load_model(run_dir / "final")[0].to(device)
     tokenizer = model_tokenizer(run_dir / "final")
     data = open_sequences(eval_data, seq_len, tokenizer, progress=False).sequences

@@ -81,7 +81,7 @@ def check_same_settings(job: Job) -> None:
                   saved[part].get(k, defaults.get(part, {}).get(k)) != mine[part].get(k))
     if diff:
         raise ValueError(f"{job.run_dir} holds a run with other settings ({', '.join(diff)}); "
-                         "use another --out, or the same options as before")
+                         "use another output directory, or the same settings as before")
 
 
 _LABELS = {"train": ("run_dir", "preset")}  # names, not settings
@@ -214,7 +214,7 @@ def _run_parallel(jobs: list[Job], parallel: int, echo) -> None:
             if gpus:
                 env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
             log = open(job.run_dir / "compare_stdout.log", "a")
-            cmd = [sys.executable, "-m", "lighthouse_attn.train", "--resume", str(job.run_dir),
+            cmd = [sys.executable, "-m", "lighthouse_attn", "train", "--resume", str(job.run_dir),
                    "--no-progress"]
             running.append((subprocess.Popen(cmd, env=env, stdout=log,
                                              stderr=subprocess.STDOUT), job, slot, log))

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..settings import SettingError
 from .packing import pack_documents
 from .records import BINARY_FORMATS, file_documents
 from .shards import is_prepared
@@ -70,8 +71,8 @@ def scan_paths(paths: list[str], exclude: Iterable[str] = ()) -> Scan:
         ValueError: no paths, a path that does not exist, a glob or directory with no files.
     """
     if not paths:
-        raise ValueError("no data paths given; pass --data FILE|DIR|GLOB (or omit --data for "
-                         "the embedded stdlib corpus)")
+        raise SettingError("no data paths given; pass data FILE|DIR|GLOB (or leave data "
+                           "unset for the embedded stdlib corpus)", "data")
     scan = Scan()
     excluded = {os.path.realpath(e) for e in exclude}
     found: list[str] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from torch import Tensor
 
+from ..settings import SettingError
 from .packing import PackedSequences
 
 
@@ -25,9 +26,10 @@ class BatchLoader:
                  seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
         split = grad_accum * world_size
         if global_batch < 1 or grad_accum < 1 or global_batch % split:
-            raise ValueError(f"--batch-size {global_batch} must be a positive multiple of "
-                             f"--grad-accum ({grad_accum}) x processes ({world_size}) = {split};"
-                             f" try --batch-size {max(split, global_batch // split * split)}")
+            raise SettingError(f"batch_size {global_batch} must be a positive multiple of "
+                               f"grad_accum ({grad_accum}) x processes ({world_size}) = {split};"
+                               f" try batch_size {max(split, global_batch // split * split)}",
+                               "batch_size", "grad_accum")
         self.data, self.global_batch, self.grad_accum = data, global_batch, grad_accum
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.micro_batch = global_batch // split
@@ -70,7 +72,8 @@ class BatchLoader:
         mine = self.state_dict()
         for key in ("seq_len", "num_samples", "fingerprint", "seed"):
             if state.get(key) != mine[key]:
-                raise ValueError(f"the checkpoint's data position does not fit this data: "
-                                 f"{key} was {state.get(key)!r}, now {mine[key]!r} (resume "
-                                 "with the same --data, --seq-len and --seed)")
+                raise SettingError(f"the checkpoint's data position does not fit this data: "
+                                   f"{key} was {state.get(key)!r}, now {mine[key]!r} (resume "
+                                   "with the same data paths, seq_len and seed)", "seq_len",
+                                   "seed")
         self.consumed = int(state["consumed"])

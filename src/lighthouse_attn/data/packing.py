@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..settings import SettingError
 from .tokenizer import TOKENIZER, Tokenizer
 
 
@@ -81,9 +82,9 @@ class PackedSequences(TokenSamples):
         self.tokens, self.seq_len = tokens, seq_len
         self.num_samples = (len(tokens) - 1) // seq_len
         if self.num_samples < 1:
-            raise ValueError(f"the data has {len(tokens):,} tokens (with separators), shorter "
-                             f"than one sequence of seq_len + 1 = {seq_len + 1:,}; add data or "
-                             f"use --seq-len <= {max(len(tokens) - 1, 1):,}")
+            raise SettingError(f"the data has {len(tokens):,} tokens (with separators), shorter "
+                               f"than one sequence of seq_len + 1 = {seq_len + 1:,}; add data "
+                               f"or use seq_len <= {max(len(tokens) - 1, 1):,}", "seq_len")
         self.fingerprint = zlib.crc32(tokens.tobytes())
         """CRC32 of the token stream: tells whether a resumed run sees the same data."""
 

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from ..jsonfile import write_json
 from ..progress import bar_disable
+from ..settings import SettingError
 from .corpus import scan_paths
 from .packing import BATCH_DOCS, encode_documents, token_dtype
 from .records import file_documents, parquet_file
@@ -176,19 +177,21 @@ def _read_journal(path: Path) -> tuple[dict | None, dict]:
 def _check_settings(tok: Tokenizer, dtype: str, holdout_fraction: float, shard_tokens: int,
                     workers: int | None) -> str:
     if dtype not in _DTYPES:
-        raise ValueError(f"--dtype must be one of {', '.join(_DTYPES)} (got {dtype!r})")
+        raise SettingError(f"dtype must be one of {', '.join(_DTYPES)} (got {dtype!r})",
+                           "dtype")
     fits = token_dtype(tok.vocab_size).name
     if dtype == "auto":
         dtype = fits
     elif dtype == "uint16" and fits != "uint16":
-        raise ValueError(f"the tokenizer's vocabulary ({tok.vocab_size:,} tokens) does not fit "
-                         "uint16 (at most 65,536): use --dtype uint32 or auto")
+        raise SettingError(f"the tokenizer's vocabulary ({tok.vocab_size:,} tokens) does not "
+                           "fit uint16 (at most 65,536): use dtype uint32 or auto", "dtype")
     if not 0 <= holdout_fraction < 1:
-        raise ValueError(f"--holdout-fraction must be in [0, 1) (got {holdout_fraction})")
+        raise SettingError(f"holdout_fraction must be in [0, 1) (got {holdout_fraction})",
+                           "holdout_fraction")
     if shard_tokens < 1:
-        raise ValueError(f"--shard-tokens must be >= 1 (got {shard_tokens})")
+        raise SettingError(f"shard_tokens must be >= 1 (got {shard_tokens})", "shard_tokens")
     if workers is not None and workers < 1:
-        raise ValueError(f"--workers must be >= 1 (got {workers})")
+        raise SettingError(f"workers must be >= 1 (got {workers})", "workers")
     return dtype
 
 
@@ -227,8 +230,9 @@ def _finished(out: Path, settings: dict, overwrite: bool) -> dict | None:
     if manifest.get("settings") == settings:
         return manifest
     if not overwrite:
-        raise ValueError(f"{out} holds a prepared corpus of other inputs or settings; "
-                         "choose another --out, or pass --overwrite to replace it")
+        raise SettingError(f"{out} holds a prepared corpus of other inputs or settings; "
+                           "choose another out, or pass overwrite to replace it", "out",
+                           "overwrite")
     return None
 
 
@@ -242,14 +246,16 @@ def _resume_state(out: Path, settings: dict, overwrite: bool, echo) -> dict:
             echo(f"resuming the prepare in {out}: {len(units)} unit(s) done")
             return units
         if not overwrite:
-            raise ValueError(f"{out} holds an unfinished prepare of other inputs or settings; "
-                             "repeat that command to finish it, or pass --overwrite")
+            raise SettingError(f"{out} holds an unfinished prepare of other inputs or "
+                               "settings; repeat that command to finish it, or pass overwrite",
+                               "overwrite")
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; choose a directory")
+        raise SettingError(f"out {out} is a file; choose a directory", "out")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
-            raise ValueError(f"--out {out} is not empty; choose an empty or new directory, or "
-                             "pass --overwrite (it removes an earlier prepare's files only)")
+            raise SettingError(f"out {out} is not empty; choose an empty or new directory, or "
+                               "pass overwrite (it removes an earlier prepare's files only)",
+                               "out", "overwrite")
         _clear(out)
     out.mkdir(parents=True, exist_ok=True)
     return {}
@@ -406,8 +412,9 @@ def _finish(out: Path, settings: dict, units: list[Unit], done: dict, tok: Token
     if settings["holdout_fraction"] > 0:
         held = manifest(HELDOUT, HELDOUT + "/")
         if held["tokens"] == 0:
-            raise ValueError(f"--holdout-fraction {settings['holdout_fraction']} held out no "
-                             "document; raise it or prepare held-out text separately")
+            raise SettingError(f"holdout_fraction {settings['holdout_fraction']} held out no "
+                               "document; raise it or prepare held-out text separately",
+                               "holdout_fraction")
         write_json(out / HELDOUT / MANIFEST, held)
     write_json(out / MANIFEST, train)
     (out / STATE).unlink(missing_ok=True)

@@ -15,6 +15,8 @@ import json
 from collections import Counter
 from collections.abc import Iterator
 
+from ..settings import SettingError
+
 COMPRESSED_JSONL = (".jsonl.gz", ".jsonl.zst")
 BINARY_FORMATS = (".parquet", *COMPRESSED_JSONL)
 """Inputs that are binary files but hold text (a directory walk keeps them)."""
@@ -84,12 +86,12 @@ def _record_text(path: str, lineno: int, line: str, text_field: str) -> str:
                          f"with a string field {text_field!r}; write one object per line")
     value = record.get(text_field)
     if value is None:
-        raise ValueError(f"{path}:{lineno}: no field {text_field!r} (keys: "
-                         f"{sorted(record)}); choose the field with --text-field")
+        raise SettingError(f"{path}:{lineno}: no field {text_field!r} (keys: "
+                           f"{sorted(record)}); choose the field with text_field", "text_field")
     if not isinstance(value, str):
-        raise ValueError(f"{path}:{lineno}: field {text_field!r} is a JSON "
-                         f"{_json_type(value)}, not a string; point --text-field at the "
-                         "field that holds the text")
+        raise SettingError(f"{path}:{lineno}: field {text_field!r} is a JSON "
+                           f"{_json_type(value)}, not a string; point text_field at the "
+                           "field that holds the text", "text_field")
     return value
 
 
@@ -112,12 +114,12 @@ def parquet_file(path: str, text_field: str):
         raise ValueError(f"cannot read parquet file {path!r}: {err}") from None
     names = pf.schema_arrow.names
     if text_field not in names:
-        raise ValueError(f"parquet file {path!r} has no column {text_field!r} (columns: "
-                         f"{names[:10]}); choose the column with --text-field")
+        raise SettingError(f"parquet file {path!r} has no column {text_field!r} (columns: "
+                           f"{names[:10]}); choose the column with text_field", "text_field")
     kind = str(pf.schema_arrow.field(text_field).type)
     if kind not in ("string", "large_string", "string_view"):
-        raise ValueError(f"column {text_field!r} of {path!r} holds {kind}, not text; point "
-                         "--text-field at the column that holds the text")
+        raise SettingError(f"column {text_field!r} of {path!r} holds {kind}, not text; point "
+                           "text_field at the column that holds the text", "text_field")
     return pf
 
 

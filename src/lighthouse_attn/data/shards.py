@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..progress import bar_disable
+from ..settings import SettingError
 from .packing import TokenSamples
 
 FORMAT = "lighthouse-attn-shards/1"
@@ -98,9 +99,9 @@ class ShardedSequences(TokenSamples):
         self._check(shards, verify, progress)
         self.num_samples = (self.num_tokens - 1) // seq_len
         if self.num_samples < 1:
-            raise ValueError(f"{path} holds {self.num_tokens:,} tokens, fewer than one sequence "
-                             f"of seq_len + 1 = {seq_len + 1:,}; add data or use --seq-len <= "
-                             f"{max(self.num_tokens - 1, 1):,}")
+            raise SettingError(f"{path} holds {self.num_tokens:,} tokens, fewer than one "
+                               f"sequence of seq_len + 1 = {seq_len + 1:,}; add data or use "
+                               f"seq_len <= {max(self.num_tokens - 1, 1):,}", "seq_len")
         self.fingerprint = zlib.crc32(json.dumps(
             [[s["tokens"], s["crc32"]] for s in shards]).encode())
         """CRC32 of the shards' sizes and checksums: tells whether a resumed run sees the same

@@ -41,8 +41,8 @@ def open_sequences(paths: list[str] | None, seq_len: int, tokenizer: Tokenizer =
                              "other inputs together with it)")
         seqs = ShardedSequences(prepared[0], seq_len, verify=verify, progress=progress)
         check_same_tokenizer(seqs.tokenizer, tokenizer, f"prepared corpus {prepared[0]}",
-                             "prepare it again with the run's --tokenizer, or train with "
-                             f"--tokenizer matching {describe_identity(seqs.tokenizer)}")
+                             "prepare it again with the run's tokenizer, or train with "
+                             f"the tokenizer {describe_identity(seqs.tokenizer)}")
         notes = []
         if seqs.manifest.get("replaced_bytes"):
             notes.append(f"{seqs.manifest['replaced_bytes']:,} byte(s) of invalid UTF-8 were "

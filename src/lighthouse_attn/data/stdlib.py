@@ -11,6 +11,8 @@ import os
 import sysconfig
 from collections.abc import Iterator
 
+from ..settings import SettingError
+
 _SKIP = {"site-packages", "dist-packages", "__pycache__"}
 
 
@@ -37,7 +39,8 @@ def stdlib_documents(root: str | None = None) -> Iterator[str]:
     name. Raises ``ValueError`` if it holds no Python source."""
     root = root or stdlib_root()
     if not os.path.isdir(root):
-        raise ValueError(f"the standard-library directory {root!r} does not exist; pass --data")
+        raise SettingError(f"the standard-library directory {root!r} does not exist; pass "
+                           "data", "data")
     found = False
     for name in sorted(os.listdir(root)):
         path = os.path.join(root, name)
@@ -52,5 +55,5 @@ def stdlib_documents(root: str | None = None) -> Iterator[str]:
             found = True
             yield _read(path, root)
     if not found:
-        raise ValueError(f"no Python source under {root!r} (is the standard library stripped "
-                         "to .pyc?); pass --data FILE|DIR instead")
+        raise SettingError(f"no Python source under {root!r} (is the standard library "
+                           "stripped to .pyc?); pass data FILE|DIR instead", "data")

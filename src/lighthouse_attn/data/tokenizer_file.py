@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..settings import SettingError
 from .tokenizer import TOKENIZER_FILE
 
 EOS_NAMES = ("<|end_of_text|>", "<|endoftext|>", "</s>", "<eos>", "<|eot_id|>", "<|im_end|>",
@@ -54,9 +55,9 @@ class FileTokenizer:
         self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
         self.sep_token = sep_token or _configured_eos(config) or self._known_eos()
         if self.sep_token is None:
-            raise ValueError(f"tokenizer {path} names no end-of-text token; name the document "
-                             f"separator with --sep-token (special tokens: "
-                             f"{self._special_tokens()[:8]})")
+            raise SettingError(f"tokenizer {path} names no end-of-text token; name the "
+                               f"document separator with sep_token (special tokens: "
+                               f"{self._special_tokens()[:8]})", "sep_token")
         sep_id = self._tok.token_to_id(self.sep_token)
         if sep_id is None:
             raise ValueError(f"separator token {self.sep_token!r} is not in tokenizer {path}; "

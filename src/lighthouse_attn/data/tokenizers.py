@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..settings import SettingError
 from .tokenizer import BYTES, TOKENIZER, TOKENIZER_FILE, Tokenizer
 from .tokenizer_file import FileTokenizer
 
@@ -21,8 +22,8 @@ def load_tokenizer(spec: str = BYTES, sep_token: str | None = None) -> Tokenizer
     """
     if spec == BYTES:
         if sep_token is not None:
-            raise ValueError("--sep-token applies to a tokenizer file; the byte tokenizer's "
-                             "separator is built in (drop --sep-token)")
+            raise SettingError("sep_token applies to a tokenizer file; the byte tokenizer's "
+                               "separator is built in (leave sep_token unset)", "sep_token")
         return TOKENIZER
     return FileTokenizer(spec, sep_token)
 

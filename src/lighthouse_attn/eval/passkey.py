@@ -215,7 +215,7 @@ def plan_contexts(config: LlamaConfig, contexts: list[int], *, attention: str,
             trained = (f"the checkpoint trained at {trained_seq_len:,}"
                        if trained_seq_len else "its training length is unknown")
             skipped.append({"context": c, "kind": "max-context", "reason": (
-                f"longer than --max-context {max_context:,} ({trained}); raise --max-context "
+                f"longer than max_context {max_context:,} ({trained}); raise max_context "
                 "to test length extrapolation")})
             continue
         if uses_lighthouse and not (lh.short_seq == "dense" and lh.is_short(c)):
@@ -230,7 +230,7 @@ def plan_contexts(config: LlamaConfig, contexts: list[int], *, attention: str,
         if fit == 0:
             skipped.append({"context": c, "kind": "memory", "reason": (
                 f"one prompt needs about {gib(per)} of activations, more than the "
-                f"{gib(memory_budget)} available (--memory-gib)")})
+                f"{gib(memory_budget)} available (memory budget)")})
             continue
         batches[c] = fit
     return batches, skipped

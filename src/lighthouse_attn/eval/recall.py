@@ -23,6 +23,7 @@ from torch import Tensor
 
 from ..config import LighthouseConfig
 from ..ops import Selection, select
+from ..ops.inner import resolve_scale
 from ..ops.reference.select import select_from_scores
 from .selection import leaf_levels
 
@@ -38,7 +39,7 @@ def attention_mass(q: Tensor, k: Tensor, keep: Tensor | None = None, *, block: i
     B, H, N, D = q.shape
     dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
     k = k.to(dtype).repeat_interleave(H // k.shape[1], dim=1)
-    q = q.to(dtype) * (D ** -0.5 if scale is None else scale)
+    q = q.to(dtype) * resolve_scale(scale, D)
     received = torch.zeros(B, H, N, dtype=dtype, device=q.device)
     kept = None if keep is None else torch.zeros(keep.shape[:-1], dtype=dtype,
                                                  device=q.device)

@@ -3,13 +3,14 @@ a Hugging Face causal LM behind the same interface (``interface.py``), and loadi
 ones (``loading.py``)."""
 
 from .build import (
+    SHAPE_FIELDS,
     ModelConfig,
-    add_model_arguments,
-    build_model,
-    build_model_config,
+    hf_model_config,
     model_config_from_dict,
     model_from_config,
-    model_label,
+    parse_dense_layers,
+    preset_lighthouse,
+    preset_model_config,
 )
 from .llama import ATTENTION_MODES, Llama, LlamaConfig
 from .loading import load_model, resolve_model_dir
@@ -23,13 +24,14 @@ __all__ = [
            "Llama",
            "LlamaConfig",
            "ModelConfig",
-           "add_model_arguments",
-           "build_model",
-           "build_model_config",
+           "SHAPE_FIELDS",
+           "hf_model_config",
            "load_model",
            "model_config_from_dict",
            "model_from_config",
-           "model_label",
+           "parse_dense_layers",
+           "preset_lighthouse",
+           "preset_model_config",
            "resolve_model_dir",
 ]
 

@@ -34,6 +34,7 @@ from ..hf.model import (
     to_dense,
 )
 from ..hf.settings import CONFIG_KEY, read_settings, resolve_dense_layers
+from ..settings import SettingError
 from .interface import HF_FORMAT
 from .llama import check_attention_mode
 
@@ -71,13 +72,13 @@ class HFModelConfig:
         missing = [k for k in _REQUIRED if not isinstance(getattr(parsed, k, None), int)]
         if missing:
             raise ValueError(f"the {parsed.model_type} config has no integer {missing}: "
-                             "--hf-config supports decoder-only causal LMs such as Llama, Qwen2, "
+                             "Lighthouse supports decoder-only causal LMs such as Llama, Qwen2, "
                              "Qwen3 and Mistral")
         object.__setattr__(self, "_parsed", parsed)
         try:
             resolve_dense_layers(self.dense_layers, self.n_layers)
         except ValueError as err:
-            raise ValueError(f"--dense-layers: {err}") from None
+            raise SettingError(str(err), "dense_layers") from None
 
     @classmethod
     def from_file(cls, path: str | Path, lighthouse: LighthouseConfig,
@@ -161,9 +162,10 @@ class HFModelConfig:
         window = getattr(parsed, "sliding_window", None)
         if (isinstance(window, int) and window < seq_len
                 and getattr(parsed, "use_sliding_window", True) is not False):
-            raise ValueError(f"the {parsed.model_type} config has a sliding window of {window} "
-                             f"tokens, shorter than --seq-len {seq_len}: Lighthouse is full "
-                             "causal attention; set sliding_window to null in the config")
+            raise SettingError(f"the {parsed.model_type} config has a sliding window of "
+                               f"{window} tokens, shorter than seq_len {seq_len}: Lighthouse is "
+                               "full causal attention; set sliding_window to null in the config",
+                               "seq_len")
         dropout = getattr(parsed, "attention_dropout", 0.0) or 0.0
         if dropout > 0:
             raise ValueError(f"the {parsed.model_type} config has attention_dropout {dropout}, "
@@ -218,7 +220,7 @@ class HFCausalLM(nn.Module):
         lm = lm.float()
         if lm._parameters or lm._buffers:
             raise ValueError(f"{type(lm).__name__} holds parameters on its root module; "
-                             "--hf-config supports causal LMs whose weights live in submodules")
+                             "Lighthouse supports causal LMs whose weights live in submodules")
         object.__setattr__(self, "lm", lm)  # not registered: its children are
         for name, child in lm.named_children():
             self.add_module(name, child)
@@ -232,7 +234,7 @@ class HFCausalLM(nn.Module):
         if not isinstance(layers, nn.ModuleList):
             raise ValueError(f"cannot find the decoder layers of {type(self.lm).__name__} "
                              "(expected model.base_model.layers) for FSDP2 sharding or "
-                             "--compile; run without torchrun and without --compile")
+                             "compile; run it in one process, without compile")
         return layers
 
     @property

@@ -19,9 +19,11 @@ from torch import Tensor, nn
 from ..config import LighthouseConfig
 from ..ops import lighthouse_attention, sdpa_causal
 from ..parallel import dense_attention_cp, lighthouse_attention_cp, local_positions
+from ..settings import setting
 from .interface import OUR_FORMAT
 
 ATTENTION_MODES = ("lighthouse", "dense")
+_GROUP = "model"
 
 
 def check_attention_mode(mode: str) -> None:
@@ -53,15 +55,17 @@ class LlamaConfig:
         ValueError: inconsistent sizes or a dense-layer index out of range.
     """
 
-    vocab_size: int = 257
-    d_model: int = 1024
-    n_layers: int = 30
-    n_heads: int = 8
-    n_kv_heads: int = 8
-    ffn_hidden: int = 1536
-    rope_theta: float = 10000.0
+    vocab_size: int = setting(257, help="embedding rows (default: the tokenizer's "
+                              "vocabulary)", group=_GROUP)
+    d_model: int = setting(1024, help="width of the residual stream", group=_GROUP)
+    n_layers: int = setting(30, help="decoder blocks", group=_GROUP)
+    n_heads: int = setting(8, help="query heads", group=_GROUP)
+    n_kv_heads: int = setting(8, help="key/value heads (GQA)", group=_GROUP)
+    ffn_hidden: int = setting(1536, help="SwiGLU hidden size", group=_GROUP)
+    rope_theta: float = setting(10000.0, help="rotary embedding base", group=_GROUP)
     norm_eps: float = 1e-5
-    tie_embeddings: bool = False
+    tie_embeddings: bool = setting(False, help="share input and output embeddings",
+                                   group=_GROUP, negatable=True)
     init_std: float = 0.02
     dense_layers: tuple[int, ...] = (0, 1, -2, -1)
     lighthouse: LighthouseConfig = field(default_factory=LighthouseConfig)

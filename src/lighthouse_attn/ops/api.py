@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ..config import LighthouseConfig
 from .backend import resolve_backend
-from .inner import sdpa_causal
+from .inner import resolve_scale, sdpa_causal
 from .inputs import check_inner_output, check_inputs, check_selection
 from .reference.attention import lighthouse_reference
 from .reference.select import select_reference
@@ -32,7 +32,7 @@ def _dense_fallback(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
                       "attention (short_seq='dense')", stacklevel=3)
     if attn_fn is None:
         return sdpa_causal(q, k, v, scale)
-    return check_inner_output(attn_fn(q, k, v, q.shape[-1] ** -0.5 if scale is None else scale),
+    return check_inner_output(attn_fn(q, k, v, resolve_scale(scale, q.shape[-1])),
                               q)
 
 

@@ -28,6 +28,11 @@ DETERMINISTIC_ORDER = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTIO
                        SDPBackend.MATH]
 
 
+def resolve_scale(scale: float | None, head_dim: int) -> float:
+    """The softmax scale: ``scale`` as given, else ``1/sqrt(head_dim)`` as SDPA's default."""
+    return head_dim**-0.5 if scale is None else scale
+
+
 def sdpa_causal(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None) -> Tensor:
     """Causal ``F.scaled_dot_product_attention``; ``k``, ``v`` may have fewer heads (GQA)."""
     return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale,
@@ -67,7 +72,7 @@ class _DeterministicSDPA(torch.autograd.Function):
 _warned_fallback: set[str] = set()
 
 
-def _forward_with_lse(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+def forward_with_lse(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor]:
     """Causal attention output ``(B, H, S, D)`` and its natural-log logsumexp ``(B, H, S)``
     fp32, from cuDNN, or from flash if cuDNN refuses the inputs (warned once)."""
     B, H, S, _ = q.shape
@@ -97,7 +102,7 @@ def _forward_with_lse(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Te
 @torch.library.custom_op("lighthouse_attn::causal_attention_with_lse", mutates_args=())
 def _attention_with_lse_op(q: Tensor, k: Tensor, v: Tensor, scale: float
                            ) -> tuple[Tensor, Tensor]:
-    return _forward_with_lse(q, k, v, scale)
+    return forward_with_lse(q, k, v, scale)
 
 
 @_attention_with_lse_op.register_fake
@@ -136,7 +141,7 @@ class _DeterministicAttention(torch.autograd.Function):
         return dq, dk, dv, None
 
 
-def _triton_backward_applies(q: Tensor) -> bool:
+def triton_backward_applies(q: Tensor) -> bool:
     D = q.shape[-1]
     return (HAS_TRITON and q.dtype in (torch.float16, torch.bfloat16)
             and 16 <= D <= 256 and D & (D - 1) == 0)
@@ -150,9 +155,8 @@ def fast_causal_attention(q: Tensor, k: Tensor, v: Tensor, scale: float | None =
     if not q.is_cuda:
         return sdpa_causal(q, k, v, scale)
     if deterministic:
-        if _triton_backward_applies(q):
-            scale = q.shape[-1] ** -0.5 if scale is None else scale
-            return _DeterministicAttention.apply(q, k, v, scale)
+        if triton_backward_applies(q):
+            return _DeterministicAttention.apply(q, k, v, resolve_scale(scale, q.shape[-1]))
         return _DeterministicSDPA.apply(q, k, v, scale)
     with sdpa_kernel(FAST_ORDER, set_priority=True):
         return sdpa_causal(q, k, v, scale)

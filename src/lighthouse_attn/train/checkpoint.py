@@ -47,6 +47,7 @@ from ..models.loading import (
     sha256_file,
     verify,
 )
+from ..settings import SettingError
 
 
 # --------------------------------------------------------------------------- writing
@@ -202,8 +203,8 @@ def check_fresh_run_dir(run_dir: str | Path, overwrite: bool) -> None:
     ``config.json`` is gone but whose checkpoints remain says how to recover it."""
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
-        raise ValueError(f"run directory {run_dir} is a file, not a directory; choose another "
-                         "--run-dir")
+        raise SettingError(f"run directory {run_dir} is a file, not a directory; choose another "
+                           "run_dir", "run_dir")
     if not run_dir.is_dir():
         return
     held = sorted(p.name for p in run_dir.iterdir() if p.name != ".lock")
@@ -211,19 +212,21 @@ def check_fresh_run_dir(run_dir: str | Path, overwrite: bool) -> None:
         return
     ckpts = list_checkpoints(run_dir)
     if ckpts and not (run_dir / "config.json").is_file():
-        raise ValueError(f"{run_dir} holds checkpoints ({', '.join(p.name for _, p in ckpts)}) "
-                         "but no config.json: the run's settings are lost. To resume, write "
-                         "config.json again with the settings it was started with and run "
-                         f"--resume {run_dir}; to export its model, run lighthouse-attn export "
-                         f"{ckpts[-1][1]} OUT; to start over and delete them, pass --overwrite")
+        raise SettingError(f"{run_dir} holds checkpoints ({', '.join(p.name for _, p in ckpts)}) "
+                           "but no config.json: the run's settings are lost. To resume, write "
+                           "config.json again with the settings it was started with and "
+                           f"resume {run_dir}; to export its model, run lighthouse-attn export "
+                           f"{ckpts[-1][1]} OUT; to start over and delete them, pass "
+                           "overwrite", "resume", "overwrite")
     if (run_dir / "config.json").is_file():
-        raise ValueError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
-                         "or pass --overwrite to replace it, or choose another --run-dir")
+        raise SettingError(f"{run_dir} already holds a run; continue it with resume {run_dir}, "
+                           "or pass overwrite to replace it, or choose another run_dir",
+                           "resume", "overwrite", "run_dir")
     shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
-    raise ValueError(f"{run_dir} is not empty ({shown}); a fresh run needs a new or empty "
-                     "directory: choose another --run-dir, or pass --overwrite to replace "
-                     f"{', '.join(n for n in RUN_FILES if n in held) or 'nothing'} "
-                     "(other files stay)")
+    raise SettingError(f"{run_dir} is not empty ({shown}); a fresh run needs a new or empty "
+                       "directory: choose another run_dir, or pass overwrite to replace "
+                       f"{', '.join(n for n in RUN_FILES if n in held) or 'nothing'} "
+                       "(other files stay)", "run_dir", "overwrite")
 
 
 def clear_run_files(run_dir: str | Path) -> None:

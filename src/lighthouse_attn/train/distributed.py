@@ -23,6 +23,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from ..runtime import resolve_device
+from ..settings import SettingError
 
 
 @dataclass(frozen=True)
@@ -87,9 +88,9 @@ def setup(device_preference: str = "auto", context_parallel: int = 1) -> DistEnv
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if context_parallel < 1 or world % context_parallel:
-        raise ValueError(f"--context-parallel {context_parallel} must divide the {world} "
-                         f"process{'es' * (world != 1)}: launch a multiple of it with torchrun "
-                         "--nproc-per-node")
+        raise SettingError(f"context_parallel {context_parallel} must divide the {world} "
+                           f"process{'es' * (world != 1)}: launch a multiple of it with torchrun "
+                           "--nproc-per-node", "context_parallel")
     device = resolve_device(device_preference, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)

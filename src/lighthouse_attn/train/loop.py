@@ -34,6 +34,7 @@ from ..models.memory import gib
 from ..parallel import shard_sequence
 from ..progress import bar_disable
 from ..runtime import set_cpu_threads, uses_bf16
+from ..settings import SettingError
 from . import checkpoint, distributed
 from .distributed import DistEnv
 from .memory import check_memory, estimate_bytes
@@ -163,7 +164,7 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, tokenizer:
             and lh.gathered_length(run.seq_len) >= run.seq_len):
         echo(f"warning: stage 1 gathers {lh.gathered_length(run.seq_len):,} entries from "
              f"{run.seq_len:,} tokens: Lighthouse costs more than dense attention here; "
-             "lower --topk or raise --num-levels (lighthouse-attn plan --suggest)")
+             "lower topk or raise num_levels (lighthouse-attn plan --suggest)")
     if dry_run:
         return RunResult("dry run", 0, str(run_dir), None, None)
 
@@ -253,8 +254,8 @@ def _loop(s: _Session, validation: Validation | None, autocast, tensorboard, pro
                 where = f"the last good checkpoint is {last[-1][1]}" if last else \
                     "no checkpoint was written yet"
                 msg = (f"non-finite {err} at step {step + 1} ({stage} stage); stopped without "
-                       f"updating the weights; {where}. Lower --lr or raise --warmup-steps; "
-                       "with --precision bf16 off a GPU, try fp32")
+                       f"updating the weights; {where}. Lower lr or raise warmup_steps; "
+                       "with precision bf16 off a GPU, try fp32")
                 log.event(msg)
                 bar.close()
                 raise TrainingError(msg) from None
@@ -395,7 +396,7 @@ def _held_out_overlap(validation: Validation | None, train_files: list[str]) -> 
         return []
     return [f"warning: {len(shared)} held-out file(s) are also training data ({shared[0]}"
             f"{', ...' if len(shared) > 1 else ''}): the held-out loss is not held out; pass "
-            "--eval-data text the run does not train on"]
+            "eval_data text the run does not train on"]
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -462,8 +463,8 @@ def _tensorboard_check(run: TrainConfig):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise ValueError("--tensorboard needs the tensorboard package: pip install "
-                         "tensorboard (or drop --tensorboard)") from None
+        raise SettingError("tensorboard needs the tensorboard package: pip install "
+                           "tensorboard (or turn tensorboard off)", "tensorboard") from None
     return SummaryWriter
 
 
@@ -500,7 +501,7 @@ def describe(run: TrainConfig, model: ModelConfig, env: DistEnv, data: DataSourc
     schedule = run.schedule + (f" (decay over the last {run.wsd_decay} steps)"
                                if run.schedule == "wsd" else "")
     held_out = (f"{validation.count} x {run.seq_len:,} tokens of {', '.join(run.eval_data)}, "
-                f"every {run.validation_every} steps" if validation else "none (--eval-data)")
+                f"every {run.validation_every} steps" if validation else "none (eval_data)")
     return "\n".join([
         header,
         f"  stage 1: {run.lighthouse_steps} steps, {stage1}",

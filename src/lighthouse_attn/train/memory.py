@@ -15,6 +15,7 @@ from ..models.memory import (
     optimizer_state_bytes,
     residual_bytes,
 )
+from ..settings import SettingError
 
 
 def estimate_bytes(model: ModelConfig, seq_len: int, micro_batch: int, world_size: int,
@@ -47,9 +48,10 @@ def check_memory(estimate: dict[str, int], device: torch.device, checkpointing: 
     total, have = sum(estimate.values()), available_bytes(device)
     if total > 0.9 * have:
         parts = ", ".join(f"{k} {gib(v)}" for k, v in estimate.items())
-        fixes = "lower --batch-size or --seq-len, raise --grad-accum, "
+        fixes = "lower batch_size or seq_len, raise grad_accum, "
         if not checkpointing:
-            fixes += "turn on --activation-checkpointing, "
-        raise ValueError(f"estimated memory {gib(total)} per process ({parts}) exceeds 90% of "
+            fixes += "turn on activation_checkpointing, "
+        raise SettingError(f"estimated memory {gib(total)} per process ({parts}) exceeds 90% of "
                          f"the {gib(have)} on {device.type}: {fixes}or use more GPUs "
-                         "(torchrun)")
+                         "(torchrun)", "batch_size", "seq_len", "grad_accum",
+                         "activation_checkpointing")

@@ -12,6 +12,8 @@ import socket
 import time
 from pathlib import Path
 
+from ..settings import SettingError
+
 try:
     import fcntl
 except ImportError:  # no flock (Windows): runs are not locked
@@ -32,8 +34,8 @@ class RunLock:
         another process trains it."""
         run_dir = Path(run_dir)
         if run_dir.exists() and not run_dir.is_dir():
-            raise ValueError(f"--run-dir {run_dir} is a file, not a directory; choose another "
-                             "--run-dir")
+            raise SettingError(f"run_dir {run_dir} is a file, not a directory; choose another "
+                               "run_dir", "run_dir")
         created = not run_dir.exists()
         run_dir.mkdir(parents=True, exist_ok=True)
         if fcntl is None:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from ..data import TOKENIZER, Tokenizer, open_sequences
 from ..parallel import shard_sequence
+from ..settings import SettingError
 from .distributed import DistEnv
 
 
@@ -42,17 +43,19 @@ class Validation:
                  tokenizer: Tokenizer = TOKENIZER) -> None:
         if count < 1 or count % dp_size:
             near = max(1, count // dp_size) * dp_size
-            raise ValueError(f"--eval-sequences must be a positive multiple of the {dp_size} "
-                             f"data-parallel groups (got {count}); try {near}")
+            raise SettingError(f"eval_sequences must be a positive multiple of the {dp_size} "
+                               f"data-parallel groups (got {count}); try {near}",
+                               "eval_sequences")
         try:
             source = open_sequences(paths, seq_len, tokenizer, text_field, progress=False)
         except ValueError as err:
-            raise ValueError(f"--eval-data: {err}") from None
+            raise SettingError(f"eval_data: {err}", "eval_data") from None
         data = source.sequences
         if len(data) < count:
-            raise ValueError(f"--eval-data holds {len(data)} sequence(s) of {seq_len:,} tokens, "
-                             f"fewer than --eval-sequences {count}: lower --eval-sequences to "
-                             f"{len(data)} or add held-out text")
+            raise SettingError(f"eval_data holds {len(data)} sequence(s) of {seq_len:,} tokens, "
+                               f"fewer than eval_sequences {count}: lower eval_sequences to "
+                               f"{len(data)} or add held-out text", "eval_data",
+                               "eval_sequences")
         self.data, self.count, self.micro_batch = data, count, max(1, micro_batch)
         self.files = source.files
         """The held-out files (their real paths tell whether training reads them too)."""

@@ -123,7 +123,7 @@ def test_autograd_function_with_a_math_forward(monkeypatch, compiled):
         o, lse, _ = reference(q, k, v, None, scale)
         return o.to(q.dtype), lse.float()
 
-    monkeypatch.setattr(inner, "_forward_with_lse", math_forward)
+    monkeypatch.setattr(inner, "forward_with_lse", math_forward)
     torch._dynamo.reset()
     q, k, v, do = inputs(64, 16, 2, B=1, H=4, seed=5)
     x = [t.detach().requires_grad_() for t in (q, k, v)]
@@ -174,7 +174,7 @@ def test_forward_lse_is_natural_log_of_scaled_scores(monkeypatch, cudnn):
         monkeypatch.setattr(torch.ops.aten, "_scaled_dot_product_cudnn_attention", refuse)
     q, k, v, _ = inputs(1000, 64, 2, dtype=torch.bfloat16, seed=12, B=1, H=4)
     with pytest.warns(UserWarning, match="flash") if not cudnn else nullcontext():
-        o, lse = inner._forward_with_lse(q, k, v, 0.1)
+        o, lse = inner.forward_with_lse(q, k, v, 0.1)
     ref_o, ref_lse, _ = reference(q, k, v, None, 0.1)
     assert lse.shape == (1, 4, 1000) and lse.dtype == torch.float32
     torch.testing.assert_close(lse.double(), ref_lse, rtol=0, atol=2e-2)

@@ -134,8 +134,8 @@ def test_one_node_cudnn_layer_runs_and_matches_composed_path(monkeypatch):
     from lighthouse_attn.ops.triton import attention as fast
 
     calls = []
-    real = fast._cudnn_forward
-    monkeypatch.setattr(fast, "_cudnn_forward", lambda *a: calls.append(1) or real(*a))
+    real = fast.cudnn_forward
+    monkeypatch.setattr(fast, "cudnn_forward", lambda *a: calls.append(1) or real(*a))
     q, k, v = _qkv(1, 8, 2, 32768, 128, torch.bfloat16, seed=5, grad=True)
     cfg = LighthouseConfig(num_levels=3, pooling_factor=4, topk=512, backend="triton")
     go = torch.randn_like(q)

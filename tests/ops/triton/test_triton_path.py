@@ -16,12 +16,16 @@ from lighthouse_attn.ops.reference.scatter import scatter
 from lighthouse_attn.ops.reference.scores import level_scores, row_norms
 from lighthouse_attn.ops.reference.select import select_from_scores
 from lighthouse_attn.ops.triton.gather_scatter import (
-    gather_pooled,
-    pool,
+    WindowPlan,
+    gather_plan,
     pool_op,
+    pool_windows,
+    pool_windows_differentiable,
     position_map,
-    spread_gathered,
+    scatter_plan,
     spread_op,
+    spread_windows,
+    spread_windows_differentiable,
 )
 from lighthouse_attn.ops.triton.scores import row_norms_and_means, row_norms_pair
 from lighthouse_attn.ops.triton.select import select_with_map
@@ -101,25 +105,27 @@ def test_row_norms_and_window_means(dtype, window):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_pool_copies_given_coarsest_means(dtype):
-    """``pool(coarsest=...)`` (the means from the norm kernel) matches pooling every level."""
+    """``pool_windows(coarsest=...)`` (the means from the norm kernel) matches pooling every
+    level."""
     c = cfg("torch", num_levels=3, pooling_factor=4)
     N = c.min_seq_len
     q, k, v = qkv(B=2, H=2, Hkv=1, N=N, D=8, dtype=dtype, seed=35)
     sel = select(q, k, c)
     pm = position_map(sel, N, 4, 3)
     S = sel.level.shape[-1]
-    args = ([q, k, v], pm, S, [2, 2, 2], [1, 2, 2], [1, 1, 1], False, True, 4, 3)
+    args = ([q, k, v], pm, gather_plan(S, [2, 2, 2], [1, 2, 2], 4, 3))
     means = row_norms_and_means(q, k, 16)[2:]
     tol = 1e-6 if dtype == torch.float32 else 8e-3
-    for a, b in zip(pool(*args), pool(*args, coarsest=means)):
+    for a, b in zip(pool_windows(*args), pool_windows(*args, coarsest=means)):
         torch.testing.assert_close(a, b, rtol=tol, atol=tol)
     # the given means are what lands on the coarsest entries (and only there)
     coarse = (sel.level == 2)[..., None].to(dtype)
-    moved = pool(*args, coarsest=[m + 4 for m in means])
-    for a, b, shift in zip(pool(*args), moved, (4, 4, 0)):  # v's means were not given
+    moved = pool_windows(*args, coarsest=[m + 4 for m in means])
+    for a, b, shift in zip(pool_windows(*args), moved, (4, 4, 0)):  # v's means were not given
         torch.testing.assert_close(b - a, shift * coarse.expand_as(a), rtol=0, atol=5 * tol)
     with pytest.raises(ValueError, match="unshifted means"):
-        pool([q], pm, S, [2], [1], [1], True, False, 4, 3, coarsest=means[:1])
+        pool_windows([q], pm, WindowPlan(S, [2], [1], [1], shift=True, mean=False,
+                                         pooling_factor=4, num_levels=3), coarsest=means[:1])
 
 
 def test_position_map_inverts_selection():
@@ -203,9 +209,9 @@ def test_gather_and_scatter_kernels_match_twins(dtype, gqa):
     S = sel.level.shape[-1]
 
     def kernels(x, o):
-        (g,) = gather_pooled([x], pm, S, [heads], [div], [1], False, True, 2, 3)
-        (out,) = spread_gathered([o], pm, N, [H], [1], [G if gqa == "shared" else 1], True,
-                                 False, 2, 3)
+        (g,) = pool_windows_differentiable([x], pm, gather_plan(S, [heads], [div], 2, 3))
+        (out,) = spread_windows_differentiable(
+            [o], pm, scatter_plan(N, [H], 2, 3, sel_divs=[G if gqa == "shared" else 1]))
         return g, out
 
     def reference(x, o):
@@ -293,8 +299,8 @@ def test_three_tensor_launch_equals_separate_launches():
     sel = select(q, k, cfg("torch"))
     pm = position_map(sel, 512, 2, 2)
     S = sel.level.shape[-1]
-    fused = pool([q, k, v], pm, S, [4, 4, 4], [1, 2, 2], [1, 1, 1], False, True, 2, 2)
-    alone = [pool([x], pm, S, [4], [d], [1], False, True, 2, 2)[0]
+    fused = pool_windows([q, k, v], pm, gather_plan(S, [4, 4, 4], [1, 2, 2], 2, 2))
+    alone = [pool_windows([x], pm, gather_plan(S, [4], [d], 2, 2))[0]
              for x, d in ((q, 1), (k, 2), (v, 2))]
     for a, b in zip(fused, alone):
         assert torch.equal(a, b)
@@ -347,7 +353,7 @@ def test_backend_resolution_errors(monkeypatch):
 
 def test_pool_and_spread_with_level_skipping_match_twins():
     """L=4, p=4 (coarsest window 64): the pool kernel's 256-row spans skip absent levels."""
-    from lighthouse_attn.ops.triton.gather_scatter import pool_plan, spread
+    from lighthouse_attn.ops.triton.gather_scatter import pool_plan
 
     assert pool_plan(4, 4, 4) == (256, True)
     c = cfg("torch", num_levels=4, pooling_factor=4)
@@ -356,14 +362,15 @@ def test_pool_and_spread_with_level_skipping_match_twins():
     sel = select(q, k, c)
     pm = position_map(sel, N, 4, 4)
     S = sel.level.shape[-1]
-    got = pool([q, k], pm, S, [1, 1], [1, 1], [1, 1], False, True, 4, 4)
+    got = pool_windows([q, k], pm, gather_plan(S, [1, 1], [1, 1], 4, 4))
     for x, g in zip((q, k), got):
         torch.testing.assert_close(g, gather(build_pyramid(x, 4, 4), sel), rtol=0, atol=1e-12)
     o = torch.randn(1, 1, S, 4, dtype=torch.float64, device=DEV)
-    (shifted,) = pool([v], pm, S, [1], [1], [1], True, False, 4, 4)
-    (out,) = spread([o], pm, N, [1], [1], [1], True, False, 4, 4)
+    scatter_1 = scatter_plan(N, [1], 4, 4)
+    (shifted,) = pool_windows([v], pm, scatter_1.adjoint([o]))
+    (out,) = spread_windows([o], pm, scatter_1)
     torch.testing.assert_close(out, scatter(o, sel, N, c), rtol=0, atol=1e-12)
-    # pool(shift, sum) is the adjoint of spread(shift, sum): <spread(o), v> == <o, pool(v)>
+    # the scatter's pool is its adjoint: <spread(o), v> == <o, pool(v)>
     torch.testing.assert_close((out * v).sum(), (o * shifted).sum(), rtol=1e-12, atol=0)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from ...config import LighthouseConfig
-from ..inner import sdpa_causal
+from ..inner import resolve_scale, sdpa_causal
 from ..inputs import check_inner_output
 from ..types import AttnFn, Selection
 from .gather import gather
@@ -33,5 +33,5 @@ def lighthouse_reference(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConf
     if attn_fn is None:
         og = sdpa_causal(qg, kg, vg, scale)
     else:
-        og = check_inner_output(attn_fn(qg, kg, vg, D**-0.5 if scale is None else scale), qg)
+        og = check_inner_output(attn_fn(qg, kg, vg, resolve_scale(scale, D)), qg)
     return scatter(og, q_sel, N, config)

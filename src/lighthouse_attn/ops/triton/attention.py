@@ -13,17 +13,24 @@ import torch
 from torch import Tensor
 
 from ...config import LighthouseConfig
-from ..inner import _forward_with_lse, _triton_backward_applies, fast_causal_attention
+from ..inner import (
+    fast_causal_attention,
+    forward_with_lse,
+    resolve_scale,
+    triton_backward_applies,
+)
 from ..inputs import check_inner_output
 from ..reference.scores import base_scores
 from ..types import Selection
 from .gather_scatter import (
-    _contig,
-    gather_pooled,
-    pool,
+    contiguous_rows,
+    gather_plan,
+    pool_windows,
+    pool_windows_differentiable,
     position_map,
-    spread,
-    spread_gathered,
+    scatter_plan,
+    spread_windows,
+    spread_windows_differentiable,
 )
 from .scores import means_apply, row_norms_and_means, scores_qk
 from .select import select_with_map
@@ -49,7 +56,7 @@ def _cudnn_applies(q: Tensor) -> bool:
     return _cudnn_ok[key]
 
 
-def _cudnn_forward(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple:
+def cudnn_forward(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple:
     """cuDNN causal attention: ``(out, saved, sizes)``; the backward takes the last two."""
     out, lse, cq, ck, mq, mk, seed, offset, _ = _CUDNN_FWD(q, k, v, None, True, 0.0, True,
                                                            False, scale=scale)
@@ -64,7 +71,7 @@ def _cudnn_backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, 
 
 
 def _deterministic_forward(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple:
-    out, lse = _forward_with_lse(q, k, v, scale)
+    out, lse = forward_with_lse(q, k, v, scale)
     return out, (lse,), ()
 
 
@@ -84,37 +91,37 @@ def _one_node_inner(q: Tensor, k: Tensor, config: LighthouseConfig):
             or k.shape[1] != q.shape[1] and config.gqa == "shared"):
         return None
     if config.deterministic:
-        if _triton_backward_applies(q):
+        if triton_backward_applies(q):
             return _deterministic_forward, _deterministic_backward
         return None
-    return (_cudnn_forward, _cudnn_backward) if _cudnn_applies(q) else None
+    return (cudnn_forward, _cudnn_backward) if _cudnn_applies(q) else None
 
 
 class _OneNodeLayer(torch.autograd.Function):
-    """``spread(attention(pool(q, k, v)))`` and its exact backward as one autograd node, the
+    """Scatter of the attention of the gather of ``q, k, v`` and its exact backward as one
+    autograd node, the
     attention being cuDNN's (default) or cuDNN forward + Triton backward (deterministic)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, pos_map, S, kv_heads, kv_div, p, L, scale, inner, *coarsest):
-        H, N = q.shape[1], q.shape[2]
-        qg, kg, vg = pool(_contig([q, k, v]), pos_map, S, [H, kv_heads, kv_heads],
-                          [1, kv_div, kv_div], [1, 1, 1], False, True, p, L, list(coarsest))
+    def forward(ctx, q, k, v, pos_map, gather, scatter, scale, inner, *coarsest):
+        qkv = contiguous_rows([q, k, v])
+        qg, kg, vg = pool_windows(qkv, pos_map, gather, coarsest=list(coarsest))
         ctx.given = len(coarsest)
         og, saved, sizes = inner[0](qg, kg, vg, scale)
         ctx.save_for_backward(pos_map, qg, kg, vg, og, *saved)
-        ctx.meta = (N, k.shape[1], kv_div, p, L, scale, sizes, inner[1])
-        return spread([og], pos_map, N, [H], [1], [1], True, False, p, L)[0]
+        ctx.plans = (gather.adjoint(qkv), scatter.adjoint([og]))
+        ctx.meta = (scale, sizes, inner[1])
+        return spread_windows([og], pos_map, scatter)[0]
 
     @staticmethod
     def backward(ctx, dout):
         pos_map, qg, kg, vg, og, *saved = ctx.saved_tensors
-        N, Hkv, kv_div, p, L, scale, sizes, inner_backward = ctx.meta
-        H, S = qg.shape[1], qg.shape[2]
-        dog = pool(_contig([dout]), pos_map, S, [H], [1], [1], True, False, p, L)[0]
+        gather_adjoint, scatter_adjoint = ctx.plans
+        scale, sizes, inner_backward = ctx.meta
+        dog = pool_windows(contiguous_rows([dout]), pos_map, scatter_adjoint)[0]
         dqg, dkg, dvg = inner_backward(dog, qg, kg, vg, og, saved, sizes, scale)
-        dq, dk, dv = spread(_contig([dqg, dkg, dvg]), pos_map, N, [H, Hkv, Hkv],
-                            [1, kv_div, kv_div], [1, 1, 1], False, True, p, L)
-        return dq, dk, dv, *(None,) * (8 + ctx.given)
+        dq, dk, dv = spread_windows(contiguous_rows([dqg, dkg, dvg]), pos_map, gather_adjoint)
+        return dq, dk, dv, *(None,) * (5 + ctx.given)
 
 
 def _select(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConfig,
@@ -155,21 +162,23 @@ def lighthouse_triton(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
     inner = None if attn_fn is not None else _one_node_inner(q, k, config)
     coarsest = []
     if selection is None:
-        _, pos_map, coarsest = _select(q, k, v, config, False, coarsest=inner is not None)
+        _, pos_map, coarsest = _select(q, k, v, config, with_selection=False,
+                                       coarsest=inner is not None)
     else:
         pos_map = position_map(selection, N, p, L)
     S = config.gathered_length(N)
     shared = config.gqa == "shared"
     q_sel_div = group if shared else 1
     kv_heads, kv_div = (Hkv, 1) if shared else (H, group)
+    gather = gather_plan(S, [H, kv_heads, kv_heads], [1, kv_div, kv_div], p, L,
+                         sel_divs=[q_sel_div, 1, 1])
+    scatter = scatter_plan(N, [H], p, L, sel_divs=[q_sel_div])
     if inner is not None:
-        scale = D**-0.5 if scale is None else scale
-        return _OneNodeLayer.apply(q, k, v, pos_map, S, kv_heads, kv_div, p, L, scale, inner,
-                                   *coarsest)
-    qg, kg, vg = gather_pooled([q, k, v], pos_map, S, [H, kv_heads, kv_heads],
-                               [1, kv_div, kv_div], [q_sel_div, 1, 1], False, True, p, L)
+        return _OneNodeLayer.apply(q, k, v, pos_map, gather, scatter, resolve_scale(scale, D),
+                                   inner, *coarsest)
+    qg, kg, vg = pool_windows_differentiable([q, k, v], pos_map, gather)
     if attn_fn is None:
-        og = fast_causal_attention(qg, kg, vg, scale, config.deterministic)
+        og = fast_causal_attention(qg, kg, vg, scale, deterministic=config.deterministic)
     else:
-        og = check_inner_output(attn_fn(qg, kg, vg, D**-0.5 if scale is None else scale), qg)
-    return spread_gathered([og], pos_map, N, [H], [1], [q_sel_div], True, False, p, L)[0]
+        og = check_inner_output(attn_fn(qg, kg, vg, resolve_scale(scale, D)), qg)
+    return spread_windows_differentiable([og], pos_map, scatter)[0]

@@ -47,7 +47,7 @@ class KernelConfig(NamedTuple):
 # program so that two programs share an SM (<= 255 regs x 128 threads, < 114 KB shared each):
 # one program's exponentials then overlap the other's matrix products. D = 128 on an H100:
 # the fastest of nine configs swept (1.27-1.29x cuDNN's backward at S = 18K-98K,
-# benchmarks/h100/flash_backward_sweep.log). fp32 (3xTF32 products) is for correctness.
+# benchmarks/results/h100/flash_backward_sweep.log). fp32 (3xTF32 products) is for correctness.
 DEFAULT_CONFIGS = {
     64: (KernelConfig(64, 64, 4, 3), KernelConfig(64, 64, 4, 3)),
     128: (KernelConfig(64, 64, 4, 2), KernelConfig(64, 64, 4, 2)),

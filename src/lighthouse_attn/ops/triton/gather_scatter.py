@@ -1,27 +1,30 @@
-"""The memory-bound kernels behind gather and scatter: ``pool`` and ``spread``, exact adjoints.
+"""The memory-bound kernels behind gather and scatter: ``pool_windows`` and ``spread_windows``,
+exact adjoints of each other, each launch described by a :class:`WindowPlan`.
 
 Both walk the base sequence in aligned spans of ``ROWS`` rows (a multiple of the coarsest
 window ``p^(L-1)``), in "u-space" ``u = t + shift``: with ``shift = 1`` the shifted window of
 entry ``(l, m)``, base rows ``[(m+1) p^l - 1, (m+2) p^l - 1)``, is the aligned u-window
 ``m + 1``. Gathered entries are found through the inverse position map (``position_map``).
 
-``pool``: each gathered entry whose window lies in the span gets the sum (mean if ``mean``)
+``pool_windows``: each gathered entry whose window lies in the span gets the sum (mean if ``mean``)
 of its window's rows, read as one ``(entries, window, D)`` block per level.
-    gather forward   = pool([q, k, v], mean, shift 0)   (pooling fused into the gather)
-    scatter backward = pool([grad_out], sum, shift 1)
-``spread``: every base row gets, at each level, the gathered row whose window covers it
+    gather forward   = pool_windows([q, k, v], mean, shift 0)   (pooling fused into the gather)
+    scatter backward = pool_windows([grad_out], sum, shift 1)
+``spread_windows``: every base row gets, at each level, the gathered row whose window covers it
 (divided by ``p^l`` if ``mean``), summed over levels in order 0 .. L-1.
-    gather backward  = spread([dq_g, dk_g, dv_g], mean, shift 0)
-    scatter forward  = spread([o], sum, shift 1)
+    gather backward  = spread_windows([dq_g, dk_g, dv_g], mean, shift 0)
+    scatter forward  = spread_windows([o], sum, shift 1)
 
 One launch serves up to three tensors (q, k, v). No atomics: every output row is written by
-exactly one program, so results are deterministic. Heads: output head ``o`` of ``pool`` reads
-input head ``o // x_div`` and selection head ``o // sel_div``; ``spread`` output head ``j``
-sums the ``group`` gathered heads ``j * group + i``, whose selection head is ``(j*group+i) //
-sel_div``.
+exactly one program, so results are deterministic. Heads: output head ``o`` of a pool reads
+input head ``o // head_div`` and selection head ``o // sel_div``; output head ``j`` of a spread
+sums the ``head_div`` gathered heads ``j * head_div + i``, whose selection head is
+``(j * head_div + i) // sel_div``.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import triton
@@ -37,15 +40,15 @@ SPREAD_ROWS = 32  # spread span: 5-7% faster than 64 for the 3-tensor spread fro
 def spread_warps(tensors: int, rows: int) -> int:
     """Warps of a spread launch over spans of ``rows``: 2 for three tensors and 32-row spans
     (3% faster than 4 at 32K and 128K), else 4 (2 were 4% slower for one tensor, and longer
-    spans would spill; benchmarks/h100/stage_variants.json)."""
+    spans would spill; benchmarks/results/h100/stage_variants.json)."""
     return 2 if tensors == 3 and rows <= 32 else 4
 
 
 def pool_plan(pooling_factor: int, num_levels: int, D: int) -> tuple[int, bool]:
     """Span of the pool kernel and whether it skips levels absent from a span: measured on an
-    H100 (benchmarks/h100/stage_variants.json), 128 rows without skipping for coarsest windows
-    up to 16; 256 rows with skipping for windows of 64 and more (L=4, p=4), where most spans hold no
-    refined entries of the finer levels."""
+    H100 (benchmarks/results/h100/stage_variants.json), 128 rows without skipping for coarsest
+    windows up to 16; 256 rows with skipping for windows of 64 and more (L=4, p=4), where most
+    spans hold no refined entries of the finer levels."""
     window = pooling_factor ** (num_levels - 1)
     rows = 256 if window >= 64 else 128
     return _rows(rows, pooling_factor, num_levels, D), window >= 64
@@ -202,15 +205,58 @@ def _pad3(xs: list, fill) -> list:
     return list(xs) + [fill] * (3 - len(xs))
 
 
-def pool(xs: list[Tensor], pos_map: Tensor, S: int, heads: list[int], x_divs: list[int],
-         sel_divs: list[int], shift: bool, mean: bool, pooling_factor: int, num_levels: int,
-         coarsest: list[Tensor] = ()) -> list[Tensor]:
+class WindowPlan(NamedTuple):
+    """One pool or spread launch: what it writes and how windows map to gathered rows."""
+
+    length: int
+    """Rows of each output: the gathered length ``S`` (pool) or the sequence length (spread)."""
+    heads: list[int]
+    """Heads of each output."""
+    head_divs: list[int]
+    """Per tensor: a pool's output head ``o`` reads input head ``o // div``; a spread's output
+    head ``j`` sums the ``div`` gathered heads from ``j * div`` on."""
+    sel_divs: list[int]
+    """Per tensor: head ``h`` (a pool's output, a spread's input) uses selection head
+    ``h // div``."""
+    shift: bool
+    """Windows shifted one row back, as the scatter (and its adjoint) reads them."""
+    mean: bool
+    """Window means, as the gather (and its adjoint) uses them, rather than sums."""
+    pooling_factor: int
+    num_levels: int
+
+    def adjoint(self, xs: list[Tensor]) -> WindowPlan:
+        """The plan of the adjoint launch on gradients of the outputs for ``xs``: the inputs'
+        length and heads become its outputs'."""
+        return self._replace(length=xs[0].shape[2], heads=[x.shape[1] for x in xs])
+
+
+def gather_plan(gathered_len: int, heads: list[int], head_divs: list[int], pooling_factor: int,
+                num_levels: int, sel_divs: list[int] | None = None) -> WindowPlan:
+    """The gather: window means, unshifted, into ``gathered_len`` rows."""
+    return WindowPlan(length=gathered_len, heads=heads, head_divs=head_divs,
+                      sel_divs=sel_divs or [1] * len(heads), shift=False, mean=True,
+                      pooling_factor=pooling_factor, num_levels=num_levels)
+
+
+def scatter_plan(seq_len: int, heads: list[int], pooling_factor: int, num_levels: int,
+                 sel_divs: list[int] | None = None) -> WindowPlan:
+    """The scatter: gathered rows summed over the shifted windows of ``seq_len`` base rows."""
+    return WindowPlan(length=seq_len, heads=heads, head_divs=[1] * len(heads),
+                      sel_divs=sel_divs or [1] * len(heads), shift=True, mean=False,
+                      pooling_factor=pooling_factor, num_levels=num_levels)
+
+
+def pool_windows(xs: list[Tensor], pos_map: Tensor, plan: WindowPlan,
+                 coarsest: list[Tensor] = ()) -> list[Tensor]:
     """For each ``x`` ``(B, H_x, N, D)`` (last dim contiguous) in ``xs`` (1 to 3 tensors):
-    ``(B, heads[i], S, D)`` pooled windows, in one launch (module doc). ``coarsest`` may hold,
+    ``(B, plan.heads[i], plan.length, D)``: the sum or mean of each selected window's rows,
+    in one launch (module doc). ``coarsest`` may hold,
     for the leading tensors of ``xs``, their coarsest level already pooled (contiguous
     ``(B, H_x, N / p^(L-1), D)`` means, from ``scores.row_norms_and_means``), which is then
     copied rather than pooled again (unshifted means only)."""
     B, _, N, D = xs[0].shape
+    S, heads, x_divs, sel_divs, shift, mean, pooling_factor, num_levels = plan
     if coarsest and (shift or not mean or len(coarsest) > len(xs)):
         raise ValueError("given coarsest levels must be unshifted means of leading inputs")
     outs = [x.new_empty(B, h, S, D) for x, h in zip(xs, heads)]
@@ -228,12 +274,12 @@ def pool(xs: list[Tensor], pos_map: Tensor, S: int, heads: list[int], x_divs: li
     return outs
 
 
-def spread(gs: list[Tensor], pos_map: Tensor, seq_len: int, heads: list[int],
-           groups: list[int], sel_divs: list[int], shift: bool, mean: bool,
-           pooling_factor: int, num_levels: int) -> list[Tensor]:
-    """For each ``g`` ``(B, heads[i] * groups[i], S, D)`` (last dim contiguous) in ``gs``:
-    ``(B, heads[i], N, D)``, the gathered rows spread over the base rows they cover."""
+def spread_windows(gs: list[Tensor], pos_map: Tensor, plan: WindowPlan) -> list[Tensor]:
+    """For each ``g`` ``(B, heads[i] * head_divs[i], S, D)`` (last dim contiguous) in ``gs``:
+    ``(B, heads[i], plan.length, D)``, the gathered rows spread over the base rows their
+    windows cover (divided by the window size if ``plan.mean``), in one launch."""
     B, _, _, D = gs[0].shape
+    seq_len, heads, groups, sel_divs, shift, mean, pooling_factor, num_levels = plan
     outs = [g.new_empty(B, h, seq_len, D) for g, h in zip(gs, heads)]
     rows = _rows(SPREAD_ROWS, pooling_factor, num_levels, D)
     grid = (cdiv(seq_len + int(shift), rows), B * sum(heads))
@@ -266,7 +312,8 @@ def build_position_map(level: Tensor, index: Tensor, seq_len: int, pooling_facto
 # inside torch.library custom ops (opaque to the compiler: no graph break, no fallback). Each
 # op's backward is the other op with the same flags and swapped head arguments.
 
-def _contig(xs):
+def contiguous_rows(xs: list[Tensor]) -> list[Tensor]:
+    """Each tensor with a contiguous last dim, as the kernels read rows."""
     return [x if x.stride(-1) == 1 else x.contiguous() for x in xs]
 
 
@@ -276,20 +323,14 @@ def _grads(ctx, grads):
             for g, shape in zip(grads, ctx.out_shapes)]
 
 
-def _adjoint_meta(xs: list[Tensor], meta: tuple) -> tuple:
-    """Arguments of the adjoint launch: the inputs' length and heads become its output's, the
-    rest (head divisors, selection divisors, flags, p, L) is shared."""
-    return (xs[0].shape[2], [x.shape[1] for x in xs], *meta[2:])
-
-
 class _Windowed(torch.autograd.Function):
     """``outs = kernel(xs)``, with gradient ``adjoint(grad_outs)`` (pool <-> spread)."""
 
     @staticmethod
-    def forward(ctx, kernel, adjoint, pos_map, meta, *xs):
+    def forward(ctx, kernel, adjoint, pos_map, plan, *xs):
         ctx.save_for_backward(pos_map)
-        ctx.adjoint, ctx.meta = adjoint, _adjoint_meta(xs, meta)
-        outs = kernel(_contig(xs), pos_map, *meta)
+        ctx.adjoint, ctx.plan = adjoint, plan.adjoint(xs)
+        outs = kernel(contiguous_rows(xs), pos_map, plan)
         ctx.out_shapes = [o.shape for o in outs]
         ctx.dtype, ctx.device = outs[0].dtype, outs[0].device
         return tuple(outs)
@@ -297,77 +338,77 @@ class _Windowed(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         (pos_map,) = ctx.saved_tensors
-        dxs = ctx.adjoint(_contig(_grads(ctx, grads)), pos_map, *ctx.meta)
+        dxs = ctx.adjoint(contiguous_rows(_grads(ctx, grads)), pos_map, ctx.plan)
         return (None, None, None, None, *dxs)
 
 
-@torch.library.custom_op("lighthouse_attn::pool", mutates_args=())
-def pool_op(xs: list[Tensor], pos_map: Tensor, S: int, heads: list[int], x_divs: list[int],
-            sel_divs: list[int], shift: bool, mean: bool, pooling_factor: int,
-            num_levels: int) -> list[Tensor]:
-    """:func:`pool` as an opaque op for torch.compile."""
-    return pool(_contig(xs), pos_map, S, heads, x_divs, sel_divs, shift, mean, pooling_factor,
-                num_levels)
+# The custom ops take a WindowPlan's fields as their own arguments (an op's schema holds no
+# tuple types), in the plan's order.
+@torch.library.custom_op("lighthouse_attn::pool_windows", mutates_args=())
+def pool_op(xs: list[Tensor], pos_map: Tensor, length: int, heads: list[int],
+            head_divs: list[int], sel_divs: list[int], shift: bool, mean: bool,
+            pooling_factor: int, num_levels: int) -> list[Tensor]:
+    """:func:`pool_windows` as an opaque op for torch.compile."""
+    return pool_windows(contiguous_rows(xs), pos_map, WindowPlan(
+        length, heads, head_divs, sel_divs, shift, mean, pooling_factor, num_levels))
 
 
 @pool_op.register_fake
-def _(xs, pos_map, S, heads, x_divs, sel_divs, shift, mean, pooling_factor, num_levels):
-    return [x.new_empty(x.shape[0], h, S, x.shape[3]) for x, h in zip(xs, heads)]
+def _(xs, pos_map, length, heads, *rest):
+    return [x.new_empty(x.shape[0], h, length, x.shape[3]) for x, h in zip(xs, heads)]
 
 
-@torch.library.custom_op("lighthouse_attn::spread", mutates_args=())
-def spread_op(gs: list[Tensor], pos_map: Tensor, seq_len: int, heads: list[int],
-              groups: list[int], sel_divs: list[int], shift: bool, mean: bool,
+@torch.library.custom_op("lighthouse_attn::spread_windows", mutates_args=())
+def spread_op(gs: list[Tensor], pos_map: Tensor, length: int, heads: list[int],
+              head_divs: list[int], sel_divs: list[int], shift: bool, mean: bool,
               pooling_factor: int, num_levels: int) -> list[Tensor]:
-    """:func:`spread` as an opaque op for torch.compile."""
-    return spread(_contig(gs), pos_map, seq_len, heads, groups, sel_divs, shift, mean,
-                  pooling_factor, num_levels)
+    """:func:`spread_windows` as an opaque op for torch.compile."""
+    return spread_windows(contiguous_rows(gs), pos_map, WindowPlan(
+        length, heads, head_divs, sel_divs, shift, mean, pooling_factor, num_levels))
 
 
 @spread_op.register_fake
-def _(gs, pos_map, seq_len, heads, groups, sel_divs, shift, mean, pooling_factor, num_levels):
-    return [g.new_empty(g.shape[0], h, seq_len, g.shape[3]) for g, h in zip(gs, heads)]
+def _(gs, pos_map, length, heads, *rest):
+    return [g.new_empty(g.shape[0], h, length, g.shape[3]) for g, h in zip(gs, heads)]
 
 
 def _setup(ctx, inputs, output):
     ctx.save_for_backward(inputs[1])
-    ctx.meta = _adjoint_meta(inputs[0], inputs[2:])
+    ctx.plan = WindowPlan(*inputs[2:]).adjoint(inputs[0])
 
 
 def _pool_op_backward(ctx, grads):
     (pos_map,) = ctx.saved_tensors
-    return (spread_op(list(grads), pos_map, *ctx.meta),) + (None,) * 9
+    return (spread_op(list(grads), pos_map, *ctx.plan),) + (None,) * 9
 
 
 def _spread_op_backward(ctx, grads):
     (pos_map,) = ctx.saved_tensors
-    return (pool_op(list(grads), pos_map, *ctx.meta),) + (None,) * 9
+    return (pool_op(list(grads), pos_map, *ctx.plan),) + (None,) * 9
 
 
 pool_op.register_autograd(_pool_op_backward, setup_context=_setup)
 spread_op.register_autograd(_spread_op_backward, setup_context=_setup)
 
 
-def _differentiable(kernel, adjoint, op, xs, pos_map, meta) -> list[Tensor]:
+def _differentiable(kernel, adjoint, op, xs, pos_map, plan: WindowPlan) -> list[Tensor]:
     if torch.compiler.is_compiling():
-        return op(list(xs), pos_map, *meta)
-    return list(_Windowed.apply(kernel, adjoint, pos_map, meta, *xs))
+        return op(list(xs), pos_map, *plan)
+    return list(_Windowed.apply(kernel, adjoint, pos_map, plan, *xs))
 
 
-def gather_pooled(xs: list[Tensor], pos_map: Tensor, S: int, heads: list[int],
-                  x_divs: list[int], sel_divs: list[int], shift: bool, mean: bool,
-                  pooling_factor: int, num_levels: int) -> list[Tensor]:
-    """Differentiable :func:`pool` (an autograd Function eagerly, a custom op compiled)."""
-    meta = (S, heads, x_divs, sel_divs, shift, mean, pooling_factor, num_levels)
-    return _differentiable(pool, spread, pool_op, xs, pos_map, meta)
+def pool_windows_differentiable(xs: list[Tensor], pos_map: Tensor, plan: WindowPlan
+                                ) -> list[Tensor]:
+    """:func:`pool_windows` with its gradient (an autograd Function eagerly, a custom op
+    compiled)."""
+    return _differentiable(pool_windows, spread_windows, pool_op, xs, pos_map, plan)
 
 
-def spread_gathered(gs: list[Tensor], pos_map: Tensor, seq_len: int, heads: list[int],
-                    groups: list[int], sel_divs: list[int], shift: bool, mean: bool,
-                    pooling_factor: int, num_levels: int) -> list[Tensor]:
-    """Differentiable :func:`spread` (an autograd Function eagerly, a custom op compiled)."""
-    meta = (seq_len, heads, groups, sel_divs, shift, mean, pooling_factor, num_levels)
-    return _differentiable(spread, pool, spread_op, gs, pos_map, meta)
+def spread_windows_differentiable(gs: list[Tensor], pos_map: Tensor, plan: WindowPlan
+                                  ) -> list[Tensor]:
+    """:func:`spread_windows` with its gradient (an autograd Function eagerly, a custom op
+    compiled)."""
+    return _differentiable(spread_windows, pool_windows, spread_op, gs, pos_map, plan)
 
 
 def position_map(selection: Selection, seq_len: int, pooling_factor: int, num_levels: int

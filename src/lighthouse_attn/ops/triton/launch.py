@@ -5,7 +5,7 @@ The first call with a given specialization goes through triton (which compiles a
 and keeps the compiled kernel; later calls hand the arguments straight to its launcher. Triton's
 launcher binds the arguments and rebuilds its cache key on every call: 35 us for the 30
 arguments of the pool kernel on an H100 host, against 11 us straight
-(benchmarks/h100/launch_probe.json). At 32K tokens a layer is bound by such host work.
+(benchmarks/results/h100/launch_probe.json). At 32K tokens a layer is bound by such host work.
 
 Our key is at least as fine as triton's specialization (tensors: dtype and 16-byte alignment;
 other arguments: their exact values, or for tensor descriptors dtype, block shape and padding),

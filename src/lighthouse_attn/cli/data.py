@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from .prepare import DEFAULT_SHARD_TOKENS, HELDOUT, prepare
+from ..data.prepare import DEFAULT_SHARD_TOKENS, HELDOUT, prepare
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

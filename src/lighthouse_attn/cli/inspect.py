@@ -14,12 +14,13 @@ from pathlib import Path
 
 import torch
 
-from ..config import GQA_MODES, SCORERS, SELECTIONS, LighthouseConfig
+from ..config import LighthouseConfig
+from ..eval.loading import load_checkpoint
+from ..eval.plots import plot_selection
+from ..eval.selection import model_selection, selection_summary
 from ..jsonfile import write_json
-from .cli import describe, file_stem, setup_runtime
-from .loading import load_checkpoint
-from .plots import plot_selection
-from .selection import model_selection, selection_summary
+from .eval import describe, file_stem, setup_runtime
+from .options import add_runtime_options, add_setting_options, argument_group
 
 _OVERRIDES = ("num_levels", "pooling_factor", "topk", "scorer", "dilation", "selection", "gqa")
 
@@ -40,17 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attention", choices=["lighthouse", "dense"], default="lighthouse",
                         help="attention of the other layers on the way to --layer (default: "
                              "lighthouse, as in stage 1)")
-    g = parser.add_argument_group("selection settings (default: the checkpoint's)")
-    g.add_argument("--num-levels", type=int, help="pyramid levels L")
-    g.add_argument("--pooling-factor", type=int, help="pooling factor p")
-    g.add_argument("--topk", type=int, help="selection budget K")
-    g.add_argument("--scorer", choices=SCORERS)
-    g.add_argument("--dilation", type=int)
-    g.add_argument("--selection", choices=SELECTIONS)
-    g.add_argument("--gqa", choices=GQA_MODES)
-    r = parser.add_argument_group("runtime and output")
-    r.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    r.add_argument("--threads", type=int, help="CPU threads (default: the free cores)")
+    add_setting_options(parser, LighthouseConfig, skip=("short_seq", "backend"),
+                        from_preset=True, group="selection settings (default: the checkpoint's)")
+    add_runtime_options(parser, precision=False, title="runtime and output")
+    r = argument_group(parser, "runtime and output")
     r.add_argument("--out", default="eval", help="directory for the JSON and PNG (default: eval/)")
 
 

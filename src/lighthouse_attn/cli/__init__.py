@@ -1,4 +1,7 @@
-"""The `lighthouse-attn` command: one subcommand per module, imported when it runs."""
+"""The `lighthouse-attn` command line: one module per subcommand, imported when it runs.
+
+Every ``argparse`` of the package lives in this folder; the library is used from Python
+without it."""
 
 from __future__ import annotations
 
@@ -7,26 +10,27 @@ import importlib
 import signal
 import sys
 
-from .progress import quiet_libraries
+from ..progress import quiet_libraries
+from .options import with_flags
 
 # name -> (module with add_arguments(parser) and main(args) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "plan": ("lighthouse_attn.plan", "tiles, gathered length, FLOPs and memory of a config"),
-    "bench": ("lighthouse_attn.bench.cli", "GPU benchmarks against dense SDPA"),
-    "train": ("lighthouse_attn.train.cli",
+    "plan": ("lighthouse_attn.cli.plan", "tiles, gathered length, FLOPs and memory of a config"),
+    "bench": ("lighthouse_attn.cli.bench", "GPU benchmarks against dense SDPA"),
+    "train": ("lighthouse_attn.cli.train",
               "two-stage pretraining: Lighthouse, then dense recovery (no options: the demo)"),
-    "data": ("lighthouse_attn.data.cli",
+    "data": ("lighthouse_attn.cli.data",
              "prepare a corpus: tokenize inputs once into shards that training streams"),
-    "compare": ("lighthouse_attn.compare.cli",
+    "compare": ("lighthouse_attn.cli.compare",
                 "does Lighthouse pay off? dense vs Lighthouse-then-dense over paired seeds"),
-    "eval": ("lighthouse_attn.eval.cli",
+    "eval": ("lighthouse_attn.cli.eval",
              "evaluate checkpoints: passkey retrieval (niah), loss by position (loss), "
              "future leak (leak), attention mass the selection keeps (recall)"),
-    "export": ("lighthouse_attn.export",
+    "export": ("lighthouse_attn.cli.export",
                "the trained model as a transformers checkpoint with its tokenizer"),
-    "generate": ("lighthouse_attn.generate",
+    "generate": ("lighthouse_attn.cli.generate",
                  "continue a prompt with a trained or exported model (dense, KV cache)"),
-    "inspect": ("lighthouse_attn.eval.inspect_cli",
+    "inspect": ("lighthouse_attn.cli.inspect",
                 "draw what stage-1 selection picks in one layer for a text"),
 }
 
@@ -52,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((a for a in argv if not a.startswith("-")), None)
     previous = signal.signal(signal.SIGTERM, _terminated)
+    parser = None
     try:
         parser = build_parser(command if command in COMMANDS else None)
         args = parser.parse_args(argv)
@@ -63,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             quiet_libraries()  # transformers' bars too: off when asked, and off in logs
         return importlib.import_module(COMMANDS[args.command][0]).main(args)
     except ValueError as err:
-        print(f"lighthouse-attn {command}: error: {err}", file=sys.stderr)
+        print(f"lighthouse-attn {command}: error: {with_flags(err, parser)}", file=sys.stderr)
         return 2
     except OSError as err:  # a full disk, a read-only directory: the path and the cause
         where = f"{err.filename}: " if err.filename else ""
@@ -86,6 +91,3 @@ class Terminated(BaseException):
 def _terminated(signum, frame) -> None:
     raise Terminated
 
-
-if __name__ == "__main__":
-    sys.exit(main())

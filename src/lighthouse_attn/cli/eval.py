@@ -13,15 +13,16 @@ from pathlib import Path
 import torch
 
 from ..data import TOKENIZER, open_sequences
+from ..eval.forward import MEMORY_FRACTION, bytes_per_sequence, fit_batch, free_memory
+from ..eval.leak import measure_leak
+from ..eval.loading import EvalCheckpoint, load_checkpoint
+from ..eval.passkey import DEFAULT_CONTEXTS, DEFAULT_DEPTHS, MIN_CONTEXT, plan_contexts, run_passkey
+from ..eval.plots import plot_passkey, plot_position_loss
+from ..eval.position_loss import GAIN_WINDOW, loss_by_position
 from ..jsonfile import write_json
 from ..models.memory import gib
 from ..runtime import resolve_device, set_cpu_threads, uses_bf16
-from .forward import MEMORY_FRACTION, bytes_per_sequence, fit_batch, free_memory
-from .leak import measure_leak
-from .loading import EvalCheckpoint, load_checkpoint
-from .passkey import DEFAULT_CONTEXTS, DEFAULT_DEPTHS, MIN_CONTEXT, plan_contexts, run_passkey
-from .plots import plot_passkey, plot_position_loss
-from .position_loss import GAIN_WINDOW, loss_by_position
+from .options import add_runtime_options, argument_group
 
 NIAH_HELP = "passkey retrieval: a digit hidden at several depths and context lengths"
 LOSS_HELP = "held-out loss overall and by token position, for one or more checkpoints"
@@ -33,12 +34,8 @@ LEAK_HELP = ("does a checkpoint read the future? replace the text after random c
 def add_runtime_arguments(parser: argparse.ArgumentParser, out_default: str = "eval") -> None:
     """``--device``, ``--precision``, ``--threads``, ``--memory-gib``, ``--no-progress``,
     ``--out``."""
-    g = parser.add_argument_group("runtime and output")
-    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    g.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
-                   help="auto: bf16 autocast on GPU, fp32 on CPU")
-    g.add_argument("--threads", type=int,
-                   help="CPU threads (default: the cores that are free at start)")
+    add_runtime_options(parser, title="runtime and output")
+    g = argument_group(parser, "runtime and output")
     g.add_argument("--memory-gib", type=float,
                    help="memory the forward passes may use beyond the weights (default: "
                         f"{100 * MEMORY_FRACTION:.0f}%% of the device's free memory after loading)")
@@ -393,10 +390,10 @@ def add_recall_arguments(parser: argparse.ArgumentParser) -> None:
 def recall_main(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from ..eval.plots import plot_recall
+    from ..eval.recall import layer_recall
+    from ..eval.selection import hf_layer_qkv, layer_qkv
     from ..models import Llama
-    from .plots import plot_recall
-    from .recall import layer_recall
-    from .selection import hf_layer_qkv, layer_qkv
 
     if args.sequences < 1:
         raise ValueError(f"--sequences must be >= 1 (got {args.sequences})")

@@ -17,15 +17,16 @@ from pathlib import Path
 
 import torch
 
+from ..compare.arms import Arm, arm_configs, check_equal_time, parse_arm, run_name
+from ..compare.equal_time import saved_plan
+from ..compare.runner import Interrupted, Job, apply_plan, is_finished, run_jobs
 from ..data.tokenizer import loss_unit
 from ..environment import device_name, versions
 from ..jsonfile import write_json
-from ..models import add_model_arguments, build_model_config, model_label
-from ..train.options import SCHEDULES, add_train_arguments, train_config_from_args
+from ..train.options import SCHEDULES, TrainConfig
 from ..train.signals import EXIT_CODES
-from .arms import Arm, arm_configs, check_equal_time, parse_arm, run_name
-from .equal_time import saved_plan
-from .runner import Interrupted, Job, apply_plan, is_finished, run_jobs
+from .model import add_model_arguments, build_model_config, model_label
+from .train import add_train_arguments, train_config_from_args
 
 HELP = "dense vs Lighthouse-then-dense on held-out text over paired seeds: the verdict"
 
@@ -82,7 +83,8 @@ def plan_jobs(args: argparse.Namespace) -> tuple[list[Job], dict, dict]:
                          "(text the training data does not contain)")
     if args.passkey_trials < 0:
         raise ValueError(f"--passkey-trials must be >= 0 (got {args.passkey_trials})")
-    schedules = _parse_list(args.schedules or args.schedule, "--schedules")
+    schedules = _parse_list(args.schedules or args.schedule or TrainConfig.schedule,
+                            "--schedules")
     for s in schedules:
         if s not in SCHEDULES:
             raise ValueError(f"unknown schedule {s!r} in --schedules; choose from "
@@ -160,16 +162,16 @@ def plan_jobs(args: argparse.Namespace) -> tuple[list[Job], dict, dict]:
 
 
 def main(args: argparse.Namespace) -> int:
+    from ..compare import report as rep
+    from ..compare.final_eval import evaluate_final
     from ..runtime import resolve_device, set_cpu_threads
-    from . import report as rep
-    from .final_eval import evaluate_final
 
     jobs, groups, settings = plan_jobs(args)
     if not settings["matched_tokens"]:
         print("compare: warning: the arms train on different numbers of tokens; the verdict "
               "is not a matched-token comparison", file=sys.stderr)
     out = Path(args.out)
-    device = resolve_device(args.device)
+    device = resolve_device(args.device or TrainConfig.device)
     if device.type == "cpu":
         set_cpu_threads(args.threads)
 

@@ -12,19 +12,15 @@ import json
 import os
 import sys
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
-from ..models import (
-    ModelConfig,
-    add_model_arguments,
-    build_model_config,
-    model_config_from_dict,
-    model_label,
-)
-from .loop import TrainingError, train
-from .options import TrainConfig, add_train_arguments, train_config_from_args
-from .signals import EXIT_CODES
+from ..models import ModelConfig, model_config_from_dict
+from ..train import TrainConfig, TrainingError, train
+from ..train.options import PRESET_TRAINING
+from ..train.signals import EXIT_CODES
+from .model import add_model_arguments, build_model_config, model_label
+from .options import add_setting_options, argument_group
 
 _RESUME_ALLOWED = {"resume", "no_progress", "device", "threads", "command",
                    "context_parallel", "verify_data"}
@@ -35,6 +31,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "the demo (both stages on the embedded stdlib corpus).")
     add_model_arguments(parser)
     add_train_arguments(parser)
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """The run's options: the fields of :class:`TrainConfig`, and how this command runs."""
+    g = argument_group(parser, "run")
+    g.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue RUN_DIR from its latest checkpoint with its own settings")
+    g.add_argument("--overwrite", action="store_true",
+                   help="allow a --run-dir that already holds a run (its files are replaced)")
+    add_setting_options(parser, TrainConfig)
+    s = argument_group(parser, "system")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("--dry-run", action="store_true",
+                   help="validate the settings, print the plan and exit")
+
+
+def train_config_from_args(args: argparse.Namespace, run_dir: str) -> TrainConfig:
+    """The :class:`TrainConfig` of the options: each given option, else the preset's
+    training default, else the field's default."""
+    defaults = PRESET_TRAINING[args.preset]
+    values = {}
+    for f in fields(TrainConfig):
+        given = getattr(args, f.name, None)
+        if given is None and f.name in defaults:
+            given = defaults[f.name]
+        if given is not None:
+            values[f.name] = given
+    # absolute paths: a run resumes from any working directory
+    values["data"] = [os.path.abspath(p) for p in values.get("data", [])]
+    values["eval_data"] = [os.path.abspath(p) for p in values.get("eval_data", [])]
+    values["save_at"] = sorted(set(values.get("save_at", [])))
+    tokenizer = values.get("tokenizer", "bytes")
+    values["tokenizer"] = tokenizer if tokenizer == "bytes" else os.path.abspath(tokenizer)
+    values["run_dir"] = run_dir
+    cfg = TrainConfig(**values)
+    cfg.validate()
+    return cfg
 
 
 def _defaults() -> dict:
@@ -53,7 +86,7 @@ def _resume_configs(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig]
                          f"{flags}")
     path = Path(args.resume) / "config.json"
     if not path.is_file():
-        from .checkpoint import list_checkpoints
+        from ..models.loading import list_checkpoints
 
         ckpts = list_checkpoints(args.resume)
         if ckpts:
@@ -68,7 +101,7 @@ def _resume_configs(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig]
         model = model_config_from_dict(saved["model"])
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise ValueError(f"{path} is not a valid run config ({err!r})") from None
-    changes = {"device": args.device} if args.device != "auto" else {}
+    changes = {"device": args.device} if args.device not in (None, "auto") else {}
     if args.threads is not None:
         changes["threads"] = args.threads
     if args.verify_data is not None:
