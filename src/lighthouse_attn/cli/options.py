@@ -12,7 +12,6 @@ import argparse
 import re
 from dataclasses import MISSING, fields
 
-from ..runtime import DEVICES, PRECISIONS
 from ..settings import SettingError
 
 
@@ -89,6 +88,8 @@ def given_settings(args: argparse.Namespace, cls: type) -> dict:
 def add_runtime_options(parser: argparse.ArgumentParser, *, precision: bool = True,
                         threads: bool = True, title: str = "system") -> None:
     """``--device``, ``--precision`` and ``--threads``, the same in every command."""
+    from ..runtime import DEVICES, PRECISIONS  # imports torch: only for commands that run
+
     g = argument_group(parser, title)
     g.add_argument("--device", choices=DEVICES, default="auto",
                    help="auto: CUDA when available, else CPU (default: auto)")
