@@ -61,7 +61,7 @@ def test_niah_defaults_fall_back_to_the_training_length(tiny_run, tmp_path, caps
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "every default context is longer than --max-context 512" in out
-    assert "skipped context 98,304: longer than --max-context 512" in out
+    assert "skipped context 98,304: longer than max_context 512" in out
     result = read(out_dir / "niah_tiny.json")
     assert result["contexts"] == [256, 512]
     assert result["depths"] == [0, 15, 30, 50, 70, 85, 100]
