@@ -7,7 +7,7 @@ import math
 from .config import TILE, LighthouseConfig
 from .settings import SettingError
 
-DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+DTYPE_BYTES = {"fp64": 8, "fp32": 4, "bf16": 2, "fp16": 2}
 
 
 def plan(config: LighthouseConfig, seq_len: int, batch_size: int = 1, heads: int = 8,
@@ -99,6 +99,71 @@ def context_parallel_plan(config: LighthouseConfig, seq_len: int, degree: int) -
     return {"degree": degree, "chunks": 2 * degree, "chunk_len": chunk,
             "chunk_topk": local.topk if local.num_levels > 1 else None,
             "gathered_per_process": 2 * gathered}
+
+
+def context_parallel_traffic(config: LighthouseConfig, seq_len: int, degree: int, *,
+                             batch_size: int = 1, heads: int = 8, kv_heads: int | None = None,
+                             head_dim: int = 128, dtype: str = "bf16") -> dict:
+    """Bytes each process moves per attention layer and forward pass under context parallelism
+    of ``degree`` ``W`` (``lighthouse_attn.parallel``), and the keys and values it holds from
+    the others. The backward moves the same bytes again (the autograd all-gathers reduce-scatter
+    their gradients). Every exchange is an all-gather of equal pieces: a process contributes its
+    piece and receives ``W - 1`` others (a ring or NCCL's algorithms also send about as much).
+
+    - Lighthouse layer: the gathered keys and values of both local chunks (``gathered_kv``), the
+      scatter's spill (fp32; ``spill``), and with the causal selection the last coarsest window
+      of base scores (fp32; ``causal_scores``).
+    - Dense layer (always-dense layers, stage 2) as implemented: an all-gather of the full keys
+      and values (``dense_all_gather``); beside it, a ring (``dense_ring``: the same bytes in
+      ``W - 1`` steps, holding two pieces instead of all ``W``).
+    """
+    from .parallel.attention import chunk_config
+
+    local = chunk_config(config, seq_len, degree)
+    W, kv = degree, kv_heads or heads
+    n = seq_len // (2 * W)
+    row = batch_size * head_dim * DTYPE_BYTES[dtype]
+    acc = 8 if dtype == "fp64" else 4  # the spill is fp32 (fp64 for fp64); scores are fp32
+
+    def exchange(piece: int) -> dict:
+        return {"piece_bytes": piece, "sent_bytes": (W - 1) * piece,
+                "received_bytes": (W - 1) * piece}
+
+    out: dict = {"degree": W, "chunk_len": n}
+    if local.num_levels > 1:
+        E = local.gathered_length(n)
+        kv_gathered = kv if config.gqa == "shared" else heads
+        score_heads = kv if config.gqa == "shared" else heads
+        lighthouse = {"gathered_kv": exchange(2 * 2 * E * kv_gathered * row),
+                      "spill": exchange(2 * batch_size * heads * (local.coarsest_window - 1)
+                                        * head_dim * acc)}
+        if config.selection == "causal":
+            lighthouse["causal_scores"] = exchange(2 * 2 * batch_size * score_heads
+                                                   * local.coarsest_window * 4)
+        lighthouse["received_bytes"] = sum(x["received_bytes"] for x in lighthouse.values())
+        lighthouse["held_kv_bytes"] = 2 * 2 * W * E * kv_gathered * row  # both chunks' gathers
+        out.update(chunk_topk=local.topk, chunk_gathered_len=E, lighthouse=lighthouse)
+    shard = 2 * 2 * n * kv * row  # this process's keys and values
+    out["dense_all_gather"] = {**exchange(shard), "held_kv_bytes": W * shard}
+    out["dense_ring"] = {**exchange(shard), "held_kv_bytes": 2 * shard}
+    return out
+
+
+def format_traffic(t: dict) -> str:
+    """The traffic of :func:`context_parallel_traffic` as text."""
+    lines = [f"  per process and layer, forward (the backward moves as much again); "
+             f"C={t['degree']}, chunks of {t['chunk_len']:,} tokens:"]
+    if "lighthouse" in t:
+        lh = t["lighthouse"]
+        parts = ", ".join(f"{name} {_mb(lh[name]['received_bytes'])}"
+                          for name in ("gathered_kv", "spill", "causal_scores") if name in lh)
+        lines.append(f"    Lighthouse layer  receives {_mb(lh['received_bytes'])} ({parts}); "
+                     f"holds {_mb(lh['held_kv_bytes'])} of gathered K/V")
+    for name, label in (("dense_all_gather", "dense, all-gather"), ("dense_ring", "dense, ring")):
+        d = t[name]
+        lines.append(f"    {label:<17} receives {_mb(d['received_bytes'])}; holds "
+                     f"{_mb(d['held_kv_bytes'])} of K/V")
+    return "\n".join(lines)
 
 
 def format_plan(p: dict) -> str:

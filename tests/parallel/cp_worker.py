@@ -1,5 +1,6 @@
 """One rank of the context-parallel exactness checks (spawned by test_context_parallel.py)."""
 
+import contextlib
 import json
 import sys
 
@@ -10,12 +11,34 @@ sys.path.insert(0, __file__.rsplit("/", 2)[0])
 from conftest import rand_qkv  # noqa: E402
 
 from lighthouse_attn import LighthouseConfig, lighthouse_attention, select  # noqa: E402
+from lighthouse_attn.parallel import attention as attention_module  # noqa: E402
 from lighthouse_attn.parallel import (  # noqa: E402
     chunk_config,
     dense_attention_cp,
     lighthouse_attention_cp,
     shard_sequence,
 )
+
+
+@contextlib.contextmanager
+def _count_pieces():
+    """Bytes this rank contributes to every all-gather of the forward pass."""
+    pieces = []
+    gather, into = attention_module._gather, dist.all_gather_into_tensor
+
+    def counted_gather(x, *args, **kw):
+        pieces.append(x.numel() * x.element_size())
+        return gather(x, *args, **kw)
+
+    def counted_into(out, x, *args, **kw):
+        pieces.append(x.numel() * x.element_size())
+        return into(out, x, *args, **kw)
+
+    attention_module._gather, dist.all_gather_into_tensor = counted_gather, counted_into
+    try:
+        yield pieces
+    finally:
+        attention_module._gather, dist.all_gather_into_tensor = gather, into
 
 
 def run(rank: int, world: int, init: str, cases: list[dict], out_path: str,
@@ -37,8 +60,9 @@ def run(rank: int, world: int, init: str, cases: list[dict], out_path: str,
                if dense else lighthouse_attention(*full, cfg))
         (ref * w).sum().backward()
         local = [shard_sequence(x.detach(), 2, rank, world).requires_grad_() for x in (q, k, v)]
-        out = (dense_attention_cp(*local) if dense else
-               lighthouse_attention_cp(*local, cfg, exchange_spill=exchange_spill))
+        with _count_pieces() as pieces:
+            out = (dense_attention_cp(*local) if dense else
+                   lighthouse_attention_cp(*local, cfg, exchange_spill=exchange_spill))
         (out * shard_sequence(w, 2, rank, world)).sum().backward()
         want = shard_sequence(ref.detach(), 2, rank, world)
         diff = (out.detach() - want).abs().amax(dim=(0, 1, 3))  # per local row
@@ -60,7 +84,7 @@ def run(rank: int, world: int, init: str, cases: list[dict], out_path: str,
                 same_selection &= torch.equal(part.level, g_level)
                 same_selection &= torch.equal(part.index, g_index - offset)
         results.append({"rows": diff.tolist(), "out": float(diff.max()), "grads": grads,
-                        "same_selection": bool(same_selection)})
+                        "same_selection": bool(same_selection), "piece_bytes": sum(pieces)})
     with open(f"{out_path}.{rank}", "w") as f:
         json.dump(results, f)
     dist.destroy_process_group()

@@ -9,6 +9,7 @@ import pytest
 
 from lighthouse_attn import LighthouseConfig
 from lighthouse_attn.parallel import chunk_config, shard_sequence, unshard_sequence
+from lighthouse_attn.plan import context_parallel_traffic
 
 WORKER = os.path.join(os.path.dirname(__file__), "cp_worker.py")
 
@@ -52,6 +53,15 @@ def test_sharded_op_equals_the_single_process_op(world, cases, tmp_path):
             assert r["out"] < 1e-10, (case, rank, r["out"])
             assert max(r["grads"]) < 1e-10, (case, rank, r["grads"])
             assert r["same_selection"], (case, rank)
+            # what `plan --context-parallel` reports is what the collectives move
+            traffic = context_parallel_traffic(
+                LighthouseConfig(**case["config"]), case["N"], world, heads=case["H"],
+                kv_heads=case["Hkv"], head_dim=8, dtype="fp64")
+            parts = traffic.get("lighthouse") or {}
+            want = (traffic["dense_all_gather"]["piece_bytes"] if case.get("dense") else
+                    sum(parts[x]["piece_bytes"] for x in ("gathered_kv", "spill",
+                                                          "causal_scores") if x in parts))
+            assert r["piece_bytes"] == want, (case, r["piece_bytes"], want)
 
 
 def test_without_the_spill_exchange_the_error_sits_on_chunk_boundaries(tmp_path):

@@ -12,8 +12,10 @@ from ..config import LighthouseConfig
 from ..plan import (
     DTYPE_BYTES,
     context_parallel_plan,
+    context_parallel_traffic,
     format_plan,
     format_suggestions,
+    format_traffic,
     plan,
     plan_warnings,
     suggest,
@@ -73,6 +75,10 @@ def main(args: argparse.Namespace) -> int:
         if args.context_parallel != 1:
             result["plan"]["context_parallel"] = context_parallel_plan(cfg, args.seq_len,
                                                                        args.context_parallel)
+            result["plan"]["context_parallel"]["traffic"] = context_parallel_traffic(
+                cfg, args.seq_len, args.context_parallel, batch_size=args.batch_size,
+                heads=args.heads, kv_heads=args.kv_heads, head_dim=args.head_dim,
+                dtype=args.dtype)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -83,6 +89,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"  context parallel C={c['degree']}  {c['chunks']} chunks of "
                   f"{c['chunk_len']:,} tokens, K={c['chunk_topk']:,} each; per process "
                   f"{2 * c['chunk_len']:,} tokens, gathered {c['gathered_per_process']:,}")
+            print(format_traffic(c["traffic"]))
         for w in result["warnings"]:
             print(f"warning: {w}", file=sys.stderr)
     else:
