@@ -75,7 +75,7 @@ def lighthouse_attention(q: Tensor, k: Tensor, v: Tensor,
     config.validate(N)
     if selection is not None:
         check_selection(selection, q, k, config)
-    return run_checked(q, k, v, config, scale, attn_fn, selection)
+    return run_unchecked(q, k, v, config, scale=scale, attn_fn=attn_fn, selection=selection)
 
 
 def autocast_inputs(q: Tensor, k: Tensor, v: Tensor | None
@@ -95,7 +95,7 @@ def autocast_inputs(q: Tensor, k: Tensor, v: Tensor | None
     return cast(q), cast(k), cast(v)
 
 
-def run_checked(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
+def run_unchecked(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
                 scale: float | None = None, attn_fn: AttnFn | None = None,
                 selection: Selection | None = None) -> Tensor:
     """:func:`lighthouse_attention` without its checks, for callers inside the library that

@@ -38,7 +38,7 @@ from torch.nn.attention.bias import causal_lower_right
 
 from ..config import TILE, LighthouseConfig
 from ..ops import Selection, select
-from ..ops.api import autocast_inputs, run_checked
+from ..ops.api import autocast_inputs, run_unchecked
 from ..ops.inputs import check_inputs
 from ..ops.reference.scores import base_scores, causal_level_scores
 from ..ops.reference.select import select_from_scores
@@ -216,7 +216,7 @@ def lighthouse_attention_cp(q: Tensor, k: Tensor, v: Tensor, config: LighthouseC
         selections = [select(x_q, x_k, local, v=x_v)
                       for x_q, x_k, x_v in zip(q.split(n, 2), k.split(n, 2), v.split(n, 2))]
     inner = _GatheredInner(group, rank, world, local, selections, n)
-    outs = [run_checked(x_q, x_k, x_v, local, scale, inner, sel)  # inputs checked above
+    outs = [run_unchecked(x_q, x_k, x_v, local, scale=scale, attn_fn=inner, selection=sel)
             for x_q, x_k, x_v, sel in zip(q.split(n, 2), k.split(n, 2), v.split(n, 2),
                                           selections)]
     spills = _gather(torch.stack(inner.spills).contiguous(), 0, group)  # (2W, B, H, w-1, D)
