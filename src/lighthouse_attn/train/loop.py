@@ -501,7 +501,7 @@ def describe(run: TrainConfig, model: ModelConfig, env: DistEnv, data: DataSourc
     schedule = run.schedule + (f" (decay over the last {run.wsd_decay} steps)"
                                if run.schedule == "wsd" else "")
     held_out = (f"{validation.count} x {run.seq_len:,} tokens of {', '.join(run.eval_data)}, "
-                f"every {run.validation_every} steps" if validation else "none (eval_data)")
+                f"every {run.validation_every} steps" if validation else "none given")
     return "\n".join([
         header,
         f"  stage 1: {run.lighthouse_steps} steps, {stage1}",
