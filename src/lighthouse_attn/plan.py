@@ -132,16 +132,15 @@ def context_parallel_traffic(config: LighthouseConfig, seq_len: int, degree: int
     out: dict = {"degree": W, "chunk_len": n}
     if local.num_levels > 1:
         E = local.gathered_length(n)
-        kv_gathered = kv if config.gqa == "shared" else heads
-        score_heads = kv if config.gqa == "shared" else heads
-        lighthouse = {"gathered_kv": exchange(2 * 2 * E * kv_gathered * row),
+        sel_heads = kv if config.gqa == "shared" else heads  # heads of gathered K/V, scores
+        lighthouse = {"gathered_kv": exchange(2 * 2 * E * sel_heads * row),
                       "spill": exchange(2 * batch_size * heads * (local.coarsest_window - 1)
                                         * head_dim * acc)}
         if config.selection == "causal":
-            lighthouse["causal_scores"] = exchange(2 * 2 * batch_size * score_heads
+            lighthouse["causal_scores"] = exchange(2 * 2 * batch_size * sel_heads
                                                    * local.coarsest_window * 4)
         lighthouse["received_bytes"] = sum(x["received_bytes"] for x in lighthouse.values())
-        lighthouse["held_kv_bytes"] = 2 * 2 * W * E * kv_gathered * row  # both chunks' gathers
+        lighthouse["held_kv_bytes"] = 2 * 2 * W * E * sel_heads * row  # both chunks' gathers
         out.update(chunk_topk=local.topk, chunk_gathered_len=E, lighthouse=lighthouse)
     shard = 2 * 2 * n * kv * row  # this process's keys and values
     out["dense_all_gather"] = {**exchange(shard), "held_kv_bytes": W * shard}

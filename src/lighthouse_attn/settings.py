@@ -13,7 +13,8 @@ def setting(default: Any = MISSING, *, factory: Any = MISSING, help: str, group:
     """A dataclass field described for users: ``help`` (one line), ``group`` (a heading), and
     optional hints for a command line: ``choices``, ``metavar``, ``flag`` (another option
     name, e.g. ``"--no-verify-data"`` for a ``True`` default), ``negatable`` (a bool with both
-    ``--x`` and ``--no-x``), ``preset`` (the default comes from a preset)."""
+    ``--x`` and ``--no-x``), ``preset`` (the default comes from a preset), ``cli=False`` (not
+    an option)."""
     return field(default=default, default_factory=factory,
                  metadata={"help": help, "group": group, **hints})
 

@@ -171,7 +171,7 @@ def main(args: argparse.Namespace) -> int:
         print("compare: warning: the arms train on different numbers of tokens; the verdict "
               "is not a matched-token comparison", file=sys.stderr)
     out = Path(args.out)
-    device = resolve_device(args.device or TrainConfig.device)
+    device = resolve_device(jobs[0].run.device)  # every arm shares the base run's
     if device.type == "cpu":
         set_cpu_threads(args.threads)
 

@@ -41,8 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attention", choices=["lighthouse", "dense"], default="lighthouse",
                         help="attention of the other layers on the way to --layer (default: "
                              "lighthouse, as in stage 1)")
-    add_setting_options(parser, LighthouseConfig, skip=("short_seq", "backend"),
-                        from_preset=True, group="selection settings (default: the checkpoint's)")
+    add_setting_options(parser, LighthouseConfig, from_preset=True,
+                        group="selection settings (default: the checkpoint's)")
     add_runtime_options(parser, precision=False, title="runtime and output")
     r = argument_group(parser, "runtime and output")
     r.add_argument("--out", default="eval", help="directory for the JSON and PNG (default: eval/)")

@@ -20,7 +20,6 @@ from ..models import (
 )
 from .options import add_setting_options, argument_group, flag, given_settings
 
-_LIGHTHOUSE_OPTIONS = ("short_seq", "backend", "deterministic")  # not options of a model
 _MODEL = "model (defaults come from --preset)"
 _LIGHTHOUSE = "Lighthouse (stage 1; defaults come from --preset)"
 
@@ -39,8 +38,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_preset: str = "
                         "init, no download) instead of a preset; the Lighthouse options apply, "
                         f"with the {default_preset} preset's as defaults; needs the hf extra")
     add_setting_options(parser, LlamaConfig, from_preset=True, group=_MODEL)
-    add_setting_options(parser, LighthouseConfig, skip=_LIGHTHOUSE_OPTIONS, from_preset=True,
-                        group=_LIGHTHOUSE)
+    add_setting_options(parser, LighthouseConfig, from_preset=True, group=_LIGHTHOUSE)
     argument_group(parser, _LIGHTHOUSE).add_argument(
         "--dense-layers", help="layers always dense, e.g. '0,1,-2,-1' (negative: from the end; "
         "write --dense-layers=-1 when the list starts with a minus) or 'none'")
@@ -58,9 +56,7 @@ def build_model_config(args: argparse.Namespace) -> ModelConfig:
     """The model config the options describe: the preset with every given option applied
     (``vocab_size``, unless given, the ``--tokenizer``'s), or with ``--hf-config`` a Hugging
     Face architecture with the preset's Lighthouse settings and the given ones applied."""
-    lighthouse = preset_lighthouse(args.preset, **{
-        k: v for k, v in given_settings(args, LighthouseConfig).items()
-        if k not in _LIGHTHOUSE_OPTIONS})
+    lighthouse = preset_lighthouse(args.preset, **given_settings(args, LighthouseConfig))
     dense = getattr(args, "dense_layers", None)
     dense_layers = None if dense is None else parse_dense_layers(dense)
     shape = {k: v for k, v in given_settings(args, LlamaConfig).items() if k in SHAPE_FIELDS}

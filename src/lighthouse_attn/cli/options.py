@@ -21,14 +21,13 @@ def flag(name: str) -> str:
 
 
 def add_setting_options(parser: argparse.ArgumentParser, cls: type, *,
-                        skip: tuple[str, ...] = (), from_preset: bool = False,
-                        group: str | None = None) -> None:
+                        from_preset: bool = False, group: str | None = None) -> None:
     """Add one option per described field of the dataclass ``cls`` (fields with help text,
-    not marked ``cli=False``, not in ``skip``), in the argument groups the fields name (or all
-    in ``group``); ``from_preset``: every default is a preset's."""
+    not marked ``cli=False``), in the argument groups the fields name (or all in ``group``);
+    ``from_preset``: every default is a preset's."""
     for f in fields(cls):
         meta = f.metadata
-        if "help" not in meta or not meta.get("cli", True) or f.name in skip:
+        if "help" not in meta or not meta.get("cli", True):
             continue
         argument_group(parser, group or meta.get("group") or "options").add_argument(
             meta.get("flag", flag(f.name)), **_kwargs(f, meta, from_preset))

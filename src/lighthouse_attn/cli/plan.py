@@ -27,7 +27,7 @@ from .options import add_setting_options, given_settings
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seq-len", type=int, default=98_304,
                         help="context length N (default 98,304)")
-    add_setting_options(parser, LighthouseConfig, skip=("short_seq", "backend"))
+    add_setting_options(parser, LighthouseConfig)
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--kv-heads", type=int, default=None)
