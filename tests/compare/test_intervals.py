@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from lighthouse_attn.compare.report import build_report, markdown, run_summary
+from lighthouse_attn.compare.report import _steps_label, build_report, markdown, run_summary
 from lighthouse_attn.compare.stats import (
     describe_interval,
     mean_interval,
@@ -64,7 +64,8 @@ def _run(path, lighthouse_steps, total, final_val, wall_s, gain=None, ranges=Non
     return path
 
 
-def _report(tmp_path, dense_vals, lh_diffs, planned_diffs=None, with_long_context=True):
+def _report(tmp_path, dense_vals, lh_diffs, planned_diffs=None, with_long_context=True,
+            planned_steps=None):
     runs, groups = {}, {}
     arms = {"dense": (0, 10, 10.0), "lighthouse": (6, 10, 7.0)}
     if planned_diffs is not None:
@@ -82,7 +83,8 @@ def _report(tmp_path, dense_vals, lh_diffs, planned_diffs=None, with_long_contex
             ranges = {"0-2K": val + 0.5, "2K-end": val - 0.1 * seed}
             name = f"{key}-s{seed}"
             groups[key]["seeds"][seed] = name
-            runs[name] = run_summary(_run(tmp_path / name, ls, total, val, wall, gain, ranges))
+            steps = planned_steps[seed] if arm == "dshort" and planned_steps else total
+            runs[name] = run_summary(_run(tmp_path / name, ls, steps, val, wall, gain, ranges))
     return build_report(runs, groups, {})
 
 
@@ -132,3 +134,16 @@ def test_one_seed_gives_no_interval_and_says_so(tmp_path):
     md = markdown(report, [])
     assert "| lighthouse-wsd | dense-wsd | 1 | +0.0500 | - | one seed, no interval |" in md
     assert "## Long context" not in md
+
+
+def test_planned_steps_that_differ_by_seed_are_named_as_a_range(tmp_path):
+    """An arm planned for equal time plans its steps per seed; the verdict, the comparison
+    lines and the plot's label name the range, not the first seed's count."""
+    report = _report(tmp_path, [2.0, 2.1, 2.05], [0.1, 0.05, 0.08], [-0.2, -0.15, -0.19],
+                     planned_steps=[7, 5, 6])
+    assert report["arms"]["dshort-wsd"]["dense_steps_range"] == [5, 7]
+    assert "(dense for 5-7 steps (dshort, wsd schedule)," in report["verdict"]
+    assert "dense for 5-7 steps (dshort" in markdown(report, [])
+    assert _steps_label(report["arms"]["dshort-wsd"]) == "5-7"
+    assert _steps_label(report["arms"]["lighthouse-wsd"]) == "6+4"
+    assert _steps_label(report["arms"]["dense-wsd"]) == "10"

@@ -125,6 +125,8 @@ def _compare(key: str, base: str, groups: dict, runs: dict, arms: dict) -> dict 
             "wall_ratio_mean": statistics.fmean(p["wall_ratio"] for p in pairs),
             "tokens_ratio_mean": statistics.fmean(p["tokens_ratio"] for p in pairs),
             "steps": arms[key]["steps"], "baseline_steps": arms[base]["steps"],
+            "dense_steps_range": arms[key]["dense_steps_range"],
+            "baseline_dense_steps_range": arms[base]["dense_steps_range"],
             "reached": sum(p["reach_s"] is not None for p in pairs)}
 
 
@@ -184,6 +186,8 @@ def build_report(runs: dict[str, dict], groups: dict[str, dict], settings: dict)
             "seeds_planned": sorted(g["seeds"]),
             "steps": next(([r["lighthouse_steps"], r["total_steps"] - r["lighthouse_steps"]]
                            for r in members.values() if r), None),
+            "dense_steps_range": _range(r["total_steps"] - r["lighthouse_steps"]
+                                        for r in members.values() if r),
             "final_val_mean": _mean(r["final_val"] for r in done.values()),
             "final_val_sd": _sd(r["final_val"] for r in done.values()),
             "wall_s_mean": _mean(r["wall_s"] for r in done.values()),
@@ -222,13 +226,33 @@ _BUILTIN_NAMES = {"lighthouse": "Lighthouse then dense", "dense": "dense",
                   "causal": "Lighthouse (causal selection) then dense"}
 
 
-def _describe_arm(key: str, steps: list[int] | None = None) -> str:
+def _range(values) -> list[int] | None:
+    """``[min, max]`` of the values, None when there are none."""
+    values = list(values)
+    return [min(values), max(values)] if values else None
+
+
+def _steps_label(arm: dict) -> str:
+    """``250+150``, ``400``, or ``244-247`` where the seeds' dense steps differ."""
+    if not arm.get("steps"):
+        return ""
+    lighthouse, dense = arm["steps"]
+    low, high = arm.get("dense_steps_range") or (dense, dense)
+    dense = f"{low}-{high}" if low != high else str(dense)
+    return f"{lighthouse}+{dense}" if lighthouse else dense
+
+
+def _describe_arm(key: str, steps: list[int] | None = None,
+                  dense_range: list[int] | None = None) -> str:
     """``lighthouse-wsd`` -> "Lighthouse then dense (wsd schedule)"; another arm's steps are
-    named, since they may differ from the base run's."""
+    named, since they may differ from the base run's (a range where its seeds differ, as an
+    arm planned for equal time does)."""
     arm, _, schedule = key.rpartition("-")
     if arm in _BUILTIN_NAMES or not steps:
         return f"{_BUILTIN_NAMES.get(arm, f'arm {arm}')} ({schedule} schedule)"
     lighthouse, dense = steps
+    if dense_range and dense_range[0] != dense_range[1]:
+        dense = f"{dense_range[0]}-{dense_range[1]}"
     if not lighthouse:
         return f"dense for {dense} steps ({arm}, {schedule} schedule)"
     return f"arm {arm} ({lighthouse} Lighthouse + {dense} dense steps, {schedule} schedule)"
@@ -262,8 +286,10 @@ def comparison_line(c: dict, unit: str = "nats/byte") -> str:
     matched = ("at matched tokens" if abs(tokens - 1) < 1e-9 else
                f"with {tokens:.2f}x its tokens")
     versus = ("dense" if c["baseline"].rpartition("-")[0] == "dense" else
-              _describe_arm(c["baseline"], c["baseline_steps"]))
-    text = (f"{_describe_arm(c['arm'], c['steps'])} vs {versus} {matched}: "
+              _describe_arm(c["baseline"], c["baseline_steps"],
+                            c.get("baseline_dense_steps_range")))
+    arm = _describe_arm(c["arm"], c["steps"], c.get("dense_steps_range"))
+    text = (f"{arm} vs {versus} {matched}: "
             f"{verdict_word(stats)}, {describe_interval(stats, ' ' + unit)}{spread}; "
             f"{c['wall_ratio_mean']:.2f}x the wall time")
     equal = c.get("diff_equal_time_mean")
@@ -295,8 +321,9 @@ def verdict(comparisons: list[dict], unit: str = "nats/byte") -> str:
     if not planned:
         return comparison_line(main, unit)
     c = min(planned, key=lambda c: abs(c["wall_ratio_mean"] - 1))
+    base = _describe_arm(c["baseline"], c["baseline_steps"], c.get("baseline_dense_steps_range"))
     return (f"{_describe_arm(main['arm'], main['steps'])} vs dense planned for the same time "
-            f"({_describe_arm(c['baseline'], c['baseline_steps'])}, "
+            f"({base}, "
             f"{c['wall_ratio_mean']:.2f}x the time): {_short_verdict(c, ' ' + unit)}. At "
             f"matched tokens vs dense ({main['wall_ratio_mean']:.2f}x the time): "
             f"{_short_verdict(main)}.")
@@ -562,7 +589,7 @@ def plot_frontier(report: dict, path: Path) -> None:
         ax.plot([r["wall_s"] for r in runs], [r["final_val"] for r in runs], "o",
                 color=st["color"], ms=3, alpha=0.5)
         ax.plot(a["wall_s_mean"], a["final_val_mean"], "D", color=st["color"], ms=7)
-        steps = "+".join(str(x) for x in a["steps"] if x) if a.get("steps") else ""
+        steps = _steps_label(a)
         ax.annotate(f"{key} ({steps})" if steps else key, (a["wall_s_mean"],
                     a["final_val_mean"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
     ax.set_xlabel("training wall time (s)")
