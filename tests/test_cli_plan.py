@@ -91,3 +91,24 @@ def test_plan_context_parallel_share_and_refusal(capsys):
     assert "4 chunks of 24,576 tokens, K=384 each" in capsys.readouterr().out
     assert main(["plan", "--seq-len", "98304", "--topk", "1536", "--context-parallel", "4"]) == 2
     assert "try topk=2048" in capsys.readouterr().err
+
+
+def test_plan_context_parallel_prints_traffic_both_ways(capsys):
+    """Forward and backward bytes per layer; the dense layer's gathers are bounded by groups
+    of kv heads, so at 1M tokens it holds two 512 MiB heads, not the whole 4 GiB."""
+    assert main(["plan", "--seq-len", "1048576", "--num-levels", "4", "--topk", "4096",
+                 "--context-parallel", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "Lighthouse layer  193.5 MiB (gathered_kv 192.0 MiB, spill 1.5 MiB) / 193.5 MiB" in out
+    assert "dense layer       3.00 GiB / 6.00 GiB; holds 1.00 GiB of K/V (1 kv heads per" in out
+
+
+def test_kv_heads_per_gather_stays_under_the_budget():
+    from lighthouse_attn.parallel import kv_heads_per_gather
+
+    # 2 x 1M x 128 x 2 bytes = 512 MiB per kv head
+    assert kv_heads_per_gather(8, 1 << 20, 1, 128, 2) == 1
+    assert kv_heads_per_gather(8, 1 << 17, 1, 128, 2) == 8  # 64 MiB a head: all at once
+    assert kv_heads_per_gather(8, 1 << 18, 1, 128, 2) == 4  # 128 MiB a head
+    assert kv_heads_per_gather(6, 1 << 18, 1, 128, 2) == 3  # a divisor of the kv heads
+    assert kv_heads_per_gather(8, 1 << 22, 1, 128, 2) == 1  # never fewer than one

@@ -104,64 +104,78 @@ def context_parallel_plan(config: LighthouseConfig, seq_len: int, degree: int) -
 def context_parallel_traffic(config: LighthouseConfig, seq_len: int, degree: int, *,
                              batch_size: int = 1, heads: int = 8, kv_heads: int | None = None,
                              head_dim: int = 128, dtype: str = "bf16") -> dict:
-    """Bytes each process moves per attention layer and forward pass under context parallelism
-    of ``degree`` ``W`` (``lighthouse_attn.parallel``), and the keys and values it holds from
-    the others. The backward moves the same bytes again (the autograd all-gathers reduce-scatter
-    their gradients). Every exchange is an all-gather of equal pieces: a process contributes its
-    piece and receives ``W - 1`` others (a ring or NCCL's algorithms also send about as much).
+    """Bytes each process moves per attention layer under context parallelism of ``degree``
+    ``W`` (``lighthouse_attn.parallel``), forward and backward, and the keys and values of the
+    others it holds. Every exchange is an all-gather of equal pieces (a process contributes its
+    piece and receives ``W - 1`` others) or, for gradients, a reduce-scatter of as many bytes.
 
     - Lighthouse layer: the gathered keys and values of both local chunks (``gathered_kv``), the
       scatter's spill (fp32; ``spill``), and with the causal selection the last coarsest window
-      of base scores (fp32; ``causal_scores``).
-    - Dense layer (always-dense layers, stage 2) as implemented: an all-gather of the full keys
-      and values (``dense_all_gather``); beside it, a ring (``dense_ring``: the same bytes in
-      ``W - 1`` steps, holding two pieces instead of all ``W``).
+      of base scores (fp32; ``causal_scores``). The backward reduce-scatters the gradients of
+      the first two.
+    - Dense layer (always-dense layers, stage 2), as implemented (``dense_all_gather``): the
+      full keys and values, gathered a group of ``kv_heads_per_group`` kv heads at a time and
+      dropped after use; the backward gathers them again and reduce-scatters their gradients.
+      It holds at most two groups at once and keeps nothing N long for backward. Beside it, a
+      ring (``dense_ring``): the same bytes in ``W - 1`` steps, holding two pieces.
     """
     from .parallel.attention import chunk_config
+    from .parallel.dense import kv_heads_per_gather
 
     local = chunk_config(config, seq_len, degree)
     W, kv = degree, kv_heads or heads
     n = seq_len // (2 * W)
-    row = batch_size * head_dim * DTYPE_BYTES[dtype]
+    itemsize = DTYPE_BYTES[dtype]
+    row = batch_size * head_dim * itemsize
     acc = 8 if dtype == "fp64" else 4  # the spill is fp32 (fp64 for fp64); scores are fp32
 
-    def exchange(piece: int) -> dict:
+    def exchange(piece: int, backward: int = 0) -> dict:
         return {"piece_bytes": piece, "sent_bytes": (W - 1) * piece,
-                "received_bytes": (W - 1) * piece}
+                "received_bytes": (W - 1) * piece, "backward_received_bytes": backward * (W - 1)
+                * piece}
 
     out: dict = {"degree": W, "chunk_len": n}
     if local.num_levels > 1:
         E = local.gathered_length(n)
         sel_heads = kv if config.gqa == "shared" else heads  # heads of gathered K/V, scores
-        lighthouse = {"gathered_kv": exchange(2 * 2 * E * sel_heads * row),
+        lighthouse = {"gathered_kv": exchange(2 * 2 * E * sel_heads * row, backward=1),
                       "spill": exchange(2 * batch_size * heads * (local.coarsest_window - 1)
-                                        * head_dim * acc)}
+                                        * head_dim * acc, backward=1)}
         if config.selection == "causal":
             lighthouse["causal_scores"] = exchange(2 * 2 * batch_size * sel_heads
                                                    * local.coarsest_window * 4)
-        lighthouse["received_bytes"] = sum(x["received_bytes"] for x in lighthouse.values())
+        parts = list(lighthouse.values())
+        for key in ("received_bytes", "backward_received_bytes"):
+            lighthouse[key] = sum(x[key] for x in parts)
         lighthouse["held_kv_bytes"] = 2 * 2 * W * E * sel_heads * row  # both chunks' gathers
         out.update(chunk_topk=local.topk, chunk_gathered_len=E, lighthouse=lighthouse)
     shard = 2 * 2 * n * kv * row  # this process's keys and values
-    out["dense_all_gather"] = {**exchange(shard), "held_kv_bytes": W * shard}
-    out["dense_ring"] = {**exchange(shard), "held_kv_bytes": 2 * shard}
+    per_group = kv_heads_per_gather(kv, seq_len, batch_size, head_dim, itemsize)
+    groups = kv // per_group
+    out["dense_all_gather"] = {**exchange(shard, backward=2), "kv_heads_per_group": per_group,
+                               "held_kv_bytes": min(2, groups) * W * shard // groups}
+    out["dense_ring"] = {**exchange(shard, backward=2), "held_kv_bytes": 2 * shard}
     return out
 
 
 def format_traffic(t: dict) -> str:
     """The traffic of :func:`context_parallel_traffic` as text."""
-    lines = [f"  per process and layer, forward (the backward moves as much again); "
-             f"C={t['degree']}, chunks of {t['chunk_len']:,} tokens:"]
+    lines = [f"  per process and layer, C={t['degree']}, chunks of {t['chunk_len']:,} tokens "
+             "(received forward / backward; held at once):"]
     if "lighthouse" in t:
         lh = t["lighthouse"]
         parts = ", ".join(f"{name} {_mb(lh[name]['received_bytes'])}"
                           for name in ("gathered_kv", "spill", "causal_scores") if name in lh)
-        lines.append(f"    Lighthouse layer  receives {_mb(lh['received_bytes'])} ({parts}); "
-                     f"holds {_mb(lh['held_kv_bytes'])} of gathered K/V")
-    for name, label in (("dense_all_gather", "dense, all-gather"), ("dense_ring", "dense, ring")):
-        d = t[name]
-        lines.append(f"    {label:<17} receives {_mb(d['received_bytes'])}; holds "
-                     f"{_mb(d['held_kv_bytes'])} of K/V")
+        lines.append(f"    Lighthouse layer  {_mb(lh['received_bytes'])} ({parts}) / "
+                     f"{_mb(lh['backward_received_bytes'])}; holds "
+                     f"{_mb(lh['held_kv_bytes'])} of gathered K/V")
+    d = t["dense_all_gather"]
+    lines.append(f"    dense layer       {_mb(d['received_bytes'])} / "
+                 f"{_mb(d['backward_received_bytes'])}; holds {_mb(d['held_kv_bytes'])} of K/V "
+                 f"({d['kv_heads_per_group']} kv heads per gather)")
+    d = t["dense_ring"]
+    lines.append(f"    (a ring instead)  {_mb(d['received_bytes'])} / "
+                 f"{_mb(d['backward_received_bytes'])}; holds {_mb(d['held_kv_bytes'])} of K/V")
     return "\n".join(lines)
 
 

@@ -11,9 +11,9 @@ sys.path.insert(0, __file__.rsplit("/", 2)[0])
 from conftest import rand_qkv  # noqa: E402
 
 from lighthouse_attn import LighthouseConfig, lighthouse_attention, select  # noqa: E402
-from lighthouse_attn.parallel import attention as attention_module  # noqa: E402
 from lighthouse_attn.parallel import (  # noqa: E402
     chunk_config,
+    collectives,  # noqa: E402
     dense_attention_cp,
     lighthouse_attention_cp,
     shard_sequence,
@@ -24,7 +24,7 @@ from lighthouse_attn.parallel import (  # noqa: E402
 def _count_pieces():
     """Bytes this rank contributes to every all-gather of the forward pass."""
     pieces = []
-    gather, into = attention_module._gather, dist.all_gather_into_tensor
+    gather, into = collectives.gather_autograd, collectives.all_gather_into
 
     def counted_gather(x, *args, **kw):
         pieces.append(x.numel() * x.element_size())
@@ -34,11 +34,11 @@ def _count_pieces():
         pieces.append(x.numel() * x.element_size())
         return into(out, x, *args, **kw)
 
-    attention_module._gather, dist.all_gather_into_tensor = counted_gather, counted_into
+    collectives.gather_autograd, collectives.all_gather_into = counted_gather, counted_into
     try:
         yield pieces
     finally:
-        attention_module._gather, dist.all_gather_into_tensor = gather, into
+        collectives.gather_autograd, collectives.all_gather_into = gather, into
 
 
 def run(rank: int, world: int, init: str, cases: list[dict], out_path: str,
@@ -60,8 +60,11 @@ def run(rank: int, world: int, init: str, cases: list[dict], out_path: str,
                if dense else lighthouse_attention(*full, cfg))
         (ref * w).sum().backward()
         local = [shard_sequence(x.detach(), 2, rank, world).requires_grad_() for x in (q, k, v)]
-        with _count_pieces() as pieces:
-            out = (dense_attention_cp(*local) if dense else
+        saved = []  # shapes autograd keeps for backward
+        with _count_pieces() as pieces, torch.autograd.graph.saved_tensors_hooks(
+                lambda x: saved.append(tuple(x.shape)) or x, lambda x: x):
+            out = (dense_attention_cp(*local, kv_heads_per_group=case.get("kv_heads_per_group"))
+                   if dense else
                    lighthouse_attention_cp(*local, cfg, exchange_spill=exchange_spill))
         (out * shard_sequence(w, 2, rank, world)).sum().backward()
         want = shard_sequence(ref.detach(), 2, rank, world)
@@ -84,7 +87,8 @@ def run(rank: int, world: int, init: str, cases: list[dict], out_path: str,
                 same_selection &= torch.equal(part.level, g_level)
                 same_selection &= torch.equal(part.index, g_index - offset)
         results.append({"rows": diff.tolist(), "out": float(diff.max()), "grads": grads,
-                        "same_selection": bool(same_selection), "piece_bytes": sum(pieces)})
+                        "same_selection": bool(same_selection), "piece_bytes": sum(pieces),
+                        "keeps_whole_sequence": any(N in shape for shape in saved)})
     with open(f"{out_path}.{rank}", "w") as f:
         json.dump(results, f)
     dist.destroy_process_group()

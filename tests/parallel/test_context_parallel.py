@@ -36,9 +36,12 @@ CASES_2 = [
     dict(N=8192, H=2, Hkv=2, config=dict(num_levels=3, pooling_factor=4, topk=512,
                                          selection="causal")),
     dict(N=1024, H=2, Hkv=1, dense=True, config=dict(num_levels=1)),
+    # two groups of kv heads gathered one after the other (the second while the first computes)
+    dict(N=1024, H=4, Hkv=2, dense=True, kv_heads_per_group=1, config=dict(num_levels=1)),
 ]
 CASES_4 = [
     dict(N=2048, H=2, Hkv=2, config=dict(num_levels=2, pooling_factor=2, topk=1024)),
+    dict(N=1024, H=6, Hkv=3, dense=True, kv_heads_per_group=1, config=dict(num_levels=1)),
     dict(N=4096, H=4, Hkv=2, config=dict(num_levels=3, pooling_factor=2, topk=1024,
                                          selection="causal")),
 ]
@@ -62,6 +65,8 @@ def test_sharded_op_equals_the_single_process_op(world, cases, tmp_path):
                     sum(parts[x]["piece_bytes"] for x in ("gathered_kv", "spill",
                                                           "causal_scores") if x in parts))
             assert r["piece_bytes"] == want, (case, r["piece_bytes"], want)
+            if case.get("dense"):  # memory bounded: nothing N long is kept for backward
+                assert not r["keeps_whole_sequence"], (case, rank)
 
 
 def test_without_the_spill_exchange_the_error_sits_on_chunk_boundaries(tmp_path):
@@ -105,3 +110,13 @@ def test_configs_that_cannot_be_exact_are_refused(kw, N, world, match):
         chunk_config(LighthouseConfig(**kw), N, world)
     assert chunk_config(LighthouseConfig(num_levels=2, pooling_factor=2, topk=512), 2048,
                         2).topk == 128
+
+
+def test_dense_groups_must_divide_the_kv_heads():
+    import torch
+
+    from lighthouse_attn.parallel import dense_attention_cp
+
+    x = torch.randn(1, 4, 8, 8)
+    with pytest.raises(ValueError, match=r"must divide the 2 kv heads \(got 3\); use one of"):
+        dense_attention_cp(x, x[:, :2], x[:, :2], group=object(), kv_heads_per_group=3)

@@ -1,5 +1,5 @@
-"""Lighthouse attention, and dense causal attention, over a sequence sharded across ranks:
-exactly the single-device op (docs/spec.md section 12).
+"""Lighthouse attention over a sequence sharded across ranks: exactly the single-device op
+(docs/spec.md section 12).
 
 Each rank holds two chunks of the sequence (``layout.py``). Under the exactness conditions
 (every pooling window inside a chunk, tiles aligned with chunks) the selection of a chunk is
@@ -21,8 +21,7 @@ parallel API shards buffers with its own load balancer and runs SDPA on them, wh
 attention runs on gathered sequences whose chunks must stay aligned with the base chunks, with
 a lower-right causal offset per chunk; and the all-gather moves only the gathered keys and
 values, a few percent of the ring's traffic over the full sequence. Dense attention under
-context parallelism (the dense layers, stage 2) uses the same all-gather of the full keys and
-values: exact, and simple, but its memory grows with ``N`` (a ring would not).
+context parallelism (the dense layers, stage 2) is ``dense.py``.
 """
 
 from __future__ import annotations
@@ -31,10 +30,7 @@ from dataclasses import replace
 
 import torch
 import torch.distributed as dist
-import torch.distributed._functional_collectives as fc
-import torch.nn.functional as F
 from torch import Tensor
-from torch.nn.attention.bias import causal_lower_right
 
 from ..config import TILE, LighthouseConfig
 from ..ops import Selection, select
@@ -42,9 +38,9 @@ from ..ops.api import autocast_inputs, run_unchecked
 from ..ops.inputs import check_inputs
 from ..ops.reference.scores import base_scores, causal_level_scores
 from ..ops.reference.select import select_from_scores
+from . import collectives
+from .dense import attend_prefix, dense_attention_cp
 from .layout import chunk_ids, owner
-
-_gather = getattr(fc, "all_gather_single_autograd", None) or fc.all_gather_tensor_autograd
 
 
 def chunk_config(config: LighthouseConfig, seq_len: int, world: int) -> LighthouseConfig:
@@ -81,22 +77,6 @@ def chunk_config(config: LighthouseConfig, seq_len: int, world: int) -> Lighthou
     return local
 
 
-def _attend_prefix(q: Tensor, keys: Tensor, values: Tensor, scale: float | None) -> Tensor:
-    """Causal attention of ``q``, the last ``q.shape[2]`` positions of a sequence, over all of
-    its ``keys``/``values`` so far (a lower-right causal mask); fewer kv heads are repeated."""
-    if keys.shape[1] != q.shape[1]:
-        keys = keys.repeat_interleave(q.shape[1] // keys.shape[1], 1)
-        values = values.repeat_interleave(q.shape[1] // values.shape[1], 1)
-    return F.scaled_dot_product_attention(
-        q, keys, values, scale=scale, attn_mask=causal_lower_right(q.shape[2], keys.shape[2]))
-
-
-def _group_info(group) -> tuple:
-    """``(group, rank, world)`` with ``None`` meaning the whole world."""
-    group = group if group is not None else dist.group.WORLD
-    return group, dist.get_rank(group), dist.get_world_size(group)
-
-
 def _causal_selection(q: Tensor, k: Tensor, v: Tensor, local: LighthouseConfig, group,
                       rank: int, world: int) -> list[Selection]:
     """The causal selection of both local chunks: base scores of each chunk with the last
@@ -109,7 +89,7 @@ def _causal_selection(q: Tensor, k: Tensor, v: Tensor, local: LighthouseConfig, 
     tails = torch.stack([torch.stack([sq[..., -w:], sk[..., -w:]]) for sq, sk in scores])
     everyone = torch.empty((world * tails.shape[0], *tails.shape[1:]), dtype=tails.dtype,
                            device=tails.device)
-    dist.all_gather_into_tensor(everyone, tails.contiguous(), group=group)
+    collectives.all_gather_into(everyone, tails.contiguous(), group)
     everyone = everyone.view(world, *tails.shape)
     out = []
     for slot, chunk in enumerate(chunk_ids(rank, world)):
@@ -142,8 +122,9 @@ class _GatheredInner:
 
     def __call__(self, q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
         E = q.shape[2]
-        ks = _gather(k.contiguous(), 2, self.group)  # (B, H', W E, D): slot `slot` of every rank
-        vs = _gather(v.contiguous(), 2, self.group)
+        # (B, H', W E, D): slot `slot` of every rank
+        ks = collectives.gather_autograd(k.contiguous(), 2, self.group)
+        vs = collectives.gather_autograd(v.contiguous(), 2, self.group)
         if self.slot == 0:  # chunks 0 .. W-1, rank order is chunk order
             self.first_kv = (ks, vs)
             keys, values = ks[:, :, :(self.rank + 1) * E], vs[:, :, :(self.rank + 1) * E]
@@ -152,7 +133,7 @@ class _GatheredInner:
             order = lambda x: torch.cat(x.split(E, 2)[::-1], 2)[:, :, :upto]  # noqa: E731
             keys = torch.cat([self.first_kv[0], order(ks)], 2)
             values = torch.cat([self.first_kv[1], order(vs)], 2)
-        out = _attend_prefix(q, keys, values, scale)  # shared GQA: one kv head per group
+        out = attend_prefix(q, keys, values, scale)  # shared GQA: one kv head per group
         self.spills.append(self._spill(out))
         self.slot += 1
         return out
@@ -202,7 +183,7 @@ def lighthouse_attention_cp(q: Tensor, k: Tensor, v: Tensor, config: LighthouseC
     """
     q, k, v = autocast_inputs(q, k, v)
     check_inputs(q, k, v)
-    group, rank, world = _group_info(group)
+    group, rank, world = collectives.group_info(group)
     if q.shape[2] % 2:
         raise ValueError(f"each rank holds two equal chunks: the local length {q.shape[2]} "
                          "must be even (shard with lighthouse_attn.parallel.shard_sequence)")
@@ -219,32 +200,12 @@ def lighthouse_attention_cp(q: Tensor, k: Tensor, v: Tensor, config: LighthouseC
     outs = [run_unchecked(x_q, x_k, x_v, local, scale=scale, attn_fn=inner, selection=sel)
             for x_q, x_k, x_v, sel in zip(q.split(n, 2), k.split(n, 2), v.split(n, 2),
                                           selections)]
-    spills = _gather(torch.stack(inner.spills).contiguous(), 0, group)  # (2W, B, H, w-1, D)
+    # (2W, B, H, w-1, D)
+    spills = collectives.gather_autograd(torch.stack(inner.spills).contiguous(), 0, group)
     rows = spills.shape[3]
     for slot, chunk in enumerate(chunk_ids(rank, world)):
         if chunk > 0 and rows and exchange_spill:
             r, j = owner(chunk - 1, world)
             head = (outs[slot][:, :, :rows].to(spills.dtype) + spills[2 * r + j]).to(q.dtype)
             outs[slot] = torch.cat([head, outs[slot][:, :, rows:]], 2)
-    return torch.cat(outs, 2)
-
-
-def dense_attention_cp(q: Tensor, k: Tensor, v: Tensor, group: dist.ProcessGroup | None = None,
-                       *, scale: float | None = None) -> Tensor:
-    """Dense causal attention on this rank's shard (the layout of ``layout.py``): each local
-    chunk attends over the all-gathered keys and values of every chunk up to itself."""
-    group, rank, world = _group_info(group)
-    n = q.shape[2] // 2
-    ks, vs = _gather(k.contiguous(), 2, group), _gather(v.contiguous(), 2, group)
-    # rank order holds [chunk r, chunk 2W-1-r] per rank: put the chunks in sequence order
-    kc, vc = ks.split(n, 2), vs.split(n, 2)
-    seq_k = [None] * (2 * world)
-    seq_v = [None] * (2 * world)
-    for r in range(world):
-        for j, c in enumerate(chunk_ids(r, world)):
-            seq_k[c], seq_v[c] = kc[2 * r + j], vc[2 * r + j]
-    outs = []
-    for x_q, c in zip(q.split(n, 2), chunk_ids(rank, world)):
-        outs.append(_attend_prefix(x_q, torch.cat(seq_k[:c + 1], 2),
-                                   torch.cat(seq_v[:c + 1], 2), scale))
     return torch.cat(outs, 2)

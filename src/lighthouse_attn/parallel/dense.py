@@ -1,0 +1,149 @@
+"""Dense causal attention over a sequence sharded across ranks (always-dense layers and
+stage 2 under context parallelism), with the memory of the keys and values bounded.
+
+Each rank all-gathers the keys and values of a group of kv heads at a time, attends its two
+local chunks over them with a lower-right causal mask, and drops them: nothing of the whole
+sequence is kept for backward. The backward gathers each group again, recomputes that group's
+attention, and reduce-scatters the gradients of the keys and values back to their ranks. The
+next group's gather runs while the current group computes. A rank so holds at most two groups'
+keys and values of the whole sequence (``kv_heads_per_gather`` heads each), in place of every
+head's for every dense layer until its backward; the price is one more forward of the dense
+attention and the keys and values sent twice (docs/distributed.md).
+
+Why not PyTorch's context-parallel ring attention
+(``torch.distributed.tensor.experimental.context_parallel``): it uses the same head-tail
+layout, but its ring only handles the CUDA attention kernels (flash, efficient, cuDNN), so it
+cannot run on the CPU processes on which this op is tested against one process, and its API
+is still experimental; the same bytes move either way.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn.attention.bias import causal_lower_right
+
+from ..ops.api import autocast_inputs
+from . import collectives
+from .layout import chunk_ids, owner
+
+GATHER_BUDGET_BYTES = 1 << 29
+"""Bytes of one group's gathered keys and values that ``kv_heads_per_gather`` aims under."""
+
+
+def attend_prefix(q: Tensor, keys: Tensor, values: Tensor, scale: float | None) -> Tensor:
+    """Causal attention of ``q``, the last ``q.shape[2]`` positions of a sequence, over all of
+    its ``keys``/``values`` so far (a lower-right causal mask); fewer kv heads are repeated."""
+    if keys.shape[1] != q.shape[1]:
+        keys = keys.repeat_interleave(q.shape[1] // keys.shape[1], 1)
+        values = values.repeat_interleave(q.shape[1] // values.shape[1], 1)
+    return F.scaled_dot_product_attention(
+        q, keys, values, scale=scale, attn_mask=causal_lower_right(q.shape[2], keys.shape[2]))
+
+
+def kv_heads_per_gather(kv_heads: int, seq_len: int, batch_size: int, head_dim: int,
+                        itemsize: int, budget: int = GATHER_BUDGET_BYTES) -> int:
+    """The most kv heads (a divisor of ``kv_heads``, at least 1) whose keys and values over
+    the whole ``seq_len`` take at most ``budget`` bytes."""
+    per_head = 2 * batch_size * seq_len * head_dim * itemsize
+    return max((h for h in range(1, kv_heads + 1) if kv_heads % h == 0 and h * per_head <= budget),
+               default=1)
+
+
+def _gathered_groups(k: Tensor, v: Tensor, heads: int, group, world: int):
+    """``(first kv head, gathered)`` per group of ``heads`` kv heads, ``gathered`` of shape
+    ``(W, 2, B, heads, 2n, D)`` (rank, keys/values); the next group's all-gather is in flight
+    while the caller uses the current one."""
+    starts = list(range(0, k.shape[1], heads))
+
+    def launch(h0: int):
+        piece = torch.stack([k[:, h0:h0 + heads], v[:, h0:h0 + heads]]).contiguous()
+        out = piece.new_empty((world, *piece.shape))
+        return out, collectives.all_gather_into(out.view(-1, *piece.shape[1:]), piece, group,
+                                                async_op=True)
+
+    pending = launch(starts[0])
+    for i, h0 in enumerate(starts):
+        gathered, work = pending
+        if i + 1 < len(starts):
+            pending = launch(starts[i + 1])
+        work.wait()
+        yield h0, gathered
+
+
+def _attend_local(q: Tensor, gathered: Tensor, rank: int, world: int, scale: float | None
+                  ) -> Tensor:
+    """This rank's two chunks of ``q`` attending over every chunk up to each of them."""
+    n = q.shape[2] // 2
+    chunks = [gathered[r][:, :, :, j * n:(j + 1) * n]
+              for r, j in (owner(c, world) for c in range(2 * world))]
+    outs = []
+    for x_q, c in zip(q.split(n, 2), chunk_ids(rank, world)):
+        kv = torch.cat(chunks[:c + 1], 3)
+        outs.append(attend_prefix(x_q, kv[0], kv[1], scale))
+    return torch.cat(outs, 2)
+
+
+class _DenseContextParallel(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, group, rank, world, heads, scale):
+        per_kv = q.shape[1] // k.shape[1]
+        out = torch.empty_like(q)
+        for h0, gathered in _gathered_groups(k, v, heads, group, world):
+            rows = slice(h0 * per_kv, (h0 + heads) * per_kv)
+            out[:, rows] = _attend_local(q[:, rows], gathered, rank, world, scale)
+        ctx.save_for_backward(q, k, v)
+        ctx.meta = (group, rank, world, heads, scale)
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v = ctx.saved_tensors
+        group, rank, world, heads, scale = ctx.meta
+        per_kv = q.shape[1] // k.shape[1]
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        for h0, gathered in _gathered_groups(k, v, heads, group, world):
+            rows = slice(h0 * per_kv, (h0 + heads) * per_kv)
+            with torch.enable_grad():
+                q_h = q[:, rows].detach().requires_grad_()
+                gathered.requires_grad_()
+                out = _attend_local(q_h, gathered, rank, world, scale)
+                dq_h, d_gathered = torch.autograd.grad(out, (q_h, gathered), dout[:, rows])
+            dq[:, rows] = dq_h
+            mine = d_gathered.new_empty(d_gathered.shape[1:])
+            collectives.reduce_scatter_into(mine, d_gathered.contiguous().view(
+                -1, *mine.shape[1:]), group)
+            dk[:, h0:h0 + heads], dv[:, h0:h0 + heads] = mine[0], mine[1]
+        return dq, dk, dv, None, None, None, None, None
+
+
+def dense_attention_cp(q: Tensor, k: Tensor, v: Tensor, group=None, *,
+                       scale: float | None = None, kv_heads_per_group: int | None = None
+                       ) -> Tensor:
+    """Dense causal attention on this rank's shard (the layout of ``layout.py``): each local
+    chunk attends over the keys and values of every chunk up to itself, gathered a group of kv
+    heads at a time.
+
+    Args:
+        q: ``(B, H, 2n, D)``: this rank's two chunks (``shard_sequence``).
+        k, v: ``(B, H_kv, 2n, D)``, likewise.
+        group: the context-parallel process group (default: the world).
+        kv_heads_per_group: kv heads gathered at once, a divisor of ``H_kv``; default
+            :func:`kv_heads_per_gather` (the most under ``GATHER_BUDGET_BYTES``).
+
+    Returns:
+        This rank's ``(B, H, 2n, D)`` of dense causal attention over the whole sequence, with
+        exact gradients. Every rank of the group must call it (it runs collectives).
+    """
+    q, k, v = autocast_inputs(q, k, v)
+    B, _, local_len, D = q.shape
+    Hkv = k.shape[1]
+    if kv_heads_per_group is not None and (kv_heads_per_group < 1 or Hkv % kv_heads_per_group):
+        divisors = [h for h in range(1, Hkv + 1) if Hkv % h == 0]
+        raise ValueError(f"kv_heads_per_group must divide the {Hkv} kv heads (got "
+                         f"{kv_heads_per_group}); use one of {divisors}")
+    group, rank, world = collectives.group_info(group)
+    heads = kv_heads_per_group or kv_heads_per_gather(Hkv, local_len * world, B, D,
+                                                      k.element_size())
+    return _DenseContextParallel.apply(q, k, v, group, rank, world, heads, scale)
