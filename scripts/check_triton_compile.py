@@ -75,14 +75,15 @@ def cases():
         log2p = p.bit_length() - 1
         C = 512
         sel = L != 3
-        for causal in (False, True):
-            yield f"select L={L} p={p} sel={sel} causal={causal}", sig(
+        for causal, pre in ((False, False), (True, False), (True, True)):
+            yield f"select L={L} p={p} sel={sel} causal={causal} prefix={pre}", sig(
                 select._select_kernel,
-                {"sq_ptr": "*fp32", "sk_ptr": "*fp32", "level_ptr": "*i64",
-                 "index_ptr": "*i64", "map_ptr": "*i32", "work_ptr": "*i32"},
+                {"sq_ptr": "*fp32", "sk_ptr": "*fp32", "pq_ptr": "*fp32", "pk_ptr": "*fp32",
+                 "level_ptr": "*i64", "index_ptr": "*i64", "map_ptr": "*i32",
+                 "work_ptr": "*i32"},
                 {"L": L, "P": p, "LOG2P": log2p, "BLOCK_C": C, "NMAX": max(C, 128 * p),
                  "TILE_": 128, "HALF_": 64, "DIGIT": 4, "SEL": sel, "FILL": 1024,
-                 "CAUSAL": causal, "SEG": 16}), {"num_warps": select.WARPS}
+                 "CAUSAL": causal, "SEG": 16, "PRE": pre}), {"num_warps": select.WARPS}
         yield f"map L={L} p={p}", sig(gather_scatter._map_kernel,
                                       {"level_ptr": "*i64", "index_ptr": "*i64",
                                        "map_ptr": "*i32"},

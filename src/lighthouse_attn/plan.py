@@ -142,7 +142,8 @@ def context_parallel_traffic(config: LighthouseConfig, seq_len: int, degree: int
                       "spill": exchange(2 * batch_size * heads * (local.coarsest_window - 1)
                                         * head_dim * acc, backward=1)}
         if config.selection == "causal":
-            lighthouse["causal_scores"] = exchange(2 * 2 * batch_size * sel_heads
+            # both chunks' last window: query scores per selection head, key scores per kv head
+            lighthouse["causal_scores"] = exchange(2 * batch_size * (sel_heads + kv)
                                                    * local.coarsest_window * 4)
         parts = list(lighthouse.values())
         for key in ("received_bytes", "backward_received_bytes"):

@@ -174,3 +174,39 @@ def test_pick_causal_budget_and_prefix_dependence():
         sq2[:, i + 1:], sk2[:, i + 1:] = torch.rand(3, C - i - 1, generator=g), 0
         assert torch.equal(pick_causal(sq2, sk2)[:, :i + 1], chosen[:, :i + 1])
     assert look_back(512) == 8 and look_back(128) == 2 and look_back(200) == 4
+
+
+@pytest.mark.skipif("triton" not in BACKENDS, reason="needs triton")
+@pytest.mark.parametrize("kw,Hkv", [(dict(num_levels=3, pooling_factor=2, topk=256), 2),
+                                    (dict(num_levels=2, pooling_factor=4, topk=256), 1),
+                                    (dict(num_levels=3, pooling_factor=2, topk=256,
+                                          gqa="shared"), 1)])
+def test_triton_cascade_reads_the_previous_chunks_scores(kw, Hkv):
+    """A chunk's causal selection with the previous chunk's last coarsest window of scores in
+    front (``prefix``; context parallelism) is the whole sequence's selection restricted to
+    the chunk, on the kernels as on the reference. The end of the first chunk carries large
+    keys, so that leaving the prefix out changes the second chunk's selection."""
+    from lighthouse_attn.ops.triton.attention import cascade_scores
+    from lighthouse_attn.ops.triton.select import select_with_map
+    from lighthouse_attn.parallel import chunk_config
+
+    N = 2048
+    cfg = LighthouseConfig(selection="causal", backend="triton", **kw)
+    q, k, _ = (x.to(DEV) for x in rand_qkv(B=1, H=2, Hkv=Hkv, N=N, D=8, seed=12))
+    k[:, :, N // 2 - 8:N // 2] *= 50
+    whole = select(q, k, cfg)
+    local = chunk_config(cfg, N, 1)
+    n, w, E = N // 2, local.coarsest_window, local.gathered_length(N // 2)
+    first, second = (cascade_scores(x_q, x_k, None, local)[:2]
+                     for x_q, x_k in zip(q.split(n, 2), k.split(n, 2)))
+    prefix = (first[0][..., -w:], first[1][..., -w:])
+    for chunk, scores, front in ((0, first, None), (1, second, prefix)):
+        part = select_with_map(*scores, local, prefix=front)[0]
+        level = whole.level[..., chunk * E:(chunk + 1) * E]
+        offset = chunk * n // local.pooling_factor ** level
+        assert torch.equal(part.level, level)
+        assert torch.equal(part.index, whole.index[..., chunk * E:(chunk + 1) * E] - offset)
+    alone = select_with_map(*second, local)[0]
+    assert not torch.equal(alone.index, part.index)
+    with pytest.raises(ValueError, match="causal selection only"):
+        select_with_map(*second, chunk_config(LighthouseConfig(**kw), N, 1), prefix=prefix)

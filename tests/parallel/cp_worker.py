@@ -47,7 +47,7 @@ def run(rank: int, world: int, init: str, cases: list[dict], out_path: str,
     torch.set_num_threads(1)
     results = []
     for case in cases:
-        cfg = LighthouseConfig(backend="torch", **case["config"])
+        cfg = LighthouseConfig(backend=case.get("backend", "torch"), **case["config"])
         H, Hkv, N = case["H"], case["Hkv"], case["N"]
         q, k, v = rand_qkv(B=1, H=H, Hkv=Hkv, N=N, D=8, dtype=torch.float64, seed=7)
         w = torch.randn(1, H, N, 8, generator=torch.Generator().manual_seed(9),

@@ -35,6 +35,9 @@ CASES_2 = [
                                          selection="causal")),
     dict(N=8192, H=2, Hkv=2, config=dict(num_levels=3, pooling_factor=4, topk=512,
                                          selection="causal")),
+    # the chunks' cascades, gathers and scatters on the Triton kernels (the CPU interpreter)
+    dict(N=2048, H=2, Hkv=1, backend="triton", config=dict(num_levels=3, pooling_factor=2,
+                                                           topk=512, selection="causal")),
     dict(N=1024, H=2, Hkv=1, dense=True, config=dict(num_levels=1)),
     # two groups of kv heads gathered one after the other (the second while the first computes)
     dict(N=1024, H=4, Hkv=2, dense=True, kv_heads_per_group=1, config=dict(num_levels=1)),

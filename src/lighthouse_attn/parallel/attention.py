@@ -35,6 +35,7 @@ from torch import Tensor
 from ..config import TILE, LighthouseConfig
 from ..ops import Selection, select
 from ..ops.api import autocast_inputs, run_unchecked
+from ..ops.backend import resolve_backend
 from ..ops.inputs import check_inputs
 from ..ops.reference.scores import base_scores, causal_level_scores
 from ..ops.reference.select import select_from_scores
@@ -77,30 +78,55 @@ def chunk_config(config: LighthouseConfig, seq_len: int, world: int) -> Lighthou
     return local
 
 
+def _chunk_scores(q: Tensor, k: Tensor, local: LighthouseConfig, triton: bool
+                  ) -> tuple[Tensor, Tensor]:
+    """Level-0 scores of one chunk: ``(B, H', n)`` for the queries and ``(B, H_kv', n)`` for
+    the keys, one row per kv head (as the Triton cascade reads them; the reference's are
+    repeated over each group of query heads, so one in ``group`` rows is kept)."""
+    if triton:
+        from ..ops.triton.attention import cascade_scores
+
+        return cascade_scores(q, k, None, local)[:2]
+    sq, sk = base_scores(q, k, None, local)
+    return sq, sk[:, ::sk.shape[1] // k.shape[1]]
+
+
 def _causal_selection(q: Tensor, k: Tensor, v: Tensor, local: LighthouseConfig, group,
                       rank: int, world: int) -> list[Selection]:
-    """The causal selection of both local chunks: base scores of each chunk with the last
-    coarsest window of the previous chunk in front (all-gathered), so the first window of a
-    chunk scores as in the whole sequence."""
+    """The causal selection of both local chunks: each chunk's cascade reads the last
+    coarsest window of base scores of the previous chunk (all-gathered, one small exchange),
+    so the first window of a chunk scores as in the whole sequence. On the Triton cascade
+    where the backend resolves to it, else on the reference."""
     n = q.shape[2] // 2
     w = local.coarsest_window
-    scores = [base_scores(x_q, x_k, None, local)
+    triton = resolve_backend(local, q) == "triton"
+    scores = [_chunk_scores(x_q, x_k, local, triton)
               for x_q, x_k in zip(q.split(n, 2), k.split(n, 2))]
-    tails = torch.stack([torch.stack([sq[..., -w:], sk[..., -w:]]) for sq, sk in scores])
+    q_rows = scores[0][0].shape[1]
+    tails = torch.stack([torch.cat([sq[..., -w:], sk[..., -w:]], 1) for sq, sk in scores])
     everyone = torch.empty((world * tails.shape[0], *tails.shape[1:]), dtype=tails.dtype,
                            device=tails.device)
     collectives.all_gather_into(everyone, tails.contiguous(), group)
     everyone = everyone.view(world, *tails.shape)
     out = []
     for slot, chunk in enumerate(chunk_ids(rank, world)):
+        sq0, sk0 = scores[slot]
+        prefix = None
+        if chunk > 0:
+            r, j = owner(chunk - 1, world)
+            prefix = (everyone[r, j, :, :q_rows], everyone[r, j, :, q_rows:])
+        if triton:
+            from ..ops.triton.select import select_with_map
+
+            out.append(select_with_map(sq0, sk0, local, prefix=prefix)[0])
+            continue
         levels = []
-        for i, s0 in enumerate(scores[slot]):
-            if chunk == 0:
-                prefix = torch.full_like(s0[..., :w], float("-inf"))
-            else:
-                r, j = owner(chunk - 1, world)
-                prefix = everyone[r, j, i]
-            ext = causal_level_scores(torch.cat([prefix, s0], dim=-1), local.num_levels,
+        for i, s0 in enumerate((sq0, sk0)):
+            front = (prefix[i] if prefix is not None else
+                     torch.full_like(s0[..., :w], float("-inf")))
+            if i == 1:  # the reference reads key scores per query row
+                front, s0 = (x.repeat_interleave(q_rows // s0.shape[1], 1) for x in (front, s0))
+            ext = causal_level_scores(torch.cat([front, s0], dim=-1), local.num_levels,
                                       local.pooling_factor)
             levels.append([lv[..., w // local.pooling_factor ** lvl:]
                            for lvl, lv in enumerate(ext)])

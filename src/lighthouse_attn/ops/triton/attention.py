@@ -124,12 +124,12 @@ class _OneNodeLayer(torch.autograd.Function):
         return dq, dk, dv, *(None,) * (5 + ctx.given)
 
 
-def _select(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConfig,
-            with_selection: bool = True, coarsest: bool = False
-            ) -> tuple[Selection | None, Tensor, list[Tensor]]:
-    """The cascade's selection (``None`` unless ``with_selection``), its position map, and,
-    if ``coarsest`` and the norm kernel can make them (``scores.means_apply``), the coarsest
-    level of q and k, pooled while their norms are taken (else ``[]``)."""
+def cascade_scores(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConfig,
+                   coarsest: bool = False) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """The level-0 scores the cascade reads (``select_with_map``): ``sq0`` ``(B, H', N)`` and
+    ``sk0`` fp32 (per kv head), and, if ``coarsest`` and the norm kernel can make them
+    (``scores.means_apply``), the coarsest level of q and k, pooled while their norms are
+    taken (else ``[]``)."""
     B, H, N, D = q.shape
     group = H // k.shape[1]
     means = []
@@ -143,6 +143,16 @@ def _select(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConfig,
             sq0, sk0 = scores_qk(q.detach(), k.detach())  # key scores stay per kv head
         if config.scorer == "norm" and config.gqa == "shared":
             sq0 = sq0.view(B, H // group, group, N).amax(2)
+    return sq0, sk0, means
+
+
+def _select(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConfig,
+            with_selection: bool = True, coarsest: bool = False
+            ) -> tuple[Selection | None, Tensor, list[Tensor]]:
+    """The cascade's selection (``None`` unless ``with_selection``), its position map, and
+    the coarsest means of :func:`cascade_scores`."""
+    sq0, sk0, means = cascade_scores(q, k, v, config, coarsest)
+    with torch.no_grad():
         return (*select_with_map(sq0, sk0, config, with_selection), means)
 
 

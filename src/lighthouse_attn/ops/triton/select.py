@@ -97,10 +97,16 @@ def _pick(sq_row, sk_row, cand, valid, W: tl.constexpr, HALF_: tl.constexpr,
 
 
 @triton.jit
-def _causal_keys(s_row, cand, valid, W: tl.constexpr):
+def _causal_keys(s_row, pre_row, cand, valid, W: tl.constexpr, WMAX: tl.constexpr,
+                 PRE: tl.constexpr):
     """Sort keys of the causal scores: max of the level-0 scores over ``[cand W - W, cand W]``
-    (the window before the candidate and its first token; -1 where invalid)."""
+    (the window before the candidate and its first token; -1 where invalid). With ``PRE`` the
+    window before candidate 0 is the last ``W`` of the ``WMAX`` scores at ``pre_row`` (the end
+    of the previous chunk under context parallelism)."""
     before = _window_max(s_row, cand - 1, valid & (cand > 0), W)
+    if PRE:
+        last = tl.max(tl.load(pre_row + WMAX - W + tl.arange(0, W)), 0)
+        before = tl.where(valid & (cand == 0), last, before)
     first = tl.load(s_row + cand * W, mask=valid, other=-1.0)
     return _sort_bits(tl.maximum(before, first), valid)
 
@@ -119,13 +125,15 @@ def _beats_recent(scratch, keys, G):
 
 
 @triton.jit
-def _pick_causal(sq_row, sk_row, scratch, cand, valid, n, G, W: tl.constexpr,
-                 SEG: tl.constexpr, BUDGET: tl.constexpr):
+def _pick_causal(sq_row, sk_row, pq_row, pk_row, scratch, cand, valid, n, G, W: tl.constexpr,
+                 WMAX: tl.constexpr, PRE: tl.constexpr, SEG: tl.constexpr,
+                 BUDGET: tl.constexpr):
     """Causal chosen mask among ``n`` candidates in ascending order (``ops/reference/select.py``'s
     ``pick_causal``): they want refinement when a score beats the ``G - 1`` before; each of
     ``SEG`` segments refines ``BUDGET`` in order, filling its end when wants run short."""
-    want = _beats_recent(scratch, _causal_keys(sq_row, cand, valid, W), G)
-    want = (want | _beats_recent(scratch, _causal_keys(sk_row, cand, valid, W), G)) & valid
+    want = _beats_recent(scratch, _causal_keys(sq_row, pq_row, cand, valid, W, WMAX, PRE), G)
+    want = (want | _beats_recent(scratch, _causal_keys(sk_row, pk_row, cand, valid, W, WMAX,
+                                                       PRE), G)) & valid
     i = tl.arange(0, cand.shape[0])
     seg = SEG * i // n
     start = (seg * n + SEG - 1) // SEG
@@ -178,18 +186,21 @@ def _emit(level_ptr, index_ptr, map_ptr, out_row, map_row, base, pos, index, val
 
 
 @triton.jit
-def _select_kernel(sq_ptr, sk_ptr, level_ptr, index_ptr, map_ptr, work_ptr,
+def _select_kernel(sq_ptr, sk_ptr, pq_ptr, pk_ptr, level_ptr, index_ptr, map_ptr, work_ptr,
                         N, S, M, C, heads, sk_div, G_C,
                         L: tl.constexpr, P: tl.constexpr, LOG2P: tl.constexpr,
                         BLOCK_C: tl.constexpr, NMAX: tl.constexpr, TILE_: tl.constexpr,
                         HALF_: tl.constexpr, DIGIT: tl.constexpr, SEL: tl.constexpr,
-                        FILL: tl.constexpr, CAUSAL: tl.constexpr, SEG: tl.constexpr):
+                        FILL: tl.constexpr, CAUSAL: tl.constexpr, SEG: tl.constexpr,
+                        PRE: tl.constexpr):
     tile = tl.program_id(0)
     row = tl.program_id(1)
     n_tiles = tl.num_programs(0)
     sk_row_id = (row // heads) * (heads // sk_div) + (row % heads) // sk_div
     sq_row = sq_ptr + row.to(tl.int64) * N
     sk_row = sk_ptr + sk_row_id.to(tl.int64) * N
+    pq_row = pq_ptr + row.to(tl.int64) * P**(L - 1)  # the previous chunk's last window
+    pk_row = pk_ptr + sk_row_id.to(tl.int64) * P**(L - 1)
     work = work_ptr + (row.to(tl.int64) * n_tiles + tile) * ((2 * L - 1) * NMAX)
     scratch = work + (2 * L - 2) * NMAX  # slot 2(l-1): candidates of level l, 2l-1: sizes
     E = C + (L - 1) * TILE_ * P
@@ -215,15 +226,16 @@ def _select_kernel(sq_ptr, sk_ptr, level_ptr, index_ptr, map_ptr, work_ptr,
 
     # 1. top-down: choose at every level; keep candidates and choices in the work rows
     if CAUSAL:
-        chosen_c = _pick_causal(sq_row, sk_row, scratch, cand_c, valid_c, C, G_C, P**(L - 1),
-                                SEG, TILE_ // SEG)
+        chosen_c = _pick_causal(sq_row, sk_row, pq_row, pk_row, scratch, cand_c, valid_c, C,
+                                G_C, P**(L - 1), P**(L - 1), PRE, SEG, TILE_ // SEG)
     else:
         chosen_c = _pick(sq_row, sk_row, cand_c, valid_c, P**(L - 1), HALF_, DIGIT)
     cand = (_by_rank(scratch, cand_c, chosen_c, TILE_)[:, None] * P + j2).reshape(TILE_ * P)
     for lvl in tl.static_range(L - 2, 0, -1):
         if CAUSAL:
-            chosen = _pick_causal(sq_row, sk_row, scratch, cand, cand >= 0, TILE_ * P, 2 * P,
-                                  P**lvl, SEG, TILE_ // SEG)
+            chosen = _pick_causal(sq_row, sk_row, pq_row, pk_row, scratch, cand, cand >= 0,
+                                  TILE_ * P, 2 * P, P**lvl, P**(L - 1), PRE, SEG,
+                                  TILE_ // SEG)
         else:
             chosen = _pick(sq_row, sk_row, cand, cand >= 0, P**lvl, HALF_, DIGIT)
         tl.store(work + (2 * lvl - 2) * NMAX + tl.arange(0, TILE_ * P), cand)
@@ -259,11 +271,13 @@ def _select_kernel(sq_ptr, sk_ptr, level_ptr, index_ptr, map_ptr, work_ptr,
 
 
 def select_tiles(sq0: Tensor, sk0: Tensor, num_levels: int, pooling_factor: int, topk: int,
-                 with_selection: bool = True, causal: bool = False
+                 with_selection: bool = True, causal: bool = False,
+                 prefix: tuple[Tensor, Tensor] | None = None
                  ) -> tuple[Tensor | None, Tensor | None, Tensor]:
     """Launch the cascade: ``(level, index, pos_map)`` (see :func:`select_with_map`); level
     and index are ``None`` unless ``with_selection`` (the kernels need the map alone);
-    ``causal`` picks with the causal rule instead of the paper's top-k."""
+    ``causal`` picks with the causal rule instead of the paper's top-k, reading the window
+    before the first position from ``prefix`` where given."""
     L, p, T = num_levels, pooling_factor, topk // TILE
     B, heads, N = sq0.shape
     C = N // p ** (L - 1) // T
@@ -275,25 +289,30 @@ def select_tiles(sq0: Tensor, sk0: Tensor, num_levels: int, pooling_factor: int,
         index = torch.empty_like(level)
     nmax = max(next_pow2(C), TILE * p)
     work = torch.empty(B * heads * T, (2 * L - 1) * nmax, dtype=torch.int32, device=sq0.device)
+    sq0, sk0 = sq0.contiguous(), sk0.contiguous()
+    pq, pk = (x.contiguous() for x in prefix) if prefix is not None else (sq0, sk0)
     fast(_select_kernel)[(T, B * heads)](
-        sq0.contiguous(), sk0.contiguous(), pos_map if level is None else level,
+        sq0, sk0, pq, pk, pos_map if level is None else level,
         pos_map if index is None else index, pos_map, work,
         N, T * E, pos_map.shape[2], C, heads, heads // sk0.shape[1], look_back(C),
         L=L, P=p, LOG2P=p.bit_length() - 1, BLOCK_C=next_pow2(C), NMAX=nmax,
         TILE_=TILE, HALF_=HALF, DIGIT=4, SEL=with_selection, FILL=1024, CAUSAL=causal,
-        SEG=SEGMENTS, num_warps=WARPS)
+        SEG=SEGMENTS, PRE=prefix is not None, num_warps=WARPS)
     return level, index, pos_map
 
 
 @torch.library.custom_op("lighthouse_attn::select_tiles", mutates_args=())
 def select_tiles_op(sq0: Tensor, sk0: Tensor, num_levels: int, pooling_factor: int, topk: int,
-                    causal: bool) -> tuple[Tensor, Tensor, Tensor]:
+                    causal: bool, prefix_q: Tensor | None = None,
+                    prefix_k: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """:func:`select_tiles` as an opaque op for torch.compile."""
-    return select_tiles(sq0, sk0, num_levels, pooling_factor, topk, causal=causal)
+    prefix = (prefix_q, prefix_k) if prefix_q is not None else None
+    return select_tiles(sq0, sk0, num_levels, pooling_factor, topk, causal=causal,
+                        prefix=prefix)
 
 
 @select_tiles_op.register_fake
-def _(sq0, sk0, num_levels, pooling_factor, topk, causal):
+def _(sq0, sk0, num_levels, pooling_factor, topk, causal, prefix_q=None, prefix_k=None):
     B, heads, N = sq0.shape
     S = N // pooling_factor ** (num_levels - 1) + (num_levels - 1) * pooling_factor * topk
     out = sq0.new_empty(B, heads, S, dtype=torch.int64)
@@ -303,14 +322,20 @@ def _(sq0, sk0, num_levels, pooling_factor, topk, causal):
 
 
 def select_with_map(sq0: Tensor, sk0: Tensor, config: LighthouseConfig,
-                    with_selection: bool = True) -> tuple[Selection | None, Tensor]:
+                    with_selection: bool = True, prefix: tuple[Tensor, Tensor] | None = None
+                    ) -> tuple[Selection | None, Tensor]:
     """Run the cascade on level-0 scores: ``sq0`` ``(B, H', N)`` fp32 and ``sk0``
     ``(B, H'/r, N)`` fp32 (``r`` query heads per key head: the ``expand`` GQA mode passes the
     un-repeated key scores). Returns the same :class:`Selection` as
     ``ops.reference.select.select_from_scores`` on the level scores of ``config.selection``
     (``None`` unless ``with_selection``), and its inverse position map ``(B, H', M)`` int32
     (see ``gather_scatter.build_position_map``). ``pooling_factor`` must be a power of two and
-    ``L <= 7``."""
+    ``L <= 7``. ``prefix``: with the causal selection, the ``p^(L-1)`` level-0 scores before
+    the first position, ``(B, H', p^(L-1))`` and ``(B, H'/r, p^(L-1))`` (a chunk under context
+    parallelism); without it nothing precedes the first position."""
+    if prefix is not None and config.selection != "causal":
+        raise ValueError("prefix scores are read by the causal selection only; use "
+                         "selection='causal' or leave prefix out")
     if config.num_levels == 1:
         B, heads, N = sq0.shape
         index = torch.arange(N, device=sq0.device).expand(B, heads, N).contiguous()
@@ -318,7 +343,7 @@ def select_with_map(sq0: Tensor, sk0: Tensor, config: LighthouseConfig,
     args = (sq0, sk0, config.num_levels, config.pooling_factor, config.topk)
     causal = config.selection == "causal"
     if torch.compiler.is_compiling():
-        level, index, pos_map = select_tiles_op(*args, causal)
+        level, index, pos_map = select_tiles_op(*args, causal, *(prefix or ()))
     else:
-        level, index, pos_map = select_tiles(*args, with_selection, causal)
+        level, index, pos_map = select_tiles(*args, with_selection, causal, prefix)
     return (Selection(level, index) if level is not None else None), pos_map
