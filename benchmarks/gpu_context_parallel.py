@@ -1,7 +1,14 @@
-"""The context-parallel op on one GPU with one process (C=1: two chunks, the spill exchanged
-between them): against the single-device op, bf16 and fp32, both selections; and its time.
+"""The context-parallel ops on one GPU with one process (C=1: two chunks, the spill exchanged
+between them) against the single-device ops on the same inputs: exactness, then forward and
+forward+backward times, then a profile of where the sharded path spends its time.
 
     torchrun --nproc-per-node 1 benchmarks/gpu_context_parallel.py --out cp_c1.json
+
+Rows: Lighthouse (both selections) at 64K (L=3, p=4, K=1024; fp32 and bf16), 128K (K=2048)
+and 1M (L=4, K=4096) in bf16, and the dense layer (``dense_attention_cp`` against causal SDPA)
+at 64K and 128K. ``--profile`` adds the top operators of the sharded path at 64K (bf16) as
+``torch.profiler`` sees them (``<out>.profile.txt``). ``--smoke`` runs tiny cases on the CPU
+(gloo) to check this script without a GPU.
 """
 
 import argparse
@@ -9,44 +16,128 @@ import json
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 
 from lighthouse_attn import LighthouseConfig, lighthouse_attention
 from lighthouse_attn.bench.common import environment, time_ms
-from lighthouse_attn.parallel import lighthouse_attention_cp
+from lighthouse_attn.parallel import dense_attention_cp, lighthouse_attention_cp
+
+CASES = [  # (seq_len, num_levels, topk, dtypes)
+    (65536, 3, 1024, (torch.float32, torch.bfloat16)),
+    (131072, 3, 2048, (torch.bfloat16,)),
+    (1048576, 4, 4096, (torch.bfloat16,)),
+]
+SMOKE_CASES = [(8192, 3, 512, (torch.float32,))]
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+def compare(single, sharded, q, k, v) -> dict:
+    """Relative differences of outputs and gradients, and the two ops' times."""
+    ref, out = single(), sharded()
+    w = torch.randn_like(ref)
+    ref_grads = torch.autograd.grad((ref * w).sum(), (q, k, v))
+    grads = torch.autograd.grad((out * w).sum(), (q, k, v))
+
+    def step(fn):
+        return lambda: torch.autograd.grad((fn() * w).sum(), (q, k, v))
+
+    return {"rel_err_out": rel(out, ref),
+            "rel_err_grads": max(rel(a, b) for a, b in zip(grads, ref_grads)),
+            "single_ms": time_ms(single, 2, 10)["median_ms"],
+            "cp_c1_ms": time_ms(sharded, 2, 10)["median_ms"],
+            "single_fwd_bwd_ms": time_ms(step(single), 2, 10)["median_ms"],
+            "cp_c1_fwd_bwd_ms": time_ms(step(sharded), 2, 10)["median_ms"]}
+
+
+def inputs(N: int, dtype: torch.dtype, heads: int = 8) -> list[torch.Tensor]:
+    g = torch.Generator(device=DEVICE).manual_seed(N)
+    return [torch.randn(1, heads, N, 128, device=DEVICE, dtype=dtype, generator=g)
+            .requires_grad_() for _ in range(3)]
+
+
+def profile(q, k, v, cfg: LighthouseConfig) -> str:
+    """Top operators of three forward+backward passes of the sharded path."""
+    def step():
+        lighthouse_attention_cp(q, k, v, cfg).sum().backward()
+
+    step()
+    acts = [torch.profiler.ProfilerActivity.CPU]
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+        acts.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=acts) as prof:
+        for _ in range(3):
+            step()
+        if DEVICE == "cuda":
+            torch.cuda.synchronize()
+    table = prof.key_averages()
+    return "\n".join([
+        f"## {cfg.selection} selection: by GPU time",
+        table.table(sort_by="cuda_time_total" if DEVICE == "cuda" else "cpu_time_total",
+                    row_limit=25),
+        f"## {cfg.selection} selection: by host time",
+        table.table(sort_by="self_cpu_time_total", row_limit=25)])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="cp_c1.json")
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--smoke", action="store_true")
     args = ap.parse_args()
-    dist.init_process_group("nccl")
-    torch.cuda.set_device(0)
+    dist.init_process_group("nccl" if DEVICE == "cuda" else "gloo")
+    if DEVICE == "cuda":
+        torch.cuda.set_device(0)
     rows = []
-    for dtype in (torch.float32, torch.bfloat16):
-        for selection in ("paper", "causal"):
-            cfg = LighthouseConfig(num_levels=3, pooling_factor=4, topk=1024,
-                                   selection=selection)
-            g = torch.Generator(device="cuda").manual_seed(0)
-            q, k, v = (torch.randn(1, 8, 65536, 128, device="cuda", dtype=dtype, generator=g)
-                       .requires_grad_() for _ in range(3))
-            ref = lighthouse_attention(q, k, v, cfg)
-            out = lighthouse_attention_cp(q, k, v, cfg)  # one rank: chunks 0 and 1 in order
-            err = ((out.float() - ref.float()).norm() / ref.float().norm()).item()
-            grads = torch.autograd.grad((out.float() ** 2).sum(), (q, k, v))
-            ref_grads = torch.autograd.grad((ref.float() ** 2).sum(), (q, k, v))
-            gerr = max(((a.float() - b.float()).norm() / b.float().norm()).item()
-                       for a, b in zip(grads, ref_grads))
-            row = {"dtype": str(dtype), "selection": selection, "rel_err_out": err,
-                   "rel_err_grads": gerr,
-                   "single_ms": time_ms(lambda: lighthouse_attention(q, k, v, cfg), 2,
-                                        10)["median_ms"],
-                   "cp_c1_ms": time_ms(lambda: lighthouse_attention_cp(q, k, v, cfg), 2,
-                                       10)["median_ms"]}
-            print(row, flush=True)
-            rows.append(row)
+    dense_lengths = (2048,) if args.smoke else (65536, 131072)
+    profile_len = 8192 if args.smoke else 65536
+    for N, L, K, dtypes in SMOKE_CASES if args.smoke else CASES:
+        for dtype in dtypes:
+            for selection in ("paper", "causal"):
+                cfg = LighthouseConfig(num_levels=L, pooling_factor=4, topk=K,
+                                       selection=selection)
+                q, k, v = inputs(N, dtype)
+                row = {"op": "lighthouse", "seq_len": N, "num_levels": L, "topk": K,
+                       "dtype": str(dtype), "selection": selection,
+                       **compare(lambda: lighthouse_attention(q, k, v, cfg),
+                                 lambda: lighthouse_attention_cp(q, k, v, cfg), q, k, v)}
+                print(row, flush=True)
+                rows.append(row)
+                del q, k, v
+    dense_dtype = torch.float32 if args.smoke else torch.bfloat16
+    for N in dense_lengths:
+        q, k, v = inputs(N, dense_dtype)
+        row = {"op": "dense", "seq_len": N, "dtype": str(dense_dtype),
+               **compare(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+                         lambda: dense_attention_cp(q, k, v), q, k, v)}
+        print(row, flush=True)
+        rows.append(row)
+    for row in rows:
+        row["ratio"] = row["cp_c1_ms"] / row["single_ms"]
+        row["ratio_fwd_bwd"] = row["cp_c1_fwd_bwd_ms"] / row["single_fwd_bwd_ms"]
     with open(args.out, "w") as f:
         json.dump({"benchmark": "context_parallel_c1", "environment": environment(),
-                   "seq_len": 65536, "context_parallel": 1, "rows": rows}, f, indent=1)
+                   "context_parallel": 1, "heads": 8, "head_dim": 128, "batch_size": 1,
+                   "rows": rows}, f, indent=1)
+    print(f"{'op':<10} {'N':>8} {'dtype':<15} {'selection':<7} {'single':>8} {'cp':>8} "
+          f"{'ratio':>6} {'fwd+bwd ratio':>13} {'rel err':>8}")
+    for r in rows:
+        print(f"{r['op']:<10} {r['seq_len']:>8} {r['dtype']:<15} {r.get('selection', '-'):<7} "
+              f"{r['single_ms']:>8.2f} {r['cp_c1_ms']:>8.2f} {r['ratio']:>6.2f} "
+              f"{r['ratio_fwd_bwd']:>13.2f} {r['rel_err_out']:>8.1e}")
+    if args.profile:
+        text = []
+        for selection in ("paper", "causal"):
+            q, k, v = inputs(profile_len, dense_dtype)
+            text.append(profile(q, k, v, LighthouseConfig(num_levels=3, pooling_factor=4,
+                                                          topk=512 if args.smoke else 1024,
+                                                          selection=selection)))
+        with open(args.out.rsplit(".", 1)[0] + ".profile.txt", "w") as f:
+            f.write("\n\n".join(text))
     dist.destroy_process_group()
 
 
