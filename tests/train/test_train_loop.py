@@ -198,3 +198,35 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, corp
     assert [r["step"] for r in metrics(run.run_dir)] == [1, 2, 3]
     model, info = load_model(run.run_dir)
     assert info["step"] == 2 and all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_staggered_switch_trains_layer_by_layer_and_resumes_exactly(finished, tmp_path,
+                                                                   corpus):
+    """``switch_ramp=2`` over 3 stage-1 steps: Lighthouse layer 1 turns dense at step 2 and
+    layer 2 at step 3 (1-based), so the first step equals the plain run's and the second does
+    not; an interrupted and resumed ramp run equals an uninterrupted one."""
+    _, done = finished
+    ramp = tiny_run(tmp_path, "ramp", corpus, switch_ramp=2)
+    train(ramp, TINY_MODEL, progress=False)
+    plain, staggered = losses(done.run_dir), losses(ramp.run_dir)
+    assert staggered[0] == pytest.approx(plain[0], rel=1e-6)
+    assert staggered[1] != pytest.approx(plain[1], rel=1e-4)
+    log = Path(ramp.run_dir, "train.log").read_text()
+    assert "step 1: 1 of 2 Lighthouse layers now run dense" in log
+    assert "step 2: 2 of 2 Lighthouse layers now run dense" in log
+
+    cut = tiny_run(tmp_path, "ramp_cut", corpus, switch_ramp=2)
+
+    def interrupt(record):
+        if record["step"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    assert train(cut, TINY_MODEL, progress=False, on_step=interrupt).step == 2
+    train(cut, TINY_MODEL, resume=True, progress=False)
+    assert losses(cut.run_dir) == pytest.approx(staggered, rel=1e-6)
+
+
+def test_staggered_switch_is_checked():
+    with pytest.raises(ValueError, match=r"switch_ramp must be in 0..lighthouse_steps \(3; "
+                                         r"got 4\)"):
+        TrainConfig(run_dir="r", data=["x"], lighthouse_steps=3, switch_ramp=4).validate()

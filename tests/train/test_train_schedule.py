@@ -46,3 +46,12 @@ def test_wsd_default_decay_is_the_last_fifth():
     assert wsd_decay_steps(None, 400) == 80
     assert wsd_decay_steps(None, 3) == 1
     assert wsd_decay_steps(50, 480) == 50
+
+
+def test_staggered_switch_turns_layers_dense_one_at_a_time():
+    from lighthouse_attn.train.schedule import layers_switched_at
+
+    # ramp over the last 4 of 10 stage-1 steps, 2 layers: the first at step 6, the second at 8
+    assert [layers_switched_at(s, 10, 4, 2) for s in range(10)] == [0] * 6 + [1, 1, 2, 2]
+    assert [layers_switched_at(s, 10, 3, 3) for s in range(7, 10)] == [1, 2, 3]
+    assert all(layers_switched_at(s, 10, 0, 3) == 0 for s in range(10))

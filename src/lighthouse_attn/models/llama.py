@@ -281,6 +281,7 @@ class Llama(nn.Module):
         self.lm_head = (None if config.tie_embeddings
                         else nn.Linear(config.d_model, config.vocab_size, bias=False))
         self._mode = "lighthouse"
+        self._switched = 0
         self._cp: tuple | None = None  # (group, rank, world) under context parallelism
         self.reset_parameters()
 
@@ -302,11 +303,26 @@ class Llama(nn.Module):
         return self._mode
 
     def set_attention(self, mode: str) -> None:
-        """Run the non-dense layers with ``"lighthouse"`` or every layer with ``"dense"``."""
+        """Run the non-dense layers with ``"lighthouse"`` (but the first :meth:`switch_layers`
+        of them) or every layer with ``"dense"``."""
         check_attention_mode(mode)
         self._mode = mode
+        rank = 0
         for block in self.layers:
-            block.attn.use_lighthouse = mode == "lighthouse" and not block.attn.always_dense
+            lighthouse = not block.attn.always_dense
+            block.attn.use_lighthouse = (mode == "lighthouse" and lighthouse
+                                         and rank >= self._switched)
+            rank += lighthouse
+
+    @property
+    def switched_layers(self) -> int:
+        return self._switched
+
+    def switch_layers(self, count: int) -> None:
+        """In ``"lighthouse"`` mode, run the first ``count`` Lighthouse layers dense already
+        (a staggered switch, ``TrainConfig.switch_ramp``); 0 restores them."""
+        self._switched = count
+        self.set_attention(self._mode)
 
     def set_context_parallel(self, group, rank: int, world: int) -> None:
         """Run on this rank's shard of each sequence (``lighthouse_attn.parallel``'s layout)

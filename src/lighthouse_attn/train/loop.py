@@ -42,7 +42,7 @@ from .metrics import MetricsLog, plot_loss, read_metrics, write_summary
 from .options import TrainConfig, validate_model_for_run
 from .parallelize import parallelize
 from .run_lock import RunLock
-from .schedule import lr_at, stage_at
+from .schedule import layers_switched_at, lr_at, stage_at
 from .signals import StopRequest
 from .validation import Validation, eval_steps
 
@@ -191,6 +191,8 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, tokenizer:
     env.barrier()
     state = session.state
     model.set_attention(stage_at(state.step, run.lighthouse_steps))
+    if run.switch_ramp:
+        model.switch_layers(_switched(run, model, state.step))
     model.train()
     autocast = (torch.autocast(env.device.type, dtype=torch.bfloat16) if bf16
                 else contextlib.nullcontext())
@@ -212,6 +214,12 @@ def _train(env: DistEnv, run: TrainConfig, model_config: ModelConfig, tokenizer:
     env.barrier()
     status = "interrupted" if interrupted else "finished"
     return RunResult(status, state.step, str(run_dir), final_dir, summary_path, interrupted)
+
+
+def _switched(run: TrainConfig, model, step: int) -> int:
+    """Lighthouse layers already dense at ``step`` under the run's staggered switch."""
+    return layers_switched_at(step, run.lighthouse_steps, run.switch_ramp,
+                              len(model.config.lighthouse_layer_indices))
 
 
 def _loop(s: _Session, validation: Validation | None, autocast, tensorboard, progress: bool,
@@ -240,6 +248,11 @@ def _loop(s: _Session, validation: Validation | None, autocast, tensorboard, pro
                 model.set_attention(stage)
                 log.event(f"step {step}: switch to dense SDPA in every layer (same weights, "
                           "optimizer state, learning-rate schedule and data position)")
+            elif run.switch_ramp and _switched(run, model, step) != model.switched_layers:
+                model.switch_layers(_switched(run, model, step))
+                log.event(f"step {step}: {model.switched_layers} of "
+                          f"{len(model.config.lighthouse_layer_indices)} Lighthouse layers "
+                          "now run dense (staggered switch)")
             lr = lr_at(step, run.total_steps, run.lr, run.warmup_steps, run.min_lr_ratio,
                        run.schedule, run.wsd_decay)
             for group in optimizer.param_groups:
@@ -373,7 +386,8 @@ def settings_changes(saved: dict | None, run: TrainConfig, path: Path) -> list[s
     if not saved:
         return []
     now = json.loads(json.dumps(run.to_dict()))
-    changed = {k: (saved.get(k), now.get(k)) for k in set(saved) | set(now)
+    saved = {**json.loads(json.dumps(TrainConfig(run_dir="-").to_dict())), **saved}  # newer
+    changed = {k: (saved.get(k), now.get(k)) for k in set(saved) | set(now)  # settings: default
                if k not in _FREE_ON_RESUME and saved.get(k) != now.get(k)}
     fixed = sorted(k for k in changed if k in _SAME_ON_RESUME)
     if fixed:
@@ -504,7 +518,9 @@ def describe(run: TrainConfig, model: ModelConfig, env: DistEnv, data: DataSourc
                 f"every {run.validation_every} steps" if validation else "none given")
     return "\n".join([
         header,
-        f"  stage 1: {run.lighthouse_steps} steps, {stage1}",
+        f"  stage 1: {run.lighthouse_steps} steps, {stage1}" + (
+            f"; its layers turn dense one at a time over its last {run.switch_ramp} steps"
+            if run.switch_ramp else ""),
         f"  stage 2: {run.dense_steps} steps, dense SDPA in every layer",
         f"  schedule: {schedule}, lr {run.lr:g}, {run.warmup_steps} warm-up steps",
         f"  held-out: {held_out}",

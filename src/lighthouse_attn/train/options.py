@@ -50,6 +50,9 @@ class TrainConfig:
                                     "scratch)", group="run", preset=True)
     dense_steps: int = setting(50, help="stage-2 (recovery) steps with dense SDPA",
                                group="run", preset=True)
+    switch_ramp: int = setting(0, help="a staggered switch: over the last N steps of stage 1 "
+                               "the Lighthouse layers turn dense one at a time, first layer "
+                               "first (0: all at once, as the paper)", group="run")
     seq_len: int = setting(2048, help="tokens per sequence", group="run", preset=True)
     batch_size: int = setting(2, help="global batch: sequences per optimizer step",
                               group="run", preset=True)
@@ -142,6 +145,10 @@ class TrainConfig:
         if self.total_steps < 1:
             raise SettingError("lighthouse_steps + dense_steps must be >= 1",
                                "lighthouse_steps", "dense_steps")
+        if not 0 <= self.switch_ramp <= self.lighthouse_steps:
+            raise SettingError(f"switch_ramp must be in 0..lighthouse_steps "
+                               f"({self.lighthouse_steps}; got {self.switch_ramp})",
+                               "switch_ramp", "lighthouse_steps")
         if not (_has_type(self.seed, "int") and 0 <= self.seed <= MAX_SEED):
             raise SettingError(f"seed must be an integer in 0..{MAX_SEED} (got {self.seed!r})",
                                "seed")
@@ -264,6 +271,10 @@ def validate_model_for_run(model: ModelConfig, run: TrainConfig, tokenizer: Toke
             raise SettingError(f"seq_len {run.seq_len} does not fit the Lighthouse settings: "
                                f"{err}", "seq_len") from None
         model.check_lighthouse_run(run.seq_len)
+    if run.switch_ramp and not model.supports_context_parallel:
+        raise SettingError("switch_ramp turns the presets' Llama layers dense one at a time; "
+                           "a Hugging Face model switches all at once (set switch_ramp 0)",
+                           "switch_ramp")
     if run.context_parallel > 1:
         from ..parallel import chunk_config
 

@@ -25,6 +25,17 @@ def stage_at(step: int, lighthouse_steps: int) -> str:
     return "lighthouse" if step < lighthouse_steps else "dense"
 
 
+def layers_switched_at(step: int, lighthouse_steps: int, ramp: int, layers: int) -> int:
+    """How many of the ``layers`` Lighthouse layers (first layer first) already run dense at
+    0-based ``step`` of stage 1 under a staggered switch over its last ``ramp`` steps: layer
+    ``i`` turns dense at step ``lighthouse_steps - ramp + i * ramp // layers``; 0 without a
+    ramp. Stage 2 runs every layer dense whatever this says."""
+    if ramp <= 0 or layers <= 0:
+        return 0
+    start = lighthouse_steps - ramp
+    return sum(step >= start + i * ramp // layers for i in range(layers))
+
+
 def lr_at(step: int, total_steps: int, lr: float, warmup_steps: int, min_lr_ratio: float,
           schedule: str = "cosine", decay_steps: int | None = None) -> float:
     """Learning rate of 0-based ``step`` of ``total_steps`` (``decay_steps``: ``wsd`` only)."""

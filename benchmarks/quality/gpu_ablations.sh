@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Recipe ablations at 32K (the README's 32K protocol, wsd schedule, seeds 0, 1, 2), against the
+# paper's recipe (lighthouse), dense (400 steps) and dense planned for the recipe's time
+# (dshort, 285 steps, as in the 32K equal-time comparison), all paired by seed:
+#   rec100 / rec200   recovery 100 or 200 of the 400 steps (the recipe: 150)
+#   dlnone / dltwo    no always-dense layers, or layers 0, 1, 6, 7 (the recipe: 0 and 7)
+#   ramp              a staggered switch: layers turn dense one at a time over the last 50
+#                     stage-1 steps (--switch-ramp 50)
+# The same phases complete the 32K comparison's third seed (dense, lighthouse, causal, dshort).
+# Each call trains for at most LIMIT seconds (default 530) and stops the arm in training with a
+# checkpoint; the next call on the same machine continues it. Finished arms committed under
+# benchmarks/results/h200/quality/runs/ (32K seeds 0 and 1) and .../ablations/runs/ are
+# restored first, so only what is missing trains:
+#   ARMS=dense,lighthouse,causal,dshort SEEDS=2 OUT=dir bash benchmarks/quality/gpu_ablations.sh
+#   ARMS=rec100,rec200 SEEDS=0,1,2 OUT=dir bash benchmarks/quality/gpu_ablations.sh
+# Every call writes OUT/runs.tar.gz (metrics, configs, summaries, final evaluations; no
+# weights), OUT/compare.md|json over every arm and seed finished, and OUT/ablations.md|json.
+set -uo pipefail
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+OUT="${OUT:-bench-results/ablations}"
+LIMIT="${LIMIT:-530}"
+ROOT=runs_quality/ablations
+mkdir -p "$OUT" "$ROOT/runs"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+
+if [ -n "${SMOKE:-}" ]; then  # the CPU check of this script: the standard library's source
+  TRAIN=("$(python3 -c "import os; print(os.path.dirname(os.__file__) + '/email')")")
+  HELD=$(python3 -c "import os; print(os.path.dirname(os.__file__) + '/json')")
+else
+  mapfile -t TRAIN < <(python3 -c "import os, pandas, transformers
+for m in (transformers, pandas): print(os.path.dirname(m.__file__))")
+  HELD=$(python3 -c "import os, sympy; print(os.path.dirname(sympy.__file__))")
+fi
+echo "training data: ${TRAIN[*]}; held out: $HELD"
+
+for d in benchmarks/results/h200/quality/runs/*-wsd-s*/ benchmarks/results/h200/quality/ablations/runs/*/; do
+  [ -f "$d/compare_eval.json" ] || continue
+  [ -e "$ROOT/runs/$(basename "$d")" ] || cp -r "$d" "$ROOT/runs/"
+done
+
+ARGS=(--preset demo --d-model 512 --n-layers 8 --n-heads 8 --n-kv-heads 8 --ffn-hidden 1536
+      --num-levels 3 --pooling-factor 4 --topk 512 --dense-layers=0,-1
+      --seq-len 32768 --batch-size 4 --lighthouse-steps 250 --dense-steps 150
+      --lr 2e-3 --warmup-steps 40 --min-lr-ratio 0.1 --decay-steps 80
+      --data "${TRAIN[@]}" --eval-data "$HELD" --eval-every 50 --eval-sequences 16
+      --ckpt-every 50 --keep-ckpts 1 --passkey-trials 3 --no-progress --schedules wsd
+      --out "$ROOT")
+declare -A DEF=([dshort]=lighthouse_steps=0,dense_steps=285 [rec100]=lighthouse_steps=300
+                [rec200]=lighthouse_steps=200 [dlnone]=dense_layers=none
+                [dltwo]="dense_layers=0;1;-2;-1" [ramp]=switch_ramp=50)
+ALL=dense,lighthouse,causal,dshort,rec100,rec200,dlnone,dltwo,ramp
+
+if [ -n "${SMOKE:-}" ]; then  # a tiny run of the same arms, to check this script on a CPU
+  ARGS+=(--d-model 64 --n-layers 4 --seq-len 2048 --topk 128 --batch-size 2 --eval-sequences 2
+         --lighthouse-steps 6 --dense-steps 4 --warmup-steps 2 --decay-steps 2 --eval-every 5
+         --ckpt-every 2 --passkey-trials 1 --threads 2)
+  DEF[dshort]=lighthouse_steps=0,dense_steps=7 DEF[rec100]=lighthouse_steps=8
+  DEF[rec200]=lighthouse_steps=4 DEF[ramp]=switch_ramp=2
+fi
+
+arms() {  # "--arms BUILTINS --arm NAME:DEF ..." for a comma-separated list (dense always in)
+  local builtins=dense a
+  ARM_ARGS=()
+  for a in ${1//,/ }; do
+    if [ -n "${DEF[$a]:-}" ]; then ARM_ARGS+=(--arm "$a:${DEF[$a]}")
+    elif [ "$a" != dense ]; then builtins+=",$a"; fi
+  done
+  ARM_ARGS+=(--arms "$builtins")
+}
+
+if [ "${1:-run}" != report ]; then
+  arms "${ARMS:-$ALL}"
+  timeout -k 60 -s TERM "$LIMIT" python3 -m lighthouse_attn compare "${ARGS[@]}" \
+    "${ARM_ARGS[@]}" --seeds "${SEEDS:-0,1,2}" 2>&1 \
+    | grep --line-buffered -v "^step \|checkpoint" | tee -a "$OUT/ablations.log" | tail -20
+fi
+arms "$ALL"
+python3 -m lighthouse_attn compare "${ARGS[@]}" "${ARM_ARGS[@]}" --seeds 0,1,2 --report-only \
+  > "$OUT/report.log" 2>&1
+cp "$ROOT"/compare.md "$ROOT"/compare.json "$ROOT"/compare_*.png "$OUT"/ 2>/dev/null
+python3 benchmarks/quality/ablation_report.py "$ROOT/compare.json" "$OUT/ablations.md" \
+  "$OUT/ablations.json" | tail -15
+( cd "$ROOT" && find runs -path '*/checkpoints' -prune -o -path '*/final' -prune -o -type f \
+    \( -name '*.json' -o -name '*.jsonl' -o -name '*.md' -o -name '*.png' -o -name '*.log' \) \
+    -print | tar -czf "$OUT/runs.tar.gz" -T - ) 2>/dev/null
+ls -la "$OUT"
