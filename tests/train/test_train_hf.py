@@ -260,3 +260,10 @@ def test_context_parallel_is_refused_for_hf_models(corpus, hf_config, tmp_path, 
                  "--context-parallel", "2", "--run-dir", str(tmp_path / "r"), "--dry-run"]) == 2
     assert ("a Hugging Face model trains without it (set --context-parallel 1)"
             in capsys.readouterr().err)
+
+
+def test_staggered_switch_is_refused_for_hf_models(corpus, hf_config, tmp_path, capsys):
+    assert main(["train", "--hf-config", hf_config, *RUN_ARGS, "--data", corpus,
+                 "--switch-ramp", "1", "--run-dir", str(tmp_path / "r"), "--dry-run"]) == 2
+    assert ("a Hugging Face model switches all at once (set --switch-ramp 0)"
+            in capsys.readouterr().err)
