@@ -95,12 +95,12 @@ def test_plan_context_parallel_share_and_refusal(capsys):
 
 def test_plan_context_parallel_prints_traffic_both_ways(capsys):
     """Forward and backward bytes per layer; the dense layer's gathers are bounded by groups
-    of kv heads, so at 1M tokens it holds two 512 MiB heads, not the whole 4 GiB."""
+    of kv heads, so at 1M tokens it holds three 512 MiB heads' worth, not the whole 4 GiB."""
     assert main(["plan", "--seq-len", "1048576", "--num-levels", "4", "--topk", "4096",
                  "--context-parallel", "4"]) == 0
     out = capsys.readouterr().out
     assert "Lighthouse layer  193.5 MiB (gathered_kv 192.0 MiB, spill 1.5 MiB) / 193.5 MiB" in out
-    assert "dense layer       3.00 GiB / 6.00 GiB; holds 1.00 GiB of K/V (1 kv heads per" in out
+    assert "dense layer       3.00 GiB / 6.00 GiB; holds 1.50 GiB of K/V (1 kv heads per" in out
 
 
 def test_kv_heads_per_gather_stays_under_the_budget():

@@ -116,8 +116,9 @@ def context_parallel_traffic(config: LighthouseConfig, seq_len: int, degree: int
     - Dense layer (always-dense layers, stage 2), as implemented (``dense_all_gather``): the
       full keys and values, gathered a group of ``kv_heads_per_group`` kv heads at a time and
       dropped after use; the backward gathers them again and reduce-scatters their gradients.
-      It holds at most two groups at once and keeps nothing N long for backward. Beside it, a
-      ring (``dense_ring``): the same bytes in ``W - 1`` steps, holding two pieces.
+      The forward holds three groups' worth at once (the group in use, gathered and in sequence
+      order, and the next in flight) and keeps nothing N long for backward. Beside it, a ring
+      (``dense_ring``): the same bytes in ``W - 1`` steps, holding two pieces.
     """
     from .parallel.attention import chunk_config
     from .parallel.dense import kv_heads_per_gather
@@ -153,8 +154,10 @@ def context_parallel_traffic(config: LighthouseConfig, seq_len: int, degree: int
     shard = 2 * 2 * n * kv * row  # this process's keys and values
     per_group = kv_heads_per_gather(kv, seq_len, batch_size, head_dim, itemsize)
     groups = kv // per_group
+    # forward: the group in use, the next one in flight, and the group's keys and values put
+    # in sequence order (the backward holds about two groups more: their gradients)
     out["dense_all_gather"] = {**exchange(shard, backward=2), "kv_heads_per_group": per_group,
-                               "held_kv_bytes": min(2, groups) * W * shard // groups}
+                               "held_kv_bytes": (min(2, groups) + 1) * W * shard // groups}
     out["dense_ring"] = {**exchange(shard, backward=2), "held_kv_bytes": 2 * shard}
     return out
 

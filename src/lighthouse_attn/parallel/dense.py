@@ -5,10 +5,12 @@ Each rank all-gathers the keys and values of a group of kv heads at a time, atte
 local chunks over them with a lower-right causal mask, and drops them: nothing of the whole
 sequence is kept for backward. The backward gathers each group again, recomputes that group's
 attention, and reduce-scatters the gradients of the keys and values back to their ranks. The
-next group's gather runs while the current group computes. A rank so holds at most two groups'
-keys and values of the whole sequence (``kv_heads_per_gather`` heads each), in place of every
-head's for every dense layer until its backward; the price is one more forward of the dense
-attention and the keys and values sent twice (docs/distributed.md).
+next group's gather runs while the current group computes. In the forward a rank so holds
+three groups' worth of the whole sequence's keys and values (``kv_heads_per_gather`` heads
+each: the group in use, gathered and in sequence order, and the next in flight; the backward
+about two more, their gradients), in place of every head's for every dense layer until its
+backward; the price is one more forward of the dense attention and the keys and values sent
+twice (docs/distributed.md).
 
 Why not PyTorch's context-parallel ring attention
 (``torch.distributed.tensor.experimental.context_parallel``): it uses the same head-tail
