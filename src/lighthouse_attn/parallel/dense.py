@@ -78,12 +78,11 @@ def _attend_local(q: Tensor, gathered: Tensor, rank: int, world: int, scale: flo
                   ) -> Tensor:
     """This rank's two chunks of ``q`` attending over every chunk up to each of them."""
     n = q.shape[2] // 2
-    chunks = [gathered[r][:, :, :, j * n:(j + 1) * n]
-              for r, j in (owner(c, world) for c in range(2 * world))]
-    outs = []
-    for x_q, c in zip(q.split(n, 2), chunk_ids(rank, world)):
-        kv = torch.cat(chunks[:c + 1], 3)
-        outs.append(attend_prefix(x_q, kv[0], kv[1], scale))
+    last = max(chunk_ids(rank, world))  # the local chunks need chunks 0 .. last: one copy
+    kv = torch.cat([gathered[r][:, :, :, j * n:(j + 1) * n]
+                    for r, j in (owner(c, world) for c in range(last + 1))], 3)
+    outs = [attend_prefix(x_q, kv[0, :, :, :(c + 1) * n], kv[1, :, :, :(c + 1) * n], scale)
+            for x_q, c in zip(q.split(n, 2), chunk_ids(rank, world))]
     return torch.cat(outs, 2)
 
 
