@@ -232,13 +232,18 @@ def _range(values) -> list[int] | None:
     return [min(values), max(values)] if values else None
 
 
+def _dense_steps(dense: int, dense_range: list[int] | None) -> str:
+    """``150``, or ``244-247`` where the seeds' dense steps differ."""
+    low, high = dense_range or (dense, dense)
+    return f"{low}-{high}" if low != high else str(dense)
+
+
 def _steps_label(arm: dict) -> str:
     """``250+150``, ``400``, or ``244-247`` where the seeds' dense steps differ."""
     if not arm.get("steps"):
         return ""
     lighthouse, dense = arm["steps"]
-    low, high = arm.get("dense_steps_range") or (dense, dense)
-    dense = f"{low}-{high}" if low != high else str(dense)
+    dense = _dense_steps(dense, arm.get("dense_steps_range"))
     return f"{lighthouse}+{dense}" if lighthouse else dense
 
 
@@ -250,9 +255,7 @@ def _describe_arm(key: str, steps: list[int] | None = None,
     arm, _, schedule = key.rpartition("-")
     if arm in _BUILTIN_NAMES or not steps:
         return f"{_BUILTIN_NAMES.get(arm, f'arm {arm}')} ({schedule} schedule)"
-    lighthouse, dense = steps
-    if dense_range and dense_range[0] != dense_range[1]:
-        dense = f"{dense_range[0]}-{dense_range[1]}"
+    lighthouse, dense = steps[0], _dense_steps(steps[1], dense_range)
     if not lighthouse:
         return f"dense for {dense} steps ({arm}, {schedule} schedule)"
     return f"arm {arm} ({lighthouse} Lighthouse + {dense} dense steps, {schedule} schedule)"

@@ -100,6 +100,8 @@ def _causal_selection(q: Tensor, k: Tensor, v: Tensor, local: LighthouseConfig, 
     n = q.shape[2] // 2
     w = local.coarsest_window
     triton = resolve_backend(local, q) == "triton"
+    if triton:
+        from ..ops.triton.select import select_with_map
     scores = [_chunk_scores(x_q, x_k, local, triton)
               for x_q, x_k in zip(q.split(n, 2), k.split(n, 2))]
     q_rows = scores[0][0].shape[1]
@@ -116,8 +118,6 @@ def _causal_selection(q: Tensor, k: Tensor, v: Tensor, local: LighthouseConfig, 
             r, j = owner(chunk - 1, world)
             prefix = (everyone[r, j, :, :q_rows], everyone[r, j, :, q_rows:])
         if triton:
-            from ..ops.triton.select import select_with_map
-
             out.append(select_with_map(sq0, sk0, local, prefix=prefix)[0])
             continue
         levels = []

@@ -248,11 +248,13 @@ def _loop(s: _Session, validation: Validation | None, autocast, tensorboard, pro
                 model.set_attention(stage)
                 log.event(f"step {step}: switch to dense SDPA in every layer (same weights, "
                           "optimizer state, learning-rate schedule and data position)")
-            elif run.switch_ramp and _switched(run, model, step) != model.switched_layers:
-                model.switch_layers(_switched(run, model, step))
-                log.event(f"step {step}: {model.switched_layers} of "
-                          f"{len(model.config.lighthouse_layer_indices)} Lighthouse layers "
-                          "now run dense (staggered switch)")
+            elif run.switch_ramp:
+                count = _switched(run, model, step)
+                if count != model.switched_layers:
+                    model.switch_layers(count)
+                    log.event(f"step {step}: {count} of "
+                              f"{len(model.config.lighthouse_layer_indices)} Lighthouse layers "
+                              "now run dense (staggered switch)")
             lr = lr_at(step, run.total_steps, run.lr, run.warmup_steps, run.min_lr_ratio,
                        run.schedule, run.wsd_decay)
             for group in optimizer.param_groups:
@@ -386,8 +388,9 @@ def settings_changes(saved: dict | None, run: TrainConfig, path: Path) -> list[s
     if not saved:
         return []
     now = json.loads(json.dumps(run.to_dict()))
-    saved = {**json.loads(json.dumps(TrainConfig(run_dir="-").to_dict())), **saved}  # newer
-    changed = {k: (saved.get(k), now.get(k)) for k in set(saved) | set(now)  # settings: default
+    # a setting newer than the checkpoint counts as its default there
+    saved = {**json.loads(json.dumps(TrainConfig(run_dir="-").to_dict())), **saved}
+    changed = {k: (saved.get(k), now.get(k)) for k in set(saved) | set(now)
                if k not in _FREE_ON_RESUME and saved.get(k) != now.get(k)}
     fixed = sorted(k for k in changed if k in _SAME_ON_RESUME)
     if fixed:
