@@ -39,22 +39,15 @@ for d in benchmarks/results/h200/quality/runs/*-wsd-s*/ benchmarks/results/h200/
   [ -e "$ROOT/runs/$(basename "$d")" ] || cp -r "$d" "$ROOT/runs/"
 done
 
-ARGS=(--preset demo --d-model 512 --n-layers 8 --n-heads 8 --n-kv-heads 8 --ffn-hidden 1536
-      --num-levels 3 --pooling-factor 4 --topk 512 --dense-layers=0,-1
-      --seq-len 32768 --batch-size 4 --lighthouse-steps 250 --dense-steps 150
-      --lr 2e-3 --warmup-steps 40 --min-lr-ratio 0.1 --decay-steps 80
-      --data "${TRAIN[@]}" --eval-data "$HELD" --eval-every 50 --eval-sequences 16
-      --ckpt-every 50 --keep-ckpts 1 --passkey-trials 3 --no-progress --schedules wsd
-      --out "$ROOT")
+source benchmarks/quality/protocol.sh
+ARGS=("${PROTOCOL_32K[@]}" --schedules wsd --out "$ROOT")
 declare -A DEF=([dshort]=lighthouse_steps=0,dense_steps=285 [rec100]=lighthouse_steps=300
                 [rec200]=lighthouse_steps=200 [dlnone]=dense_layers=none
                 [dltwo]="dense_layers=0;1;-2;-1" [ramp]=switch_ramp=50)
 ALL=dense,lighthouse,causal,dshort,rec100,rec200,dlnone,dltwo,ramp
 
 if [ -n "${SMOKE:-}" ]; then  # a tiny run of the same arms, to check this script on a CPU
-  ARGS+=(--d-model 64 --n-layers 4 --seq-len 2048 --topk 128 --batch-size 2 --eval-sequences 2
-         --lighthouse-steps 6 --dense-steps 4 --warmup-steps 2 --decay-steps 2 --eval-every 5
-         --ckpt-every 2 --passkey-trials 1 --threads 2)
+  ARGS+=("${SMOKE_ARGS[@]}" --n-layers 4 --seq-len 2048 --batch-size 2)
   DEF[dshort]=lighthouse_steps=0,dense_steps=7 DEF[rec100]=lighthouse_steps=8
   DEF[rec200]=lighthouse_steps=4 DEF[ramp]=switch_ramp=2
 fi

@@ -46,18 +46,10 @@ echo "training data: ${TRAIN[*]}; held out: $HELD"
 
 for t in .quality/*.tar.gz; do [ -e "$t" ] && tar -xzf "$t" -C "$ROOT" --skip-old-files; done
 
-ARGS=(--preset demo --d-model 512 --n-layers 8 --n-heads 8 --n-kv-heads 8 --ffn-hidden 1536
-      --num-levels 3 --pooling-factor 4 --topk 512 --dense-layers=0,-1
-      --seq-len 32768 --batch-size 4 --lighthouse-steps 250 --dense-steps 150
-      --lr 2e-3 --warmup-steps 40 --min-lr-ratio 0.1 --decay-steps 80
-      --data "${TRAIN[@]}" --eval-data "$HELD" --eval-every 50 --eval-sequences 16
-      --ckpt-every 50 --keep-ckpts 1 --passkey-trials 3 --no-progress
-      --schedules constant,wsd --out "$ROOT/compare")
-
+source benchmarks/quality/protocol.sh
+ARGS=("${PROTOCOL_32K[@]}" --schedules constant,wsd --out "$ROOT/compare")
 if [ -n "${SMOKE:-}" ]; then  # a tiny run of the same phases, to check this script on a CPU
-  ARGS+=(--d-model 64 --n-layers 3 --seq-len 2048 --topk 128 --batch-size 2 --eval-sequences 2
-         --lighthouse-steps 6 --dense-steps 4 --warmup-steps 2 --decay-steps 2 --eval-every 5
-         --passkey-trials 1 --threads 2)
+  ARGS+=("${SMOKE_ARGS[@]}" --seq-len 2048 --batch-size 2)
 fi
 
 case "$PHASE" in

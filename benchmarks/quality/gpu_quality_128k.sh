@@ -43,19 +43,14 @@ for d in "$COMMITTED"/runs/*/; do
   [ -e "$ROOT/runs/$(basename "$d")" ] || cp -r "$d" "$ROOT/runs/"
 done
 
-ARGS=(--preset demo --d-model 512 --n-layers 8 --n-heads 8 --n-kv-heads 8 --ffn-hidden 1536
-      --num-levels 3 --pooling-factor 4 --topk 2048 --dense-layers=0,-1
-      --seq-len 131072 --batch-size 1 --lighthouse-steps 250 --dense-steps 150
-      --lr 2e-3 --warmup-steps 40 --min-lr-ratio 0.1 --decay-steps 80
-      --data "${TRAIN[@]}" --eval-data "$HELD" --eval-every 100 --eval-sequences 32
-      --ckpt-every 25 --keep-ckpts 1 --passkey-trials 1 --no-progress --schedules wsd
+source benchmarks/quality/protocol.sh
+ARGS=("${PROTOCOL[@]}" --topk 2048 --seq-len 131072 --batch-size 1 --eval-every 100
+      --eval-sequences 32 --ckpt-every 25 --passkey-trials 1 --schedules wsd
       --arm dshort:equal_time=lighthouse --out "$ROOT")
 ALL=lighthouse,dense,causal
 
 if [ -n "${SMOKE:-}" ]; then  # a tiny run of the same phases, to check this script on a CPU
-  ARGS+=(--d-model 64 --n-layers 3 --seq-len 4096 --topk 128 --eval-sequences 2
-         --lighthouse-steps 6 --dense-steps 4 --warmup-steps 2 --decay-steps 2 --eval-every 5
-         --ckpt-every 2 --threads 2)
+  ARGS+=("${SMOKE_ARGS[@]}" --seq-len 4096)
 fi
 
 case "$PHASE" in
