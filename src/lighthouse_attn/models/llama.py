@@ -316,6 +316,7 @@ class Llama(nn.Module):
 
     @property
     def switched_layers(self) -> int:
+        """Lighthouse layers already run dense in ``"lighthouse"`` mode (:meth:`switch_layers`)."""
         return self._switched
 
     def switch_layers(self, count: int) -> None:
