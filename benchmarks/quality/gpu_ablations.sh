@@ -13,13 +13,14 @@
 # restored first, so only what is missing trains:
 #   ARMS=dense,lighthouse,causal,dshort SEEDS=2 OUT=dir bash benchmarks/quality/gpu_ablations.sh
 #   ARMS=rec100,rec200 SEEDS=0,1,2 OUT=dir bash benchmarks/quality/gpu_ablations.sh
-# Every call writes OUT/runs.tar.gz (metrics, configs, summaries, final evaluations; no
-# weights), OUT/compare.md|json over every arm and seed finished, and OUT/ablations.md|json.
+# Every call writes OUT/runs.tar.gz (metrics, configs, summaries, final evaluations, the
+# report's plots; no weights), OUT/compare.md|json over every arm and seed finished, and
+# OUT/ablations.md|json.
 set -uo pipefail
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 OUT="${OUT:-bench-results/ablations}"
 LIMIT="${LIMIT:-530}"
-ROOT=runs_quality/ablations
+ROOT=runs_quality/${SMOKE:+smoke-}ablations  # SMOKE runs apart from the real ones
 mkdir -p "$OUT" "$ROOT/runs"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
@@ -35,7 +36,7 @@ fi
 echo "training data: ${TRAIN[*]}; held out: $HELD"
 
 for d in benchmarks/results/h200/quality/runs/*-wsd-s*/ benchmarks/results/h200/quality/ablations/runs/*/; do
-  [ -f "$d/compare_eval.json" ] || continue
+  [ -z "${SMOKE:-}" ] && [ -f "$d/compare_eval.json" ] || continue
   [ -e "$ROOT/runs/$(basename "$d")" ] || cp -r "$d" "$ROOT/runs/"
 done
 
@@ -70,11 +71,13 @@ if [ "${1:-run}" != report ]; then
 fi
 arms "$ALL"
 python3 -m lighthouse_attn compare "${ARGS[@]}" "${ARM_ARGS[@]}" --seeds 0,1,2 --report-only \
-  > "$OUT/report.log" 2>&1
-cp "$ROOT"/compare.md "$ROOT"/compare.json "$ROOT"/compare_*.png "$OUT"/ 2>/dev/null
+  > "$ROOT/report.log" 2>&1
+cp "$ROOT"/compare.md "$ROOT"/compare.json "$OUT"/ 2>/dev/null
 python3 benchmarks/quality/ablation_report.py "$ROOT/compare.json" "$OUT/ablations.md" \
   "$OUT/ablations.json" | tail -15
-( cd "$ROOT" && find runs -path '*/checkpoints' -prune -o -path '*/final' -prune -o -type f \
-    \( -name '*.json' -o -name '*.jsonl' -o -name '*.md' -o -name '*.png' -o -name '*.log' \) \
-    -print | tar -czf "$OUT/runs.tar.gz" -T - ) 2>/dev/null
+# few files in OUT: the plots and the report's log travel inside runs.tar.gz with the runs
+( cd "$ROOT" && { ls compare_*.png report.log 2>/dev/null; find runs -path '*/checkpoints' \
+    -prune -o -path '*/final' -prune -o -type f \( -name '*.json' -o -name '*.jsonl' -o -name \
+    '*.md' -o -name '*.png' -o -name '*.log' \) -print; } | tar -czf "$OUT/runs.tar.gz" -T - ) \
+    2>/dev/null
 ls -la "$OUT"

@@ -8,8 +8,8 @@
 # A call trains for at most LIMIT seconds (default 530), then stops the arm in training with
 # SIGTERM (it writes a checkpoint), so that calls of under ten minutes continue one another
 # on the same machine; finished arms are skipped, and each is evaluated as soon as it ends.
-# ARMS=lighthouse,dense trains only those arms (and dshort) of the phase's seed, so that a
-# short budget goes to the arms the main verdict needs; the report always covers every arm.
+# ARMS=causal trains only that arm (with lighthouse, dense and dshort, which the verdict needs
+# and which are skipped once finished) of the phase's seed; the report always covers every arm.
 #   OUT=dir bash benchmarks/quality/gpu_quality_128k.sh seed0     # or seed1, seed2
 #   OUT=dir bash benchmarks/quality/gpu_quality_128k.sh report    # report over every seed
 # Finished arms committed under benchmarks/results/h200/quality/128k/runs/ are restored first. Each
@@ -20,7 +20,7 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 OUT="${OUT:-bench-results/quality128k}"
 PHASE="${1:-seed0}"
 LIMIT="${LIMIT:-530}"
-ROOT=runs_quality/128k
+ROOT=runs_quality/${SMOKE:+smoke-}128k  # SMOKE runs apart from the real ones
 COMMITTED=benchmarks/results/h200/quality/128k
 mkdir -p "$OUT" "$ROOT/runs"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
@@ -39,7 +39,7 @@ echo "training data: ${TRAIN[*]}; held out: $HELD"
 
 # finished arms of earlier sessions (no weights: metrics, config and final evaluation)
 for d in "$COMMITTED"/runs/*/; do
-  [ -f "$d/compare_eval.json" ] || continue
+  [ -z "${SMOKE:-}" ] && [ -f "$d/compare_eval.json" ] || continue
   [ -e "$ROOT/runs/$(basename "$d")" ] || cp -r "$d" "$ROOT/runs/"
 done
 
@@ -48,6 +48,11 @@ ARGS=("${PROTOCOL[@]}" --topk 2048 --seq-len 131072 --batch-size 1 --eval-every 
       --eval-sequences 32 --ckpt-every 25 --passkey-trials 1 --schedules wsd
       --arm dshort:equal_time=lighthouse --out "$ROOT")
 ALL=lighthouse,dense,causal
+with_baselines() {  # ARMS plus lighthouse and dense, which dshort is planned from
+  local a out=lighthouse,dense
+  for a in ${1//,/ }; do [[ ",$out," == *",$a,"* ]] || out+=",$a"; done
+  echo "$out"
+}
 
 if [ -n "${SMOKE:-}" ]; then  # a tiny run of the same phases, to check this script on a CPU
   ARGS+=("${SMOKE_ARGS[@]}" --seq-len 4096)
@@ -56,7 +61,7 @@ fi
 case "$PHASE" in
   seed0|seed1|seed2)
     timeout -k 60 -s TERM "$LIMIT" python3 -m lighthouse_attn compare "${ARGS[@]}" \
-      --arms "${ARMS:-$ALL}" --seeds "${PHASE#seed}" 2>&1 | grep --line-buffered -v "^step \|checkpoint" \
+      --arms "$(with_baselines "${ARMS:-$ALL}")" --seeds "${PHASE#seed}" 2>&1 | grep --line-buffered -v "^step \|checkpoint" \
       | tee -a "$OUT/$PHASE.log" | tail -30
     ;;
   report)
