@@ -38,6 +38,8 @@ CASES_2 = [
     # the chunks' cascades, gathers and scatters on the Triton kernels (the CPU interpreter)
     dict(N=2048, H=2, Hkv=1, backend="triton", config=dict(num_levels=3, pooling_factor=2,
                                                            topk=512, selection="causal")),
+    dict(N=2048, H=4, Hkv=2, backend="triton", config=dict(num_levels=3, pooling_factor=2,
+                                                           topk=512)),
     dict(N=1024, H=2, Hkv=1, dense=True, config=dict(num_levels=1)),
     # two groups of kv heads gathered one after the other (the second while the first computes)
     dict(N=1024, H=4, Hkv=2, dense=True, kv_heads_per_group=1, config=dict(num_levels=1)),
@@ -50,7 +52,12 @@ CASES_4 = [
 ]
 
 
-@pytest.mark.parametrize("world,cases", [(2, CASES_2), (4, CASES_4)])
+CASES_1 = [  # one process: two chunks, the spill exchanged between them
+    dict(N=4096, H=4, Hkv=2, config=dict(num_levels=3, pooling_factor=2, topk=512)),
+]
+
+
+@pytest.mark.parametrize("world,cases", [(1, CASES_1), (2, CASES_2), (4, CASES_4)])
 def test_sharded_op_equals_the_single_process_op(world, cases, tmp_path):
     results = spawn(world, cases, tmp_path)
     for i, case in enumerate(cases):

@@ -13,6 +13,17 @@ AttnFn = Callable[[Tensor, Tensor, Tensor, float], Tensor]
 ``k``, ``v`` ``(B, H_kv, S, D)`` (``H_kv < H`` only with ``gqa="shared"``) -> ``(B, H, S, D)``."""
 
 
+class Gathered(NamedTuple):
+    """The gathered ``q``, ``k``, ``v`` of one call (``(B, H, S, D)``, ``(B, H_kv', S, D)``)
+    and ``scatter``, which takes an inner output ``(B, H, S, D)`` to the op's ``(B, H, N, D)``
+    (with gradients through both stages)."""
+
+    q: Tensor
+    k: Tensor
+    v: Tensor
+    scatter: Callable[[Tensor], Tensor]
+
+
 class Selection(NamedTuple):
     """The gathered entries in causal order, per batch row and selecting head.
 

@@ -8,9 +8,10 @@ chunks' gathered sequences. So every chunk runs the single-device op with ``K / 
 things from elsewhere:
 
 - **the inner attention** of a chunk's gathered entries over the gathered keys and values of
-  every earlier chunk: the ranks all-gather their gathered keys and values (autograd-aware
-  functional collectives; ``S`` is a few percent of ``N``) and each chunk attends with a
-  lower-right causal mask;
+  every earlier chunk: the ranks all-gather their gathered keys and values (one collective;
+  ``S`` is a few percent of ``N``) and each chunk attends with a lower-right causal mask, both
+  chunks in one autograd node (``gathered.py``) whose backward reduce-scatters the key and
+  value gradients;
 - **the scatter's spill**: the summary of the last window of each level adds to the first
   ``p^l - 1`` positions after the chunk, which belong to the next chunk; every chunk computes
   that spill from its gathered outputs and the ranks all-gather the spills.
@@ -33,14 +34,16 @@ import torch.distributed as dist
 from torch import Tensor
 
 from ..config import TILE, LighthouseConfig
-from ..ops import Selection, select
-from ..ops.api import autocast_inputs, run_unchecked
+from ..ops import Selection
+from ..ops.api import autocast_inputs, gather_unchecked
 from ..ops.backend import resolve_backend
+from ..ops.inner import resolve_scale
 from ..ops.inputs import check_inputs
 from ..ops.reference.scores import base_scores, causal_level_scores
-from ..ops.reference.select import select_from_scores
+from ..ops.reference.select import select_from_scores, select_reference
 from . import collectives
-from .dense import attend_prefix, dense_attention_cp
+from .dense import dense_attention_cp
+from .gathered import two_chunk_inner
 from .layout import chunk_ids, owner
 
 
@@ -91,12 +94,25 @@ def _chunk_scores(q: Tensor, k: Tensor, local: LighthouseConfig, triton: bool
     return sq, sk[:, ::sk.shape[1] // k.shape[1]]
 
 
+def _paper_selection(q: Tensor, k: Tensor, v: Tensor, local: LighthouseConfig, n: int
+                     ) -> list[tuple[Selection, Tensor | None]]:
+    """The paper's selection of each local chunk, with its position map on the kernels."""
+    if resolve_backend(local, q) == "triton":
+        from ..ops.triton.attention import select_triton_with_map
+
+        return [select_triton_with_map(x_q, x_k, x_v, local)
+                for x_q, x_k, x_v in zip(q.split(n, 2), k.split(n, 2), v.split(n, 2))]
+    with torch.no_grad():
+        return [(select_reference(x_q, x_k, x_v, local), None)
+                for x_q, x_k, x_v in zip(q.split(n, 2), k.split(n, 2), v.split(n, 2))]
+
+
 def _causal_selection(q: Tensor, k: Tensor, v: Tensor, local: LighthouseConfig, group,
-                      rank: int, world: int) -> list[Selection]:
-    """The causal selection of both local chunks: each chunk's cascade reads the last
-    coarsest window of base scores of the previous chunk (all-gathered, one small exchange),
-    so the first window of a chunk scores as in the whole sequence. On the Triton cascade
-    where the backend resolves to it, else on the reference."""
+                      rank: int, world: int) -> list[tuple[Selection, Tensor | None]]:
+    """The causal selection of both local chunks (with its position map on the kernels):
+    each chunk's cascade reads the last coarsest window of base scores of the previous chunk
+    (all-gathered, one small exchange), so the first window of a chunk scores as in the whole
+    sequence. On the Triton cascade where the backend resolves to it, else on the reference."""
     n = q.shape[2] // 2
     w = local.coarsest_window
     triton = resolve_backend(local, q) == "triton"
@@ -118,7 +134,7 @@ def _causal_selection(q: Tensor, k: Tensor, v: Tensor, local: LighthouseConfig, 
             r, j = owner(chunk - 1, world)
             prefix = (everyone[r, j, :, :q_rows], everyone[r, j, :, q_rows:])
         if triton:
-            out.append(select_with_map(sq0, sk0, local, prefix=prefix)[0])
+            out.append(select_with_map(sq0, sk0, local, prefix=prefix))
             continue
         levels = []
         for i, s0 in enumerate((sq0, sk0)):
@@ -130,58 +146,27 @@ def _causal_selection(q: Tensor, k: Tensor, v: Tensor, local: LighthouseConfig, 
                                       local.pooling_factor)
             levels.append([lv[..., w // local.pooling_factor ** lvl:]
                            for lvl, lv in enumerate(ext)])
-        out.append(select_from_scores(levels[0], levels[1], local))
+        out.append((select_from_scores(levels[0], levels[1], local), None))
     return out
 
 
-class _GatheredInner:
-    """The inner attention of one rank's two chunks over every earlier chunk's gathered keys
-    and values (the ``attn_fn`` of the per-chunk op), and the spill of their scatters."""
-
-    def __init__(self, group, rank: int, world: int, local: LighthouseConfig,
-                 selections: list[Selection], n: int) -> None:
-        self.group, self.rank, self.world = group, rank, world
-        self.local, self.selections, self.n = local, selections, n
-        self.slot = 0
-        self.first_kv: tuple[Tensor, Tensor] | None = None
-        self.spills: list[Tensor] = []
-
-    def __call__(self, q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
-        E = q.shape[2]
-        # (B, H', W E, D): slot `slot` of every rank
-        ks = collectives.gather_autograd(k.contiguous(), 2, self.group)
-        vs = collectives.gather_autograd(v.contiguous(), 2, self.group)
-        if self.slot == 0:  # chunks 0 .. W-1, rank order is chunk order
-            self.first_kv = (ks, vs)
-            keys, values = ks[:, :, :(self.rank + 1) * E], vs[:, :, :(self.rank + 1) * E]
-        else:  # chunks 2W-1 .. W in rank order: this chunk needs W .. 2W-1-rank
-            upto = (self.world - self.rank) * E
-            order = lambda x: torch.cat(x.split(E, 2)[::-1], 2)[:, :, :upto]  # noqa: E731
-            keys = torch.cat([self.first_kv[0], order(ks)], 2)
-            values = torch.cat([self.first_kv[1], order(vs)], 2)
-        out = attend_prefix(q, keys, values, scale)  # shared GQA: one kv head per group
-        self.spills.append(self._spill(out))
-        self.slot += 1
-        return out
-
-    def _spill(self, og: Tensor) -> Tensor:
-        """What this chunk's scatter adds past its end: the output of the last window of every
-        level ``l >= 1`` (if gathered) on the next ``p^l - 1`` positions."""
-        sel = self.selections[self.slot]
-        level, index = sel.level, sel.index
-        if level.shape[1] != og.shape[1]:
-            group = og.shape[1] // level.shape[1]
-            level, index = level.repeat_interleave(group, 1), index.repeat_interleave(group, 1)
-        B, H, _, D = og.shape
-        p, L = self.local.pooling_factor, self.local.num_levels
-        acc = torch.promote_types(og.dtype, torch.float32)
-        spill = og.new_zeros(B, H, max(self.local.coarsest_window - 1, 0), D, dtype=acc)
-        for lvl in range(1, L):
-            w = p**lvl
-            last = (level == lvl) & (index == self.n // w - 1)
-            o = (last.unsqueeze(-1).to(acc) * og.to(acc)).sum(2)
-            spill[:, :, :w - 1] = spill[:, :, :w - 1] + o.unsqueeze(2)
-        return spill
+def _spill(og: Tensor, selection: Selection, local: LighthouseConfig, n: int) -> Tensor:
+    """What a chunk's scatter adds past its end: the inner output ``og`` of the last window of
+    every level ``l >= 1`` (if gathered) on the next ``p^l - 1`` positions."""
+    level, index = selection
+    if level.shape[1] != og.shape[1]:
+        group = og.shape[1] // level.shape[1]
+        level, index = level.repeat_interleave(group, 1), index.repeat_interleave(group, 1)
+    B, H, _, D = og.shape
+    p, L = local.pooling_factor, local.num_levels
+    acc = torch.promote_types(og.dtype, torch.float32)
+    spill = og.new_zeros(B, H, max(local.coarsest_window - 1, 0), D, dtype=acc)
+    for lvl in range(1, L):
+        w = p**lvl
+        last = (level == lvl) & (index == n // w - 1)
+        o = (last.unsqueeze(-1).to(acc) * og.to(acc)).sum(2)
+        spill[:, :, :w - 1] = spill[:, :, :w - 1] + o.unsqueeze(2)
+    return spill
 
 
 def lighthouse_attention_cp(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
@@ -220,14 +205,16 @@ def lighthouse_attention_cp(q: Tensor, k: Tensor, v: Tensor, config: LighthouseC
     if local.selection == "causal":
         selections = _causal_selection(q, k, v, local, group, rank, world)
     else:
-        selections = [select(x_q, x_k, local, v=x_v)
-                      for x_q, x_k, x_v in zip(q.split(n, 2), k.split(n, 2), v.split(n, 2))]
-    inner = _GatheredInner(group, rank, world, local, selections, n)
-    outs = [run_unchecked(x_q, x_k, x_v, local, scale=scale, attn_fn=inner, selection=sel)
-            for x_q, x_k, x_v, sel in zip(q.split(n, 2), k.split(n, 2), v.split(n, 2),
-                                          selections)]
+        selections = _paper_selection(q, k, v, local, n)
+    parts = [gather_unchecked(x_q, x_k, x_v, local, sel, pos_map)
+             for x_q, x_k, x_v, (sel, pos_map) in zip(q.split(n, 2), k.split(n, 2),
+                                                      v.split(n, 2), selections)]
+    ogs = two_chunk_inner([part[:3] for part in parts], group, rank, world,
+                          resolve_scale(scale, q.shape[-1]), deterministic=local.deterministic)
+    outs = [part.scatter(og) for part, og in zip(parts, ogs)]
+    spills = [_spill(og, sel, local, n) for og, (sel, _) in zip(ogs, selections)]
     # (2W, B, H, w-1, D)
-    spills = collectives.gather_autograd(torch.stack(inner.spills).contiguous(), 0, group)
+    spills = collectives.gather_autograd(torch.stack(spills).contiguous(), 0, group)
     rows = spills.shape[3]
     for slot, chunk in enumerate(chunk_ids(rank, world)):
         if chunk > 0 and rows and exchange_spill:

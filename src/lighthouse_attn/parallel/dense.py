@@ -3,14 +3,15 @@ stage 2 under context parallelism), with the memory of the keys and values bound
 
 Each rank all-gathers the keys and values of a group of kv heads at a time, attends its two
 local chunks over them with a lower-right causal mask, and drops them: nothing of the whole
-sequence is kept for backward. The backward gathers each group again, recomputes that group's
-attention, and reduce-scatters the gradients of the keys and values back to their ranks. The
-next group's gather runs while the current group computes. In the forward a rank so holds
-three groups' worth of the whole sequence's keys and values (``kv_heads_per_gather`` heads
-each: the group in use, gathered and in sequence order, and the next in flight; the backward
-about two more, their gradients), in place of every head's for every dense layer until its
-backward; the price is one more forward of the dense attention and the keys and values sent
-twice (docs/distributed.md).
+sequence is kept for backward, only the local outputs and their logsumexps. The backward
+gathers each group again, runs that group's attention backward from the saved outputs and
+logsumexps (nothing recomputed), and reduce-scatters the gradients of the keys and values back
+to their ranks. The next group's gather runs while the current group computes. In the forward
+a rank so holds three groups' worth of the whole sequence's keys and values
+(``kv_heads_per_gather`` heads each: the group in use, gathered and in sequence order, and the
+next in flight; the backward about two more, their gradients), in place of every head's for
+every dense layer until its backward; the price is the keys and values sent twice
+(docs/distributed.md).
 
 Why not PyTorch's context-parallel ring attention
 (``torch.distributed.tensor.experimental.context_parallel``): it uses the same head-tail
@@ -22,26 +23,15 @@ is still experimental; the same bytes move either way.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
-from torch.nn.attention.bias import causal_lower_right
 
 from ..ops.api import autocast_inputs
+from ..ops.inner import prefix_attention_backward, prefix_attention_forward, resolve_scale
 from . import collectives
 from .layout import chunk_ids, owner
 
 GATHER_BUDGET_BYTES = 1 << 29
 """Bytes of one group's gathered keys and values that ``kv_heads_per_gather`` aims under."""
-
-
-def attend_prefix(q: Tensor, keys: Tensor, values: Tensor, scale: float | None) -> Tensor:
-    """Causal attention of ``q``, the last ``q.shape[2]`` positions of a sequence, over all of
-    its ``keys``/``values`` so far (a lower-right causal mask); fewer kv heads are repeated."""
-    if keys.shape[1] != q.shape[1]:
-        keys = keys.repeat_interleave(q.shape[1] // keys.shape[1], 1)
-        values = values.repeat_interleave(q.shape[1] // values.shape[1], 1)
-    return F.scaled_dot_product_attention(
-        q, keys, values, scale=scale, attn_mask=causal_lower_right(q.shape[2], keys.shape[2]))
 
 
 def kv_heads_per_gather(kv_heads: int, seq_len: int, batch_size: int, head_dim: int,
@@ -74,47 +64,68 @@ def _gathered_groups(k: Tensor, v: Tensor, heads: int, group, world: int):
         yield h0, gathered
 
 
-def _attend_local(q: Tensor, gathered: Tensor, rank: int, world: int, scale: float | None
-                  ) -> Tensor:
-    """This rank's two chunks of ``q`` attending over every chunk up to each of them."""
-    n = q.shape[2] // 2
-    last = max(chunk_ids(rank, world))  # the local chunks need chunks 0 .. last: one copy
-    kv = torch.cat([gathered[r][:, :, :, j * n:(j + 1) * n]
-                    for r, j in (owner(c, world) for c in range(last + 1))], 3)
-    outs = [attend_prefix(x_q, kv[0, :, :, :(c + 1) * n], kv[1, :, :, :(c + 1) * n], scale)
-            for x_q, c in zip(q.split(n, 2), chunk_ids(rank, world))]
-    return torch.cat(outs, 2)
+def _local_kv(gathered: Tensor, rank: int, world: int) -> Tensor:
+    """Keys and values ``(2, B, heads, (c + 1) n, D)`` of chunks ``0 .. c`` in order, ``c``
+    this rank's later chunk (the earlier one needs a prefix of them), from ``gathered``."""
+    n = gathered.shape[-2] // 2
+    last = max(chunk_ids(rank, world))
+    return torch.cat([gathered[r][:, :, :, j * n:(j + 1) * n]
+                      for r, j in (owner(c, world) for c in range(last + 1))], 3)
 
 
 class _DenseContextParallel(torch.autograd.Function):
+    """Both local chunks attending over every chunk up to each, one group of kv heads at a
+    time; the backward gathers each group again and runs the attention's backward from the
+    saved outputs and logsumexps (``ops.inner.prefix_attention_*``)."""
+
     @staticmethod
     def forward(ctx, q, k, v, group, rank, world, heads, scale):
         per_kv = q.shape[1] // k.shape[1]
-        out = torch.empty_like(q)
+        n = q.shape[2] // 2
+        out, lse, extras = torch.empty_like(q), None, []
         for h0, gathered in _gathered_groups(k, v, heads, group, world):
             rows = slice(h0 * per_kv, (h0 + heads) * per_kv)
-            out[:, rows] = _attend_local(q[:, rows], gathered, rank, world, scale)
-        ctx.save_for_backward(q, k, v)
-        ctx.meta = (group, rank, world, heads, scale)
+            kv = _local_kv(gathered, rank, world)
+            for slot, chunk in enumerate(chunk_ids(rank, world)):
+                cols = slice(slot * n, (slot + 1) * n)
+                keys = kv[:, :, :, :(chunk + 1) * n]
+                o, lse_c, extra = prefix_attention_forward(q[:, rows, cols], keys[0], keys[1],
+                                                           scale)
+                if lse is None:
+                    lse = q.new_empty(q.shape[:3], dtype=lse_c.dtype)
+                out[:, rows, cols], lse[:, rows, cols] = o, lse_c
+                extras.append(extra)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.extras, ctx.meta = extras, (group, rank, world, heads, scale)
         return out
 
     @staticmethod
     def backward(ctx, dout):
-        q, k, v = ctx.saved_tensors
+        q, k, v, out, lse = ctx.saved_tensors
         group, rank, world, heads, scale = ctx.meta
         per_kv = q.shape[1] // k.shape[1]
+        n = q.shape[2] // 2
+        extras = iter(ctx.extras)
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        acc = torch.promote_types(k.dtype, torch.float32)
         for h0, gathered in _gathered_groups(k, v, heads, group, world):
             rows = slice(h0 * per_kv, (h0 + heads) * per_kv)
-            with torch.enable_grad():
-                q_h = q[:, rows].detach().requires_grad_()
-                gathered.requires_grad_()
-                out = _attend_local(q_h, gathered, rank, world, scale)
-                dq_h, d_gathered = torch.autograd.grad(out, (q_h, gathered), dout[:, rows])
-            dq[:, rows] = dq_h
+            kv = _local_kv(gathered, rank, world)
+            d_kv = torch.zeros(kv.shape, dtype=acc, device=kv.device)
+            for slot, chunk in enumerate(chunk_ids(rank, world)):
+                cols, upto = slice(slot * n, (slot + 1) * n), (chunk + 1) * n
+                dq[:, rows, cols], dk_c, dv_c = prefix_attention_backward(
+                    dout[:, rows, cols], q[:, rows, cols], kv[0, :, :, :upto],
+                    kv[1, :, :, :upto], out[:, rows, cols], lse[:, rows, cols], next(extras),
+                    scale)
+                d_kv[0, :, :, :upto] += dk_c
+                d_kv[1, :, :, :upto] += dv_c
+            d_gathered = torch.zeros_like(gathered)
+            for c in range(d_kv.shape[3] // n):
+                r, j = owner(c, world)
+                d_gathered[r][:, :, :, j * n:(j + 1) * n] = d_kv[:, :, :, c * n:(c + 1) * n]
             mine = d_gathered.new_empty(d_gathered.shape[1:])
-            collectives.reduce_scatter_into(mine, d_gathered.contiguous().view(
-                -1, *mine.shape[1:]), group)
+            collectives.reduce_scatter_into(mine, d_gathered.view(-1, *mine.shape[1:]), group)
             dk[:, h0:h0 + heads], dv[:, h0:h0 + heads] = mine[0], mine[1]
         return dq, dk, dv, None, None, None, None, None
 
@@ -147,4 +158,5 @@ def dense_attention_cp(q: Tensor, k: Tensor, v: Tensor, group=None, *,
     group, rank, world = collectives.group_info(group)
     heads = kv_heads_per_group or kv_heads_per_gather(Hkv, local_len * world, B, D,
                                                       k.element_size())
-    return _DenseContextParallel.apply(q, k, v, group, rank, world, heads, scale)
+    return _DenseContextParallel.apply(q, k, v, group, rank, world, heads,
+                                       resolve_scale(scale, D))

@@ -8,18 +8,18 @@ from torch import Tensor
 from ...config import LighthouseConfig
 from ..inner import resolve_scale, sdpa_causal
 from ..inputs import check_inner_output
-from ..types import AttnFn, Selection
+from ..types import AttnFn, Gathered, Selection
 from .gather import gather
 from .pyramid import build_pyramid
 from .scatter import scatter
 
 
-def lighthouse_reference(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
-                         scale: float | None, attn_fn: AttnFn | None, selection: Selection
-                         ) -> Tensor:
-    """``lighthouse_attention`` on the torch path for a given selection (inputs validated)."""
+def gather_reference(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
+                     selection: Selection) -> Gathered:
+    """The gathered ``q``, ``k``, ``v`` of a given selection and their scatter (torch path;
+    ``k``, ``v`` keep ``H_kv`` heads only with ``gqa="shared"``)."""
     L, p = config.num_levels, config.pooling_factor
-    H, N, D = q.shape[1:]
+    H, N = q.shape[1:3]
     group = H // k.shape[1]
     if config.gqa == "shared":
         q_sel = Selection(*(x.repeat_interleave(group, 1) for x in selection))
@@ -30,8 +30,16 @@ def lighthouse_reference(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConf
     qg = gather(build_pyramid(q, L, p), q_sel)
     kg = gather(build_pyramid(k, L, p), kv_sel)
     vg = gather(build_pyramid(v, L, p), kv_sel)
+    return Gathered(qg, kg, vg, lambda og: scatter(og, q_sel, N, config))
+
+
+def lighthouse_reference(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
+                         scale: float | None, attn_fn: AttnFn | None, selection: Selection
+                         ) -> Tensor:
+    """``lighthouse_attention`` on the torch path for a given selection (inputs validated)."""
+    qg, kg, vg, scatter_back = gather_reference(q, k, v, config, selection)
     if attn_fn is None:
         og = sdpa_causal(qg, kg, vg, scale)
     else:
-        og = check_inner_output(attn_fn(qg, kg, vg, resolve_scale(scale, D)), qg)
-    return scatter(og, q_sel, N, config)
+        og = check_inner_output(attn_fn(qg, kg, vg, resolve_scale(scale, q.shape[-1])), qg)
+    return scatter_back(og)

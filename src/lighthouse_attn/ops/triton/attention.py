@@ -21,7 +21,7 @@ from ..inner import (
 )
 from ..inputs import check_inner_output
 from ..reference.scores import base_scores
-from ..types import Selection
+from ..types import Gathered, Selection
 from .gather_scatter import (
     contiguous_rows,
     gather_plan,
@@ -162,33 +162,61 @@ def select_triton(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConf
     return _select(q, k, v, config)[0]
 
 
-def lighthouse_triton(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
-                      scale: float | None, attn_fn, selection: Selection | None) -> Tensor:
-    """``lighthouse_attention`` on the kernels; arguments already validated."""
-    B, H, N, D = q.shape
+def select_triton_with_map(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConfig
+                           ) -> tuple[Selection, Tensor]:
+    """:func:`select_triton` and the selection's position map (``gather_triton`` takes it)."""
+    return _select(q, k, v, config)[:2]
+
+
+def _plans(q: Tensor, k: Tensor, config: LighthouseConfig) -> tuple:
+    """The gather and scatter plans of these shapes."""
+    H, N = q.shape[1:3]
     Hkv = k.shape[1]
     group = H // Hkv
     L, p = config.num_levels, config.pooling_factor
-    inner = None if attn_fn is not None else _one_node_inner(q, k, config)
-    coarsest = []
-    if selection is None:
-        _, pos_map, coarsest = _select(q, k, v, config, with_selection=False,
-                                       coarsest=inner is not None)
-    else:
-        pos_map = position_map(selection, N, p, L)
-    S = config.gathered_length(N)
     shared = config.gqa == "shared"
     q_sel_div = group if shared else 1
     kv_heads, kv_div = (Hkv, 1) if shared else (H, group)
-    gather = gather_plan(S, [H, kv_heads, kv_heads], [1, kv_div, kv_div], p, L,
-                         sel_divs=[q_sel_div, 1, 1])
-    scatter = scatter_plan(N, [H], p, L, sel_divs=[q_sel_div])
-    if inner is not None:
-        return _OneNodeLayer.apply(q, k, v, pos_map, gather, scatter, resolve_scale(scale, D),
-                                   inner, *coarsest)
+    gather = gather_plan(config.gathered_length(N), [H, kv_heads, kv_heads], [1, kv_div, kv_div],
+                         p, L, sel_divs=[q_sel_div, 1, 1])
+    return gather, scatter_plan(N, [H], p, L, sel_divs=[q_sel_div])
+
+
+def gather_triton(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
+                  selection: Selection | None = None, pos_map: Tensor | None = None
+                  ) -> Gathered:
+    """The gathered ``q``, ``k``, ``v`` and their scatter on the kernels, for ``selection``
+    or its position map ``pos_map`` (from ``select_with_map``; else computed), or the
+    cascade's own selection when both are ``None``."""
+    if pos_map is None:
+        if selection is None:
+            pos_map = _select(q, k, v, config, with_selection=False)[1]
+        else:
+            pos_map = position_map(selection, q.shape[2], config.pooling_factor,
+                                   config.num_levels)
+    gather, scatter = _plans(q, k, config)
     qg, kg, vg = pool_windows_differentiable([q, k, v], pos_map, gather)
-    if attn_fn is None:
-        og = fast_causal_attention(qg, kg, vg, scale, deterministic=config.deterministic)
+    return Gathered(qg, kg, vg,
+                    lambda og: spread_windows_differentiable([og], pos_map, scatter)[0])
+
+
+def lighthouse_triton(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
+                      scale: float | None, attn_fn, selection: Selection | None) -> Tensor:
+    """``lighthouse_attention`` on the kernels; arguments already validated."""
+    D = q.shape[-1]
+    inner = None if attn_fn is not None else _one_node_inner(q, k, config)
+    if inner is None:
+        qg, kg, vg, scatter_back = gather_triton(q, k, v, config, selection)
+        if attn_fn is None:
+            og = fast_causal_attention(qg, kg, vg, scale, deterministic=config.deterministic)
+        else:
+            og = check_inner_output(attn_fn(qg, kg, vg, resolve_scale(scale, D)), qg)
+        return scatter_back(og)
+    coarsest = []
+    if selection is None:
+        _, pos_map, coarsest = _select(q, k, v, config, with_selection=False, coarsest=True)
     else:
-        og = check_inner_output(attn_fn(qg, kg, vg, resolve_scale(scale, D)), qg)
-    return spread_windows_differentiable([og], pos_map, scatter)[0]
+        pos_map = position_map(selection, q.shape[2], config.pooling_factor, config.num_levels)
+    gather, scatter = _plans(q, k, config)
+    return _OneNodeLayer.apply(q, k, v, pos_map, gather, scatter, resolve_scale(scale, D),
+                               inner, *coarsest)
