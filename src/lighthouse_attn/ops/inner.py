@@ -173,10 +173,14 @@ _FLASH_BWD = torch.ops.aten._scaled_dot_product_flash_attention_backward.default
 _ROWS = 1024  # rows per block of the math path: (B, H, 1024, M) scores at a time
 
 
+_no_flash: set[torch.device] = set()
+
+
 def _flash_applies(q: Tensor) -> bool:
     D = q.shape[-1]
     return (q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and D % 8 == 0
-            and D <= 256 and torch.backends.cuda.flash_sdp_enabled())
+            and D <= 256 and torch.backends.cuda.flash_sdp_enabled()
+            and q.device not in _no_flash)
 
 
 def _expand(k: Tensor, heads: int) -> Tensor:
@@ -211,9 +215,16 @@ def prefix_attention_forward(q: Tensor, k: Tensor, v: Tensor, scale: float
         raise ValueError(f"prefix attention needs at least as many keys as queries: "
                          f"{k.shape[2]} keys, {E} queries")
     if _flash_applies(q):
-        out, lse, cq, ck, mq, mk, seed, offset, _ = _FLASH_FWD(
-            q, _expand(k, H), _expand(v, H), 0.0, True, False, scale=scale)
-        return out, lse, (cq, ck, mq, mk, seed, offset)
+        try:
+            out, lse, cq, ck, mq, mk, seed, offset, _ = _FLASH_FWD(
+                q, _expand(k, H), _expand(v, H), 0.0, True, False, scale=scale)
+            return out, lse, (cq, ck, mq, mk, seed, offset)
+        except torch.OutOfMemoryError:
+            raise
+        except RuntimeError as err:  # e.g. a GPU older than flash supports
+            _no_flash.add(q.device)
+            warnings.warn(f"prefix attention: the flash kernel refused the inputs ({err}); "
+                          "using the math path on this device", stacklevel=2)
     acc = torch.promote_types(q.dtype, torch.float32)
     k2, v2 = _expand(k, H), _expand(v, H)
     outs, lses = [], []
