@@ -24,9 +24,12 @@ def _inputs(E, M, H, Hkv, D, dtype, device="cpu", seed=0):
             for s in shapes]
 
 
+@pytest.mark.parametrize("kernel", ["cpu", "math"])
 @pytest.mark.parametrize("E,M,H,Hkv,rows", [(5, 12, 4, 2, 2), (7, 7, 2, 2, 3),
                                             (16, 40, 4, 1, 1024)])
-def test_matches_sdpa_with_a_lower_right_mask(E, M, H, Hkv, rows, monkeypatch):
+def test_matches_sdpa_with_a_lower_right_mask(kernel, E, M, H, Hkv, rows, monkeypatch):
+    if kernel == "math":  # the path of devices without a flash kernel for these inputs
+        monkeypatch.setattr(inner, "_cpu_flash_applies", lambda q: False)
     monkeypatch.setattr(inner, "_ROWS", rows)  # several row blocks, a ragged last one
     q, k, v = _inputs(E, M, H, Hkv, 8, torch.float64)
     ref = _reference(q, k, v, 0.3)
@@ -35,6 +38,7 @@ def test_matches_sdpa_with_a_lower_right_mask(E, M, H, Hkv, rows, monkeypatch):
     with torch.no_grad():
         out, lse, saved = prefix_attention_forward(q, k, v, 0.3)
         got = prefix_attention_backward(dout, q, k, v, out, lse, saved, 0.3)
+    assert saved[0] == kernel
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
@@ -70,7 +74,7 @@ def test_flash_path_matches_the_fp32_reference(dtype, E, M):
     want = torch.autograd.grad(ref, ref_in, dout)
     with torch.no_grad():
         out, lse, saved = prefix_attention_forward(q, k, v, 128**-0.5)
-        assert saved, "the flash kernels should run these inputs"
+        assert saved[0] == "flash", "the flash kernels should run these inputs"
         got = prefix_attention_backward(dout.to(dtype), q, k, v, out, lse, saved, 128**-0.5)
     torch.testing.assert_close(out.float(), ref, rtol=0, atol=2e-2)
     for a, b in zip(got, want):

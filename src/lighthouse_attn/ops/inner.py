@@ -163,16 +163,17 @@ def fast_causal_attention(q: Tensor, k: Tensor, v: Tensor, scale: float | None =
         return sdpa_causal(q, k, v, scale)
 
 
-# Causal attention of the last E rows of a sequence over all M <= its keys (a lower-right mask:
-# row i sees keys j <= M - E + i), forward with its logsumexp and backward as separate calls,
-# for callers that save what they need themselves (context parallelism). Flash on CUDA in
-# fp16/bf16 (its causal mask is lower-right when E != M); elsewhere the same math in blocks of
-# rows with fp32 (fp64 for fp64) accumulation.
+# Causal attention of the last E rows of a sequence over all M >= E of its keys (a lower-right
+# mask: row i sees keys j <= M - E + i), forward with its logsumexp and backward as separate
+# calls, for callers that save what they need themselves (context parallelism). Flash on CUDA
+# in fp16/bf16 (its causal mask is lower-right when E != M); on the CPU torch's CPU flash kernel
+# with an additive lower-right mask; elsewhere (CUDA fp32/fp64) the same math in blocks of rows
+# with fp32 (fp64 for fp64) accumulation.
 _FLASH_FWD = torch.ops.aten._scaled_dot_product_flash_attention.default
 _FLASH_BWD = torch.ops.aten._scaled_dot_product_flash_attention_backward.default
+_CPU_FWD = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default
+_CPU_BWD = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward.default
 _ROWS = 1024  # rows per block of the math path: (B, H, 1024, M) scores at a time
-
-
 _no_flash: set[torch.device] = set()
 
 
@@ -183,6 +184,10 @@ def _flash_applies(q: Tensor) -> bool:
             and q.device not in _no_flash)
 
 
+def _cpu_flash_applies(q: Tensor) -> bool:
+    return q.device.type == "cpu"
+
+
 def _expand(k: Tensor, heads: int) -> Tensor:
     return k if k.shape[1] == heads else k.repeat_interleave(heads // k.shape[1], 1)
 
@@ -191,6 +196,13 @@ def _fold(dk: Tensor, kv_heads: int) -> Tensor:
     """Sum the gradient of keys repeated over each group of query heads."""
     B, H, M, D = dk.shape
     return dk if H == kv_heads else dk.view(B, kv_heads, H // kv_heads, M, D).sum(2)
+
+
+def _lower_right_bias(E: int, M: int, like: Tensor) -> Tensor:
+    """Additive ``(E, M)`` mask: 0 where row i sees key j (``j <= M - E + i``), else -inf."""
+    hidden = torch.ones(E, M, dtype=torch.bool, device=like.device).triu(M - E + 1)
+    return torch.zeros(E, M, dtype=like.dtype, device=like.device).masked_fill(
+        hidden, float("-inf"))
 
 
 def _block_probs(q: Tensor, k: Tensor, lse: Tensor | None, first: int, scale: float,
@@ -208,46 +220,57 @@ def _block_probs(q: Tensor, k: Tensor, lse: Tensor | None, first: int, scale: fl
 def prefix_attention_forward(q: Tensor, k: Tensor, v: Tensor, scale: float
                              ) -> tuple[Tensor, Tensor, tuple]:
     """``(out, lse, saved)`` of lower-right causal attention: ``q`` ``(B, H, E, D)``, ``k``,
-    ``v`` ``(B, H_kv, M, D)`` with ``M >= E``; ``lse`` ``(B, H, E)`` fp32 natural log (fp64
-    for fp64 inputs); ``saved`` is what :func:`prefix_attention_backward` needs besides."""
+    ``v`` ``(B, H_kv, M, D)`` with ``M >= E``; ``lse`` ``(B, H, E)`` natural log; ``saved``
+    is what :func:`prefix_attention_backward` needs besides (which kernel ran, and its
+    state)."""
     H, E = q.shape[1:3]
-    if k.shape[2] < E:
+    M = k.shape[2]
+    if M < E:
         raise ValueError(f"prefix attention needs at least as many keys as queries: "
-                         f"{k.shape[2]} keys, {E} queries")
+                         f"{M} keys, {E} queries")
     if _flash_applies(q):
         try:
             out, lse, cq, ck, mq, mk, seed, offset, _ = _FLASH_FWD(
                 q, _expand(k, H), _expand(v, H), 0.0, True, False, scale=scale)
-            return out, lse, (cq, ck, mq, mk, seed, offset)
+            return out, lse, ("flash", cq, ck, mq, mk, seed, offset)
         except torch.OutOfMemoryError:
             raise
         except RuntimeError as err:  # e.g. a GPU older than flash supports
             _no_flash.add(q.device)
             warnings.warn(f"prefix attention: the flash kernel refused the inputs ({err}); "
                           "using the math path on this device", stacklevel=2)
+    if _cpu_flash_applies(q):
+        bias = _lower_right_bias(E, M, q)
+        out, lse = _CPU_FWD(q, _expand(k, H), _expand(v, H), 0.0, False, attn_mask=bias,
+                            scale=scale)
+        return out, lse, ("cpu", bias)
     acc = torch.promote_types(q.dtype, torch.float32)
     k2, v2 = _expand(k, H), _expand(v, H)
     outs, lses = [], []
     for r0 in range(0, E, _ROWS):
-        probs, lse = _block_probs(q[:, :, r0:r0 + _ROWS], k2, None, k.shape[2] - E + r0, scale,
-                                  acc)
+        probs, lse = _block_probs(q[:, :, r0:r0 + _ROWS], k2, None, M - E + r0, scale, acc)
         outs.append((probs @ v2.to(acc)).to(q.dtype))
         lses.append(lse)
-    return torch.cat(outs, 2), torch.cat(lses, 2), ()
+    return torch.cat(outs, 2), torch.cat(lses, 2), ("math",)
 
 
 def prefix_attention_backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor,
                               lse: Tensor, saved: tuple, scale: float,
                               deterministic: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """``(dq, dk, dv)`` of :func:`prefix_attention_forward`, ``dk``, ``dv`` with ``k``'s heads
-    (flash's backward runs in torch's deterministic mode with ``deterministic``; the math path
-    is deterministic anyway)."""
+    (flash's backward runs in torch's deterministic mode with ``deterministic``; the other
+    kernels are deterministic anyway)."""
     H, Hkv = q.shape[1], k.shape[1]
-    if saved:
-        cq, ck, mq, mk, seed, offset = saved
+    kind, *state = saved
+    if kind == "flash":
+        cq, ck, mq, mk, seed, offset = state
         with _deterministic_mode() if deterministic else contextlib.nullcontext():
             dq, dk, dv = _FLASH_BWD(dout.contiguous(), q, _expand(k, H), _expand(v, H), out,
                                     lse, cq, ck, mq, mk, 0.0, True, seed, offset, scale=scale)
+        return dq, _fold(dk, Hkv), _fold(dv, Hkv)
+    if kind == "cpu":
+        dq, dk, dv = _CPU_BWD(dout.contiguous(), q, _expand(k, H), _expand(v, H), out, lse,
+                              0.0, False, attn_mask=state[0], scale=scale)
         return dq, _fold(dk, Hkv), _fold(dv, Hkv)
     acc = torch.promote_types(q.dtype, torch.float32)
     k2, v2 = _expand(k, H).to(acc), _expand(v, H).to(acc)
