@@ -1,4 +1,4 @@
-"""Lower-right causal attention with its logsumexp (``ops.inner.prefix_attention_*``), the
+"""Lower-right causal attention with its logsumexp (``ops.prefix_attention``), the
 inner kernel of context parallelism, against SDPA with torch's lower-right causal bias."""
 
 import pytest
@@ -6,8 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention.bias import causal_lower_right
 
-from lighthouse_attn.ops import inner
-from lighthouse_attn.ops.inner import prefix_attention_backward, prefix_attention_forward
+from lighthouse_attn.ops import prefix_attention
+from lighthouse_attn.ops.prefix_attention import (
+    prefix_attention_backward,
+    prefix_attention_forward,
+)
 
 
 def _reference(q, k, v, scale):
@@ -29,8 +32,8 @@ def _inputs(E, M, H, Hkv, D, dtype, device="cpu", seed=0):
                                             (16, 40, 4, 1, 1024)])
 def test_matches_sdpa_with_a_lower_right_mask(kernel, E, M, H, Hkv, rows, monkeypatch):
     if kernel == "math":  # the path of devices without a flash kernel for these inputs
-        monkeypatch.setattr(inner, "_cpu_flash_applies", lambda q: False)
-    monkeypatch.setattr(inner, "_ROWS", rows)  # several row blocks, a ragged last one
+        monkeypatch.setattr(prefix_attention, "_cpu_flash_applies", lambda q: False)
+    monkeypatch.setattr(prefix_attention, "_ROWS", rows)  # several row blocks, a ragged last one
     q, k, v = _inputs(E, M, H, Hkv, 8, torch.float64)
     ref = _reference(q, k, v, 0.3)
     dout = torch.randn_like(ref)

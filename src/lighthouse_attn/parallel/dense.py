@@ -26,7 +26,8 @@ import torch
 from torch import Tensor
 
 from ..ops.api import autocast_inputs
-from ..ops.inner import prefix_attention_backward, prefix_attention_forward, resolve_scale
+from ..ops.inner import resolve_scale
+from ..ops.prefix_attention import prefix_attention_backward, prefix_attention_forward
 from . import collectives
 from .layout import chunk_ids, owner
 

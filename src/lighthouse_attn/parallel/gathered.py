@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..ops.inner import prefix_attention_backward, prefix_attention_forward
+from ..ops.prefix_attention import prefix_attention_backward, prefix_attention_forward
 from . import collectives
 from .layout import chunk_ids, owner
 

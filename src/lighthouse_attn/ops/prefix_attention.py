@@ -1,0 +1,138 @@
+"""Causal attention of the last ``E`` rows of a sequence over all ``M >= E`` of its keys (a
+lower-right mask: row ``i`` sees keys ``j <= M - E + i``), forward with its logsumexp and
+backward as separate calls, for callers that save what they need themselves (context
+parallelism: a chunk's queries over every chunk up to it).
+
+Flash on CUDA in fp16/bf16 (its causal mask is lower-right when ``E != M``); on the CPU torch's
+CPU flash kernel with an additive lower-right mask; elsewhere (CUDA fp32/fp64) the same math in
+blocks of rows with fp32 (fp64 for fp64) accumulation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import torch
+from torch import Tensor
+
+from .inner import deterministic_mode
+
+_FLASH_FWD = torch.ops.aten._scaled_dot_product_flash_attention.default
+_FLASH_BWD = torch.ops.aten._scaled_dot_product_flash_attention_backward.default
+_CPU_FWD = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default
+_CPU_BWD = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward.default
+_ROWS = 1024  # rows per block of the math path: (B, H, 1024, M) scores at a time
+_no_flash: set[torch.device] = set()
+
+
+def _flash_applies(q: Tensor) -> bool:
+    D = q.shape[-1]
+    return (q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and D % 8 == 0
+            and D <= 256 and torch.backends.cuda.flash_sdp_enabled()
+            and q.device not in _no_flash)
+
+
+def _cpu_flash_applies(q: Tensor) -> bool:
+    return q.device.type == "cpu"
+
+
+def _expand(k: Tensor, heads: int) -> Tensor:
+    return k if k.shape[1] == heads else k.repeat_interleave(heads // k.shape[1], 1)
+
+
+def _fold(dk: Tensor, kv_heads: int) -> Tensor:
+    """Sum the gradient of keys repeated over each group of query heads."""
+    B, H, M, D = dk.shape
+    return dk if H == kv_heads else dk.view(B, kv_heads, H // kv_heads, M, D).sum(2)
+
+
+def _lower_right_bias(E: int, M: int, like: Tensor) -> Tensor:
+    """Additive ``(E, M)`` mask: 0 where row i sees key j (``j <= M - E + i``), else -inf."""
+    hidden = torch.ones(E, M, dtype=torch.bool, device=like.device).triu(M - E + 1)
+    return torch.zeros(E, M, dtype=like.dtype, device=like.device).masked_fill(
+        hidden, float("-inf"))
+
+
+def _block_probs(q: Tensor, k: Tensor, lse: Tensor | None, first: int, scale: float,
+                 acc: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Probabilities of a block of rows of ``q`` over ``k``, its first row seeing keys
+    ``0 .. first`` and each next row one more, given ``lse`` (or their own logsumexp)."""
+    M = k.shape[2]
+    s = (q.to(acc) @ k.to(acc).transpose(-1, -2)) * scale
+    last = first + torch.arange(q.shape[2], device=q.device)
+    s = s.masked_fill(torch.arange(M, device=q.device) > last[:, None], float("-inf"))
+    lse = torch.logsumexp(s, -1) if lse is None else lse
+    return torch.exp(s - lse.unsqueeze(-1)), lse
+
+
+def prefix_attention_forward(q: Tensor, k: Tensor, v: Tensor, scale: float
+                             ) -> tuple[Tensor, Tensor, tuple]:
+    """``(out, lse, saved)`` of lower-right causal attention: ``q`` ``(B, H, E, D)``, ``k``,
+    ``v`` ``(B, H_kv, M, D)`` with ``M >= E``; ``lse`` ``(B, H, E)`` natural log; ``saved``
+    is what :func:`prefix_attention_backward` needs besides (which kernel ran, and its
+    state)."""
+    H, E = q.shape[1:3]
+    M = k.shape[2]
+    if M < E:
+        raise ValueError(f"prefix attention needs at least as many keys as queries: "
+                         f"{M} keys, {E} queries")
+    if _flash_applies(q):
+        try:
+            out, lse, cq, ck, mq, mk, seed, offset, _ = _FLASH_FWD(
+                q, _expand(k, H), _expand(v, H), 0.0, True, False, scale=scale)
+            return out, lse, ("flash", cq, ck, mq, mk, seed, offset)
+        except torch.OutOfMemoryError:
+            raise
+        except RuntimeError as err:  # e.g. a GPU older than flash supports
+            _no_flash.add(q.device)
+            warnings.warn(f"prefix attention: the flash kernel refused the inputs ({err}); "
+                          "using the math path on this device", stacklevel=2)
+    if _cpu_flash_applies(q):
+        bias = _lower_right_bias(E, M, q)
+        out, lse = _CPU_FWD(q, _expand(k, H), _expand(v, H), 0.0, False, attn_mask=bias,
+                            scale=scale)
+        return out, lse, ("cpu", bias)
+    acc = torch.promote_types(q.dtype, torch.float32)
+    k2, v2 = _expand(k, H), _expand(v, H)
+    outs, lses = [], []
+    for r0 in range(0, E, _ROWS):
+        probs, lse = _block_probs(q[:, :, r0:r0 + _ROWS], k2, None, M - E + r0, scale, acc)
+        outs.append((probs @ v2.to(acc)).to(q.dtype))
+        lses.append(lse)
+    return torch.cat(outs, 2), torch.cat(lses, 2), ("math",)
+
+
+def prefix_attention_backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor,
+                              lse: Tensor, saved: tuple, scale: float,
+                              deterministic: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """``(dq, dk, dv)`` of :func:`prefix_attention_forward`, ``dk``, ``dv`` with ``k``'s heads
+    (flash's backward runs in torch's deterministic mode with ``deterministic``; the other
+    kernels are deterministic anyway)."""
+    H, Hkv = q.shape[1], k.shape[1]
+    kind, *state = saved
+    if kind == "flash":
+        cq, ck, mq, mk, seed, offset = state
+        with deterministic_mode() if deterministic else contextlib.nullcontext():
+            dq, dk, dv = _FLASH_BWD(dout.contiguous(), q, _expand(k, H), _expand(v, H), out,
+                                    lse, cq, ck, mq, mk, 0.0, True, seed, offset, scale=scale)
+        return dq, _fold(dk, Hkv), _fold(dv, Hkv)
+    if kind == "cpu":
+        dq, dk, dv = _CPU_BWD(dout.contiguous(), q, _expand(k, H), _expand(v, H), out, lse,
+                              0.0, False, attn_mask=state[0], scale=scale)
+        return dq, _fold(dk, Hkv), _fold(dv, Hkv)
+    acc = torch.promote_types(q.dtype, torch.float32)
+    k2, v2 = _expand(k, H).to(acc), _expand(v, H).to(acc)
+    dqs, dk, dv = [], torch.zeros_like(k2), torch.zeros_like(v2)
+    E, M = q.shape[2], k.shape[2]
+    for r0 in range(0, E, _ROWS):
+        rows = slice(r0, r0 + _ROWS)
+        probs, _ = _block_probs(q[:, :, rows], k2, lse[:, :, rows], M - E + r0, scale, acc)
+        do = dout[:, :, rows].to(acc)
+        dv += probs.transpose(-1, -2) @ do
+        dp = do @ v2.transpose(-1, -2)
+        delta = (do * out[:, :, rows].to(acc)).sum(-1, keepdim=True)
+        ds = probs * (dp - delta) * scale
+        dqs.append((ds @ k2).to(q.dtype))
+        dk += ds.transpose(-1, -2) @ q[:, :, rows].to(acc)
+    return torch.cat(dqs, 2), _fold(dk, Hkv).to(k.dtype), _fold(dv, Hkv).to(v.dtype)
