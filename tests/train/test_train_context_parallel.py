@@ -80,3 +80,11 @@ def test_degree_must_divide_the_processes(one, tmp_path, capsys):
     assert main(["train", *ARGS, "--data", corpus, "--context-parallel", "2",
                  "--run-dir", str(tmp_path / "y")]) == 2
     assert "--context-parallel 2 must divide the 1 process" in capsys.readouterr().err
+
+
+def test_compiled_context_parallel_matches_one_process(one):
+    """--compile around the sharded layers, whose collectives run between compiled graphs."""
+    d, corpus = one
+    torchrun(2, [*ARGS, "--data", corpus, "--batch-size", "2", "--context-parallel", "2",
+                 "--compile", "--run-dir", str(d / "cp2c")])
+    assert losses(d / "cp2c") == pytest.approx(losses(d / "one"), rel=1e-4)
