@@ -48,9 +48,9 @@ def run(rank: int, world: int, init: str, cases: list[dict], out_path: str,
     results = []
     for case in cases:
         cfg = LighthouseConfig(backend=case.get("backend", "torch"), **case["config"])
-        H, Hkv, N = case["H"], case["Hkv"], case["N"]
-        q, k, v = rand_qkv(B=1, H=H, Hkv=Hkv, N=N, D=8, dtype=torch.float64, seed=7)
-        w = torch.randn(1, H, N, 8, generator=torch.Generator().manual_seed(9),
+        H, Hkv, N, B = case["H"], case["Hkv"], case["N"], case.get("B", 1)
+        q, k, v = rand_qkv(B=B, H=H, Hkv=Hkv, N=N, D=8, dtype=torch.float64, seed=7)
+        w = torch.randn(B, H, N, 8, generator=torch.Generator().manual_seed(9),
                         dtype=torch.float64)
         full = [x.clone().requires_grad_() for x in (q, k, v)]
         dense = case.get("dense", False)

@@ -38,8 +38,8 @@ CASES_2 = [
     # the chunks' cascades, gathers and scatters on the Triton kernels (the CPU interpreter)
     dict(N=2048, H=2, Hkv=1, backend="triton", config=dict(num_levels=3, pooling_factor=2,
                                                            topk=512, selection="causal")),
-    dict(N=2048, H=4, Hkv=2, backend="triton", config=dict(num_levels=3, pooling_factor=2,
-                                                           topk=512)),
+    dict(N=2048, H=4, Hkv=2, B=2, backend="triton", config=dict(num_levels=3,
+                                                                pooling_factor=2, topk=512)),
     dict(N=1024, H=2, Hkv=1, dense=True, config=dict(num_levels=1)),
     # two groups of kv heads gathered one after the other (the second while the first computes)
     dict(N=1024, H=4, Hkv=2, dense=True, kv_heads_per_group=1, config=dict(num_levels=1)),
@@ -47,8 +47,8 @@ CASES_2 = [
 CASES_4 = [
     dict(N=2048, H=2, Hkv=2, config=dict(num_levels=2, pooling_factor=2, topk=1024)),
     dict(N=1024, H=6, Hkv=3, dense=True, kv_heads_per_group=1, config=dict(num_levels=1)),
-    dict(N=4096, H=4, Hkv=2, config=dict(num_levels=3, pooling_factor=2, topk=1024,
-                                         selection="causal")),
+    dict(N=4096, H=4, Hkv=2, B=2, config=dict(num_levels=3, pooling_factor=2, topk=1024,
+                                              selection="causal")),
 ]
 
 
@@ -69,7 +69,7 @@ def test_sharded_op_equals_the_single_process_op(world, cases, tmp_path):
             # what `plan --context-parallel` reports is what the collectives move
             traffic = context_parallel_traffic(
                 LighthouseConfig(**case["config"]), case["N"], world, heads=case["H"],
-                kv_heads=case["Hkv"], head_dim=8, dtype="fp64")
+                kv_heads=case["Hkv"], head_dim=8, dtype="fp64", batch_size=case.get("B", 1))
             parts = traffic.get("lighthouse") or {}
             want = (traffic["dense_all_gather"]["piece_bytes"] if case.get("dense") else
                     sum(parts[x]["piece_bytes"] for x in ("gathered_kv", "spill",

@@ -4,8 +4,9 @@
 Each rank holds two chunks of the sequence (``layout.py``). Under the exactness conditions
 (every pooling window inside a chunk, tiles aligned with chunks) the selection of a chunk is
 the global selection restricted to it, and the gathered sequence is the concatenation of the
-chunks' gathered sequences. So every chunk runs the single-device op with ``K / 2W`` and two
-things from elsewhere:
+chunks' gathered sequences. So every chunk runs the single-device op with ``K / 2W`` (a
+rank's two chunks as two batch rows of one call: selection, gather and scatter launch once for
+both) and two things from elsewhere:
 
 - **the inner attention** of a chunk's gathered entries over the gathered keys and values of
   every earlier chunk: the ranks all-gather their gathered keys and values (one collective;
@@ -81,10 +82,17 @@ def chunk_config(config: LighthouseConfig, seq_len: int, world: int) -> Lighthou
     return local
 
 
+def _as_batch(x: Tensor) -> Tensor:
+    """``(B, H, 2n, D)`` -> ``(2B, H, n, D)``: this rank's two chunks as batch rows ``(b,
+    slot)``, so that they share every kernel launch; a view where the strides allow (batch 1,
+    or a ``(B, N, H, D)`` tensor seen as ``(B, H, N, D)``), else a copy."""
+    return x.unflatten(2, (2, x.shape[2] // 2)).transpose(1, 2).flatten(0, 1)
+
+
 def _chunk_scores(q: Tensor, k: Tensor, local: LighthouseConfig, triton: bool
                   ) -> tuple[Tensor, Tensor]:
-    """Level-0 scores of one chunk: ``(B, H', n)`` for the queries and ``(B, H_kv', n)`` for
-    the keys, one row per kv head (as the Triton cascade reads them; the reference's are
+    """Level-0 scores of the chunks: ``(2B, H', n)`` for the queries and ``(2B, H_kv', n)``
+    for the keys, one row per kv head (as the Triton cascade reads them; the reference's are
     repeated over each group of query heads, so one in ``group`` rows is kept)."""
     if triton:
         from ..ops.triton.attention import cascade_scores
@@ -94,60 +102,52 @@ def _chunk_scores(q: Tensor, k: Tensor, local: LighthouseConfig, triton: bool
     return sq, sk[:, ::sk.shape[1] // k.shape[1]]
 
 
-def _paper_selection(q: Tensor, k: Tensor, v: Tensor, local: LighthouseConfig, n: int
-                     ) -> list[tuple[Selection, Tensor | None]]:
-    """The paper's selection of each local chunk, with its position map on the kernels."""
+def _paper_selection(q: Tensor, k: Tensor, v: Tensor, local: LighthouseConfig
+                     ) -> tuple[Selection, Tensor | None]:
+    """The paper's selection of the chunks (batch rows), with its position map on the
+    kernels."""
     if resolve_backend(local, q) == "triton":
         from ..ops.triton.attention import select_triton_with_map
 
-        return [select_triton_with_map(x_q, x_k, x_v, local)
-                for x_q, x_k, x_v in zip(q.split(n, 2), k.split(n, 2), v.split(n, 2))]
+        return select_triton_with_map(q, k, v, local)
     with torch.no_grad():
-        return [(select_reference(x_q, x_k, x_v, local), None)
-                for x_q, x_k, x_v in zip(q.split(n, 2), k.split(n, 2), v.split(n, 2))]
+        return select_reference(q, k, v, local), None
 
 
-def _causal_selection(q: Tensor, k: Tensor, v: Tensor, local: LighthouseConfig, group,
-                      rank: int, world: int) -> list[tuple[Selection, Tensor | None]]:
-    """The causal selection of both local chunks (with its position map on the kernels):
-    each chunk's cascade reads the last coarsest window of base scores of the previous chunk
-    (all-gathered, one small exchange), so the first window of a chunk scores as in the whole
-    sequence. On the Triton cascade where the backend resolves to it, else on the reference."""
-    n = q.shape[2] // 2
+def _causal_selection(q: Tensor, k: Tensor, local: LighthouseConfig, group, rank: int,
+                      world: int) -> tuple[Selection, Tensor | None]:
+    """The causal selection of the chunks (batch rows ``(b, slot)``), with its position map
+    on the kernels: each chunk's cascade reads the last coarsest window of base scores of the
+    previous chunk (all-gathered, one small exchange; -inf before the first chunk), so the
+    first window of a chunk scores as in the whole sequence. On the Triton cascade where the
+    backend resolves to it, else on the reference."""
     w = local.coarsest_window
     triton = resolve_backend(local, q) == "triton"
+    sq0, sk0 = _chunk_scores(q, k, local, triton)
+    q_rows = sq0.shape[1]
+    tails = torch.cat([sq0[..., -w:], sk0[..., -w:]], 1)  # (2B, rows, w)
+    tails = tails.unflatten(0, (-1, 2)).transpose(0, 1).contiguous()  # (slot, B, rows, w)
+    everyone = tails.new_empty((world, *tails.shape))
+    collectives.all_gather_into(everyone.view(-1, *tails.shape[1:]), tails, group)
+    fronts = []
+    for chunk in chunk_ids(rank, world):
+        fronts.append(everyone[owner(chunk - 1, world)] if chunk > 0 else
+                      torch.full_like(tails[0], float("-inf")))
+    front = torch.stack(fronts, 1).flatten(0, 1)  # (2B, rows, w), batch rows (b, slot)
+    prefix = (front[:, :q_rows], front[:, q_rows:])
     if triton:
         from ..ops.triton.select import select_with_map
-    scores = [_chunk_scores(x_q, x_k, local, triton)
-              for x_q, x_k in zip(q.split(n, 2), k.split(n, 2))]
-    q_rows = scores[0][0].shape[1]
-    tails = torch.stack([torch.cat([sq[..., -w:], sk[..., -w:]], 1) for sq, sk in scores])
-    everyone = torch.empty((world * tails.shape[0], *tails.shape[1:]), dtype=tails.dtype,
-                           device=tails.device)
-    collectives.all_gather_into(everyone, tails.contiguous(), group)
-    everyone = everyone.view(world, *tails.shape)
-    out = []
-    for slot, chunk in enumerate(chunk_ids(rank, world)):
-        sq0, sk0 = scores[slot]
-        prefix = None
-        if chunk > 0:
-            r, j = owner(chunk - 1, world)
-            prefix = (everyone[r, j, :, :q_rows], everyone[r, j, :, q_rows:])
-        if triton:
-            out.append(select_with_map(sq0, sk0, local, prefix=prefix))
-            continue
-        levels = []
-        for i, s0 in enumerate((sq0, sk0)):
-            front = (prefix[i] if prefix is not None else
-                     torch.full_like(s0[..., :w], float("-inf")))
-            if i == 1:  # the reference reads key scores per query row
-                front, s0 = (x.repeat_interleave(q_rows // s0.shape[1], 1) for x in (front, s0))
-            ext = causal_level_scores(torch.cat([front, s0], dim=-1), local.num_levels,
-                                      local.pooling_factor)
-            levels.append([lv[..., w // local.pooling_factor ** lvl:]
-                           for lvl, lv in enumerate(ext)])
-        out.append((select_from_scores(levels[0], levels[1], local), None))
-    return out
+
+        return select_with_map(sq0, sk0, local, prefix=prefix)
+    levels = []
+    for i, s0 in enumerate((sq0, sk0)):
+        pre = prefix[i]
+        if i == 1:  # the reference reads key scores per query row
+            pre, s0 = (x.repeat_interleave(q_rows // s0.shape[1], 1) for x in (pre, s0))
+        ext = causal_level_scores(torch.cat([pre, s0], dim=-1), local.num_levels,
+                                  local.pooling_factor)
+        levels.append([lv[..., w // local.pooling_factor ** lvl:] for lvl, lv in enumerate(ext)])
+    return select_from_scores(levels[0], levels[1], local), None
 
 
 def _spill(og: Tensor, selection: Selection, local: LighthouseConfig, n: int) -> Tensor:
@@ -202,23 +202,24 @@ def lighthouse_attention_cp(q: Tensor, k: Tensor, v: Tensor, config: LighthouseC
     local = chunk_config(config, 2 * n * world, world)
     if local.num_levels == 1:
         return dense_attention_cp(q, k, v, group, scale=scale)
+    qb, kb, vb = _as_batch(q), _as_batch(k), _as_batch(v)
     if local.selection == "causal":
-        selections = _causal_selection(q, k, v, local, group, rank, world)
+        selection, pos_map = _causal_selection(qb, kb, local, group, rank, world)
     else:
-        selections = _paper_selection(q, k, v, local, n)
-    parts = [gather_unchecked(x_q, x_k, x_v, local, sel, pos_map)
-             for x_q, x_k, x_v, (sel, pos_map) in zip(q.split(n, 2), k.split(n, 2),
-                                                      v.split(n, 2), selections)]
-    ogs = two_chunk_inner([part[:3] for part in parts], group, rank, world,
-                          resolve_scale(scale, q.shape[-1]), deterministic=local.deterministic)
-    outs = [part.scatter(og) for part, og in zip(parts, ogs)]
-    spills = [_spill(og, sel, local, n) for og, (sel, _) in zip(ogs, selections)]
-    # (2W, B, H, w-1, D)
-    spills = collectives.gather_autograd(torch.stack(spills).contiguous(), 0, group)
+        selection, pos_map = _paper_selection(qb, kb, vb, local)
+    qg, kg, vg, scatter_back = gather_unchecked(qb, kb, vb, local, selection, pos_map)
+    og = two_chunk_inner(qg, kg, vg, group, rank, world, resolve_scale(scale, q.shape[-1]),
+                         deterministic=local.deterministic)
+    out = scatter_back(og).unflatten(0, (-1, 2))  # (B, slot, H, n, D)
+    spill = _spill(og, selection, local, n).unflatten(0, (-1, 2)).transpose(0, 1)
+    spills = collectives.gather_autograd(spill.contiguous(), 0, group)  # (2W, B, H, w-1, D)
     rows = spills.shape[3]
+    heads = []
     for slot, chunk in enumerate(chunk_ids(rank, world)):
+        o = out[:, slot]
         if chunk > 0 and rows and exchange_spill:
             r, j = owner(chunk - 1, world)
-            head = (outs[slot][:, :, :rows].to(spills.dtype) + spills[2 * r + j]).to(q.dtype)
-            outs[slot] = torch.cat([head, outs[slot][:, :, rows:]], 2)
-    return torch.cat(outs, 2)
+            head = (o[:, :, :rows].to(spills.dtype) + spills[2 * r + j]).to(q.dtype)
+            o = torch.cat([head, o[:, :, rows:]], 2)
+        heads.append(o)
+    return torch.cat(heads, 2)

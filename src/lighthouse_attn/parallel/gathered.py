@@ -27,53 +27,57 @@ def _upto(everyone: Tensor, chunk: int, world: int, which: int) -> Tensor:
 
 class _TwoChunkInner(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q0, k0, v0, q1, k1, v1, group, rank: int, world: int, scale: float,
-                deterministic: bool):
-        piece = torch.stack([torch.stack([k0, v0]), torch.stack([k1, v1])])
+    def forward(ctx, q, k, v, group, rank: int, world: int, scale: float, deterministic: bool):
+        # (slot, k/v, B, H_kv, E, D): this rank's piece; batch rows of q, k, v are (b, slot)
+        piece = torch.stack([k.unflatten(0, (-1, 2)), v.unflatten(0, (-1, 2))]).movedim(2, 0)
         everyone = piece.new_empty((world, *piece.shape))
-        collectives.all_gather_into(everyone.view(-1, *piece.shape[1:]), piece, group)
+        collectives.all_gather_into(everyone.view(-1, *piece.shape[1:]), piece.contiguous(),
+                                    group)
+        qs = q.unflatten(0, (-1, 2))
         outs, lses, extras = [], [], []
-        for q, chunk in zip((q0, q1), chunk_ids(rank, world)):
+        for slot, chunk in enumerate(chunk_ids(rank, world)):
             o, lse, extra = prefix_attention_forward(
-                q, _upto(everyone, chunk, world, 0), _upto(everyone, chunk, world, 1), scale)
+                qs[:, slot], _upto(everyone, chunk, world, 0), _upto(everyone, chunk, world, 1),
+                scale)
             outs.append(o)
             lses.append(lse)
             extras.append(extra)
-        ctx.save_for_backward(q0, q1, *outs, *lses, everyone)
+        ctx.save_for_backward(q, *outs, *lses, everyone)
         ctx.extras, ctx.meta = extras, (group, rank, world, scale, deterministic)
-        return tuple(outs)
+        return torch.stack(outs, 1).flatten(0, 1)
 
     @staticmethod
-    def backward(ctx, do0, do1):
-        q0, q1, o0, o1, lse0, lse1, everyone = ctx.saved_tensors
+    def backward(ctx, dout):
+        q, o0, o1, lse0, lse1, everyone = ctx.saved_tensors
         group, rank, world, scale, deterministic = ctx.meta
         acc = torch.promote_types(everyone.dtype, torch.float32)
         grads = torch.zeros(everyone.shape, dtype=acc, device=everyone.device)
         E = everyone.shape[-2]
+        qs, douts = q.unflatten(0, (-1, 2)), dout.unflatten(0, (-1, 2))
         dqs = []
-        for q, o, lse, extra, do, chunk in zip((q0, q1), (o0, o1), (lse0, lse1), ctx.extras,
-                                               (do0, do1), chunk_ids(rank, world)):
+        for slot, (o, lse, extra, chunk) in enumerate(zip((o0, o1), (lse0, lse1), ctx.extras,
+                                                          chunk_ids(rank, world))):
             dq, dk, dv = prefix_attention_backward(
-                do, q, _upto(everyone, chunk, world, 0), _upto(everyone, chunk, world, 1), o,
-                lse, extra, scale, deterministic=deterministic)
+                douts[:, slot], qs[:, slot], _upto(everyone, chunk, world, 0),
+                _upto(everyone, chunk, world, 1), o, lse, extra, scale,
+                deterministic=deterministic)
             dqs.append(dq)
             for c in range(chunk + 1):
-                r, slot = owner(c, world)
-                grads[r, slot, 0] += dk[:, :, c * E:(c + 1) * E]
-                grads[r, slot, 1] += dv[:, :, c * E:(c + 1) * E]
+                r, j = owner(c, world)
+                grads[r, j, 0] += dk[:, :, c * E:(c + 1) * E]
+                grads[r, j, 1] += dv[:, :, c * E:(c + 1) * E]
         mine = everyone.new_empty(everyone.shape[1:])
         collectives.reduce_scatter_into(mine.view(-1, *mine.shape[2:]),
                                         grads.to(everyone.dtype).view(-1, *mine.shape[2:]),
                                         group)
-        (dk0, dv0), (dk1, dv1) = mine
-        return dqs[0], dk0, dv0, dqs[1], dk1, dv1, None, None, None, None, None
+        dk, dv = mine.movedim(2, 0).unbind(2)  # (B, slot, H_kv, E, D) each
+        return (torch.stack(dqs, 1).flatten(0, 1), dk.flatten(0, 1), dv.flatten(0, 1),
+                None, None, None, None, None)
 
 
-def two_chunk_inner(gathered: list[tuple[Tensor, Tensor, Tensor]], group, rank: int,
-                    world: int, scale: float, deterministic: bool = False
-                    ) -> tuple[Tensor, Tensor]:
-    """The inner outputs ``(B, H, E, D)`` of this rank's two chunks, from their gathered
-    ``(q, k, v)`` (``k``, ``v`` ``(B, H_kv, E, D)``); every rank of ``group`` calls it."""
-    (q0, k0, v0), (q1, k1, v1) = gathered
-    return _TwoChunkInner.apply(q0, k0.contiguous(), v0.contiguous(), q1, k1.contiguous(),
-                                v1.contiguous(), group, rank, world, scale, deterministic)
+def two_chunk_inner(q: Tensor, k: Tensor, v: Tensor, group, rank: int, world: int,
+                    scale: float, deterministic: bool = False) -> Tensor:
+    """The inner output ``(2B, H, E, D)`` of this rank's two chunks from their gathered
+    ``q`` ``(2B, H, E, D)``, ``k``, ``v`` ``(2B, H_kv, E, D)`` (batch rows ``(b, slot)``);
+    every rank of ``group`` calls it."""
+    return _TwoChunkInner.apply(q, k, v, group, rank, world, scale, deterministic)
