@@ -152,7 +152,8 @@ def _causal_selection(q: Tensor, k: Tensor, local: LighthouseConfig, group, rank
 
 def _spill(og: Tensor, selection: Selection, local: LighthouseConfig, n: int) -> Tensor:
     """What a chunk's scatter adds past its end: the inner output ``og`` of the last window of
-    every level ``l >= 1`` (if gathered) on the next ``p^l - 1`` positions."""
+    every level ``l >= 1`` (if gathered) on the next ``p^l - 1`` positions. Each such entry is
+    found by its index and read alone (no pass over all of ``og`` per level)."""
     level, index = selection
     if level.shape[1] != og.shape[1]:
         group = og.shape[1] // level.shape[1]
@@ -163,9 +164,10 @@ def _spill(og: Tensor, selection: Selection, local: LighthouseConfig, n: int) ->
     spill = og.new_zeros(B, H, max(local.coarsest_window - 1, 0), D, dtype=acc)
     for lvl in range(1, L):
         w = p**lvl
-        last = (level == lvl) & (index == n // w - 1)
-        o = (last.unsqueeze(-1).to(acc) * og.to(acc)).sum(2)
-        spill[:, :, :w - 1] = spill[:, :, :w - 1] + o.unsqueeze(2)
+        last = (level == lvl) & (index == n // w - 1)  # at most one entry per row
+        at = last.int().argmax(-1, keepdim=True).unsqueeze(-1).expand(B, H, 1, D)
+        o = og.gather(2, at).to(acc) * last.any(-1, keepdim=True).unsqueeze(-1).to(acc)
+        spill[:, :, :w - 1] = spill[:, :, :w - 1] + o
     return spill
 
 
