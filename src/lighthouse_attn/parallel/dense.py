@@ -29,7 +29,7 @@ from ..ops.api import autocast_inputs
 from ..ops.inner import resolve_scale
 from ..ops.prefix_attention import prefix_attention_backward, prefix_attention_forward
 from . import collectives
-from .layout import chunk_ids, owner
+from .layout import chunk_ids, chunks_upto, chunks_upto_adjoint
 
 GATHER_BUDGET_BYTES = 1 << 29
 """Bytes of one group's gathered keys and values that ``kv_heads_per_gather`` aims under."""
@@ -65,15 +65,6 @@ def _gathered_groups(k: Tensor, v: Tensor, heads: int, group, world: int):
         yield h0, gathered
 
 
-def _local_kv(gathered: Tensor, rank: int, world: int) -> Tensor:
-    """Keys and values ``(2, B, heads, (c + 1) n, D)`` of chunks ``0 .. c`` in order, ``c``
-    this rank's later chunk (the earlier one needs a prefix of them), from ``gathered``."""
-    n = gathered.shape[-2] // 2
-    last = max(chunk_ids(rank, world))
-    return torch.cat([gathered[r][:, :, :, j * n:(j + 1) * n]
-                      for r, j in (owner(c, world) for c in range(last + 1))], 3)
-
-
 class _DenseContextParallel(torch.autograd.Function):
     """Both local chunks attending over every chunk up to each, one group of kv heads at a
     time; the backward gathers each group again and runs the attention's backward from the
@@ -86,7 +77,7 @@ class _DenseContextParallel(torch.autograd.Function):
         out, lse, extras = torch.empty_like(q), None, []
         for h0, gathered in _gathered_groups(k, v, heads, group, world):
             rows = slice(h0 * per_kv, (h0 + heads) * per_kv)
-            kv = _local_kv(gathered, rank, world)
+            kv = chunks_upto(gathered, max(chunk_ids(rank, world)), world)
             for slot, chunk in enumerate(chunk_ids(rank, world)):
                 cols = slice(slot * n, (slot + 1) * n)
                 keys = kv[:, :, :, :(chunk + 1) * n]
@@ -111,7 +102,7 @@ class _DenseContextParallel(torch.autograd.Function):
         acc = torch.promote_types(k.dtype, torch.float32)
         for h0, gathered in _gathered_groups(k, v, heads, group, world):
             rows = slice(h0 * per_kv, (h0 + heads) * per_kv)
-            kv = _local_kv(gathered, rank, world)
+            kv = chunks_upto(gathered, max(chunk_ids(rank, world)), world)
             d_kv = torch.zeros(kv.shape, dtype=acc, device=kv.device)
             for slot, chunk in enumerate(chunk_ids(rank, world)):
                 cols, upto = slice(slot * n, (slot + 1) * n), (chunk + 1) * n
@@ -121,10 +112,7 @@ class _DenseContextParallel(torch.autograd.Function):
                     scale)
                 d_kv[0, :, :, :upto] += dk_c
                 d_kv[1, :, :, :upto] += dv_c
-            d_gathered = torch.zeros_like(gathered)
-            for c in range(d_kv.shape[3] // n):
-                r, j = owner(c, world)
-                d_gathered[r][:, :, :, j * n:(j + 1) * n] = d_kv[:, :, :, c * n:(c + 1) * n]
+            d_gathered = chunks_upto_adjoint(d_kv.to(gathered.dtype), world, gathered.shape)
             mine = d_gathered.new_empty(d_gathered.shape[1:])
             collectives.reduce_scatter_into(mine, d_gathered.view(-1, *mine.shape[1:]), group)
             dk[:, h0:h0 + heads], dv[:, h0:h0 + heads] = mine[0], mine[1]

@@ -21,6 +21,25 @@ def owner(chunk: int, world: int) -> tuple[int, int]:
     return (chunk, 0) if chunk < world else (2 * world - 1 - chunk, 1)
 
 
+def chunks_upto(pieces: Tensor, last: int, world: int) -> Tensor:
+    """Chunks ``0 .. last`` in sequence order (along dim -2) from ``pieces`` ``(W, ..., 2n,
+    D)``: every rank's two local chunks, in rank order (an all-gather of local tensors)."""
+    n = pieces.shape[-2] // 2
+    return torch.cat([pieces[r][..., j * n:(j + 1) * n, :]
+                      for r, j in (owner(c, world) for c in range(last + 1))], -2)
+
+
+def chunks_upto_adjoint(grad: Tensor, world: int, shape: torch.Size) -> Tensor:
+    """The gradient of :func:`chunks_upto` with respect to its ``pieces`` of ``shape``, from
+    the gradient of its result (zeros on the chunks it did not read)."""
+    out = grad.new_zeros(shape)
+    n = shape[-2] // 2
+    for c in range(grad.shape[-2] // n):
+        r, j = owner(c, world)
+        out[r][..., j * n:(j + 1) * n, :] = grad[..., c * n:(c + 1) * n, :]
+    return out
+
+
 def shard_sequence(x: Tensor, dim: int, rank: int, world: int) -> Tensor:
     """This rank's part of ``x`` (the full sequence along ``dim``, a multiple of ``2W``)."""
     chunks = x.chunk(2 * world, dim=dim)
