@@ -13,6 +13,8 @@
 # restored first, so only what is missing trains:
 #   ARMS=dense,lighthouse,causal,dshort SEEDS=2 OUT=dir bash benchmarks/quality/gpu_ablations.sh
 #   ARMS=rec100,rec200 SEEDS=0,1,2 OUT=dir bash benchmarks/quality/gpu_ablations.sh
+# `bash benchmarks/quality/gpu_ablations.sh report` only rebuilds the reports from the runs
+# (on any machine: it reads no data and trains nothing).
 # Every call writes OUT/runs.tar.gz (metrics, configs, summaries, final evaluations, the
 # report's plots; no weights), OUT/compare.md|json over every arm and seed finished, and
 # OUT/ablations.md|json.
@@ -28,6 +30,11 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', tr
 if [ -n "${SMOKE:-}" ]; then  # the CPU check of this script: the standard library's source
   TRAIN=("$(python3 -c "import os; print(os.path.dirname(os.__file__) + '/email')")")
   HELD=$(python3 -c "import os; print(os.path.dirname(os.__file__) + '/json')")
+elif [ "${1:-run}" = report ]; then  # reads no data: the paths the committed runs recorded
+  mapfile -t TRAIN < <(python3 -c "import json; c = json.load(open(
+'benchmarks/results/h200/quality/runs/dense-wsd-s0/config.json'))['train']
+print('\n'.join(c['data'])); print(c['eval_data'][0])")
+  HELD=${TRAIN[-1]} && unset 'TRAIN[-1]'
 else
   mapfile -t TRAIN < <(python3 -c "import os, pandas, transformers
 for m in (transformers, pandas): print(os.path.dirname(m.__file__))")
