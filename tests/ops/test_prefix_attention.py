@@ -66,10 +66,35 @@ def test_fewer_keys_than_queries_are_refused():
         prefix_attention_forward(q, k, v, 1.0)
 
 
+def _strided(x):
+    """``x`` as a non-contiguous view (every other row of a larger tensor), as callers that
+    slice their saved outputs and logsumexps pass them."""
+    return torch.stack([x, torch.full_like(x, 7.0)], 3).flatten(2, 3)[:, :, ::2]
+
+
+@pytest.mark.parametrize("kernel", ["cpu", "math"])
+def test_backward_reads_strided_outputs_and_logsumexps(kernel, monkeypatch):
+    if kernel == "math":
+        monkeypatch.setattr(prefix_attention, "_cpu_flash_applies", lambda q: False)
+    q, k, v = _inputs(6, 14, 4, 2, 8, torch.float64)
+    dout = torch.randn(2, 4, 6, 8, dtype=torch.float64)
+    with torch.no_grad():
+        out, lse, saved = prefix_attention_forward(q, k, v, 0.3)
+        want = prefix_attention_backward(dout, q, k, v, out, lse, saved, 0.3)
+        got = prefix_attention_backward(_strided(dout), q, k, v, _strided(out), _strided(lse),
+                                        saved, 0.3)
+    assert not _strided(lse).is_contiguous()
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 @pytest.mark.gpu
+@pytest.mark.parametrize("kernel", ["cudnn", "flash"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("E,M", [(1000, 3000), (2048, 2048)])
-def test_flash_path_matches_the_fp32_reference(dtype, E, M):
+@pytest.mark.parametrize("E,M", [(1000, 3000), (2048, 2048), (512, 4096)])
+def test_cuda_kernels_match_the_fp32_reference(kernel, dtype, E, M, monkeypatch):
+    if kernel == "flash":  # the deterministic and cuDNN-less path
+        monkeypatch.setattr(prefix_attention, "cudnn_applies", lambda q: False)
     q, k, v = _inputs(E, M, 8, 2, 128, dtype, device="cuda", seed=1)
     ref_in = [x.detach().float().requires_grad_() for x in (q, k, v)]
     ref = _reference(*ref_in, 128**-0.5)
@@ -77,8 +102,14 @@ def test_flash_path_matches_the_fp32_reference(dtype, E, M):
     want = torch.autograd.grad(ref, ref_in, dout)
     with torch.no_grad():
         out, lse, saved = prefix_attention_forward(q, k, v, 128**-0.5)
-        assert saved[0] == "flash", "the flash kernels should run these inputs"
-        got = prefix_attention_backward(dout.to(dtype), q, k, v, out, lse, saved, 128**-0.5)
+        assert saved[0] == kernel, f"the {kernel} kernels should run these inputs"
+        # strided outputs and logsumexps, as the dense context-parallel layer passes them
+        got = prefix_attention_backward(_strided(dout.to(dtype)), q, k, v, _strided(out),
+                                        _strided(lse), saved, 128**-0.5)
     torch.testing.assert_close(out.float(), ref, rtol=0, atol=2e-2)
+    s = (ref_in[0] @ ref_in[1].repeat_interleave(4, 1).transpose(-1, -2)) * 128**-0.5
+    s = s.masked_fill(torch.ones(E, M, dtype=torch.bool, device="cuda").triu(M - E + 1),
+                      float("-inf"))
+    torch.testing.assert_close(lse, torch.logsumexp(s, -1), rtol=0, atol=2e-2)
     for a, b in zip(got, want):
         assert ((a.float() - b).norm() / b.norm()).item() < 2e-2

@@ -33,6 +33,27 @@ def resolve_scale(scale: float | None, head_dim: int) -> float:
     return head_dim**-0.5 if scale is None else scale
 
 
+CUDNN_FWD = torch.ops.aten._scaled_dot_product_cudnn_attention.default
+CUDNN_BWD = torch.ops.aten._scaled_dot_product_cudnn_attention_backward.default
+_cudnn_ok: dict[tuple, bool] = {}
+
+
+def cudnn_applies(q: Tensor) -> bool:
+    """Whether cuDNN's attention op runs inputs like ``q`` (probed once per dtype, head dim
+    and device; the user's ``torch.backends.cuda.enable_cudnn_sdp`` is respected)."""
+    if not q.is_cuda or not torch.backends.cuda.cudnn_sdp_enabled():
+        return False
+    key = (q.dtype, q.shape[-1], q.device)
+    if key not in _cudnn_ok:
+        x = torch.randn(1, 1, 128, q.shape[-1], device=q.device, dtype=q.dtype)
+        try:
+            CUDNN_FWD(x, x, x, None, True, 0.0, True, False)
+            _cudnn_ok[key] = True
+        except RuntimeError:
+            _cudnn_ok[key] = False
+    return _cudnn_ok[key]
+
+
 def sdpa_causal(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None) -> Tensor:
     """Causal ``F.scaled_dot_product_attention``; ``k``, ``v`` may have fewer heads (GQA)."""
     return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale,

@@ -3,9 +3,13 @@ lower-right mask: row ``i`` sees keys ``j <= M - E + i``), forward with its logs
 backward as separate calls, for callers that save what they need themselves (context
 parallelism: a chunk's queries over every chunk up to it).
 
-Flash on CUDA in fp16/bf16 (its causal mask is lower-right when ``E != M``); on the CPU torch's
-CPU flash kernel with an additive lower-right mask; elsewhere (CUDA fp32/fp64) the same math in
-blocks of rows with fp32 (fp64 for fp64) accumulation.
+On CUDA in fp16/bf16, cuDNN (the single op's inner kernel) where it runs the inputs: the rows
+over their own last ``E`` keys (a square causal call) and over the ``M - E`` keys before them
+(a call without mask), merged by their logsumexps; the backward runs both pieces' backward from
+the merged output and logsumexp. Flash instead in deterministic mode or where cuDNN refuses
+(flash's causal mask is lower-right when ``E != M``). On the CPU torch's CPU flash kernel with
+an additive lower-right mask; elsewhere (CUDA fp32/fp64) the same math in blocks of rows with
+fp32 (fp64 for fp64) accumulation.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from .inner import deterministic_mode
+from .inner import CUDNN_BWD, CUDNN_FWD, cudnn_applies, deterministic_mode
 
 _FLASH_FWD = torch.ops.aten._scaled_dot_product_flash_attention.default
 _FLASH_BWD = torch.ops.aten._scaled_dot_product_flash_attention_backward.default
@@ -31,6 +35,29 @@ def _flash_applies(q: Tensor) -> bool:
     return (q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and D % 8 == 0
             and D <= 256 and torch.backends.cuda.flash_sdp_enabled()
             and q.device not in _no_flash)
+
+
+def _cudnn_fwd(q: Tensor, k: Tensor, v: Tensor, scale: float, causal: bool
+               ) -> tuple[Tensor, Tensor, tuple]:
+    """cuDNN attention: output, logsumexp ``(B, H, E)`` fp32 and the backward's state."""
+    out, lse, cq, ck, mq, mk, seed, offset, _ = CUDNN_FWD(q, k, v, None, True, 0.0, causal,
+                                                          False, scale=scale)
+    return out, lse.reshape(q.shape[:3]).float(), (cq, ck, mq, mk, seed, offset)
+
+
+def _cudnn_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
+               state: tuple, scale: float, causal: bool) -> tuple[Tensor, Tensor, Tensor]:
+    cq, ck, mq, mk, seed, offset = state
+    return CUDNN_BWD(dout, q, k, v, out, lse, seed, offset, None, cq, ck, mq, mk, 0.0, causal,
+                     scale=scale)
+
+
+def _pieces(k: Tensor, v: Tensor, heads: int, past: int) -> tuple[list, list]:
+    """Keys and values (expanded to ``heads``, contiguous) of the square causal piece (the
+    last ``M - past``) and of the ``past`` ones before it."""
+    k, v = _expand(k, heads), _expand(v, heads)
+    return ([k[:, :, past:].contiguous(), v[:, :, past:].contiguous()],
+            [k[:, :, :past].contiguous(), v[:, :, :past].contiguous()])
 
 
 def _cpu_flash_applies(q: Tensor) -> bool:
@@ -66,17 +93,27 @@ def _block_probs(q: Tensor, k: Tensor, lse: Tensor | None, first: int, scale: fl
     return torch.exp(s - lse.unsqueeze(-1)), lse
 
 
-def prefix_attention_forward(q: Tensor, k: Tensor, v: Tensor, scale: float
-                             ) -> tuple[Tensor, Tensor, tuple]:
+def prefix_attention_forward(q: Tensor, k: Tensor, v: Tensor, scale: float,
+                             deterministic: bool = False) -> tuple[Tensor, Tensor, tuple]:
     """``(out, lse, saved)`` of lower-right causal attention: ``q`` ``(B, H, E, D)``, ``k``,
     ``v`` ``(B, H_kv, M, D)`` with ``M >= E``; ``lse`` ``(B, H, E)`` natural log; ``saved``
     is what :func:`prefix_attention_backward` needs besides (which kernel ran, and its
-    state)."""
+    state). ``deterministic`` picks kernels whose backward is deterministic."""
     H, E = q.shape[1:3]
     M = k.shape[2]
     if M < E:
         raise ValueError(f"prefix attention needs at least as many keys as queries: "
                          f"{M} keys, {E} queries")
+    if not deterministic and q.dtype in (torch.float16, torch.bfloat16) and cudnn_applies(q):
+        own, past = _pieces(k, v, H, M - E)
+        out, lse, state = _cudnn_fwd(q, *own, scale, causal=True)
+        if M == E:
+            return out, lse, ("cudnn", state, None)
+        out_p, lse_p, state_p = _cudnn_fwd(q, *past, scale, causal=False)
+        merged = torch.logaddexp(lse, lse_p)
+        out = (out.float() * (lse - merged).exp().unsqueeze(-1)
+               + out_p.float() * (lse_p - merged).exp().unsqueeze(-1)).to(q.dtype)
+        return out, merged, ("cudnn", state, state_p)
     if _flash_applies(q):
         try:
             out, lse, cq, ck, mq, mk, seed, offset, _ = _FLASH_FWD(
@@ -107,15 +144,28 @@ def prefix_attention_backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out
                               lse: Tensor, saved: tuple, scale: float,
                               deterministic: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """``(dq, dk, dv)`` of :func:`prefix_attention_forward`, ``dk``, ``dv`` with ``k``'s heads
-    (flash's backward runs in torch's deterministic mode with ``deterministic``; the other
-    kernels are deterministic anyway)."""
+    (flash's backward runs in torch's deterministic mode with ``deterministic``; the CPU and
+    math kernels are deterministic anyway). ``out`` and ``lse`` may be strided views (a
+    caller's slices): the kernels get contiguous ones, as flash's backward reads its
+    logsumexp as contiguous."""
     H, Hkv = q.shape[1], k.shape[1]
     kind, *state = saved
+    if kind == "cudnn":
+        own, past = _pieces(k, v, H, k.shape[2] - q.shape[2])
+        dout, out = dout.contiguous(), out.contiguous()
+        stats = lse.unsqueeze(-1).contiguous()  # cuDNN's softmax stats are (B, H, E, 1)
+        dq, dk, dv = _cudnn_bwd(dout, q, *own, out, stats, state[0], scale, causal=True)
+        if state[1] is not None:
+            dq_p, dk_p, dv_p = _cudnn_bwd(dout, q, *past, out, stats, state[1], scale,
+                                          causal=False)
+            dq, dk, dv = dq + dq_p, torch.cat([dk_p, dk], 2), torch.cat([dv_p, dv], 2)
+        return dq, _fold(dk, Hkv), _fold(dv, Hkv)
     if kind == "flash":
         cq, ck, mq, mk, seed, offset = state
         with deterministic_mode() if deterministic else contextlib.nullcontext():
-            dq, dk, dv = _FLASH_BWD(dout.contiguous(), q, _expand(k, H), _expand(v, H), out,
-                                    lse, cq, ck, mq, mk, 0.0, True, seed, offset, scale=scale)
+            dq, dk, dv = _FLASH_BWD(dout.contiguous(), q, _expand(k, H), _expand(v, H),
+                                    out.contiguous(), lse.contiguous(), cq, ck, mq, mk,
+                                    0.0, True, seed, offset, scale=scale)
         return dq, _fold(dk, Hkv), _fold(dv, Hkv)
     if kind == "cpu":
         dq, dk, dv = _CPU_BWD(dout.contiguous(), q, _expand(k, H), _expand(v, H), out, lse,

@@ -89,6 +89,12 @@ def _as_batch(x: Tensor) -> Tensor:
     return x.unflatten(2, (2, x.shape[2] // 2)).transpose(1, 2).flatten(0, 1)
 
 
+def _from_batch(x: Tensor) -> Tensor:
+    """The inverse of :func:`_as_batch`: ``(2B, H, n, D)`` -> ``(B, H, 2n, D)`` (one copy:
+    the chunks of each head are interleaved)."""
+    return x.unflatten(0, (-1, 2)).transpose(1, 2).flatten(2, 3)
+
+
 def _chunk_scores(q: Tensor, k: Tensor, local: LighthouseConfig, triton: bool
                   ) -> tuple[Tensor, Tensor]:
     """Level-0 scores of the chunks: ``(2B, H', n)`` for the queries and ``(2B, H_kv', n)``
@@ -212,16 +218,16 @@ def lighthouse_attention_cp(q: Tensor, k: Tensor, v: Tensor, config: LighthouseC
     qg, kg, vg, scatter_back = gather_unchecked(qb, kb, vb, local, selection, pos_map)
     og = two_chunk_inner(qg, kg, vg, group, rank, world, resolve_scale(scale, q.shape[-1]),
                          deterministic=local.deterministic)
-    out = scatter_back(og).unflatten(0, (-1, 2))  # (B, slot, H, n, D)
+    out = _from_batch(scatter_back(og))
     spill = _spill(og, selection, local, n).unflatten(0, (-1, 2)).transpose(0, 1)
     spills = collectives.gather_autograd(spill.contiguous(), 0, group)  # (2W, B, H, w-1, D)
     rows = spills.shape[3]
-    heads = []
+    pieces, at = [], []
     for slot, chunk in enumerate(chunk_ids(rank, world)):
-        o = out[:, slot]
-        if chunk > 0 and rows and exchange_spill:
+        if chunk > 0 and rows and exchange_spill:  # the previous chunk's spill, on our head
             r, j = owner(chunk - 1, world)
-            head = (o[:, :, :rows].to(spills.dtype) + spills[2 * r + j]).to(q.dtype)
-            o = torch.cat([head, o[:, :, rows:]], 2)
-        heads.append(o)
-    return torch.cat(heads, 2)
+            pieces.append(spills[2 * r + j])
+            at.append(torch.arange(slot * n, slot * n + rows, device=out.device))
+    if pieces:  # in place on a fresh tensor: its backward passes the gradient through whole
+        out = out.index_add_(2, torch.cat(at), torch.cat(pieces, 2).to(out.dtype))
+    return out

@@ -4,7 +4,7 @@ node (docs/spec.md section 12).
 Chunk ``c``'s gathered queries attend over the gathered keys and values of chunks ``0 .. c``
 in chunk order, with a lower-right causal mask (its own gathered entries last). The forward
 all-gathers every rank's gathered keys and values of both chunks in one collective and runs the
-two attentions (flash on CUDA in fp16/bf16: ``ops.prefix_attention``); the
+two attentions (cuDNN or flash on CUDA in fp16/bf16: ``ops.prefix_attention``); the
 backward runs their backward on the saved outputs and logsumexps and returns each piece's key
 and value gradients to its rank in one reduce-scatter. Nothing is recomputed.
 """
@@ -42,7 +42,7 @@ class _TwoChunkInner(torch.autograd.Function):
         for slot, chunk in enumerate(chunks):
             upto = (chunk + 1) * E
             o, lse, extra = prefix_attention_forward(qs[:, slot], kv[0, :, :, :upto],
-                                                     kv[1, :, :, :upto], scale)
+                                                     kv[1, :, :, :upto], scale, deterministic)
             outs.append(o)
             lses.append(lse)
             extras.append(extra)

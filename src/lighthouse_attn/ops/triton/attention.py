@@ -14,6 +14,9 @@ from torch import Tensor
 
 from ...config import LighthouseConfig
 from ..inner import (
+    CUDNN_BWD,
+    CUDNN_FWD,
+    cudnn_applies,
     fast_causal_attention,
     forward_with_lse,
     resolve_scale,
@@ -35,30 +38,10 @@ from .gather_scatter import (
 from .scores import means_apply, row_norms_and_means, scores_qk
 from .select import select_with_map
 
-_cudnn_ok: dict[tuple, bool] = {}
-_CUDNN_FWD = torch.ops.aten._scaled_dot_product_cudnn_attention.default
-_CUDNN_BWD = torch.ops.aten._scaled_dot_product_cudnn_attention_backward.default
-
-
-def _cudnn_applies(q: Tensor) -> bool:
-    """Whether cuDNN's causal attention op runs these inputs (probed once per dtype, head
-    dim and device; the user's ``torch.backends.cuda.enable_cudnn_sdp`` is respected)."""
-    if not torch.backends.cuda.cudnn_sdp_enabled():
-        return False
-    key = (q.dtype, q.shape[-1], q.device)
-    if key not in _cudnn_ok:
-        x = torch.randn(1, 1, 128, q.shape[-1], device=q.device, dtype=q.dtype)
-        try:
-            _CUDNN_FWD(x, x, x, None, True, 0.0, True, False)
-            _cudnn_ok[key] = True
-        except RuntimeError:
-            _cudnn_ok[key] = False
-    return _cudnn_ok[key]
-
 
 def cudnn_forward(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple:
     """cuDNN causal attention: ``(out, saved, sizes)``; the backward takes the last two."""
-    out, lse, cq, ck, mq, mk, seed, offset, _ = _CUDNN_FWD(q, k, v, None, True, 0.0, True,
+    out, lse, cq, ck, mq, mk, seed, offset, _ = CUDNN_FWD(q, k, v, None, True, 0.0, True,
                                                            False, scale=scale)
     return out, (lse, cq, ck, seed, offset), (mq, mk)
 
@@ -66,7 +49,7 @@ def cudnn_forward(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple:
 def _cudnn_backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, saved: tuple,
                     sizes: tuple, scale: float) -> tuple[Tensor, Tensor, Tensor]:
     lse, cq, ck, seed, offset = saved
-    return _CUDNN_BWD(dout, q, k, v, out, lse, seed, offset, None, cq, ck, *sizes, 0.0, True,
+    return CUDNN_BWD(dout, q, k, v, out, lse, seed, offset, None, cq, ck, *sizes, 0.0, True,
                       scale=scale)
 
 
@@ -94,7 +77,7 @@ def _one_node_inner(q: Tensor, k: Tensor, config: LighthouseConfig):
         if triton_backward_applies(q):
             return _deterministic_forward, _deterministic_backward
         return None
-    return (cudnn_forward, _cudnn_backward) if _cudnn_applies(q) else None
+    return (cudnn_forward, _cudnn_backward) if cudnn_applies(q) else None
 
 
 class _OneNodeLayer(torch.autograd.Function):
