@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from lighthouse_attn import LighthouseConfig, lighthouse_attention
 from lighthouse_attn.bench.common import environment, time_ms
+from lighthouse_attn.ops.prefix_attention import prefix_attention_forward
 from lighthouse_attn.parallel import dense_attention_cp, lighthouse_attention_cp
 
 CASES = [  # (seq_len, num_levels, topk, dtypes)
@@ -57,6 +58,12 @@ def inputs(N: int, dtype: torch.dtype, heads: int = 8) -> list[torch.Tensor]:
     g = torch.Generator(device=DEVICE).manual_seed(N)
     return [torch.randn(1, heads, N, 128, device=DEVICE, dtype=dtype, generator=g)
             .requires_grad_() for _ in range(3)]
+
+
+def inner_kernel(dtype: torch.dtype) -> str:
+    """Which kernel runs the sharded path's inner attention in ``dtype`` here."""
+    x = torch.randn(1, 8, 256, 128, device=DEVICE, dtype=dtype)
+    return prefix_attention_forward(x[:, :, 128:], x, x, 1.0)[2][0]
 
 
 def profile(q, k, v, cfg: LighthouseConfig) -> str:
@@ -103,6 +110,7 @@ def main() -> None:
                 q, k, v = inputs(N, dtype)
                 row = {"op": "lighthouse", "seq_len": N, "num_levels": L, "topk": K,
                        "dtype": str(dtype), "selection": selection,
+                       "inner_kernel": inner_kernel(dtype),
                        **compare(lambda: lighthouse_attention(q, k, v, cfg),
                                  lambda: lighthouse_attention_cp(q, k, v, cfg), q, k, v)}
                 print(row, flush=True)
@@ -112,6 +120,7 @@ def main() -> None:
     for N in dense_lengths:
         q, k, v = inputs(N, dense_dtype)
         row = {"op": "dense", "seq_len": N, "dtype": str(dense_dtype),
+               "inner_kernel": inner_kernel(dense_dtype),
                **compare(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True),
                          lambda: dense_attention_cp(q, k, v), q, k, v)}
         print(row, flush=True)

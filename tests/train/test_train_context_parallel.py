@@ -23,7 +23,10 @@ def torchrun(n: int, args: list[str]) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                            "--nproc-per-node", str(n), "-m", "lighthouse_attn", "train", *args],
                           capture_output=True, text=True, timeout=600, env=env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # on failure: the end of the output, and every line of the first failing rank's own
+    # traceback (torchrun interleaves the ranks' outputs)
+    ranks = "\n".join(line for line in proc.stderr.splitlines() if line.startswith("[rank"))
+    assert proc.returncode == 0, proc.stdout[-2000:] + ranks[-6000:] + proc.stderr[-2000:]
     return proc
 
 

@@ -144,8 +144,8 @@ def prefix_attention_backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out
                               lse: Tensor, saved: tuple, scale: float,
                               deterministic: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """``(dq, dk, dv)`` of :func:`prefix_attention_forward`, ``dk``, ``dv`` with ``k``'s heads
-    (flash's backward runs in torch's deterministic mode with ``deterministic``; the CPU and
-    math kernels are deterministic anyway). ``out`` and ``lse`` may be strided views (a
+    (a deterministic forward never picks cuDNN, and with ``deterministic`` flash's backward
+    runs in torch's deterministic mode; the CPU and math kernels are deterministic anyway). ``out`` and ``lse`` may be strided views (a
     caller's slices): the kernels get contiguous ones, as flash's backward reads its
     logsumexp as contiguous."""
     H, Hkv = q.shape[1], k.shape[1]
