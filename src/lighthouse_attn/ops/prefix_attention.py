@@ -145,9 +145,9 @@ def prefix_attention_backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out
                               deterministic: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """``(dq, dk, dv)`` of :func:`prefix_attention_forward`, ``dk``, ``dv`` with ``k``'s heads
     (a deterministic forward never picks cuDNN, and with ``deterministic`` flash's backward
-    runs in torch's deterministic mode; the CPU and math kernels are deterministic anyway). ``out`` and ``lse`` may be strided views (a
-    caller's slices): the kernels get contiguous ones, as flash's backward reads its
-    logsumexp as contiguous."""
+    runs in torch's deterministic mode; the CPU and math kernels are deterministic anyway).
+    ``out`` and ``lse`` may be strided views (a caller's slices): the kernels get contiguous
+    ones, as flash's backward reads its logsumexp as contiguous."""
     H, Hkv = q.shape[1], k.shape[1]
     kind, *state = saved
     if kind == "cudnn":
