@@ -33,8 +33,8 @@ def resolve_scale(scale: float | None, head_dim: int) -> float:
     return head_dim**-0.5 if scale is None else scale
 
 
-CUDNN_FWD = torch.ops.aten._scaled_dot_product_cudnn_attention.default
-CUDNN_BWD = torch.ops.aten._scaled_dot_product_cudnn_attention_backward.default
+_CUDNN_FWD = torch.ops.aten._scaled_dot_product_cudnn_attention.default
+_CUDNN_BWD = torch.ops.aten._scaled_dot_product_cudnn_attention_backward.default
 _cudnn_ok: dict[tuple, bool] = {}
 
 
@@ -47,11 +47,31 @@ def cudnn_applies(q: Tensor) -> bool:
     if key not in _cudnn_ok:
         x = torch.randn(1, 1, 128, q.shape[-1], device=q.device, dtype=q.dtype)
         try:
-            CUDNN_FWD(x, x, x, None, True, 0.0, True, False)
+            _CUDNN_FWD(x, x, x, None, True, 0.0, True, False)
             _cudnn_ok[key] = True
         except RuntimeError:
             _cudnn_ok[key] = False
     return _cudnn_ok[key]
+
+
+def cudnn_attention(q: Tensor, k: Tensor, v: Tensor, scale: float | None, causal: bool
+                    ) -> tuple[Tensor, Tensor, tuple, tuple]:
+    """cuDNN's attention op (causal: upper-left, i.e. square): the output, its softmax stats
+    (the natural-log logsumexp, ``(B, H, S, 1)``), and the tensors and sizes its backward
+    (:func:`cudnn_attention_backward`) takes."""
+    out, lse, cq, ck, mq, mk, seed, offset, _ = _CUDNN_FWD(q, k, v, None, True, 0.0, causal,
+                                                           False, scale=scale)
+    return out, lse, (cq, ck, seed, offset), (mq, mk)
+
+
+def cudnn_attention_backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor,
+                             lse: Tensor, tensors: tuple, sizes: tuple, scale: float | None,
+                             causal: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """``(dq, dk, dv)`` of :func:`cudnn_attention` from ``out`` and ``lse`` (its own, or a
+    merge of several calls' whose rows these keys are part of)."""
+    cq, ck, seed, offset = tensors
+    return _CUDNN_BWD(dout, q, k, v, out, lse, seed, offset, None, cq, ck, *sizes, 0.0, causal,
+                      scale=scale)
 
 
 def sdpa_causal(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None) -> Tensor:
@@ -102,8 +122,7 @@ def forward_with_lse(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Ten
     if k.shape[1] != H:  # the forward kernels get k, v expanded to H heads
         k, v = (x.repeat_interleave(H // k.shape[1], dim=1) for x in (k, v))
     try:
-        o, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(
-            q, k, v, None, True, 0.0, True, False, scale=scale)[:2]
+        o, lse = cudnn_attention(q, k, v, scale, causal=True)[:2]
     except torch.OutOfMemoryError:
         raise
     except RuntimeError as err:
@@ -183,4 +202,3 @@ def fast_causal_attention(q: Tensor, k: Tensor, v: Tensor, scale: float | None =
         return _DeterministicSDPA.apply(q, k, v, scale)
     with sdpa_kernel(FAST_ORDER, set_priority=True):
         return sdpa_causal(q, k, v, scale)
-

@@ -20,7 +20,12 @@ import warnings
 import torch
 from torch import Tensor
 
-from .inner import CUDNN_BWD, CUDNN_FWD, cudnn_applies, deterministic_mode
+from .inner import (
+    cudnn_applies,
+    cudnn_attention,
+    cudnn_attention_backward,
+    deterministic_mode,
+)
 
 _FLASH_FWD = torch.ops.aten._scaled_dot_product_flash_attention.default
 _FLASH_BWD = torch.ops.aten._scaled_dot_product_flash_attention_backward.default
@@ -35,21 +40,6 @@ def _flash_applies(q: Tensor) -> bool:
     return (q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and D % 8 == 0
             and D <= 256 and torch.backends.cuda.flash_sdp_enabled()
             and q.device not in _no_flash)
-
-
-def _cudnn_fwd(q: Tensor, k: Tensor, v: Tensor, scale: float, causal: bool
-               ) -> tuple[Tensor, Tensor, tuple]:
-    """cuDNN attention: output, logsumexp ``(B, H, E)`` fp32 and the backward's state."""
-    out, lse, cq, ck, mq, mk, seed, offset, _ = CUDNN_FWD(q, k, v, None, True, 0.0, causal,
-                                                          False, scale=scale)
-    return out, lse.reshape(q.shape[:3]).float(), (cq, ck, mq, mk, seed, offset)
-
-
-def _cudnn_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
-               state: tuple, scale: float, causal: bool) -> tuple[Tensor, Tensor, Tensor]:
-    cq, ck, mq, mk, seed, offset = state
-    return CUDNN_BWD(dout, q, k, v, out, lse, seed, offset, None, cq, ck, mq, mk, 0.0, causal,
-                     scale=scale)
 
 
 def _pieces(k: Tensor, v: Tensor, heads: int, past: int) -> tuple[list, list]:
@@ -106,10 +96,12 @@ def prefix_attention_forward(q: Tensor, k: Tensor, v: Tensor, scale: float,
                          f"{M} keys, {E} queries")
     if not deterministic and q.dtype in (torch.float16, torch.bfloat16) and cudnn_applies(q):
         own, past = _pieces(k, v, H, M - E)
-        out, lse, state = _cudnn_fwd(q, *own, scale, causal=True)
+        out, lse, *state = cudnn_attention(q, *own, scale, causal=True)
+        lse = lse.reshape(q.shape[:3]).float()
         if M == E:
             return out, lse, ("cudnn", state, None)
-        out_p, lse_p, state_p = _cudnn_fwd(q, *past, scale, causal=False)
+        out_p, lse_p, *state_p = cudnn_attention(q, *past, scale, causal=False)
+        lse_p = lse_p.reshape(q.shape[:3]).float()
         merged = torch.logaddexp(lse, lse_p)
         out = (out.float() * (lse - merged).exp().unsqueeze(-1)
                + out_p.float() * (lse_p - merged).exp().unsqueeze(-1)).to(q.dtype)
@@ -154,10 +146,11 @@ def prefix_attention_backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out
         own, past = _pieces(k, v, H, k.shape[2] - q.shape[2])
         dout, out = dout.contiguous(), out.contiguous()
         stats = lse.unsqueeze(-1).contiguous()  # cuDNN's softmax stats are (B, H, E, 1)
-        dq, dk, dv = _cudnn_bwd(dout, q, *own, out, stats, state[0], scale, causal=True)
+        dq, dk, dv = cudnn_attention_backward(dout, q, *own, out, stats, *state[0], scale,
+                                              causal=True)
         if state[1] is not None:
-            dq_p, dk_p, dv_p = _cudnn_bwd(dout, q, *past, out, stats, state[1], scale,
-                                          causal=False)
+            dq_p, dk_p, dv_p = cudnn_attention_backward(dout, q, *past, out, stats, *state[1],
+                                                        scale, causal=False)
             dq, dk, dv = dq + dq_p, torch.cat([dk_p, dk], 2), torch.cat([dv_p, dv], 2)
         return dq, _fold(dk, Hkv), _fold(dv, Hkv)
     if kind == "flash":

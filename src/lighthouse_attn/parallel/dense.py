@@ -27,8 +27,8 @@ from torch import Tensor
 
 from ..ops.api import autocast_inputs
 from ..ops.inner import resolve_scale
-from ..ops.prefix_attention import prefix_attention_backward, prefix_attention_forward
 from . import collectives
+from .chunk_attention import attend, attend_backward
 from .layout import chunk_ids, chunks_upto, chunks_upto_adjoint
 
 GATHER_BUDGET_BYTES = 1 << 29
@@ -65,28 +65,31 @@ def _gathered_groups(k: Tensor, v: Tensor, heads: int, group, world: int):
         yield h0, gathered
 
 
+def _slots(x: Tensor, rows: slice) -> list[Tensor]:
+    """Heads ``rows`` of each of this rank's two chunks of ``x`` ``(B, H, 2n, ...)``."""
+    n = x.shape[2] // 2
+    return [x[:, rows, :n], x[:, rows, n:]]
+
+
 class _DenseContextParallel(torch.autograd.Function):
     """Both local chunks attending over every chunk up to each, one group of kv heads at a
     time; the backward gathers each group again and runs the attention's backward from the
-    saved outputs and logsumexps (``ops.inner.prefix_attention_*``)."""
+    saved outputs and logsumexps (``chunk_attention.py``)."""
 
     @staticmethod
     def forward(ctx, q, k, v, group, rank, world, heads, scale):
         per_kv = q.shape[1] // k.shape[1]
-        n = q.shape[2] // 2
+        chunks = chunk_ids(rank, world)
         out, lse, extras = torch.empty_like(q), None, []
         for h0, gathered in _gathered_groups(k, v, heads, group, world):
             rows = slice(h0 * per_kv, (h0 + heads) * per_kv)
-            kv = chunks_upto(gathered, max(chunk_ids(rank, world)), world)
-            for slot, chunk in enumerate(chunk_ids(rank, world)):
-                cols = slice(slot * n, (slot + 1) * n)
-                keys = kv[:, :, :, :(chunk + 1) * n]
-                o, lse_c, extra = prefix_attention_forward(q[:, rows, cols], keys[0], keys[1],
-                                                           scale)
-                if lse is None:
-                    lse = q.new_empty(q.shape[:3], dtype=lse_c.dtype)
-                out[:, rows, cols], lse[:, rows, cols] = o, lse_c
-                extras.append(extra)
+            kv = chunks_upto(gathered, max(chunks), world)
+            outs, lses, saved = attend(_slots(q, rows), kv, chunks, scale)
+            if lse is None:
+                lse = q.new_empty(q.shape[:3], dtype=lses[0].dtype)
+            for dst, src in zip(_slots(out, rows) + _slots(lse, rows), outs + lses):
+                dst.copy_(src)
+            extras.append(saved)
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.extras, ctx.meta = extras, (group, rank, world, heads, scale)
         return out
@@ -96,23 +99,18 @@ class _DenseContextParallel(torch.autograd.Function):
         q, k, v, out, lse = ctx.saved_tensors
         group, rank, world, heads, scale = ctx.meta
         per_kv = q.shape[1] // k.shape[1]
-        n = q.shape[2] // 2
-        extras = iter(ctx.extras)
+        chunks = chunk_ids(rank, world)
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-        acc = torch.promote_types(k.dtype, torch.float32)
-        for h0, gathered in _gathered_groups(k, v, heads, group, world):
+        groups = _gathered_groups(k, v, heads, group, world)
+        for (h0, gathered), saved in zip(groups, ctx.extras):
             rows = slice(h0 * per_kv, (h0 + heads) * per_kv)
-            kv = chunks_upto(gathered, max(chunk_ids(rank, world)), world)
-            d_kv = torch.zeros(kv.shape, dtype=acc, device=kv.device)
-            for slot, chunk in enumerate(chunk_ids(rank, world)):
-                cols, upto = slice(slot * n, (slot + 1) * n), (chunk + 1) * n
-                dq[:, rows, cols], dk_c, dv_c = prefix_attention_backward(
-                    dout[:, rows, cols], q[:, rows, cols], kv[0, :, :, :upto],
-                    kv[1, :, :, :upto], out[:, rows, cols], lse[:, rows, cols], next(extras),
-                    scale)
-                d_kv[0, :, :, :upto] += dk_c
-                d_kv[1, :, :, :upto] += dv_c
-            d_gathered = chunks_upto_adjoint(d_kv.to(gathered.dtype), world, gathered.shape)
+            kv = chunks_upto(gathered, max(chunks), world)
+            dqs, d_kv = attend_backward(_slots(dout, rows), _slots(q, rows), kv,
+                                        _slots(out, rows), _slots(lse, rows), saved, chunks,
+                                        scale)
+            for dst, src in zip(_slots(dq, rows), dqs):
+                dst.copy_(src)
+            d_gathered = chunks_upto_adjoint(d_kv, world, gathered.shape)
             mine = d_gathered.new_empty(d_gathered.shape[1:])
             collectives.reduce_scatter_into(mine, d_gathered.view(-1, *mine.shape[1:]), group)
             dk[:, h0:h0 + heads], dv[:, h0:h0 + heads] = mine[0], mine[1]

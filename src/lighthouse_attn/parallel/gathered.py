@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..ops.prefix_attention import prefix_attention_backward, prefix_attention_forward
 from . import collectives
+from .chunk_attention import attend, attend_backward
 from .layout import chunk_ids, chunks_upto, chunks_upto_adjoint
 
 
@@ -37,15 +37,8 @@ class _TwoChunkInner(torch.autograd.Function):
         collectives.all_gather_into(everyone.view(-1, *piece.shape[1:]), piece, group)
         chunks = chunk_ids(rank, world)
         kv = chunks_upto(everyone, max(chunks), world)  # the earlier chunk reads a prefix
-        E, qs = k.shape[2], q.unflatten(0, (-1, 2))
-        outs, lses, extras = [], [], []
-        for slot, chunk in enumerate(chunks):
-            upto = (chunk + 1) * E
-            o, lse, extra = prefix_attention_forward(qs[:, slot], kv[0, :, :, :upto],
-                                                     kv[1, :, :, :upto], scale, deterministic)
-            outs.append(o)
-            lses.append(lse)
-            extras.append(extra)
+        qs = q.unflatten(0, (-1, 2))
+        outs, lses, extras = attend([qs[:, 0], qs[:, 1]], kv, chunks, scale, deterministic)
         ctx.save_for_backward(q, kv, *outs, *lses)
         ctx.extras = extras
         ctx.meta = (group, rank, world, scale, deterministic, everyone.shape)
@@ -56,20 +49,11 @@ class _TwoChunkInner(torch.autograd.Function):
         q, kv, o0, o1, lse0, lse1 = ctx.saved_tensors
         group, rank, world, scale, deterministic, shape = ctx.meta
         E = shape[-2] // 2
-        d_kv = torch.zeros(kv.shape, dtype=torch.promote_types(kv.dtype, torch.float32),
-                           device=kv.device)
         qs, douts = q.unflatten(0, (-1, 2)), dout.unflatten(0, (-1, 2))
-        dqs = []
-        for slot, (o, lse, extra, chunk) in enumerate(zip((o0, o1), (lse0, lse1), ctx.extras,
-                                                          chunk_ids(rank, world))):
-            upto = (chunk + 1) * E
-            dq, dk, dv = prefix_attention_backward(
-                douts[:, slot], qs[:, slot], kv[0, :, :, :upto], kv[1, :, :, :upto], o, lse,
-                extra, scale, deterministic=deterministic)
-            dqs.append(dq)
-            d_kv[0, :, :, :upto] += dk
-            d_kv[1, :, :, :upto] += dv
-        grads = chunks_upto_adjoint(d_kv.to(kv.dtype), world, shape)
+        dqs, d_kv = attend_backward([douts[:, 0], douts[:, 1]], [qs[:, 0], qs[:, 1]], kv,
+                                    [o0, o1], [lse0, lse1], ctx.extras,
+                                    chunk_ids(rank, world), scale, deterministic)
+        grads = chunks_upto_adjoint(d_kv, world, shape)
         mine = grads.new_empty(shape[1:])
         collectives.reduce_scatter_into(mine.view(-1, *shape[2:]), grads.view(-1, *shape[2:]),
                                         group)

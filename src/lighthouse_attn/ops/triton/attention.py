@@ -14,9 +14,9 @@ from torch import Tensor
 
 from ...config import LighthouseConfig
 from ..inner import (
-    CUDNN_BWD,
-    CUDNN_FWD,
     cudnn_applies,
+    cudnn_attention,
+    cudnn_attention_backward,
     fast_causal_attention,
     forward_with_lse,
     resolve_scale,
@@ -41,16 +41,14 @@ from .select import select_with_map
 
 def cudnn_forward(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple:
     """cuDNN causal attention: ``(out, saved, sizes)``; the backward takes the last two."""
-    out, lse, cq, ck, mq, mk, seed, offset, _ = CUDNN_FWD(q, k, v, None, True, 0.0, True,
-                                                           False, scale=scale)
-    return out, (lse, cq, ck, seed, offset), (mq, mk)
+    out, lse, tensors, sizes = cudnn_attention(q, k, v, scale, causal=True)
+    return out, (lse, *tensors), sizes
 
 
 def _cudnn_backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, saved: tuple,
                     sizes: tuple, scale: float) -> tuple[Tensor, Tensor, Tensor]:
-    lse, cq, ck, seed, offset = saved
-    return CUDNN_BWD(dout, q, k, v, out, lse, seed, offset, None, cq, ck, *sizes, 0.0, True,
-                      scale=scale)
+    return cudnn_attention_backward(dout, q, k, v, out, saved[0], saved[1:], sizes, scale,
+                                    causal=True)
 
 
 def _deterministic_forward(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple:
