@@ -6,12 +6,14 @@ forward+backward times, then a profile of where the sharded path spends its time
 
 Rows: Lighthouse (both selections) at 64K (L=3, p=4, K=1024; fp32 and bf16), 128K (K=2048)
 and 1M (L=4, K=4096) in bf16, and the dense layer (``dense_attention_cp`` against causal SDPA)
-at 64K and 128K. ``--profile`` adds the top operators of the sharded path at 64K (bf16) as
-``torch.profiler`` sees them (``<out>.profile.txt``). ``--smoke`` runs tiny cases on the CPU
-(gloo) to check this script without a GPU.
+at 64K and 128K. ``--profile`` adds, for the single op and the sharded path at 64K and 128K
+(bf16), the device time and kernels per step and the operators with the most device time by
+input shapes, as ``torch.profiler`` sees them (``<out>.profile.txt``). ``--smoke`` runs tiny
+cases on the CPU (gloo) to check this script without a GPU.
 """
 
 import argparse
+import itertools
 import json
 
 import torch
@@ -20,7 +22,7 @@ import torch.nn.functional as F
 
 from lighthouse_attn import LighthouseConfig, lighthouse_attention
 from lighthouse_attn.bench.common import environment, time_ms
-from lighthouse_attn.ops.prefix_attention import prefix_attention_forward
+from lighthouse_attn.ops.lse_attention import attention_forward
 from lighthouse_attn.parallel import dense_attention_cp, lighthouse_attention_cp
 
 CASES = [  # (seq_len, num_levels, topk, dtypes)
@@ -63,31 +65,42 @@ def inputs(N: int, dtype: torch.dtype, heads: int = 8) -> list[torch.Tensor]:
 def inner_kernel(dtype: torch.dtype) -> str:
     """Which kernel runs the sharded path's inner attention in ``dtype`` here."""
     x = torch.randn(1, 8, 256, 128, device=DEVICE, dtype=dtype)
-    return prefix_attention_forward(x[:, :, 128:], x, x, 1.0)[2][0]
+    return attention_forward(x, x, x, 1.0, causal=True)[2][0]
 
 
-def profile(q, k, v, cfg: LighthouseConfig) -> str:
-    """Top operators of three forward+backward passes of the sharded path."""
-    def step():
-        lighthouse_attention_cp(q, k, v, cfg).sum().backward()
+def _busy(prof) -> tuple[float, int]:
+    """Device time (ms) and kernel count of the profiled kernels."""
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    return sum(e.device_time for e in kernels) / 1e3, len(kernels)
 
-    step()
-    acts = [torch.profiler.ProfilerActivity.CPU]
-    if DEVICE == "cuda":
-        torch.cuda.synchronize()
-        acts.append(torch.profiler.ProfilerActivity.CUDA)
-    with torch.profiler.profile(activities=acts) as prof:
-        for _ in range(3):
-            step()
+
+def profile(q, k, v, cfg: LighthouseConfig, steps: int = 3) -> str:
+    """For the single op and the sharded path: wall and device time per forward+backward,
+    kernels per step, and the operators with the most device time by input shapes."""
+    text = []
+    for name, fn in (("single op", lambda: lighthouse_attention(q, k, v, cfg)),
+                     ("sharded, C=1", lambda: lighthouse_attention_cp(q, k, v, cfg))):
+        def step():
+            torch.autograd.grad(fn().sum(), (q, k, v))
+
+        step()
+        acts = [torch.profiler.ProfilerActivity.CPU]
         if DEVICE == "cuda":
             torch.cuda.synchronize()
-    table = prof.key_averages()
-    return "\n".join([
-        f"## {cfg.selection} selection: by GPU time",
-        table.table(sort_by="cuda_time_total" if DEVICE == "cuda" else "cpu_time_total",
-                    row_limit=25),
-        f"## {cfg.selection} selection: by host time",
-        table.table(sort_by="self_cpu_time_total", row_limit=25)])
+            acts.append(torch.profiler.ProfilerActivity.CUDA)
+        with torch.profiler.profile(activities=acts, record_shapes=True) as prof:
+            for _ in range(steps):
+                step()
+            if DEVICE == "cuda":
+                torch.cuda.synchronize()
+        busy, kernels = _busy(prof)
+        table = prof.key_averages(group_by_input_shape=True)
+        text += [f"## {cfg.selection} selection, {name}, N={q.shape[2]}: per step "
+                 f"{busy / steps:.3f} ms of kernels, {kernels / steps:.0f} kernels",
+                 table.table(sort_by="cuda_time_total" if DEVICE == "cuda" else
+                             "cpu_time_total", row_limit=30, max_name_column_width=50,
+                             max_shapes_column_width=70)]
+    return "\n".join(text)
 
 
 def main() -> None:
@@ -101,7 +114,7 @@ def main() -> None:
         torch.cuda.set_device(0)
     rows = []
     dense_lengths = (2048,) if args.smoke else (65536, 131072)
-    profile_len = 8192 if args.smoke else 65536
+    profile_cases = [(8192, 512)] if args.smoke else [(65536, 1024), (131072, 2048)]
     for N, L, K, dtypes in SMOKE_CASES if args.smoke else CASES:
         for dtype in dtypes:
             for selection in ("paper", "causal"):
@@ -140,11 +153,10 @@ def main() -> None:
               f"{r['ratio_fwd_bwd']:>13.2f} {r['rel_err_out']:>8.1e}")
     if args.profile:
         text = []
-        for selection in ("paper", "causal"):
-            q, k, v = inputs(profile_len, dense_dtype)
+        for (N, K), selection in itertools.product(profile_cases, ("paper", "causal")):
+            q, k, v = inputs(N, dense_dtype)
             text.append(profile(q, k, v, LighthouseConfig(num_levels=3, pooling_factor=4,
-                                                          topk=512 if args.smoke else 1024,
-                                                          selection=selection)))
+                                                          topk=K, selection=selection)))
         with open(args.out.rsplit(".", 1)[0] + ".profile.txt", "w") as f:
             f.write("\n\n".join(text))
     dist.destroy_process_group()

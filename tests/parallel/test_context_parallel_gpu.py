@@ -7,7 +7,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from lighthouse_attn import LighthouseConfig, lighthouse_attention
-from lighthouse_attn.ops import prefix_attention
+from lighthouse_attn.ops import lse_attention
 from lighthouse_attn.parallel import dense_attention_cp, lighthouse_attention_cp
 
 pytestmark = pytest.mark.gpu
@@ -25,20 +25,30 @@ def _rel(a, b):
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
+def _inputs(shape: str) -> list[torch.Tensor]:
+    """``b1``: one sequence, 8 heads; ``b2``: two sequences, 8 query and 2 kv heads, in the
+    ``(B, N, H, D)`` memory models make (the chunks' batch rows then strided views)."""
+    g = torch.Generator(device="cuda").manual_seed(3)
+    B, heads = (1, (8, 8, 8)) if shape == "b1" else (2, (8, 2, 2))
+    xs = [torch.randn(B, 16384, h, 128, device="cuda", dtype=torch.bfloat16, generator=g)
+          .transpose(1, 2) for h in heads]
+    return [(x.contiguous() if shape == "b1" else x).requires_grad_() for x in xs]
+
+
 @pytest.mark.parametrize("kernel", ["cudnn", "flash"])
 @pytest.mark.parametrize("case", ["dense", "paper", "causal"])
-def test_one_rank_equals_the_single_op(case, kernel, one_rank, monkeypatch):
+@pytest.mark.parametrize("shape", ["b1", "b2"])
+def test_one_rank_equals_the_single_op(case, kernel, shape, one_rank, monkeypatch):
     if kernel == "flash":
-        monkeypatch.setattr(prefix_attention, "cudnn_applies", lambda q: False)
-    g = torch.Generator(device="cuda").manual_seed(3)
-    q, k, v = (torch.randn(1, 8, 16384, 128, device="cuda", dtype=torch.bfloat16,
-                           generator=g).requires_grad_() for _ in range(3))
+        monkeypatch.setattr(lse_attention, "cudnn_applies", lambda q: False)
+    q, k, v = _inputs(shape)
     if case == "dense":
         def single():
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                                  enable_gqa=k.shape[1] != q.shape[1])
 
         def sharded():
-            return dense_attention_cp(q, k, v, kv_heads_per_group=4)  # two groups
+            return dense_attention_cp(q, k, v, kv_heads_per_group=k.shape[1] // 2)
     else:
         config = LighthouseConfig(num_levels=3, pooling_factor=4, topk=1024, selection=case)
 

@@ -45,7 +45,7 @@ from ..ops.reference.select import select_from_scores, select_reference
 from . import collectives
 from .dense import dense_attention_cp
 from .gathered import two_chunk_inner
-from .layout import chunk_ids, owner
+from .layout import as_batch, chunk_ids, from_batch, owner
 
 
 def chunk_config(config: LighthouseConfig, seq_len: int, world: int) -> LighthouseConfig:
@@ -80,19 +80,6 @@ def chunk_config(config: LighthouseConfig, seq_len: int, world: int) -> Lighthou
     local = replace(config, topk=config.topk // parts)
     local.validate(chunk)
     return local
-
-
-def _as_batch(x: Tensor) -> Tensor:
-    """``(B, H, 2n, D)`` -> ``(2B, H, n, D)``: this rank's two chunks as batch rows ``(b,
-    slot)``, so that they share every kernel launch; a view where the strides allow (batch 1,
-    or a ``(B, N, H, D)`` tensor seen as ``(B, H, N, D)``), else a copy."""
-    return x.unflatten(2, (2, x.shape[2] // 2)).transpose(1, 2).flatten(0, 1)
-
-
-def _from_batch(x: Tensor) -> Tensor:
-    """The inverse of :func:`_as_batch`: ``(2B, H, n, D)`` -> ``(B, H, 2n, D)`` (one copy:
-    the chunks of each head are interleaved)."""
-    return x.unflatten(0, (-1, 2)).transpose(1, 2).flatten(2, 3)
 
 
 def _chunk_scores(q: Tensor, k: Tensor, local: LighthouseConfig, triton: bool
@@ -210,7 +197,7 @@ def lighthouse_attention_cp(q: Tensor, k: Tensor, v: Tensor, config: LighthouseC
     local = chunk_config(config, 2 * n * world, world)
     if local.num_levels == 1:
         return dense_attention_cp(q, k, v, group, scale=scale)
-    qb, kb, vb = _as_batch(q), _as_batch(k), _as_batch(v)
+    qb, kb, vb = as_batch(q), as_batch(k), as_batch(v)
     if local.selection == "causal":
         selection, pos_map = _causal_selection(qb, kb, local, group, rank, world)
     else:
@@ -218,16 +205,16 @@ def lighthouse_attention_cp(q: Tensor, k: Tensor, v: Tensor, config: LighthouseC
     qg, kg, vg, scatter_back = gather_unchecked(qb, kb, vb, local, selection, pos_map)
     og = two_chunk_inner(qg, kg, vg, group, rank, world, resolve_scale(scale, q.shape[-1]),
                          deterministic=local.deterministic)
-    out = _from_batch(scatter_back(og))
+    out = scatter_back(og)  # laid out as qb: from_batch below is then a view
     spill = _spill(og, selection, local, n).unflatten(0, (-1, 2)).transpose(0, 1)
     spills = collectives.gather_autograd(spill.contiguous(), 0, group)  # (2W, B, H, w-1, D)
     rows = spills.shape[3]
-    pieces, at = [], []
-    for slot, chunk in enumerate(chunk_ids(rank, world)):
-        if chunk > 0 and rows and exchange_spill:  # the previous chunk's spill, on our head
-            r, j = owner(chunk - 1, world)
-            pieces.append(spills[2 * r + j])
-            at.append(torch.arange(slot * n, slot * n + rows, device=out.device))
-    if pieces:  # in place on a fresh tensor: its backward passes the gradient through whole
-        out = out.index_add_(2, torch.cat(at), torch.cat(pieces, 2).to(out.dtype))
-    return out
+    if rows and exchange_spill:  # each chunk gets the previous chunk's spill on its head
+        pieces = []
+        for chunk in chunk_ids(rank, world):  # the sequence's first chunk gets nothing
+            r, j = owner(max(chunk - 1, 0), world)
+            pieces.append(spills[2 * r + j] if chunk else torch.zeros_like(spills[0]))
+        incoming = torch.stack(pieces, 1).flatten(0, 1).to(out.dtype)  # (2B, H, w-1, D)
+        # in place on the scatter's fresh output: its backward passes the gradient whole
+        out = out.index_add_(2, torch.arange(rows, device=out.device), incoming)
+    return from_batch(out)

@@ -1,48 +1,68 @@
 """A rank's two chunks attending over the keys and values of every chunk up to each (a
-lower-right causal mask: ``ops.prefix_attention``), forward and backward: the core shared by
-the Lighthouse inner node (``gathered.py``, on gathered sequences) and the dense layer
-(``dense.py``, on the sequence itself)."""
+lower-right causal mask), forward and backward: the core shared by the Lighthouse inner node
+(``gathered.py``, on gathered sequences) and the dense layer (``dense.py``, on the sequence
+itself).
+
+The chunks are batch rows ``(b, slot)`` of one ``(2B, H, E, D)`` tensor. Both attend over
+their own keys with a square causal mask in one call; each chunk ``c > 0`` then attends over
+the keys of chunks ``0 .. c-1`` without a mask, and the two are merged by their logsumexps
+(``ops.lse_attention``).
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from ..ops.prefix_attention import prefix_attention_backward, prefix_attention_forward
+from ..ops.lse_attention import attention_backward, attention_forward, merge
 
 
-def attend(qs: list[Tensor], kv: Tensor, chunks: tuple[int, int], scale: float,
-           deterministic: bool = False) -> tuple[list[Tensor], list[Tensor], list[tuple]]:
-    """Outputs, logsumexps and the backward's state of each chunk ``chunks[i]`` with queries
-    ``qs[i]`` ``(B, H, E, D)``, over ``kv`` ``(2, B, H_kv, M, D)``: the keys and values of
-    chunks ``0 ..`` in sequence order, ``E`` rows each (chunk ``c`` reads the first
-    ``(c + 1) E``)."""
-    E = qs[0].shape[2]
-    outs, lses, saved = [], [], []
-    for q, chunk in zip(qs, chunks):
-        upto = (chunk + 1) * E
-        o, lse, s = prefix_attention_forward(q, kv[0, :, :, :upto], kv[1, :, :, :upto], scale,
-                                             deterministic)
-        outs.append(o)
-        lses.append(lse)
+def slot(x: Tensor, i: int) -> Tensor:
+    """Batch rows ``(b, i)`` of ``x`` ``(2B, ...)``: chunk ``i`` of each sequence, a view."""
+    return x.unflatten(0, (-1, 2))[:, i]
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, past: Tensor, chunks: tuple[int, int],
+           scale: float, deterministic: bool = False) -> tuple[Tensor, Tensor, list]:
+    """Outputs ``(2B, H, E, D)``, logsumexps ``(2B, H, E)`` and the backward's state of the
+    chunks ``chunks`` whose queries ``q``, keys and values ``k``, ``v`` ``(2B, H_kv, E, D)``
+    are batch rows ``(b, slot)``; ``past`` ``(2, B, H_kv, M, D)`` holds the keys and values
+    of chunks ``0 ..`` in sequence order (chunk ``c`` reads the first ``c E``)."""
+    E = q.shape[2]
+    out, lse, own = attention_forward(q, k, v, scale, causal=True, deterministic=deterministic)
+    saved = [own]
+    for i, chunk in enumerate(chunks):
+        if chunk == 0:
+            saved.append(None)
+            continue
+        o, lse_i, s = attention_forward(slot(q, i), past[0, :, :, :chunk * E],
+                                        past[1, :, :, :chunk * E], scale, causal=False,
+                                        deterministic=deterministic)
+        merge(slot(out, i), slot(lse, i), o, lse_i)
         saved.append(s)
-    return outs, lses, saved
+    return out, lse, saved
 
 
-def attend_backward(douts: list[Tensor], qs: list[Tensor], kv: Tensor, outs: list[Tensor],
-                    lses: list[Tensor], saved: list[tuple], chunks: tuple[int, int],
-                    scale: float, deterministic: bool = False) -> tuple[list[Tensor], Tensor]:
-    """The queries' gradients (one per chunk) and ``kv``'s (both chunks' summed in fp32, or
-    fp64 for fp64, then in ``kv``'s dtype) of :func:`attend`."""
-    E = qs[0].shape[2]
-    d_kv = torch.zeros(kv.shape, dtype=torch.promote_types(kv.dtype, torch.float32),
-                       device=kv.device)
-    dqs = []
-    for do, q, o, lse, s, chunk in zip(douts, qs, outs, lses, saved, chunks):
-        upto = (chunk + 1) * E
-        dq, dk, dv = prefix_attention_backward(do, q, kv[0, :, :, :upto], kv[1, :, :, :upto],
-                                               o, lse, s, scale, deterministic=deterministic)
-        dqs.append(dq)
-        d_kv[0, :, :, :upto] += dk
-        d_kv[1, :, :, :upto] += dv
-    return dqs, d_kv.to(kv.dtype)
+def attend_backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, past: Tensor, out: Tensor,
+                    lse: Tensor, saved: list, chunks: tuple[int, int], scale: float,
+                    deterministic: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(dq, dk, dv, d_past)`` of :func:`attend`: ``dk``, ``dv`` of the chunks' own keys and
+    values, ``d_past`` of ``past``'s (both chunks' summed in fp32, or fp64 for fp64, then in
+    ``past``'s dtype; zero past what the chunks read)."""
+    E = q.shape[2]
+    dq, dk, dv = attention_backward(dout, q, k, v, out, lse, saved[0], scale, causal=True,
+                                    deterministic=deterministic)
+    d_past = torch.zeros(past.shape, dtype=torch.promote_types(past.dtype, torch.float32),
+                         device=past.device)
+    for i, chunk in enumerate(chunks):
+        if chunk == 0:
+            continue
+        upto = chunk * E
+        dq_i, dk_i, dv_i = attention_backward(
+            slot(dout, i), slot(q, i), past[0, :, :, :upto], past[1, :, :, :upto],
+            slot(out, i), slot(lse, i), saved[i + 1], scale, causal=False,
+            deterministic=deterministic)
+        slot(dq, i).add_(dq_i)
+        d_past[0, :, :, :upto] += dk_i
+        d_past[1, :, :, :upto] += dv_i
+    return dq, dk, dv, d_past.to(past.dtype)

@@ -29,7 +29,7 @@ from ..ops.api import autocast_inputs
 from ..ops.inner import resolve_scale
 from . import collectives
 from .chunk_attention import attend, attend_backward
-from .layout import chunk_ids, chunks_upto, chunks_upto_adjoint
+from .layout import as_batch, chunk_ids, chunks_upto, chunks_upto_adjoint, from_batch
 
 GATHER_BUDGET_BYTES = 1 << 29
 """Bytes of one group's gathered keys and values that ``kv_heads_per_gather`` aims under."""
@@ -65,12 +65,6 @@ def _gathered_groups(k: Tensor, v: Tensor, heads: int, group, world: int):
         yield h0, gathered
 
 
-def _slots(x: Tensor, rows: slice) -> list[Tensor]:
-    """Heads ``rows`` of each of this rank's two chunks of ``x`` ``(B, H, 2n, ...)``."""
-    n = x.shape[2] // 2
-    return [x[:, rows, :n], x[:, rows, n:]]
-
-
 class _DenseContextParallel(torch.autograd.Function):
     """Both local chunks attending over every chunk up to each, one group of kv heads at a
     time; the backward gathers each group again and runs the attention's backward from the
@@ -82,13 +76,14 @@ class _DenseContextParallel(torch.autograd.Function):
         chunks = chunk_ids(rank, world)
         out, lse, extras = torch.empty_like(q), None, []
         for h0, gathered in _gathered_groups(k, v, heads, group, world):
-            rows = slice(h0 * per_kv, (h0 + heads) * per_kv)
-            kv = chunks_upto(gathered, max(chunks), world)
-            outs, lses, saved = attend(_slots(q, rows), kv, chunks, scale)
+            rows, kv_rows = slice(h0 * per_kv, (h0 + heads) * per_kv), slice(h0, h0 + heads)
+            o, lse_g, saved = attend(as_batch(q[:, rows]), as_batch(k[:, kv_rows]),
+                                     as_batch(v[:, kv_rows]),
+                                     chunks_upto(gathered, max(chunks) - 1, world), chunks,
+                                     scale)
             if lse is None:
-                lse = q.new_empty(q.shape[:3], dtype=lses[0].dtype)
-            for dst, src in zip(_slots(out, rows) + _slots(lse, rows), outs + lses):
-                dst.copy_(src)
+                lse = q.new_empty(q.shape[:3], dtype=lse_g.dtype)
+            out[:, rows], lse[:, rows] = from_batch(o), from_batch(lse_g)
             extras.append(saved)
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.extras, ctx.meta = extras, (group, rank, world, heads, scale)
@@ -103,17 +98,17 @@ class _DenseContextParallel(torch.autograd.Function):
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         groups = _gathered_groups(k, v, heads, group, world)
         for (h0, gathered), saved in zip(groups, ctx.extras):
-            rows = slice(h0 * per_kv, (h0 + heads) * per_kv)
-            kv = chunks_upto(gathered, max(chunks), world)
-            dqs, d_kv = attend_backward(_slots(dout, rows), _slots(q, rows), kv,
-                                        _slots(out, rows), _slots(lse, rows), saved, chunks,
-                                        scale)
-            for dst, src in zip(_slots(dq, rows), dqs):
-                dst.copy_(src)
-            d_gathered = chunks_upto_adjoint(d_kv, world, gathered.shape)
+            rows, kv_rows = slice(h0 * per_kv, (h0 + heads) * per_kv), slice(h0, h0 + heads)
+            dq_g, dk_g, dv_g, d_past = attend_backward(
+                *(as_batch(x[:, rows]) for x in (dout, q)), as_batch(k[:, kv_rows]),
+                as_batch(v[:, kv_rows]), chunks_upto(gathered, max(chunks) - 1, world),
+                *(as_batch(x[:, rows]) for x in (out, lse)), saved, chunks, scale)
+            dq[:, rows] = from_batch(dq_g)
+            d_gathered = chunks_upto_adjoint(d_past, world, gathered.shape)
             mine = d_gathered.new_empty(d_gathered.shape[1:])
             collectives.reduce_scatter_into(mine, d_gathered.view(-1, *mine.shape[1:]), group)
-            dk[:, h0:h0 + heads], dv[:, h0:h0 + heads] = mine[0], mine[1]
+            dk[:, kv_rows] = mine[0] + from_batch(dk_g)
+            dv[:, kv_rows] = mine[1] + from_batch(dv_g)
         return dq, dk, dv, None, None, None, None, None
 
 

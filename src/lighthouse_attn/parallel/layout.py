@@ -40,6 +40,19 @@ def chunks_upto_adjoint(grad: Tensor, world: int, shape: torch.Size) -> Tensor:
     return out
 
 
+def as_batch(x: Tensor) -> Tensor:
+    """``(B, H, 2n, ...)`` -> ``(2B, H, n, ...)``: a rank's two chunks as batch rows ``(b,
+    slot)``, so that they share every kernel launch; a view where the strides allow (batch 1,
+    or a ``(B, N, H, D)`` tensor seen as ``(B, H, N, D)``), else a copy."""
+    return x.unflatten(2, (2, x.shape[2] // 2)).transpose(1, 2).flatten(0, 1)
+
+
+def from_batch(x: Tensor) -> Tensor:
+    """The inverse of :func:`as_batch`: ``(2B, H, n, ...)`` -> ``(B, H, 2n, ...)``; a view
+    where the strides allow (e.g. ``x`` laid out as an :func:`as_batch` view), else a copy."""
+    return x.unflatten(0, (-1, 2)).transpose(1, 2).flatten(2, 3)
+
+
 def shard_sequence(x: Tensor, dim: int, rank: int, world: int) -> Tensor:
     """This rank's part of ``x`` (the full sequence along ``dim``, a multiple of ``2W``)."""
     chunks = x.chunk(2 * world, dim=dim)

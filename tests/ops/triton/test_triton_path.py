@@ -445,3 +445,34 @@ def test_one_node_layer_matches_reference(monkeypatch, gqa, Hkv, deterministic, 
     tol = 2e-4 if deterministic else 1e-11
     for a, b in zip(*res):
         torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("one_node", [False, True])
+def test_output_and_gradients_keep_the_inputs_memory_layout(monkeypatch, one_node):
+    """Inputs laid out as models make them, ``(B, N, H, D)`` memory seen as ``(B, H, N, D)``:
+    the output comes back in ``q``'s layout and each gradient in its input's (the model's
+    transpose back is then a view, not a copy), with the values of contiguous inputs."""
+    from lighthouse_attn.ops.inner import sdpa_causal
+    from lighthouse_attn.ops.triton import attention as fast
+
+    def bwd(dout, q, k, v, out, saved, sizes, scale):
+        xs = [x.detach().requires_grad_() for x in saved]
+        with torch.enable_grad():
+            return torch.autograd.grad(sdpa_causal(*xs, scale), xs, dout)
+
+    inner = ((lambda q, k, v, scale: (sdpa_causal(q, k, v, scale), (q, k, v), ())), bwd)
+    monkeypatch.setattr(fast, "_one_node_inner", lambda *a: inner if one_node else None)
+    c = cfg("triton", num_levels=3)
+    flat = qkv(B=2, H=4, Hkv=2, N=1024, D=8, dtype=torch.float64, seed=34)
+    results = []
+    for layout in ("contiguous", "model"):
+        xs = [(x.transpose(1, 2).contiguous().transpose(1, 2) if layout == "model" else
+               x.clone()).requires_grad_() for x in flat]
+        out = lighthouse_attention(*xs, c)
+        grads = torch.autograd.grad(out, xs, torch.randn(
+            out.shape, dtype=out.dtype, generator=torch.Generator().manual_seed(5)).to(DEV))
+        for t, x in zip((out, *grads), (xs[0], *xs)):
+            assert t.stride() == x.stride(), (layout, t.stride(), x.stride())
+        results.append((out, *grads))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)

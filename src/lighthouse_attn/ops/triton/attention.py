@@ -28,6 +28,7 @@ from ..types import Gathered, Selection
 from .gather_scatter import (
     contiguous_rows,
     gather_plan,
+    layout_of,
     pool_windows,
     pool_windows_differentiable,
     position_map,
@@ -80,19 +81,19 @@ def _one_node_inner(q: Tensor, k: Tensor, config: LighthouseConfig):
 
 class _OneNodeLayer(torch.autograd.Function):
     """Scatter of the attention of the gather of ``q, k, v`` and its exact backward as one
-    autograd node, the
-    attention being cuDNN's (default) or cuDNN forward + Triton backward (deterministic)."""
+    autograd node, the attention being cuDNN's (default) or cuDNN forward + Triton backward
+    (deterministic); the output in ``q``'s memory layout, each gradient in its input's."""
 
     @staticmethod
     def forward(ctx, q, k, v, pos_map, gather, scatter, scale, inner, *coarsest):
         qkv = contiguous_rows([q, k, v])
         qg, kg, vg = pool_windows(qkv, pos_map, gather, coarsest=list(coarsest))
-        ctx.given = len(coarsest)
+        ctx.given, ctx.layouts = len(coarsest), [layout_of(x) for x in (q, k, v)]
         og, saved, sizes = inner[0](qg, kg, vg, scale)
         ctx.save_for_backward(pos_map, qg, kg, vg, og, *saved)
         ctx.plans = (gather.adjoint(qkv), scatter.adjoint([og]))
         ctx.meta = (scale, sizes, inner[1])
-        return spread_windows([og], pos_map, scatter)[0]
+        return spread_windows([og], pos_map, scatter, ctx.layouts[:1])[0]
 
     @staticmethod
     def backward(ctx, dout):
@@ -101,7 +102,8 @@ class _OneNodeLayer(torch.autograd.Function):
         scale, sizes, inner_backward = ctx.meta
         dog = pool_windows(contiguous_rows([dout]), pos_map, scatter_adjoint)[0]
         dqg, dkg, dvg = inner_backward(dog, qg, kg, vg, og, saved, sizes, scale)
-        dq, dk, dv = spread_windows(contiguous_rows([dqg, dkg, dvg]), pos_map, gather_adjoint)
+        dq, dk, dv = spread_windows(contiguous_rows([dqg, dkg, dvg]), pos_map, gather_adjoint,
+                                    ctx.layouts)
         return dq, dk, dv, *(None,) * (5 + ctx.given)
 
 
@@ -178,7 +180,8 @@ def gather_triton(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
     gather, scatter = _plans(q, k, config)
     qg, kg, vg = pool_windows_differentiable([q, k, v], pos_map, gather)
     return Gathered(qg, kg, vg,
-                    lambda og: spread_windows_differentiable([og], pos_map, scatter)[0])
+                    lambda og: spread_windows_differentiable([og], pos_map, scatter,
+                                                             [layout_of(q)])[0])
 
 
 def lighthouse_triton(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,

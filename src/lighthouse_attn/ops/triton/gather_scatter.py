@@ -120,9 +120,9 @@ def _pool_kernel(x0, x1, x2, o0, o1, o2, c0, c1, c2, map_ptr, N, M, S, D, h0, h1
 
 
 @triton.jit
-def _spread_one(g_ptr, out_ptr, map_ptr, b, j, N, M, D, heads, group, sel_div, sel_heads,
-                sgb, sgh, sgs, u0, SHIFT: tl.constexpr, MEAN: tl.constexpr, L: tl.constexpr,
-                P: tl.constexpr, LOG2P: tl.constexpr, ROWS: tl.constexpr,
+def _spread_one(g_ptr, out_ptr, map_ptr, b, j, N, M, D, group, sel_div, sel_heads,
+                sgb, sgh, sgs, sob, soh, son, u0, SHIFT: tl.constexpr, MEAN: tl.constexpr,
+                L: tl.constexpr, P: tl.constexpr, LOG2P: tl.constexpr, ROWS: tl.constexpr,
                 BLOCK_D: tl.constexpr, ACC: tl.constexpr):
     d = tl.arange(0, BLOCK_D)
     md = d < D
@@ -149,7 +149,7 @@ def _spread_one(g_ptr, out_ptr, map_ptr, b, j, N, M, D, heads, group, sel_div, s
                                   (ROWS, BLOCK_D))
             level_off += N >> (lvl * LOG2P)
     t = u0 + tl.arange(0, ROWS) - SHIFT
-    out = out_ptr + ((b * heads + j).to(tl.int64) * N + t[:, None].to(tl.int64)) * D
+    out = out_ptr + b.to(tl.int64) * sob + j.to(tl.int64) * soh + t[:, None].to(tl.int64) * son
     tl.store(out + d[None, :], acc.to(out_ptr.dtype.element_ty),
              mask=((t >= 0) & (t < N))[:, None] & md[None, :])
 
@@ -157,23 +157,23 @@ def _spread_one(g_ptr, out_ptr, map_ptr, b, j, N, M, D, heads, group, sel_div, s
 @triton.jit
 def _spread_kernel(g0, g1, g2, o0, o1, o2, map_ptr, N, M, D, h0, h1, h2, gr0, gr1, gr2,
                    sd0, sd1, sd2, sel_heads, s0b, s0h, s0s, s1b, s1h, s1s, s2b, s2h, s2s,
-                   SHIFT: tl.constexpr, MEAN: tl.constexpr, L: tl.constexpr, P: tl.constexpr,
-                   LOG2P: tl.constexpr, ROWS: tl.constexpr, BLOCK_D: tl.constexpr,
-                   ACC: tl.constexpr):
+                   t0b, t0h, t0n, t1b, t1h, t1n, t2b, t2h, t2n, SHIFT: tl.constexpr,
+                   MEAN: tl.constexpr, L: tl.constexpr, P: tl.constexpr, LOG2P: tl.constexpr,
+                   ROWS: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr):
     u0 = tl.program_id(0) * ROWS
     pid_y = tl.program_id(1)
     total = h0 + h1 + h2
     b = pid_y // total
     slot = pid_y % total
     if slot < h0:
-        _spread_one(g0, o0, map_ptr, b, slot, N, M, D, h0, gr0, sd0, sel_heads, s0b, s0h, s0s,
-                    u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC)
+        _spread_one(g0, o0, map_ptr, b, slot, N, M, D, gr0, sd0, sel_heads, s0b, s0h, s0s,
+                    t0b, t0h, t0n, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC)
     elif slot < h0 + h1:
-        _spread_one(g1, o1, map_ptr, b, slot - h0, N, M, D, h1, gr1, sd1, sel_heads, s1b,
-                    s1h, s1s, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC)
+        _spread_one(g1, o1, map_ptr, b, slot - h0, N, M, D, gr1, sd1, sel_heads, s1b,
+                    s1h, s1s, t1b, t1h, t1n, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC)
     else:
-        _spread_one(g2, o2, map_ptr, b, slot - h0 - h1, N, M, D, h2, gr2, sd2, sel_heads,
-                    s2b, s2h, s2s, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC)
+        _spread_one(g2, o2, map_ptr, b, slot - h0 - h1, N, M, D, gr2, sd2, sel_heads,
+                    s2b, s2h, s2s, t2b, t2h, t2n, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC)
 
 
 @triton.jit
@@ -274,16 +274,21 @@ def pool_windows(xs: list[Tensor], pos_map: Tensor, plan: WindowPlan,
     return outs
 
 
-def spread_windows(gs: list[Tensor], pos_map: Tensor, plan: WindowPlan) -> list[Tensor]:
+def spread_windows(gs: list[Tensor], pos_map: Tensor, plan: WindowPlan,
+                   layouts: list[tuple[int, ...] | None] | None = None) -> list[Tensor]:
     """For each ``g`` ``(B, heads[i] * head_divs[i], S, D)`` (last dim contiguous) in ``gs``:
     ``(B, heads[i], plan.length, D)``, the gathered rows spread over the base rows their
-    windows cover (divided by the window size if ``plan.mean``), in one launch."""
+    windows cover (divided by the window size if ``plan.mean``), in one launch. ``layouts``:
+    per output, the strides to lay it out with (from :func:`layout_of`; ``None``:
+    contiguous)."""
     B, _, _, D = gs[0].shape
     seq_len, heads, groups, sel_divs, shift, mean, pooling_factor, num_levels = plan
-    outs = [g.new_empty(B, h, seq_len, D) for g, h in zip(gs, heads)]
+    layouts = layouts or [None] * len(gs)
+    outs = [g.new_empty(B, h, seq_len, D) if st is None else
+            g.new_empty_strided((B, h, seq_len, D), st) for g, h, st in zip(gs, heads, layouts)]
     rows = _rows(SPREAD_ROWS, pooling_factor, num_levels, D)
     grid = (cdiv(seq_len + int(shift), rows), B * sum(heads))
-    strides = [s for g in _pad3(gs, gs[0]) for s in g.stride()[:3]]
+    strides = [s for x in (_pad3(gs, gs[0]) + _pad3(outs, outs[0])) for s in x.stride()[:3]]
     fast(_spread_kernel)[grid](
         *_pad3(gs, gs[0]), *_pad3(outs, outs[0]), pos_map, seq_len, pos_map.shape[2], D,
         *_pad3(heads, 0), *_pad3(groups, 1), *_pad3(sel_divs, 1), pos_map.shape[1], *strides,
@@ -309,8 +314,9 @@ def build_position_map(level: Tensor, index: Tensor, seq_len: int, pooling_facto
 
 # --------------------------------------------------------------------------- autograd
 # Eager calls go through light autograd Functions; under torch.compile the same launchers run
-# inside torch.library custom ops (opaque to the compiler: no graph break, no fallback). Each
-# op's backward is the other op with the same flags and swapped head arguments.
+# inside torch.library custom ops (opaque to the compiler: no graph break, no fallback), with
+# contiguous outputs. Each op's backward is the other op with the same flags and swapped head
+# arguments.
 
 def contiguous_rows(xs: list[Tensor]) -> list[Tensor]:
     """Each tensor with a contiguous last dim, as the kernels read rows."""
@@ -323,23 +329,57 @@ def _grads(ctx, grads):
             for g, shape in zip(grads, ctx.out_shapes)]
 
 
-class _Windowed(torch.autograd.Function):
-    """``outs = kernel(xs)``, with gradient ``adjoint(grad_outs)`` (pool <-> spread)."""
+def layout_of(x: Tensor) -> tuple[int, ...] | None:
+    """Strides of a new tensor shaped like ``x`` whose dims lie in memory in ``x``'s order (as
+    ``torch.empty_like`` makes it), for a spread writing ``x``'s gradient in ``x``'s layout;
+    ``None`` (contiguous) where ``x`` is contiguous or that layout's rows would not be."""
+    if x.is_contiguous():
+        return None
+    strides = torch.empty_like(x, device="meta").stride()
+    return strides if strides[-1] == 1 else None
+
+
+def _keep_shapes(ctx, outs: list[Tensor]) -> None:
+    ctx.out_shapes = [o.shape for o in outs]
+    ctx.dtype, ctx.device = outs[0].dtype, outs[0].device
+
+
+class _Pooled(torch.autograd.Function):
+    """``pool_windows(xs)``, its gradient the spread of the output gradients, each in the
+    layout of its input."""
 
     @staticmethod
-    def forward(ctx, kernel, adjoint, pos_map, plan, *xs):
+    def forward(ctx, pos_map, plan, *xs):
         ctx.save_for_backward(pos_map)
-        ctx.adjoint, ctx.plan = adjoint, plan.adjoint(xs)
-        outs = kernel(contiguous_rows(xs), pos_map, plan)
-        ctx.out_shapes = [o.shape for o in outs]
-        ctx.dtype, ctx.device = outs[0].dtype, outs[0].device
+        ctx.plan, ctx.layouts = plan.adjoint(xs), [layout_of(x) for x in xs]
+        outs = pool_windows(contiguous_rows(xs), pos_map, plan)
+        _keep_shapes(ctx, outs)
         return tuple(outs)
 
     @staticmethod
     def backward(ctx, *grads):
         (pos_map,) = ctx.saved_tensors
-        dxs = ctx.adjoint(contiguous_rows(_grads(ctx, grads)), pos_map, ctx.plan)
-        return (None, None, None, None, *dxs)
+        return (None, None, *spread_windows(contiguous_rows(_grads(ctx, grads)), pos_map,
+                                            ctx.plan, ctx.layouts))
+
+
+class _Spread(torch.autograd.Function):
+    """``spread_windows(gs)`` laid out as ``layouts`` say, its gradient the pool of the output
+    gradients."""
+
+    @staticmethod
+    def forward(ctx, pos_map, plan, layouts, *gs):
+        ctx.save_for_backward(pos_map)
+        ctx.plan = plan.adjoint(gs)
+        outs = spread_windows(contiguous_rows(gs), pos_map, plan, layouts)
+        _keep_shapes(ctx, outs)
+        return tuple(outs)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        (pos_map,) = ctx.saved_tensors
+        return (None, None, None,
+                *pool_windows(contiguous_rows(_grads(ctx, grads)), pos_map, ctx.plan))
 
 
 # The custom ops take a WindowPlan's fields as their own arguments (an op's schema holds no
@@ -391,24 +431,23 @@ pool_op.register_autograd(_pool_op_backward, setup_context=_setup)
 spread_op.register_autograd(_spread_op_backward, setup_context=_setup)
 
 
-def _differentiable(kernel, adjoint, op, xs, pos_map, plan: WindowPlan) -> list[Tensor]:
-    if torch.compiler.is_compiling():
-        return op(list(xs), pos_map, *plan)
-    return list(_Windowed.apply(kernel, adjoint, pos_map, plan, *xs))
-
-
 def pool_windows_differentiable(xs: list[Tensor], pos_map: Tensor, plan: WindowPlan
                                 ) -> list[Tensor]:
-    """:func:`pool_windows` with its gradient (an autograd Function eagerly, a custom op
-    compiled)."""
-    return _differentiable(pool_windows, spread_windows, pool_op, xs, pos_map, plan)
+    """:func:`pool_windows` with its gradient (an autograd Function eagerly, giving each input
+    its gradient in its own layout; a custom op compiled)."""
+    if torch.compiler.is_compiling():
+        return pool_op(list(xs), pos_map, *plan)
+    return list(_Pooled.apply(pos_map, plan, *xs))
 
 
-def spread_windows_differentiable(gs: list[Tensor], pos_map: Tensor, plan: WindowPlan
+def spread_windows_differentiable(gs: list[Tensor], pos_map: Tensor, plan: WindowPlan,
+                                  layouts: list[tuple[int, ...] | None] | None = None
                                   ) -> list[Tensor]:
-    """:func:`spread_windows` with its gradient (an autograd Function eagerly, a custom op
-    compiled)."""
-    return _differentiable(spread_windows, pool_windows, spread_op, gs, pos_map, plan)
+    """:func:`spread_windows` with its gradient (an autograd Function eagerly, its outputs
+    laid out as ``layouts`` say; a custom op compiled, its outputs contiguous)."""
+    if torch.compiler.is_compiling():
+        return spread_op(list(gs), pos_map, *plan)
+    return list(_Spread.apply(pos_map, plan, layouts, *gs))
 
 
 def position_map(selection: Selection, seq_len: int, pooling_factor: int, num_levels: int
