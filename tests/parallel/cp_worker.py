@@ -3,6 +3,7 @@
 import contextlib
 import json
 import sys
+from dataclasses import replace
 
 import torch
 import torch.distributed as dist
@@ -48,6 +49,7 @@ def run(rank: int, world: int, init: str, cases: list[dict], out_path: str,
     results = []
     for case in cases:
         cfg = LighthouseConfig(backend=case.get("backend", "torch"), **case["config"])
+        ref_cfg = replace(cfg, backend="torch")  # the one-process op on the exact torch path
         H, Hkv, N, B = case["H"], case["Hkv"], case["N"], case.get("B", 1)
         q, k, v = rand_qkv(B=B, H=H, Hkv=Hkv, N=N, D=8, dtype=torch.float64, seed=7)
         w = torch.randn(B, H, N, 8, generator=torch.Generator().manual_seed(9),
@@ -57,7 +59,7 @@ def run(rank: int, world: int, init: str, cases: list[dict], out_path: str,
         ref = (torch.nn.functional.scaled_dot_product_attention(
             full[0], full[1].repeat_interleave(H // Hkv, 1),
             full[2].repeat_interleave(H // Hkv, 1), is_causal=True)
-               if dense else lighthouse_attention(*full, cfg))
+               if dense else lighthouse_attention(*full, ref_cfg))
         (ref * w).sum().backward()
         local = [shard_sequence(x.detach(), 2, rank, world).requires_grad_() for x in (q, k, v)]
         saved = []  # shapes autograd keeps for backward
@@ -73,8 +75,8 @@ def run(rank: int, world: int, init: str, cases: list[dict], out_path: str,
                  for a, b in zip(local, full)]
         same_selection = True
         if not dense:
-            local_cfg = chunk_config(cfg, N, world)
-            glob = select(q, k, cfg)
+            local_cfg = chunk_config(ref_cfg, N, world)
+            glob = select(q, k, ref_cfg)
             E = local_cfg.gathered_length(N // (2 * world))
             n = N // (2 * world)
             for chunk in (rank, 2 * world - 1 - rank):

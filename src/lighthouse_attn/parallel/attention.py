@@ -144,24 +144,25 @@ def _causal_selection(q: Tensor, k: Tensor, local: LighthouseConfig, group, rank
 
 
 def _spill(og: Tensor, selection: Selection, local: LighthouseConfig, n: int) -> Tensor:
-    """What a chunk's scatter adds past its end: the inner output ``og`` of the last window of
-    every level ``l >= 1`` (if gathered) on the next ``p^l - 1`` positions. Each such entry is
-    found by its index and read alone (no pass over all of ``og`` per level)."""
+    """What a chunk's scatter adds past its end, ``(B, H, p^(L-1) - 1, D)`` in fp32 (fp64 for
+    fp64): the inner output ``og`` of the last window of every level ``l >= 1`` (if gathered)
+    on the next ``p^l - 1`` positions. The entries are found by level and index, every level at
+    once, and read alone (no pass over all of ``og``)."""
     level, index = selection
-    if level.shape[1] != og.shape[1]:
-        group = og.shape[1] // level.shape[1]
-        level, index = level.repeat_interleave(group, 1), index.repeat_interleave(group, 1)
     B, H, _, D = og.shape
     p, L = local.pooling_factor, local.num_levels
+    levels = torch.arange(1, L, device=og.device)
+    widths = p**levels
+    last = (level.unsqueeze(-1) == levels) & (index.unsqueeze(-1) == n // widths - 1)
+    at, found = last.int().argmax(2), last.any(2)  # (B, H', L-1): at most one entry each
+    if level.shape[1] != H:  # shared GQA: one selection per group of query heads
+        at, found = (x.repeat_interleave(H // level.shape[1], 1) for x in (at, found))
     acc = torch.promote_types(og.dtype, torch.float32)
-    spill = og.new_zeros(B, H, max(local.coarsest_window - 1, 0), D, dtype=acc)
-    for lvl in range(1, L):
-        w = p**lvl
-        last = (level == lvl) & (index == n // w - 1)  # at most one entry per row
-        at = last.int().argmax(-1, keepdim=True).unsqueeze(-1).expand(B, H, 1, D)
-        o = og.gather(2, at).to(acc) * last.any(-1, keepdim=True).unsqueeze(-1).to(acc)
-        spill[:, :, :w - 1] = spill[:, :, :w - 1] + o
-    return spill
+    last_out = og.gather(2, at.unsqueeze(-1).expand(B, H, L - 1, D)).to(acc)
+    last_out = last_out * found.unsqueeze(-1)
+    rows = torch.arange(local.coarsest_window - 1, device=og.device)
+    lands = (rows < widths.unsqueeze(-1) - 1).to(acc)  # (L-1, p^(L-1) - 1)
+    return torch.einsum("bhld,lr->bhrd", last_out, lands)
 
 
 def lighthouse_attention_cp(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
@@ -207,7 +208,7 @@ def lighthouse_attention_cp(q: Tensor, k: Tensor, v: Tensor, config: LighthouseC
                          deterministic=local.deterministic)
     out = scatter_back(og)  # laid out as qb: from_batch below is then a view
     spill = _spill(og, selection, local, n).unflatten(0, (-1, 2)).transpose(0, 1)
-    spills = collectives.gather_autograd(spill.contiguous(), 0, group)  # (2W, B, H, w-1, D)
+    spills = collectives.gather_autograd(spill, group)  # (2W, B, H, w-1, D)
     rows = spills.shape[3]
     if rows and exchange_spill:  # each chunk gets the previous chunk's spill on its head
         pieces = []
