@@ -58,6 +58,9 @@ def lighthouse_attention(q: Tensor, k: Tensor, v: Tensor,
     Returns:
         ``(B, H, N, D)`` in ``q``'s dtype. Gradients flow to ``q``, ``k``, ``v`` through
         pooling, gathering, the inner attention and the scatter; the selection is constant.
+        On the Triton path (eager) the output is laid out in memory as ``q`` is and each
+        gradient as its input is: with the ``(B, N, H, D)`` memory of a projection viewed
+        as ``(B, H, N, D)``, the transpose back to ``(B, N, H * D)`` is a view.
 
     Raises:
         ValueError: bad shapes, dtypes or devices; a sequence length the config rejects
