@@ -1,6 +1,7 @@
 """The context-parallel ops on one GPU with one process (C=1: two chunks, the spill exchanged
 between them) against the single-device ops on the same inputs: exactness, then forward and
-forward+backward times, then a profile of where the sharded path spends its time.
+forward+backward times (and the host's own time per forward+backward), then a profile of
+where the sharded path spends its time.
 
     torchrun --nproc-per-node 1 benchmarks/gpu_context_parallel.py --out cp_c1.json
 
@@ -15,6 +16,7 @@ cases on the CPU (gloo) to check this script without a GPU.
 import argparse
 import itertools
 import json
+import time
 
 import torch
 import torch.distributed as dist
@@ -38,8 +40,30 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
+def host_ms(step, steps: int = 3) -> float | None:
+    """Host time to issue one ``step`` while the GPU is still busy behind a long sleep (no
+    launch waits for the GPU, so this is the host's own time; a step that synchronises shows
+    up as the sleep's length). ``None`` off CUDA."""
+    if DEVICE != "cuda":
+        return None
+    t0, t1 = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+    t0.record()
+    torch.cuda._sleep(1_000_000)
+    t1.record()
+    t1.synchronize()
+    cycles_per_ms = 1_000_000 / t0.elapsed_time(t1)
+    torch.cuda._sleep(int(cycles_per_ms * 100 * steps))
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    t = time.perf_counter() - t
+    torch.cuda.synchronize()
+    return t / steps * 1e3
+
+
 def compare(single, sharded, q, k, v) -> dict:
-    """Relative differences of outputs and gradients, and the two ops' times."""
+    """Relative differences of outputs and gradients, the two ops' times, and the host's own
+    time per forward+backward."""
     ref, out = single(), sharded()
     w = torch.randn_like(ref)
     ref_grads = torch.autograd.grad((ref * w).sum(), (q, k, v))
@@ -53,7 +77,9 @@ def compare(single, sharded, q, k, v) -> dict:
             "single_ms": time_ms(single, 2, 10)["median_ms"],
             "cp_c1_ms": time_ms(sharded, 2, 10)["median_ms"],
             "single_fwd_bwd_ms": time_ms(step(single), 2, 10)["median_ms"],
-            "cp_c1_fwd_bwd_ms": time_ms(step(sharded), 2, 10)["median_ms"]}
+            "cp_c1_fwd_bwd_ms": time_ms(step(sharded), 2, 10)["median_ms"],
+            "single_fwd_bwd_host_ms": host_ms(step(single)),
+            "cp_c1_fwd_bwd_host_ms": host_ms(step(sharded))}
 
 
 def inputs(N: int, dtype: torch.dtype, heads: int = 8) -> list[torch.Tensor]:
@@ -146,11 +172,13 @@ def main() -> None:
                    "context_parallel": 1, "heads": 8, "head_dim": 128, "batch_size": 1,
                    "rows": rows}, f, indent=1)
     print(f"{'op':<10} {'N':>8} {'dtype':<15} {'selection':<7} {'single':>8} {'cp':>8} "
-          f"{'ratio':>6} {'fwd+bwd ratio':>13} {'rel err':>8}")
+          f"{'ratio':>6} {'fwd+bwd ratio':>13} {'rel err':>8} {'host ms (single, cp)':>20}")
     for r in rows:
+        host = "-" if r["cp_c1_fwd_bwd_host_ms"] is None else (
+            f"{r['single_fwd_bwd_host_ms']:.2f}, {r['cp_c1_fwd_bwd_host_ms']:.2f}")
         print(f"{r['op']:<10} {r['seq_len']:>8} {r['dtype']:<15} {r.get('selection', '-'):<7} "
               f"{r['single_ms']:>8.2f} {r['cp_c1_ms']:>8.2f} {r['ratio']:>6.2f} "
-              f"{r['ratio_fwd_bwd']:>13.2f} {r['rel_err_out']:>8.1e}")
+              f"{r['ratio_fwd_bwd']:>13.2f} {r['rel_err_out']:>8.1e} {host:>20}")
     if args.profile:
         text = []
         for (N, K), selection in itertools.product(profile_cases, ("paper", "causal")):
