@@ -19,6 +19,7 @@ VARIANTS = {  # arm: what it changes from the paper's recipe (250 Lighthouse + 1
     "dltwo": "layers 0, 1, 6, 7 always dense",
     "ramp": "staggered switch: layers turn dense one at a time over the last 50 stage-1 steps",
     "causal": "the causal selection",
+    "caffinity": "the causal selection with the affinity scorer (experimental)",
 }
 BASELINES = ("lighthouse", "dshort", "dense")
 

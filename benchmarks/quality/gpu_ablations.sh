@@ -6,6 +6,8 @@
 #   dlnone / dltwo    no always-dense layers, or layers 0, 1, 6, 7 (the recipe: 0 and 7)
 #   ramp              a staggered switch: layers turn dense one at a time over the last 50
 #                     stage-1 steps (--switch-ramp 50)
+#   caffinity         the causal selection with the experimental affinity scorer (each key
+#                     against the mean query of the coarsest window before its own)
 # The same phases complete the 32K comparison's third seed (dense, lighthouse, causal, dshort).
 # Each call trains for at most LIMIT seconds (default 530) and stops the arm in training with a
 # checkpoint; the next call on the same machine continues it. Finished arms committed under
@@ -51,8 +53,9 @@ source benchmarks/quality/protocol.sh
 ARGS=("${PROTOCOL_32K[@]}" --schedules wsd --out "$ROOT")
 declare -A DEF=([dshort]=lighthouse_steps=0,dense_steps=285 [rec100]=lighthouse_steps=300
                 [rec200]=lighthouse_steps=200 [dlnone]=dense_layers=none
-                [dltwo]="dense_layers=0;1;-2;-1" [ramp]=switch_ramp=50)
-ALL=dense,lighthouse,causal,dshort,rec100,rec200,dlnone,dltwo,ramp
+                [dltwo]="dense_layers=0;1;-2;-1" [ramp]=switch_ramp=50
+                [caffinity]=selection=causal,scorer=affinity)
+ALL=dense,lighthouse,causal,dshort,rec100,rec200,dlnone,dltwo,ramp,caffinity
 
 if [ -n "${SMOKE:-}" ]; then  # a tiny run of the same arms, to check this script on a CPU
   ARGS+=("${SMOKE_ARGS[@]}" --n-layers 4 --seq-len 2048 --batch-size 2)

@@ -3,8 +3,9 @@
 #   diagnose  the 32K protocol's model (8 layers, d_model 512, bytes; seq_len 32,768 x 4; L=3,
 #             p=4, K=512; layers 0 and 7 dense; wsd, lr 2e-3), trained with the paper's and
 #             with the causal selection (250 Lighthouse + 150 dense steps, seed 0); recall of
-#             every Lighthouse layer at step 50 and at the end of stage 1 (step 250), for both
-#             scorers and both selection rules, with the recall-against-K curve at
+#             every Lighthouse layer at step 50 and at the end of stage 1 (step 250), for the
+#             scorers in SCORERS (default norm, dilated and the experimental affinity) and
+#             both selection rules, with the recall-against-K curve at
 #             K = 512, 1024, 2048.
 #   qwen3     a Qwen3-shaped model (QK-norm; 8 layers, hidden 512, 8 heads of 64, bytes) trained
 #             briefly with Lighthouse (the dilated scorer, chosen for QK-norm models), then the
@@ -63,7 +64,7 @@ case "$PHASE" in
         --ckpt-every 1000 --no-progress --run-dir "$run" --overwrite 2>&1 | tail -4
       for step in "$EARLY" "$END"; do
         ckpt="$run/checkpoints/$(printf 'step_%07d' "$step")"
-        for scorer in norm dilated; do
+        for scorer in ${SCORERS:-norm dilated affinity}; do
           for rule in paper causal; do
             recall "$ckpt" "trained-$sel/step$step" "$scorer" "$rule"
           done
@@ -91,7 +92,7 @@ PY
       --no-progress --run-dir "$run" --overwrite ${SMOKE:+--threads 2} 2>&1 | tail -4
     for step in 1 "$EARLY" "$END"; do
       ckpt="$run/checkpoints/$(printf 'step_%07d' "$step")"
-      for scorer in norm dilated; do
+      for scorer in ${SCORERS:-norm dilated}; do
         recall "$ckpt" "qwen3/step$step" "$scorer"
       done
     done

@@ -16,7 +16,7 @@ SEGMENTS = 16
 """Causal selection: each tile's candidate list at a level is cut into this many consecutive
 segments, each refining ``TILE / SEGMENTS`` of its candidates (docs/spec.md section 11)."""
 
-SCORERS = ("norm", "dilated")
+SCORERS = ("norm", "dilated", "affinity")
 SELECTIONS = ("paper", "causal")
 GQA_MODES = ("expand", "shared")
 SHORT_SEQ = ("error", "dense")
@@ -37,7 +37,9 @@ class LighthouseConfig:
         num_levels: pyramid levels ``L >= 1``; ``L = 1`` is exactly dense causal attention.
         pooling_factor: pooling factor ``p >= 2`` between consecutive levels.
         topk: selection budget ``K``: a positive multiple of 128; ``K / 128`` tiles.
-        scorer: ``"norm"`` (query/key norms) or ``"dilated"`` (norms of dilated attention outputs).
+        scorer: ``"norm"`` (query/key norms), ``"dilated"`` (norms of dilated attention
+            outputs) or ``"affinity"`` (experimental, for the causal selection: each key
+            against the mean query of the coarsest window before its own).
         dilation: ``δ`` for the dilated scorer (the sequence length must be a multiple of it).
         selection: ``"paper"`` (the paper's top-K by window-max scores: which windows are
             refined depends on later tokens, so stage 1 is not causal) or ``"causal"`` (each
@@ -63,7 +65,9 @@ class LighthouseConfig:
     pooling_factor: int = setting(4, help="pooling factor p", group=_GROUP)
     topk: int = setting(1536, help="selection budget K (a multiple of 128)", group=_GROUP)
     scorer: str = setting("norm", help="norm: query/key norms; dilated: norms of dilated "
-                          "attention outputs", group=_GROUP, choices=SCORERS)
+                          "attention outputs; affinity (experimental): each key against the "
+                          "mean query of the coarsest window before its own",
+                          group=_GROUP, choices=SCORERS)
     dilation: int = setting(4, help="dilation of the dilated scorer", group=_GROUP)
     selection: str = setting("paper", help="paper: the paper's top-K (reads later tokens); "
                              "causal: every refinement decided from earlier tokens only",

@@ -79,8 +79,9 @@ def test_causal_selection_bitwise_causal_on_triton(kw, N, cuts):
         assert not changed_before(cfg, qkv, c), f"c={c}"
 
 
-@pytest.mark.parametrize("gqa,scorer", [("expand", "dilated"), ("shared", "norm")])
-def test_causal_selection_gqa_and_dilated_scorer(gqa, scorer):
+@pytest.mark.parametrize("gqa,scorer", [("expand", "dilated"), ("shared", "norm"),
+                                        ("shared", "affinity"), ("expand", "affinity")])
+def test_causal_selection_gqa_and_other_scorers(gqa, scorer):
     cfg = LighthouseConfig(selection="causal", backend="torch", gqa=gqa, scorer=scorer,
                            dilation=2, num_levels=3, pooling_factor=2, topk=256)
     qkv = rand_qkv(B=1, H=4, Hkv=2, N=1024, D=8, dtype=torch.float64, seed=6)

@@ -154,3 +154,21 @@ def test_selection_with_v_only_change_is_unchanged_for_norm_scorer():
     a = select(q, k, cfg, v=v)
     b = select(q, k, cfg, v=torch.randn_like(v))
     assert torch.equal(a.level, b.level) and torch.equal(a.index, b.index)
+
+
+def test_affinity_scores_are_keys_against_the_previous_windows_mean_query():
+    """The ``affinity`` scorer by brute force: key ``t`` (of its query head's kv head) dotted
+    with the mean query of the aligned coarsest window before the one holding ``t``."""
+    from lighthouse_attn.ops.reference.scores import base_scores
+
+    cfg = LighthouseConfig(num_levels=3, pooling_factor=2, topk=128, scorer="affinity")
+    q, k, v = rand_qkv(B=1, H=4, Hkv=2, N=512, seed=3)
+    sq, sk = base_scores(q, k, v, cfg)
+    w = cfg.coarsest_window
+    want = torch.zeros(1, 4, 512)
+    for h in range(4):
+        for t in range(w, 512):
+            j = t // w
+            want[0, h, t] = q[0, h, (j - 1) * w:j * w].double().mean(0) @ k[0, h // 2, t].double()
+    torch.testing.assert_close(sk, want, rtol=1e-5, atol=1e-5)
+    assert torch.equal(sq, sk) and sk[..., :w].abs().max() == 0

@@ -115,6 +115,8 @@ def test_layout_round_trip_and_positions():
     (dict(num_levels=3, pooling_factor=4, topk=512), 2048 * 4 + 32, 2, "whole coarsest windows"),
     (dict(num_levels=2, pooling_factor=2, topk=512, scorer="dilated", dilation=2), 2048, 2,
      "use scorer='norm'"),
+    (dict(num_levels=2, pooling_factor=2, topk=512, scorer="affinity"), 2048, 2,
+     "affinity scorer reads across chunk"),
     (dict(num_levels=3, pooling_factor=4, topk=1024), 8192, 4, "too short"),
 ])
 def test_configs_that_cannot_be_exact_are_refused(kw, N, world, match):

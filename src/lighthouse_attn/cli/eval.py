@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from ..config import SCORERS
 from ..data import TOKENIZER, open_sequences
 from ..eval.forward import MEMORY_FRACTION, bytes_per_sequence, fit_batch, free_memory
 from ..eval.leak import measure_leak
@@ -378,7 +379,7 @@ def add_recall_arguments(parser: argparse.ArgumentParser) -> None:
                                         "e.g. 512,1024,2048 (default: K/2, K, 2K where valid)")
     parser.add_argument("--plot-layer", type=int,
                         help="the layer of that plot (default: the first Lighthouse layer)")
-    parser.add_argument("--scorer", choices=["norm", "dilated"],
+    parser.add_argument("--scorer", choices=list(SCORERS),
                         help="measure this scorer's selection instead of the checkpoint's (on "
                              "the same q, k, v)")
     parser.add_argument("--selection", choices=["paper", "causal"],

@@ -61,10 +61,10 @@ def chunk_config(config: LighthouseConfig, seq_len: int, world: int) -> Lighthou
                          f"chunks for context parallelism over {world} ranks; try {near}")
     if config.num_levels == 1:
         return config
-    if config.scorer == "dilated":
-        raise ValueError("the dilated scorer attends over the whole sequence, so its scores "
-                         "of a chunk depend on the other chunks: use scorer='norm' with "
-                         "context parallelism")
+    if config.scorer != "norm":
+        raise ValueError(f"the {config.scorer} scorer reads across chunk boundaries, so its "
+                         "scores of a chunk depend on the other chunks: use scorer='norm' "
+                         "with context parallelism")
     chunk = seq_len // parts
     window = config.coarsest_window
     if chunk % window:

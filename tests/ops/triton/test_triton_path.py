@@ -63,7 +63,7 @@ def test_selection_identical_to_torch(kw, N):
 
 
 @pytest.mark.parametrize("gqa", ["expand", "shared"])
-@pytest.mark.parametrize("scorer", ["norm", "dilated"])
+@pytest.mark.parametrize("scorer", ["norm", "dilated", "affinity"])
 def test_selection_gqa_scorers_identical(gqa, scorer):
     q, k, v = (x.to(DEV) for x in qkv(B=1, H=4, Hkv=2, N=512, D=8, seed=21))
     a, b = both(dict(gqa=gqa, scorer=scorer, dilation=2), q, k, v)

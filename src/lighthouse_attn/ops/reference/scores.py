@@ -29,6 +29,17 @@ def row_norms(x: Tensor) -> Tensor:
     return torch.linalg.vector_norm(x, dim=-1, dtype=torch.float64).float()
 
 
+def recent_query_affinity(q: Tensor, k: Tensor, window: int) -> Tensor:
+    """``(B, H, N)`` fp32: each key (query head ``h``'s kv head) dotted with the mean query of
+    the aligned ``window`` positions before the window that holds it (0 in the first window):
+    how strongly the recent queries point at the key, from positions up to the key's own."""
+    B, H, N, D = q.shape
+    means = q.float().view(B, H, N // window, window, D).mean(3)
+    before = F.pad(means, (0, 0, 1, 0))[:, :, :-1]
+    keys = k.float().repeat_interleave(H // k.shape[1], 1).view(B, H, N // window, window, D)
+    return torch.einsum("bhjd,bhjwd->bhjw", before, keys).reshape(B, H, N)
+
+
 @torch.no_grad()
 def base_scores(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConfig
                 ) -> tuple[Tensor, Tensor]:
@@ -37,13 +48,16 @@ def base_scores(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConfig
     ``q`` is ``(B, H, N, D)``; ``k``, ``v`` are ``(B, H_kv, N, D)``. With ``gqa="expand"``
     ``H' = H`` (query head ``h`` reads kv head ``h // (H/H_kv)``); with ``gqa="shared"``
     ``H' = H_kv`` and each score is the max over the group's query heads. The ``dilated``
-    scorer needs ``v``.
+    scorer needs ``v``; the ``affinity`` scorer gives queries and keys the same scores
+    (:func:`recent_query_affinity` over the coarsest window).
     """
     B, H, N, D = q.shape
     group = H // k.shape[1]
     if config.scorer == "norm":
         sq = row_norms(q.detach())
         sk = row_norms(k.detach()).repeat_interleave(group, dim=1)
+    elif config.scorer == "affinity":
+        sq = sk = recent_query_affinity(q.detach(), k.detach(), config.coarsest_window)
     else:
         if v is None:
             raise ValueError("the dilated scorer needs v: call select(q, k, config, v=v)")

@@ -117,7 +117,7 @@ def cascade_scores(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseCon
     group = H // k.shape[1]
     means = []
     with torch.no_grad():
-        if config.scorer == "dilated":
+        if config.scorer != "norm":  # scores made in torch, the cascade on the kernel
             sq0, sk0 = base_scores(q, k, v, config)
         elif coarsest and means_apply(config.coarsest_window, D):
             sq0, sk0, *means = row_norms_and_means(q.detach(), k.detach(),
