@@ -262,6 +262,16 @@ def test_verdict_names_the_dense_run_planned_for_the_same_time():
     assert "nats/token" in comparison_line(tokens[0], "nats/token")
 
 
+def _retime(path, per_step: float) -> None:
+    """Give a run's logged steps fixed times (1 s of start-up, then ``per_step`` s a step), so
+    that a plan made from them does not depend on how loaded the machine was."""
+    lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    for r in lines:
+        if "elapsed_s" in r:
+            r["elapsed_s"] = 1.0 + per_step * r["step"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+
+
 def test_equal_time_arm_plans_itself(compared, data, tmp_path, capsys):
     """`--arm dshort:equal_time=lighthouse` trains dense for the steps that end when the
     recipe ended, planned from the finished runs' step times, recorded in its run directory and
@@ -271,9 +281,10 @@ def test_equal_time_arm_plans_itself(compared, data, tmp_path, capsys):
     from lighthouse_attn.compare.equal_time import PLAN_FILE, plan_steps
 
     out = tmp_path / "eq"
-    for name in ("dense-wsd-s0", "lighthouse-wsd-s0"):
+    for name, per_step in (("dense-wsd-s0", 0.5), ("lighthouse-wsd-s0", 0.3)):
         shutil.copytree(compared / "runs" / name, out / "runs" / name,
                         ignore=shutil.ignore_patterns("final", "checkpoints"))
+        _retime(out / "runs" / name / "metrics.jsonl", per_step)
     args = _args(data, out, "--arms", "dense,lighthouse", "--schedules", "wsd", "--seeds", "0",
                  "--arm", "dshort:equal_time=lighthouse")
     capsys.readouterr()
