@@ -16,14 +16,13 @@ cases on the CPU (gloo) to check this script without a GPU.
 import argparse
 import itertools
 import json
-import time
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
 from lighthouse_attn import LighthouseConfig, lighthouse_attention
-from lighthouse_attn.bench.common import environment, time_ms
+from lighthouse_attn.bench.common import environment, host_ms, sleep_cycles, time_ms
 from lighthouse_attn.ops.lse_attention import attention_forward
 from lighthouse_attn.parallel import dense_attention_cp, lighthouse_attention_cp
 
@@ -40,25 +39,12 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
-def host_ms(step, steps: int = 3) -> float | None:
-    """Host time to issue one ``step`` while the GPU is still busy behind a long sleep (no
-    launch waits for the GPU, so this is the host's own time; a step that synchronises shows
-    up as the sleep's length). ``None`` off CUDA."""
+def host_ms_or_none(step, steps: int = 3) -> float | None:
+    """The host's own time per ``step`` (``bench.common.host_ms``, behind 100 ms of GPU sleep
+    per step); ``None`` off CUDA."""
     if DEVICE != "cuda":
         return None
-    t0, t1 = (torch.cuda.Event(enable_timing=True) for _ in range(2))
-    t0.record()
-    torch.cuda._sleep(1_000_000)
-    t1.record()
-    t1.synchronize()
-    cycles_per_ms = 1_000_000 / t0.elapsed_time(t1)
-    torch.cuda._sleep(int(cycles_per_ms * 100 * steps))
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    t = time.perf_counter() - t
-    torch.cuda.synchronize()
-    return t / steps * 1e3
+    return host_ms(step, steps, sleep_cycles(100.0 * steps))
 
 
 def compare(single, sharded, q, k, v) -> dict:
@@ -78,8 +64,8 @@ def compare(single, sharded, q, k, v) -> dict:
             "cp_c1_ms": time_ms(sharded, 2, 10)["median_ms"],
             "single_fwd_bwd_ms": time_ms(step(single), 2, 10)["median_ms"],
             "cp_c1_fwd_bwd_ms": time_ms(step(sharded), 2, 10)["median_ms"],
-            "single_fwd_bwd_host_ms": host_ms(step(single)),
-            "cp_c1_fwd_bwd_host_ms": host_ms(step(sharded))}
+            "single_fwd_bwd_host_ms": host_ms_or_none(step(single)),
+            "cp_c1_fwd_bwd_host_ms": host_ms_or_none(step(sharded))}
 
 
 def inputs(N: int, dtype: torch.dtype, heads: int = 8) -> list[torch.Tensor]:

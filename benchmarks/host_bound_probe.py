@@ -11,12 +11,11 @@ long sleep (so no launch waits for a free slot in the queue).
 
 import json
 import statistics
-import time
 
 import torch
 from layer_case import case_arguments, case_of
 
-from lighthouse_attn.bench.common import steady_ms, warm_up_gpu
+from lighthouse_attn.bench.common import host_ms, sleep_cycles, steady_ms, warm_up_gpu
 
 
 def main() -> None:
@@ -28,25 +27,10 @@ def main() -> None:
     c = case_of(args)
     torch.cuda._sleep(1000)  # the first launch pays for lazy set-up: not part of the rate
     torch.cuda.synchronize()
-    t0 = torch.cuda.Event(enable_timing=True)
-    t1 = torch.cuda.Event(enable_timing=True)
-    t0.record()
-    torch.cuda._sleep(1_000_000)
-    t1.record()
-    t1.synchronize()
-    cycles = int(1_000_000 * args.sleep_us / (t0.elapsed_time(t1) * 1e3))
+    cycles = sleep_cycles(args.sleep_us / 1e3)
 
     def sleep():
         torch.cuda._sleep(cycles)
-
-    def host_ms(step, steps: int = 10) -> float:
-        torch.cuda._sleep(cycles * 20)
-        t = time.perf_counter()
-        for _ in range(steps):
-            step()
-        t = time.perf_counter() - t
-        torch.cuda.synchronize()
-        return t / steps * 1e3
 
     res = {"device": torch.cuda.get_device_name(), "N": c.N, "K": args.topk, "S": c.S,
            "sleep_us": args.sleep_us, "rounds": []}
@@ -54,7 +38,7 @@ def main() -> None:
         row = {"sleep": steady_ms(sleep, 10, 5)["median_ms"]}
         for name, step in (("layer", c.layer), ("inner", c.inner)):
             row[name] = steady_ms(step, 10, 5)["median_ms"]
-            row[f"{name} host_ms"] = host_ms(step)
+            row[f"{name} host_ms"] = host_ms(step, 10, cycles * 20)
             row[f"{name} behind sleep"] = steady_ms(lambda s=step: (sleep(), s()), 10,
                                                     5)["median_ms"] - row["sleep"]
         res["rounds"].append({k: round(v, 4) for k, v in row.items()})

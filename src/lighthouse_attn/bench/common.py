@@ -94,6 +94,30 @@ def steady_ms(fn: Callable[[], object], steps: int, repeats: int = 10) -> dict:
             "repeats": repeats, "steps": steps}
 
 
+def sleep_cycles(ms: float) -> int:
+    """GPU clock cycles that ``torch.cuda._sleep`` takes to keep the GPU busy ``ms``
+    milliseconds (measured once on a 1M-cycle sleep)."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    torch.cuda._sleep(1_000_000)
+    end.record()
+    end.synchronize()
+    return int(1_000_000 * ms / start.elapsed_time(end))
+
+
+def host_ms(fn: Callable[[], object], steps: int, busy_cycles: int) -> float:
+    """The host's own time (ms) to issue one call of ``fn``: ``steps`` calls issued behind a
+    GPU sleep of ``busy_cycles`` (long enough that the GPU is still busy when they are all
+    queued), so no launch waits for the GPU. A call that synchronises shows up as the sleep."""
+    torch.cuda._sleep(busy_cycles)
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    elapsed = time.perf_counter() - start
+    torch.cuda.synchronize()
+    return elapsed / steps * 1e3
+
+
 def peak_memory_mib(fn: Callable[[], object]) -> float | None:
     """Peak GPU memory allocated while ``fn`` runs, above what was allocated before (MiB)."""
     if not torch.cuda.is_available():
