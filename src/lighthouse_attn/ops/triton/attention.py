@@ -179,10 +179,9 @@ def gather_triton(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
                                    config.num_levels)
     gather, scatter = _plans(q, k, config)
     qg, kg, vg = pool_windows_differentiable([q, k, v], pos_map, gather)
-    layouts = None if torch.compiler.is_compiling() else [layout_of(q)]  # compiled: contiguous
     return Gathered(qg, kg, vg,
                     lambda og: spread_windows_differentiable([og], pos_map, scatter,
-                                                             layouts)[0])
+                                                             like=[q])[0])
 
 
 def lighthouse_triton(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,

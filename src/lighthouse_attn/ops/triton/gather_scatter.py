@@ -441,12 +441,13 @@ def pool_windows_differentiable(xs: list[Tensor], pos_map: Tensor, plan: WindowP
 
 
 def spread_windows_differentiable(gs: list[Tensor], pos_map: Tensor, plan: WindowPlan,
-                                  layouts: list[tuple[int, ...] | None] | None = None
-                                  ) -> list[Tensor]:
+                                  like: list[Tensor] | None = None) -> list[Tensor]:
     """:func:`spread_windows` with its gradient (an autograd Function eagerly, its outputs
-    laid out as ``layouts`` say; a custom op compiled, its outputs contiguous)."""
+    laid out in memory as the tensors ``like`` are; a custom op compiled, its outputs
+    contiguous)."""
     if torch.compiler.is_compiling():
         return spread_op(list(gs), pos_map, *plan)
+    layouts = None if like is None else [layout_of(x) for x in like]
     return list(_Spread.apply(pos_map, plan, layouts, *gs))
 
 
