@@ -12,6 +12,9 @@
 #             recall of the norm and the dilated scorers after step 1 (near initialization),
 #             step 50 and the end of stage 1 (no dense stage: only stage 1 is measured, so the
 #             wsd decay falls in its last 80 steps).
+# Training stops once the end-of-stage-1 checkpoint is written (the recovery steps after it are
+# never measured; the schedule, and so every checkpoint, is that of the full run). TRAINED
+# picks the runs of diagnose (default "paper causal"), SCORERS the scorers.
 # A phase may take more than one call of ten minutes: finished runs and recall results are kept
 # under runs_recall/ while the machine stays warm, and a call skips them. Writes OUT/<phase>/
 # (every recall JSON and plot, the runs' metrics and logs, no weights), OUT/<phase>.md (the
@@ -44,6 +47,15 @@ for m in (transformers, pandas): print(os.path.dirname(m.__file__))")
 fi
 echo "training data: ${TRAIN[*]}; held out: $HELD"
 
+stop_after() {  # pid dir: wait for the training; once dir (the last checkpoint measured) is
+  # written, stop it with SIGTERM: the steps after it are never measured
+  while kill -0 "$1" 2>/dev/null; do
+    [ -d "$2" ] && kill -TERM "$1" 2>/dev/null && break
+    sleep 2
+  done
+  wait "$1"
+}
+
 RES="$ROOT/results/$PHASE"  # kept while the machine stays warm: a later call skips what is done
 recall() {  # checkpoint label scorer [selection]
   local ckpt=$1 label=$2 scorer=$3 rule=${4:-}
@@ -55,13 +67,18 @@ recall() {  # checkpoint label scorer [selection]
 
 case "$PHASE" in
   diagnose)
-    for sel in paper causal; do
+    for sel in ${TRAINED:-paper causal}; do
       run="$ROOT/diagnose-$sel"
-      [ -f "$run/final/config.json" ] || "${LH[@]}" train --preset demo --n-heads 8 \
+      last="$run/checkpoints/$(printf 'step_%07d' "$END")"
+      if [ ! -d "$last" ]; then
+        "${LH[@]}" train --preset demo --n-heads 8 \
         --n-kv-heads 8 --ffn-hidden 1536 --num-levels 3 --pooling-factor 4 --topk "$TOPK" \
         --dense-layers=0,-1 "${SIZE[@]}" --seq-len "$SEQ" --batch-size "$BATCH" "${STEPS[@]}" --lr 2e-3 --min-lr-ratio 0.1 \
         --selection "$sel" --data "${TRAIN[@]}" --save-at "$EARLY" "$END" --keep-ckpts 1 \
-        --ckpt-every 1000 --no-progress --run-dir "$run" --overwrite 2>&1 | tail -4
+        --ckpt-every 1000 --no-progress --run-dir "$run" --overwrite > "$run.log" 2>&1 &
+        stop_after "$!" "$last"
+        tail -4 "$run.log"
+      fi
       for step in "$EARLY" "$END"; do
         ckpt="$run/checkpoints/$(printf 'step_%07d' "$step")"
         for scorer in ${SCORERS:-norm dilated affinity}; do
