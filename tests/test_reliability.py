@@ -143,6 +143,26 @@ def test_generate_warns_beyond_the_trained_context(tmp_path, capsys):
     assert "exceed the 8 tokens the model was trained on" in capsys.readouterr().err
 
 
+def _wait_until_reading_a_pipe(pid: int, timeout: float = 60.0) -> None:
+    """Until process ``pid`` blocks in a read of a pipe (Linux's /proc/PID/wchan), or 0.5 s
+    where the kernel does not say. A signal that lands after it opened the pipe but before
+    its read starts is handled with no system call to interrupt, and the read then blocks for
+    good: Python cannot close that window, so the test must not signal inside it."""
+    wchan, deadline = Path(f"/proc/{pid}/wchan"), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            where = wchan.read_text()
+        except OSError:
+            where = "0"
+        if where in ("", "0"):  # not reported here
+            time.sleep(0.5)
+            return
+        if "pipe_read" in where or "pipe_wait" in where:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the command never blocked reading its prompt (at {where!r})")
+
+
 @pytest.mark.parametrize("sig,code,name", [(signal.SIGINT, 130, "SIGINT"),
                                            (signal.SIGTERM, 143, "SIGTERM")])
 def test_a_signal_before_any_work_is_one_line(tmp_path, sig, code, name):
@@ -162,7 +182,7 @@ def test_a_signal_before_any_work_is_one_line(tmp_path, sig, code, name):
             time.sleep(0.05)
     assert writer is not None, "the command never opened its prompt file"
     try:
-        time.sleep(0.2)  # now blocked reading a pipe that stays open and empty
+        _wait_until_reading_a_pipe(proc.pid)
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
     finally:
