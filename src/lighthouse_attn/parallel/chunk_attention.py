@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ..ops.lse_attention import attention_backward, attention_forward, merge
+from .layout import owner
 
 
 def slot(x: Tensor, i: int) -> Tensor:
@@ -45,15 +46,17 @@ def attend(q: Tensor, k: Tensor, v: Tensor, past: Tensor, chunks: tuple[int, int
 
 def attend_backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, past: Tensor, out: Tensor,
                     lse: Tensor, saved: list, chunks: tuple[int, int], scale: float,
-                    deterministic: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(dq, dk, dv, d_past)`` of :func:`attend`: ``dk``, ``dv`` of the chunks' own keys and
-    values, ``d_past`` of ``past``'s (both chunks' summed in fp32, or fp64 for fp64, then in
-    ``past``'s dtype; zero past what the chunks read)."""
+                    pieces_shape: torch.Size, world: int, deterministic: bool = False
+                    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(dq, dk, dv, d_pieces)`` of :func:`attend`: ``dk``, ``dv`` of the chunks' own keys
+    and values, and ``d_pieces`` the gradient of the all-gathered pieces ``(W, 2, B, H_kv,
+    2E, D)`` (``pieces_shape``) that ``past`` was read from (``layout.chunks_upto``), in
+    ``past``'s dtype: each earlier chunk's gradient written straight into its owner's slot,
+    summed in fp32 (fp64 for fp64) where both chunks read it, zero where neither does."""
     E = q.shape[2]
     dq, dk, dv = attention_backward(dout, q, k, v, out, lse, saved[0], scale, causal=True,
                                     deterministic=deterministic)
-    d_past = torch.zeros(past.shape, dtype=torch.promote_types(past.dtype, torch.float32),
-                         device=past.device)
+    reads = []  # (keys read, dk, dv) of each chunk that reads earlier chunks
     for i, chunk in enumerate(chunks):
         if chunk == 0:
             continue
@@ -63,6 +66,33 @@ def attend_backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, past: Tensor,
             slot(out, i), slot(lse, i), saved[i + 1], scale, causal=False,
             deterministic=deterministic)
         slot(dq, i).add_(dq_i)
-        d_past[0, :, :, :upto] += dk_i
-        d_past[1, :, :, :upto] += dv_i
-    return dq, dk, dv, d_past.to(past.dtype)
+        reads.append((upto, dk_i, dv_i))
+    return dq, dk, dv, _pieces_grad(reads, past, pieces_shape, world)
+
+
+def _pieces_grad(reads: list, past: Tensor, shape: torch.Size, world: int) -> Tensor:
+    """The gradient of the all-gathered pieces from the reads of earlier chunks (at most two,
+    each a prefix of ``past`` of whole chunks): no buffer over ``past`` in fp32, only the
+    overlap of two reads is summed in it (exactly as accumulating both in fp32 would)."""
+    d = past.new_empty(shape)
+    n = shape[-2] // 2
+    reads = sorted(reads, key=lambda r: r[0])  # the longer read last
+    longest = reads[-1][0] if reads else 0
+    overlap = reads[0][0] if len(reads) == 2 else 0
+    acc = torch.promote_types(past.dtype, torch.float32)
+    sources = []  # per keys / values: (the longest read's gradient, the overlap's sum)
+    for kind in (1, 2):
+        full = reads[-1][kind] if reads else None
+        both = None if not overlap else (full[..., :overlap, :].to(acc)
+                                         + reads[0][kind].to(acc)).to(past.dtype)
+        sources.append((full, both))
+    for c in range(2 * world):
+        r, j = owner(c, world)
+        dst = d[r][..., j * n:(j + 1) * n, :]  # (2, B, H_kv, n, D): keys and values
+        if c * n >= longest:
+            dst.zero_()
+            continue
+        for kind, (full, both) in enumerate(sources):
+            src = both if (c + 1) * n <= overlap else full
+            dst[kind].copy_(src[..., c * n:(c + 1) * n, :])
+    return d

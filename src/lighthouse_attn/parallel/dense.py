@@ -29,7 +29,7 @@ from ..ops.api import autocast_inputs
 from ..ops.inner import resolve_scale
 from . import collectives
 from .chunk_attention import attend, attend_backward
-from .layout import as_batch, chunk_ids, chunks_upto, chunks_upto_adjoint, from_batch
+from .layout import as_batch, chunk_ids, chunks_upto, from_batch
 
 GATHER_BUDGET_BYTES = 1 << 29
 """Bytes of one group's gathered keys and values that ``kv_heads_per_gather`` aims under."""
@@ -99,12 +99,12 @@ class _DenseContextParallel(torch.autograd.Function):
         groups = _gathered_groups(k, v, heads, group, world)
         for (h0, gathered), saved in zip(groups, ctx.extras):
             rows, kv_rows = slice(h0 * per_kv, (h0 + heads) * per_kv), slice(h0, h0 + heads)
-            dq_g, dk_g, dv_g, d_past = attend_backward(
+            dq_g, dk_g, dv_g, d_gathered = attend_backward(
                 *(as_batch(x[:, rows]) for x in (dout, q)), as_batch(k[:, kv_rows]),
                 as_batch(v[:, kv_rows]), chunks_upto(gathered, max(chunks) - 1, world),
-                *(as_batch(x[:, rows]) for x in (out, lse)), saved, chunks, scale)
+                *(as_batch(x[:, rows]) for x in (out, lse)), saved, chunks, scale,
+                pieces_shape=gathered.shape, world=world)
             dq[:, rows] = from_batch(dq_g)
-            d_gathered = chunks_upto_adjoint(d_past, world, gathered.shape)
             mine = d_gathered.new_empty(d_gathered.shape[1:])
             collectives.reduce_scatter_into(mine, d_gathered.view(-1, *mine.shape[1:]), group)
             dk[:, kv_rows] = mine[0] + from_batch(dk_g)

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from . import collectives
 from .chunk_attention import attend, attend_backward
-from .layout import as_batch, chunk_ids, chunks_upto, chunks_upto_adjoint
+from .layout import as_batch, chunk_ids, chunks_upto
 
 
 def _local(k: Tensor, v: Tensor) -> Tensor:
@@ -49,9 +49,9 @@ class _TwoChunkInner(torch.autograd.Function):
     def backward(ctx, dout):
         q, k, v, past, out, lse = ctx.saved_tensors
         group, rank, world, scale, deterministic, shape = ctx.meta
-        dq, dk, dv, d_past = attend_backward(dout, q, k, v, past, out, lse, ctx.saved,
-                                             chunk_ids(rank, world), scale, deterministic)
-        grads = chunks_upto_adjoint(d_past, world, shape)
+        dq, dk, dv, grads = attend_backward(dout, q, k, v, past, out, lse, ctx.saved,
+                                            chunk_ids(rank, world), scale, pieces_shape=shape,
+                                            world=world, deterministic=deterministic)
         mine = grads.new_empty(shape[1:])
         collectives.reduce_scatter_into(mine.view(-1, *shape[2:]), grads.view(-1, *shape[2:]),
                                         group)

@@ -29,17 +29,6 @@ def chunks_upto(pieces: Tensor, last: int, world: int) -> Tensor:
                       for r, j in (owner(c, world) for c in range(last + 1))], -2)
 
 
-def chunks_upto_adjoint(grad: Tensor, world: int, shape: torch.Size) -> Tensor:
-    """The gradient of :func:`chunks_upto` with respect to its ``pieces`` of ``shape``, from
-    the gradient of its result (zeros on the chunks it did not read)."""
-    out = grad.new_zeros(shape)
-    n = shape[-2] // 2
-    for c in range(grad.shape[-2] // n):
-        r, j = owner(c, world)
-        out[r][..., j * n:(j + 1) * n, :] = grad[..., c * n:(c + 1) * n, :]
-    return out
-
-
 def as_batch(x: Tensor) -> Tensor:
     """``(B, H, 2n, ...)`` -> ``(2B, H, n, ...)``: a rank's two chunks as batch rows ``(b,
     slot)``, so that they share every kernel launch; a view where the strides allow (batch 1,
