@@ -1,7 +1,7 @@
 """The context-parallel ops on one GPU with one process (C=1: two chunks, the spill exchanged
 between them) against the single-device ops on the same inputs: exactness, then forward and
-forward+backward times (and the host's own time per forward+backward), then a profile of
-where the sharded path spends its time.
+forward+backward times (and the host's own time per forward+backward, and the calls where it
+waits for the GPU), then a profile of where the sharded path spends its time.
 
     torchrun --nproc-per-node 1 benchmarks/gpu_context_parallel.py --out cp_c1.json
 
@@ -16,6 +16,7 @@ cases on the CPU (gloo) to check this script without a GPU.
 import argparse
 import itertools
 import json
+import warnings
 
 import torch
 import torch.distributed as dist
@@ -47,9 +48,26 @@ def host_ms_or_none(step, steps: int = 3) -> float | None:
     return host_ms(step, steps, sleep_cycles(100.0 * steps))
 
 
+def sync_points(step) -> list[str] | None:
+    """Where one ``step`` makes the host wait for the GPU (``torch.cuda``'s sync debug mode:
+    each synchronizing call as ``file:line: message``); ``None`` off CUDA."""
+    if DEVICE != "cuda":
+        return None
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sorted({f"{w.filename}:{w.lineno}: {str(w.message).splitlines()[0]}"
+                   for w in caught})
+
+
 def compare(single, sharded, q, k, v) -> dict:
-    """Relative differences of outputs and gradients, the two ops' times, and the host's own
-    time per forward+backward."""
+    """Relative differences of outputs and gradients, the two ops' times, the host's own
+    time per forward+backward, and where a forward+backward waits for the GPU."""
     ref, out = single(), sharded()
     w = torch.randn_like(ref)
     ref_grads = torch.autograd.grad((ref * w).sum(), (q, k, v))
@@ -65,7 +83,9 @@ def compare(single, sharded, q, k, v) -> dict:
             "single_fwd_bwd_ms": time_ms(step(single), 2, 10)["median_ms"],
             "cp_c1_fwd_bwd_ms": time_ms(step(sharded), 2, 10)["median_ms"],
             "single_fwd_bwd_host_ms": host_ms_or_none(step(single)),
-            "cp_c1_fwd_bwd_host_ms": host_ms_or_none(step(sharded))}
+            "cp_c1_fwd_bwd_host_ms": host_ms_or_none(step(sharded)),
+            "single_sync_points": sync_points(step(single)),
+            "cp_c1_sync_points": sync_points(step(sharded))}
 
 
 def inputs(N: int, dtype: torch.dtype, heads: int = 8) -> list[torch.Tensor]:
@@ -165,6 +185,10 @@ def main() -> None:
         print(f"{r['op']:<10} {r['seq_len']:>8} {r['dtype']:<15} {r.get('selection', '-'):<7} "
               f"{r['single_ms']:>8.2f} {r['cp_c1_ms']:>8.2f} {r['ratio']:>6.2f} "
               f"{r['ratio_fwd_bwd']:>13.2f} {r['rel_err_out']:>8.1e} {host:>20}")
+    for r in rows:  # where a step waits for the GPU (a host-bound step should never)
+        for side in ("single", "cp_c1"):
+            for point in r[f"{side}_sync_points"] or []:
+                print(f"sync in {r['op']} {r['seq_len']} {r['dtype']} {side}: {point}")
     if args.profile:
         text = []
         for (N, K), selection in itertools.product(profile_cases, ("paper", "causal")):
