@@ -56,7 +56,7 @@ def attend_backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, past: Tensor,
     E = q.shape[2]
     dq, dk, dv = attention_backward(dout, q, k, v, out, lse, saved[0], scale, causal=True,
                                     deterministic=deterministic)
-    reads = []  # (keys read, dk, dv) of each chunk that reads earlier chunks
+    reads = []  # (keys read, (dk, dv)) of each chunk that reads earlier chunks
     for i, chunk in enumerate(chunks):
         if chunk == 0:
             continue
@@ -66,7 +66,7 @@ def attend_backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, past: Tensor,
             slot(out, i), slot(lse, i), saved[i + 1], scale, causal=False,
             deterministic=deterministic)
         slot(dq, i).add_(dq_i)
-        reads.append((upto, dk_i, dv_i))
+        reads.append((upto, (dk_i, dv_i)))
     return dq, dk, dv, _pieces_grad(reads, past, pieces_shape, world)
 
 
@@ -81,10 +81,10 @@ def _pieces_grad(reads: list, past: Tensor, shape: torch.Size, world: int) -> Te
     overlap = reads[0][0] if len(reads) == 2 else 0
     acc = torch.promote_types(past.dtype, torch.float32)
     sources = []  # per keys / values: (the longest read's gradient, the overlap's sum)
-    for kind in (1, 2):
-        full = reads[-1][kind] if reads else None
+    for kind in range(2):
+        full = reads[-1][1][kind] if reads else None
         both = None if not overlap else (full[..., :overlap, :].to(acc)
-                                         + reads[0][kind].to(acc)).to(past.dtype)
+                                         + reads[0][1][kind].to(acc)).to(past.dtype)
         sources.append((full, both))
     for c in range(2 * world):
         r, j = owner(c, world)
