@@ -37,11 +37,12 @@ def layer_case(seq_len: int, topk: int, deterministic: bool = False, num_levels:
 
 
 def case_arguments(out: str | None) -> argparse.ArgumentParser:
-    """A parser with the probes' shared options: ``--seq-len``, ``--topk``,
+    """A parser with the probes' shared options: ``--seq-len``, ``--topk``, ``--num-levels``,
     ``--deterministic`` and ``--out`` (default ``out``); add a probe's own ones to it."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--seq-len", type=int, default=32768)
     ap.add_argument("--topk", type=int, default=512)
+    ap.add_argument("--num-levels", type=int, default=3)
     ap.add_argument("--deterministic", action="store_true")
     ap.add_argument("--out", default=out)
     return ap
@@ -49,4 +50,4 @@ def case_arguments(out: str | None) -> argparse.ArgumentParser:
 
 def case_of(args: argparse.Namespace) -> SimpleNamespace:
     """:func:`layer_case` for the options of :func:`case_arguments`."""
-    return layer_case(args.seq_len, args.topk, args.deterministic)
+    return layer_case(args.seq_len, args.topk, args.deterministic, args.num_levels)

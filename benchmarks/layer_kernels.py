@@ -35,7 +35,8 @@ def main() -> None:
     args = ap.parse_args()
     warm_up_gpu(1)
     c = case_of(args)
-    res = {"device": torch.cuda.get_device_name(), "N": args.seq_len, "K": args.topk,
+    res = {"device": torch.cuda.get_device_name(), "N": args.seq_len, "L": args.num_levels,
+           "K": args.topk, "S": c.S,
            "layer_us": kernel_us(c.layer, args.steps), "inner_us": kernel_us(c.inner, args.steps)}
     for part in ("layer_us", "inner_us"):
         res[part]["total"] = round(sum(res[part].values()), 1)

@@ -6,8 +6,11 @@ piece's backward run from the merged output and logsumexp gives that piece's sha
 gradient (the softmax weights and ``rowsum(dout * out)`` are the merged ones).
 
 Kernels: on CUDA in fp16/bf16 cuDNN (the single op's inner kernel), or flash in deterministic
-mode and where cuDNN refuses the inputs; on the CPU torch's CPU flash kernel; elsewhere (CUDA
-fp32/fp64) the same math in blocks of rows with fp32 (fp64 for fp64) accumulation.
+mode and where cuDNN refuses the inputs; on CUDA in fp32 the memory-efficient kernel (SDPA's
+own for fp32; its bf16 outputs came out wrong in these calls on an H200 with torch 2.11, so it
+runs fp32 only); on the CPU torch's CPU flash kernel; elsewhere (CUDA fp64, fp16/bf16 where
+neither cuDNN nor flash applies) the same math in blocks of rows with fp32 (fp64 for fp64)
+accumulation.
 """
 
 from __future__ import annotations
@@ -27,10 +30,13 @@ from .inner import (
 
 _FLASH_FWD = torch.ops.aten._scaled_dot_product_flash_attention.default
 _FLASH_BWD = torch.ops.aten._scaled_dot_product_flash_attention_backward.default
+_EFFICIENT_FWD = torch.ops.aten._scaled_dot_product_efficient_attention.default
+_EFFICIENT_BWD = torch.ops.aten._scaled_dot_product_efficient_attention_backward.default
 _CPU_FWD = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default
 _CPU_BWD = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward.default
 _ROWS = 1024  # rows per block of the math path: (B, H, 1024, M) scores at a time
 _no_flash: set[torch.device] = set()
+_no_efficient: set[torch.device] = set()
 
 
 def _flash_applies(q: Tensor) -> bool:
@@ -38,6 +44,11 @@ def _flash_applies(q: Tensor) -> bool:
     return (q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and D % 8 == 0
             and D <= 256 and torch.backends.cuda.flash_sdp_enabled()
             and q.device not in _no_flash)
+
+
+def _efficient_applies(q: Tensor) -> bool:
+    return (q.is_cuda and q.dtype == torch.float32
+            and torch.backends.cuda.mem_efficient_sdp_enabled() and q.device not in _no_efficient)
 
 
 def _cpu_flash_applies(q: Tensor) -> bool:
@@ -94,6 +105,17 @@ def attention_forward(q: Tensor, k: Tensor, v: Tensor, scale: float, causal: boo
             _no_flash.add(q.device)
             warnings.warn(f"attention pieces: the flash kernel refused the inputs ({err}); "
                           "using the math path on this device", stacklevel=2)
+    if _efficient_applies(q):
+        try:  # its logsumexp comes padded to a multiple of 32 rows; the backward wants it so
+            out, lse, seed, offset = _EFFICIENT_FWD(q, _expand(k, H), _expand(v, H), None, True,
+                                                    0.0, causal, scale=scale)
+            return out, lse[..., :E], ("efficient", lse.shape[-1], seed, offset)
+        except torch.OutOfMemoryError:
+            raise
+        except RuntimeError as err:
+            _no_efficient.add(q.device)
+            warnings.warn(f"attention pieces: the memory-efficient kernel refused the inputs "
+                          f"({err}); using the math path on this device", stacklevel=2)
     if _cpu_flash_applies(q):
         out, lse = _CPU_FWD(q, _expand(k, H), _expand(v, H), 0.0, causal, scale=scale)
         return out, lse, ("cpu",)
@@ -129,6 +151,14 @@ def attention_backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tenso
             dq, dk, dv = _FLASH_BWD(dout, q, _expand(k, H), _expand(v, H), out,
                                     lse.contiguous(), cq, ck, mq, mk, 0.0, causal, seed,
                                     offset, scale=scale)
+    elif kind == "efficient":
+        rows, seed, offset = state
+        padded = lse.new_zeros(*lse.shape[:2], rows)
+        padded[..., :lse.shape[2]] = lse
+        with deterministic_mode() if deterministic else contextlib.nullcontext():
+            dq, dk, dv, _ = _EFFICIENT_BWD(dout, q, _expand(k, H), _expand(v, H), None, out,
+                                           padded, seed, offset, 0.0, [True, True, True, False],
+                                           causal, scale=scale)
     elif kind == "cpu":
         dq, dk, dv = _CPU_BWD(dout, q, _expand(k, H), _expand(v, H), out, lse.contiguous(),
                               0.0, causal, scale=scale)
