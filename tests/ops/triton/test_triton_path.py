@@ -109,7 +109,7 @@ def test_pool_copies_given_coarsest_means(dtype):
     level."""
     c = cfg("torch", num_levels=3, pooling_factor=4)
     N = c.min_seq_len
-    q, k, v = qkv(B=2, H=2, Hkv=1, N=N, D=8, dtype=dtype, seed=35)
+    q, k, v = qkv(B=1, H=2, Hkv=1, N=N, D=8, dtype=dtype, seed=35)
     sel = select(q, k, c)
     pm = position_map(sel, N, 4, 3)
     S = sel.level.shape[-1]
@@ -438,7 +438,7 @@ def test_one_node_layer_matches_reference(monkeypatch, gqa, Hkv, deterministic, 
                         lambda *a: means.append(1) or norms_and_means(*a))
     dtype = torch.float32 if deterministic else torch.float64
     N = 1024 if p == 2 else 2048
-    q, k, v = qkv(B=2 if p == 2 else 1, H=4, Hkv=Hkv, N=N, D=16, dtype=dtype, seed=33,
+    q, k, v = qkv(B=2 if gqa == "shared" else 1, H=4, Hkv=Hkv, N=N, D=16, dtype=dtype, seed=33,
                   requires_grad=True)
     res = []
     for backend in ("triton", "torch"):
