@@ -25,8 +25,9 @@ from lighthouse_attn.parallel import lighthouse_attention_cp
 
 TARGETS = [(cp_attention, n) for n in (
     "autocast_inputs", "check_inputs", "chunk_config", "_paper_selection", "_causal_selection",
-    "gather_unchecked", "two_chunk_inner", "_spill", "from_batch")] + [
-    (gathered, n) for n in ("attend", "attend_backward", "_local")] + [
+    "gather_unchecked", "two_chunk_inner", "spill_plan", "from_batch")] + [
+    (gathered, n) for n in ("attend", "attend_backward", "_local", "spill",
+                            "add_spill_grad")] + [
     (chunk_attention, n) for n in ("attention_forward",
                                    "attention_backward", "merge", "_pieces_grad")] + [
     (collectives, n) for n in ("gather_autograd", "all_gather_into", "reduce_scatter_into")]

@@ -46,6 +46,7 @@ from . import collectives
 from .dense import dense_attention_cp
 from .gathered import two_chunk_inner
 from .layout import as_batch, chunk_ids, from_batch, owner
+from .spill import spill_plan
 
 
 def chunk_config(config: LighthouseConfig, seq_len: int, world: int) -> LighthouseConfig:
@@ -143,28 +144,6 @@ def _causal_selection(q: Tensor, k: Tensor, local: LighthouseConfig, group, rank
     return select_from_scores(levels[0], levels[1], local), None
 
 
-def _spill(og: Tensor, selection: Selection, local: LighthouseConfig, n: int) -> Tensor:
-    """What a chunk's scatter adds past its end, ``(B, H, p^(L-1) - 1, D)`` in fp32 (fp64 for
-    fp64): the inner output ``og`` of the last window of every level ``l >= 1`` (if gathered)
-    on the next ``p^l - 1`` positions. The entries are found by level and index, every level at
-    once, and read alone (no pass over all of ``og``)."""
-    level, index = selection
-    B, H, _, D = og.shape
-    p, L = local.pooling_factor, local.num_levels
-    levels = torch.arange(1, L, device=og.device)
-    widths = p**levels
-    last = (level.unsqueeze(-1) == levels) & (index.unsqueeze(-1) == n // widths - 1)
-    at, found = last.int().argmax(2), last.any(2)  # (B, H', L-1): at most one entry each
-    if level.shape[1] != H:  # shared GQA: one selection per group of query heads
-        at, found = (x.repeat_interleave(H // level.shape[1], 1) for x in (at, found))
-    acc = torch.promote_types(og.dtype, torch.float32)
-    last_out = og.gather(2, at.unsqueeze(-1).expand(B, H, L - 1, D)).to(acc)
-    last_out = last_out * found.unsqueeze(-1)
-    rows = torch.arange(local.coarsest_window - 1, device=og.device)
-    lands = (rows < widths.unsqueeze(-1) - 1).to(acc)  # (L-1, p^(L-1) - 1)
-    return torch.einsum("bhld,lr->bhrd", last_out, lands)
-
-
 def lighthouse_attention_cp(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
                             group: dist.ProcessGroup | None = None, *,
                             scale: float | None = None, exchange_spill: bool = True) -> Tensor:
@@ -204,11 +183,14 @@ def lighthouse_attention_cp(q: Tensor, k: Tensor, v: Tensor, config: LighthouseC
     else:
         selection, pos_map = _paper_selection(qb, kb, vb, local)
     qg, kg, vg, scatter_back = gather_unchecked(qb, kb, vb, local, selection, pos_map)
-    og = two_chunk_inner(qg, kg, vg, group, rank, world, resolve_scale(scale, q.shape[-1]),
-                         deterministic=local.deterministic)
+    plan = spill_plan(selection, local, n, heads=q.shape[1],
+                      acc=torch.promote_types(q.dtype, torch.float32))
+    og, spill = two_chunk_inner(qg, kg, vg, plan, group, rank, world,
+                                resolve_scale(scale, q.shape[-1]),
+                                deterministic=local.deterministic)
     out = scatter_back(og)  # laid out as qb: from_batch below is then a view
-    spill = _spill(og, selection, local, n).unflatten(0, (-1, 2)).transpose(0, 1)
-    spills = collectives.gather_autograd(spill, group)  # (2W, B, H, w-1, D)
+    spills = collectives.gather_autograd(spill.unflatten(0, (-1, 2)).transpose(0, 1),
+                                         group)  # (2W, B, H, w-1, D)
     rows = spills.shape[3]
     if rows and exchange_spill:  # each chunk gets the previous chunk's spill on its head
         pieces = []

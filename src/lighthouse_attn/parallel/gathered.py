@@ -8,7 +8,8 @@ the attention of ``chunk_attention.py`` (its own keys causal for both chunks in 
 earlier chunks' merged in; cuDNN on CUDA in fp16/bf16); the backward runs its backward on the
 saved outputs and logsumexps, keeps the gradients of the chunks' own keys and values, and
 returns those of the earlier chunks' to their ranks in one reduce-scatter. Nothing is
-recomputed.
+recomputed. The node also returns the chunks' spill (``spill.py``), read from its outputs,
+and adds the spill's gradient to theirs: the spill has no autograd nodes of its own.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import Tensor
 from . import collectives
 from .chunk_attention import attend, attend_backward
 from .layout import as_batch, chunk_ids, chunks_upto
+from .spill import SpillPlan, add_spill_grad, spill
 
 
 def _local(k: Tensor, v: Tensor) -> Tensor:
@@ -33,7 +35,9 @@ def _local(k: Tensor, v: Tensor) -> Tensor:
 
 class _TwoChunkInner(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, group, rank: int, world: int, scale: float, deterministic: bool):
+    def forward(ctx, q, k, v, plan: SpillPlan, group, rank: int, world: int, scale: float,
+                deterministic: bool):
+        ctx.set_materialize_grads(False)
         piece = _local(k, v)
         everyone = piece.new_empty((world, *piece.shape))
         collectives.all_gather_into(everyone.view(-1, *piece.shape[1:]), piece, group)
@@ -43,12 +47,17 @@ class _TwoChunkInner(torch.autograd.Function):
         ctx.save_for_backward(q, k, v, past, out, lse)
         ctx.saved = saved
         ctx.meta = (group, rank, world, scale, deterministic, everyone.shape)
-        return out
+        ctx.plan = plan
+        return out, spill(out, plan)
 
     @staticmethod
-    def backward(ctx, dout):
+    def backward(ctx, dout, dspill):
         q, k, v, past, out, lse = ctx.saved_tensors
         group, rank, world, scale, deterministic, shape = ctx.meta
+        if dout is None:
+            dout = torch.zeros_like(out)
+        if dspill is not None:
+            dout = add_spill_grad(dout, dspill, ctx.plan)
         dq, dk, dv, grads = attend_backward(dout, q, k, v, past, out, lse, ctx.saved,
                                             chunk_ids(rank, world), scale, pieces_shape=shape,
                                             world=world, deterministic=deterministic)
@@ -56,12 +65,14 @@ class _TwoChunkInner(torch.autograd.Function):
         collectives.reduce_scatter_into(mine.view(-1, *shape[2:]), grads.view(-1, *shape[2:]),
                                         group)
         return (dq, dk + as_batch(mine[0]), dv + as_batch(mine[1]), None, None, None, None,
-                None)
+                None, None)
 
 
-def two_chunk_inner(q: Tensor, k: Tensor, v: Tensor, group, rank: int, world: int,
-                    scale: float, deterministic: bool = False) -> Tensor:
+def two_chunk_inner(q: Tensor, k: Tensor, v: Tensor, plan: SpillPlan, group, rank: int,
+                    world: int, scale: float, deterministic: bool = False
+                    ) -> tuple[Tensor, Tensor]:
     """The inner output ``(2B, H, E, D)`` of this rank's two chunks from their gathered
-    ``q`` ``(2B, H, E, D)``, ``k``, ``v`` ``(2B, H_kv, E, D)`` (batch rows ``(b, slot)``);
-    every rank of ``group`` calls it."""
-    return _TwoChunkInner.apply(q, k, v, group, rank, world, scale, deterministic)
+    ``q`` ``(2B, H, E, D)``, ``k``, ``v`` ``(2B, H_kv, E, D)`` (batch rows ``(b, slot)``),
+    and each chunk's spill ``(2B, H, p^(L-1) - 1, D)`` by ``plan``; every rank of ``group``
+    calls it."""
+    return _TwoChunkInner.apply(q, k, v, plan, group, rank, world, scale, deterministic)
