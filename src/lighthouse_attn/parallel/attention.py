@@ -46,7 +46,7 @@ from . import collectives
 from .dense import dense_attention_cp
 from .gathered import two_chunk_inner
 from .layout import as_batch, chunk_ids, from_batch, owner
-from .spill import spill_plan
+from .spill import head_rows, incoming_spill, spill_plan
 
 
 def chunk_config(config: LighthouseConfig, seq_len: int, world: int) -> LighthouseConfig:
@@ -193,11 +193,7 @@ def lighthouse_attention_cp(q: Tensor, k: Tensor, v: Tensor, config: LighthouseC
                                          group)  # (2W, B, H, w-1, D)
     rows = spills.shape[3]
     if rows and exchange_spill:  # each chunk gets the previous chunk's spill on its head
-        pieces = []
-        for chunk in chunk_ids(rank, world):  # the sequence's first chunk gets nothing
-            r, j = owner(max(chunk - 1, 0), world)
-            pieces.append(spills[2 * r + j] if chunk else torch.zeros_like(spills[0]))
-        incoming = torch.stack(pieces, 1).flatten(0, 1).to(out.dtype)  # (2B, H, w-1, D)
+        incoming = incoming_spill(spills, chunk_ids(rank, world), world, out.dtype)
         # in place on the scatter's fresh output: its backward passes the gradient whole
-        out = out.index_add_(2, torch.arange(rows, device=out.device), incoming)
+        out = out.index_add_(2, head_rows(rows, out.device), incoming)
     return from_batch(out)

@@ -17,8 +17,9 @@ from torch import Tensor
 
 from ..config import LighthouseConfig
 from ..ops import Selection
+from .layout import owner
 
-_constants: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
+_constants: dict[tuple, tuple[Tensor, ...]] = {}
 
 
 class SpillPlan(NamedTuple):
@@ -67,12 +68,40 @@ def spill(og: Tensor, plan: SpillPlan) -> Tensor:
     accumulation dtype, from the inner output ``og`` ``(B, H, S, D)``."""
     B, H, _, D = og.shape
     last_out = og.gather(2, plan.at.unsqueeze(-1).expand(B, H, -1, D)).to(plan.found.dtype)
-    return torch.einsum("bhld,lr->bhrd", last_out * plan.found, plan.lands)
+    return plan.lands.T @ (last_out * plan.found)
 
 
 def add_spill_grad(dog: Tensor, dspill: Tensor, plan: SpillPlan) -> Tensor:
     """``dog`` plus the gradient that :func:`spill` sends to the inner output given
     ``dspill``, the gradient of its result (a new tensor; ``dog`` is not changed)."""
     B, H, _, D = dog.shape
-    back = torch.einsum("bhrd,lr->bhld", dspill.to(plan.found.dtype), plan.lands) * plan.found
+    back = (plan.lands @ dspill.to(plan.found.dtype)) * plan.found
     return dog.scatter_add(2, plan.at.unsqueeze(-1).expand(B, H, -1, D), back.to(dog.dtype))
+
+
+def incoming_spill(spills: Tensor, chunks: tuple[int, int], world: int, dtype: torch.dtype
+                   ) -> Tensor:
+    """What this rank's two chunks ``chunks`` receive on their first rows, ``(2B, H,
+    p^(L-1) - 1, D)`` in ``dtype`` (batch rows ``(b, slot)``), from ``spills`` ``(2W, B, H,
+    p^(L-1) - 1, D)``, every chunk's spill in rank order (slot-major per rank): each chunk
+    gets the previous chunk's, the sequence's first chunk nothing."""
+    key = ("incoming", chunks, world, spills.device, spills.dtype)
+    if key not in _constants:
+        owners = [owner(max(c - 1, 0), world) for c in chunks]
+        _constants[key] = (
+            torch.tensor([2 * r + j for r, j in owners], device=spills.device),
+            torch.tensor([float(c > 0) for c in chunks], dtype=spills.dtype,
+                         device=spills.device).view(2, 1, 1, 1, 1))
+    index, keep = _constants[key]
+    got = spills.index_select(0, index)
+    if 0 in chunks:
+        got = got * keep
+    return got.to(dtype).transpose(0, 1).flatten(0, 1)
+
+
+def head_rows(rows: int, device: torch.device) -> Tensor:
+    """``arange(rows)`` on ``device`` (cached): the rows a chunk's incoming spill lands on."""
+    key = ("rows", rows, device)
+    if key not in _constants:
+        _constants[key] = (torch.arange(rows, device=device),)
+    return _constants[key][0]
