@@ -8,13 +8,12 @@ functions (nested totals overlap), steps issued back to back.
 """
 
 import argparse
-import functools
 import json
 import time
-from collections import defaultdict
 
 import torch
 import torch.distributed as dist
+from host_timing import timed_functions
 
 import lighthouse_attn.parallel.attention as cp_attention
 import lighthouse_attn.parallel.chunk_attention as chunk_attention
@@ -40,22 +39,7 @@ def _sync(device: str) -> None:
 
 def host_us(step, device: str, steps: int, targets=()) -> dict:
     """Host time per step, in total and in each of ``targets`` ``(module, name)``."""
-    acc, saved = defaultdict(float), []
-    for mod, name in targets:
-        fn = getattr(mod, name)
-        saved.append((mod, name, fn))
-
-        def wrap(fn=fn, name=name):
-            @functools.wraps(fn)
-            def timed(*a, **kw):
-                t = time.perf_counter()
-                try:
-                    return fn(*a, **kw)
-                finally:
-                    acc[name] += time.perf_counter() - t
-            return timed
-        setattr(mod, name, wrap())
-    try:
+    with timed_functions(targets) as acc:
         step()
         _sync(device)
         acc.clear()
@@ -64,9 +48,6 @@ def host_us(step, device: str, steps: int, targets=()) -> dict:
             step()
         total = time.perf_counter() - t
         _sync(device)
-    finally:
-        for mod, name, fn in saved:
-            setattr(mod, name, fn)
     out = {k: round(v / steps * 1e6, 1) for k, v in sorted(acc.items(), key=lambda kv: -kv[1])}
     return {"whole step": round(total / steps * 1e6, 1), **out}
 

@@ -8,14 +8,13 @@ gaps between consecutive kernels, the time the GPU waits for the host. A second 
 the step's host functions without the profiler (perf_counter around each, no sync).
 """
 
-import functools
 import json
 import os
 import tempfile
 import time
-from collections import defaultdict
 
 import torch
+from host_timing import timed_functions
 from layer_case import case_arguments, case_of
 from torch.profiler import ProfilerActivity, profile, record_function
 
@@ -60,28 +59,12 @@ def trace_step(step, steps: int = 3) -> dict:
 
 def host_breakdown(step, steps: int = 100) -> dict:
     """perf_counter totals of the step's host functions, per step (nested totals overlap)."""
-    acc = defaultdict(float)
     targets = [(op_attention, "check_inputs"), (tri, "_select"), (tri, "scores_qk"),
                (tri, "row_norms_and_means"), (tri, "select_with_map"), (tri, "pool"),
                (tri, "spread"),
                (tri, "cudnn_forward"), (tri, "_cudnn_backward"), (tri, "_one_node_inner"),
                (tri, "lighthouse_triton")]
-    saved = []
-    for mod, name in targets:
-        fn = getattr(mod, name)
-        saved.append((mod, name, fn))
-
-        def wrap(fn=fn, name=name):
-            @functools.wraps(fn)
-            def inner(*a, **kw):
-                t = time.perf_counter()
-                try:
-                    return fn(*a, **kw)
-                finally:
-                    acc[name] += time.perf_counter() - t
-            return inner
-        setattr(mod, name, wrap())
-    try:
+    with timed_functions(targets) as acc:
         step()
         torch.cuda.synchronize()
         acc.clear()
@@ -90,9 +73,6 @@ def host_breakdown(step, steps: int = 100) -> dict:
             step()
         total = time.perf_counter() - t
         torch.cuda.synchronize()
-    finally:
-        for mod, name, fn in saved:
-            setattr(mod, name, fn)
     out = {k: round(v / steps * 1e6, 1) for k, v in acc.items()}
     out["whole step (host)"] = round(total / steps * 1e6, 1)
     return out

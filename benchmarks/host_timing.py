@@ -1,0 +1,32 @@
+"""Host time spent inside named functions, by wrapping them for the duration of a block
+(shared by the host-time scripts beside it: benchmarks/ is on their path)."""
+
+import contextlib
+import functools
+import time
+from collections import defaultdict
+
+
+@contextlib.contextmanager
+def timed_functions(targets):
+    """Inside the block, every call of each ``(module, name)`` in ``targets`` adds its
+    ``perf_counter`` time to the yielded dict under ``name`` (seconds; nested calls count in
+    both). The functions are restored after the block."""
+    acc, saved = defaultdict(float), []
+    for mod, name in targets:
+        fn = getattr(mod, name)
+        saved.append((mod, name, fn))
+
+        @functools.wraps(fn)
+        def timed(*a, _fn=fn, _name=name, **kw):
+            t = time.perf_counter()
+            try:
+                return _fn(*a, **kw)
+            finally:
+                acc[_name] += time.perf_counter() - t
+        setattr(mod, name, timed)
+    try:
+        yield acc
+    finally:
+        for mod, name, fn in saved:
+            setattr(mod, name, fn)
