@@ -163,6 +163,14 @@ def _wait_until_reading_a_pipe(pid: int, timeout: float = 60.0) -> None:
     raise AssertionError(f"the command never blocked reading its prompt (at {where!r})")
 
 
+def _default_signals() -> None:
+    """In the child before exec: SIGINT and SIGTERM as a terminal would deliver them. A test
+    run started in the background (``cmd &`` in a script) ignores SIGINT, and a command
+    started from it inherits that (as it should: Python then keeps ignoring it)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig,code,name", [(signal.SIGINT, 130, "SIGINT"),
                                            (signal.SIGTERM, 143, "SIGTERM")])
 def test_a_signal_before_any_work_is_one_line(tmp_path, sig, code, name):
@@ -173,7 +181,8 @@ def test_a_signal_before_any_work_is_one_line(tmp_path, sig, code, name):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     proc = subprocess.Popen([sys.executable, "-m", "lighthouse_attn", "generate",
                              "--checkpoint", str(tmp_path), "--prompt-file", str(fifo)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_signals)
     deadline, writer = time.monotonic() + 60, None
     while writer is None and time.monotonic() < deadline:  # until the command reads the pipe
         try:
