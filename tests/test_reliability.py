@@ -192,16 +192,8 @@ def test_a_signal_before_any_work_is_one_line(tmp_path, sig, code, name):
     assert writer is not None, "the command never opened its prompt file"
     try:
         _wait_until_reading_a_pipe(proc.pid)
-        for _ in range(6):  # again if the read began just after Python took the signal
-            proc.send_signal(sig)
-            try:
-                out, err = proc.communicate(timeout=10)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        else:
-            proc.kill()
-            raise AssertionError("the command did not stop on 6 signals in 60 s")
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
     finally:
         os.close(writer)
     assert proc.returncode == code, err

@@ -51,6 +51,14 @@ def _efficient_applies(q: Tensor) -> bool:
             and torch.backends.cuda.mem_efficient_sdp_enabled() and q.device not in _no_efficient)
 
 
+def _refused(kernel: str, devices: set, q: Tensor, err: RuntimeError) -> None:
+    """Note that ``kernel`` refused inputs on ``q``'s device (the math path runs there from
+    now on, so it warns once per device)."""
+    devices.add(q.device)
+    warnings.warn(f"attention pieces: the {kernel} kernel refused the inputs ({err}); using "
+                  "the math path on this device", stacklevel=3)
+
+
 def _cpu_flash_applies(q: Tensor) -> bool:
     return q.device.type == "cpu"
 
@@ -102,9 +110,7 @@ def attention_forward(q: Tensor, k: Tensor, v: Tensor, scale: float, causal: boo
         except torch.OutOfMemoryError:
             raise
         except RuntimeError as err:  # e.g. a GPU older than flash supports
-            _no_flash.add(q.device)
-            warnings.warn(f"attention pieces: the flash kernel refused the inputs ({err}); "
-                          "using the math path on this device", stacklevel=2)
+            _refused("flash", _no_flash, q, err)
     if _efficient_applies(q):
         try:  # its logsumexp comes padded to a multiple of 32 rows; the backward wants it so
             out, lse, seed, offset = _EFFICIENT_FWD(q, _expand(k, H), _expand(v, H), None, True,
@@ -113,9 +119,7 @@ def attention_forward(q: Tensor, k: Tensor, v: Tensor, scale: float, causal: boo
         except torch.OutOfMemoryError:
             raise
         except RuntimeError as err:
-            _no_efficient.add(q.device)
-            warnings.warn(f"attention pieces: the memory-efficient kernel refused the inputs "
-                          f"({err}); using the math path on this device", stacklevel=2)
+            _refused("memory-efficient", _no_efficient, q, err)
     if _cpu_flash_applies(q):
         out, lse = _CPU_FWD(q, _expand(k, H), _expand(v, H), 0.0, causal, scale=scale)
         return out, lse, ("cpu",)
@@ -153,8 +157,7 @@ def attention_backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tenso
                                     offset, scale=scale)
     elif kind == "efficient":
         rows, seed, offset = state
-        padded = lse.new_zeros(*lse.shape[:2], rows)
-        padded[..., :lse.shape[2]] = lse
+        padded = torch.nn.functional.pad(lse, (0, rows - lse.shape[2]))
         with deterministic_mode() if deterministic else contextlib.nullcontext():
             dq, dk, dv, _ = _EFFICIENT_BWD(dout, q, _expand(k, H), _expand(v, H), None, out,
                                            padded, seed, offset, 0.0, [True, True, True, False],

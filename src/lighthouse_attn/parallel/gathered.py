@@ -37,7 +37,6 @@ class _TwoChunkInner(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, plan: SpillPlan, group, rank: int, world: int, scale: float,
                 deterministic: bool):
-        ctx.set_materialize_grads(False)
         piece = _local(k, v)
         everyone = piece.new_empty((world, *piece.shape))
         collectives.all_gather_into(everyone.view(-1, *piece.shape[1:]), piece, group)
@@ -54,10 +53,7 @@ class _TwoChunkInner(torch.autograd.Function):
     def backward(ctx, dout, dspill):
         q, k, v, past, out, lse = ctx.saved_tensors
         group, rank, world, scale, deterministic, shape = ctx.meta
-        if dout is None:
-            dout = torch.zeros_like(out)
-        if dspill is not None:
-            dout = add_spill_grad(dout, dspill, ctx.plan)
+        dout = add_spill_grad(dout, dspill, ctx.plan)
         dq, dk, dv, grads = attend_backward(dout, q, k, v, past, out, lse, ctx.saved,
                                             chunk_ids(rank, world), scale, pieces_shape=shape,
                                             world=world, deterministic=deterministic)

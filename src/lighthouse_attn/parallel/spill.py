@@ -10,6 +10,7 @@ itself (no autograd nodes of its own).
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import torch
@@ -18,8 +19,6 @@ from torch import Tensor
 from ..config import LighthouseConfig
 from ..ops import Selection
 from .layout import owner
-
-_constants: dict[tuple, tuple[Tensor, ...]] = {}
 
 
 class SpillPlan(NamedTuple):
@@ -33,20 +32,16 @@ class SpillPlan(NamedTuple):
     lands: Tensor
 
 
-def _level_constants(local: LighthouseConfig, n: int, device: torch.device, acc: torch.dtype
-                     ) -> tuple[Tensor, Tensor, Tensor]:
+@functools.lru_cache(maxsize=64)
+def _level_constants(num_levels: int, pooling_factor: int, n: int, device: torch.device,
+                     acc: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
     """Levels ``1 .. L-1``, the index of each one's last window in a chunk of ``n``, and the
     rows each lands on (cached per shape and device: no launches after the first call)."""
-    key = (local.num_levels, local.pooling_factor, n, device, acc)
-    if key not in _constants:
-        p, L = local.pooling_factor, local.num_levels
-        levels = list(range(1, L))
-        rows = torch.arange(p ** (L - 1) - 1)
-        lands = (rows < torch.tensor([p**lv - 1 for lv in levels])[:, None]).to(acc)
-        _constants[key] = (torch.tensor(levels, device=device),
-                           torch.tensor([n // p**lv - 1 for lv in levels], device=device),
-                           lands.to(device))
-    return _constants[key]
+    p, levels = pooling_factor, list(range(1, num_levels))
+    rows = torch.arange(p ** (num_levels - 1) - 1)
+    lands = (rows < torch.tensor([p**lv - 1 for lv in levels])[:, None]).to(acc)
+    return (torch.tensor(levels, device=device),
+            torch.tensor([n // p**lv - 1 for lv in levels], device=device), lands.to(device))
 
 
 def spill_plan(selection: Selection, local: LighthouseConfig, n: int, heads: int,
@@ -54,7 +49,8 @@ def spill_plan(selection: Selection, local: LighthouseConfig, n: int, heads: int
     """The :class:`SpillPlan` of chunks of ``n`` tokens (batch rows of ``selection``) for
     ``heads`` query heads (a shared-GQA selection is repeated over each group)."""
     level, index = selection
-    levels, last, lands = _level_constants(local, n, level.device, acc)
+    levels, last, lands = _level_constants(local.num_levels, local.pooling_factor, n,
+                                           level.device, acc)
     with torch.no_grad():
         hit = (level.unsqueeze(-1) == levels) & (index.unsqueeze(-1) == last)
         at, found = hit.int().argmax(2), hit.any(2)  # (B, H', L-1): at most one entry each
@@ -79,29 +75,30 @@ def add_spill_grad(dog: Tensor, dspill: Tensor, plan: SpillPlan) -> Tensor:
     return dog.scatter_add(2, plan.at.unsqueeze(-1).expand(B, H, -1, D), back.to(dog.dtype))
 
 
+@functools.lru_cache(maxsize=64)
+def _incoming_index(chunks: tuple[int, int], world: int, device: torch.device,
+                    dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Which gathered spill each of ``chunks`` receives, and 0 for the sequence's first."""
+    owners = [owner(max(c - 1, 0), world) for c in chunks]
+    return (torch.tensor([2 * r + j for r, j in owners], device=device),
+            torch.tensor([float(c > 0) for c in chunks], dtype=dtype, device=device
+                         ).view(2, 1, 1, 1, 1))
+
+
 def incoming_spill(spills: Tensor, chunks: tuple[int, int], world: int, dtype: torch.dtype
                    ) -> Tensor:
     """What this rank's two chunks ``chunks`` receive on their first rows, ``(2B, H,
     p^(L-1) - 1, D)`` in ``dtype`` (batch rows ``(b, slot)``), from ``spills`` ``(2W, B, H,
     p^(L-1) - 1, D)``, every chunk's spill in rank order (slot-major per rank): each chunk
     gets the previous chunk's, the sequence's first chunk nothing."""
-    key = ("incoming", chunks, world, spills.device, spills.dtype)
-    if key not in _constants:
-        owners = [owner(max(c - 1, 0), world) for c in chunks]
-        _constants[key] = (
-            torch.tensor([2 * r + j for r, j in owners], device=spills.device),
-            torch.tensor([float(c > 0) for c in chunks], dtype=spills.dtype,
-                         device=spills.device).view(2, 1, 1, 1, 1))
-    index, keep = _constants[key]
+    index, keep = _incoming_index(chunks, world, spills.device, spills.dtype)
     got = spills.index_select(0, index)
     if 0 in chunks:
         got = got * keep
     return got.to(dtype).transpose(0, 1).flatten(0, 1)
 
 
+@functools.lru_cache(maxsize=64)
 def head_rows(rows: int, device: torch.device) -> Tensor:
     """``arange(rows)`` on ``device`` (cached): the rows a chunk's incoming spill lands on."""
-    key = ("rows", rows, device)
-    if key not in _constants:
-        _constants[key] = (torch.arange(rows, device=device),)
-    return _constants[key][0]
+    return torch.arange(rows, device=device)
