@@ -15,21 +15,25 @@ import torch
 import torch.distributed as dist
 from host_timing import timed_functions
 
+import lighthouse_attn.ops.triton.attention as triton_attention
 import lighthouse_attn.parallel.attention as cp_attention
 import lighthouse_attn.parallel.chunk_attention as chunk_attention
 import lighthouse_attn.parallel.collectives as collectives
+import lighthouse_attn.parallel.fused as fused
 import lighthouse_attn.parallel.gathered as gathered
 from lighthouse_attn import LighthouseConfig, lighthouse_attention
 from lighthouse_attn.parallel import lighthouse_attention_cp
 
 TARGETS = [(cp_attention, n) for n in (
-    "autocast_inputs", "check_inputs", "chunk_config", "_paper_selection", "_causal_selection",
-    "gather_unchecked", "two_chunk_inner", "spill_plan", "from_batch")] + [
-    (gathered, n) for n in ("attend", "attend_backward", "_local", "spill",
-                            "add_spill_grad")] + [
+    "autocast_inputs", "check_inputs", "chunk_config", "_triton_layer", "_chunk_scores",
+    "_causal_prefix", "from_batch")] + [
+    (triton_attention, n) for n in ("map_and_means", "window_plans")] + [
+    (fused, n) for n in ("sharded_layer", "inner_forward", "inner_backward", "pool_windows",
+                         "spread_windows", "add_incoming", "tail_grad")] + [
+    (gathered, n) for n in ("attend", "attend_backward")] + [
     (chunk_attention, n) for n in ("attention_forward",
                                    "attention_backward", "merge", "_pieces_grad")] + [
-    (collectives, n) for n in ("gather_autograd", "all_gather_into", "reduce_scatter_into")]
+    (collectives, n) for n in ("all_gather_into", "reduce_scatter_into")]
 
 
 def _sync(device: str) -> None:

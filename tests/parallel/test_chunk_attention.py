@@ -31,7 +31,7 @@ def test_attend_backward_gives_the_gathered_pieces_their_gradient(world):
     for rank in range(world):
         torch.manual_seed(10 * world + rank)
         chunks = chunk_ids(rank, world)
-        pieces = torch.randn(world, 2, B, Hkv, 2 * E, D, dtype=torch.float64,
+        pieces = torch.randn(world, 2, 2 * B, Hkv, E, D, dtype=torch.float64,
                              requires_grad=True)
         q = torch.randn(2 * B, H, E, D, dtype=torch.float64, requires_grad=True)
         k, v = (torch.randn(2 * B, Hkv, E, D, dtype=torch.float64, requires_grad=True)

@@ -13,9 +13,9 @@ from ..config import LighthouseConfig
 from .backend import resolve_backend
 from .inner import resolve_scale, sdpa_causal
 from .inputs import check_inner_output, check_inputs, check_selection
-from .reference.attention import gather_reference, lighthouse_reference
+from .reference.attention import lighthouse_reference
 from .reference.select import select_reference
-from .types import AttnFn, Gathered, Selection
+from .types import AttnFn, Selection
 
 _warned_short: set[tuple] = set()
 
@@ -111,19 +111,6 @@ def run_unchecked(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
     if selection is None:
         selection = select_reference(q, k, v, config)
     return lighthouse_reference(q, k, v, config, scale, attn_fn, selection)
-
-
-def gather_unchecked(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
-                     selection: Selection, pos_map: Tensor | None = None) -> Gathered:
-    """The op's first half for callers inside the library that run their own inner attention
-    between gather and scatter (context parallelism): the gathered ``q``, ``k``, ``v`` of
-    ``selection`` and the scatter of an inner output, on the backend the config resolves to.
-    ``pos_map``: the selection's position map where the Triton cascade made it already."""
-    if resolve_backend(config, q) == "triton":
-        from .triton.attention import gather_triton
-
-        return gather_triton(q, k, v, config, selection, pos_map)
-    return gather_reference(q, k, v, config, selection)
 
 
 def select(q: Tensor, k: Tensor, config: LighthouseConfig | None = None, *,

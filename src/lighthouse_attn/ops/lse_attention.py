@@ -21,6 +21,7 @@ import warnings
 import torch
 from torch import Tensor
 
+from .backend import HAS_TRITON
 from .inner import (
     cudnn_applies,
     cudnn_attention,
@@ -192,7 +193,18 @@ def _math_backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, l
 def merge(out: Tensor, lse: Tensor, out_2: Tensor, lse_2: Tensor) -> None:
     """Combine in place ``out``, ``lse``, the attention of some queries over some keys, with
     ``out_2``, ``lse_2``, the same queries' over other keys: both become the attention over
-    the union (each weighted by its share of the softmax mass, in ``lse``'s precision)."""
+    the union (each weighted by its share of the softmax mass, in ``lse``'s precision). One
+    Triton launch on CUDA (``triton/merge.py``), else :func:`merge_reference`."""
+    if HAS_TRITON and out.is_cuda and out.stride(-1) == 1 and out_2.stride(-1) == 1:
+        from .triton.merge import merge_triton
+
+        merge_triton(out, lse, out_2, lse_2)
+    else:
+        merge_reference(out, lse, out_2, lse_2)
+
+
+def merge_reference(out: Tensor, lse: Tensor, out_2: Tensor, lse_2: Tensor) -> None:
+    """:func:`merge` in torch ops."""
     merged = torch.logaddexp(lse, lse_2)
     weight = (lse_2 - merged).exp().unsqueeze(-1)
     out.copy_(torch.lerp(out.to(weight.dtype), out_2.to(weight.dtype), weight))

@@ -10,12 +10,14 @@ both) and two things from elsewhere:
 
 - **the inner attention** of a chunk's gathered entries over the gathered keys and values of
   every earlier chunk: the ranks all-gather their gathered keys and values (one collective;
-  ``S`` is a few percent of ``N``) and each chunk attends with a lower-right causal mask, both
-  chunks in one autograd node (``gathered.py``) whose backward reduce-scatters the key and
-  value gradients;
+  ``S`` is a few percent of ``N``) and each chunk attends with a lower-right causal mask
+  (``gathered.py``), the backward reduce-scattering the key and value gradients;
 - **the scatter's spill**: the summary of the last window of each level adds to the first
-  ``p^l - 1`` positions after the chunk, which belong to the next chunk; every chunk computes
-  that spill from its gathered outputs and the ranks all-gather the spills.
+  ``p^l - 1`` positions after the chunk, which belong to the next chunk; the scatter writes
+  it as its tail and the ranks all-gather the tails (``spill.py``).
+
+On the Triton kernels gather, inner attention, scatter and spill form one autograd node
+(``fused.py``); on the torch path they are composed with autograd.
 
 The causal selection also reads one window before each chunk: the last ``p^(L-1)`` base scores
 of the previous chunk are all-gathered too. Why not PyTorch's ring attention: its context-
@@ -28,6 +30,7 @@ context parallelism (the dense layers, stage 2) is ``dense.py``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 
 import torch
@@ -36,23 +39,26 @@ from torch import Tensor
 
 from ..config import TILE, LighthouseConfig
 from ..ops import Selection
-from ..ops.api import autocast_inputs, gather_unchecked
+from ..ops.api import autocast_inputs
 from ..ops.backend import resolve_backend
 from ..ops.inner import resolve_scale
 from ..ops.inputs import check_inputs
+from ..ops.reference.attention import gather_reference
 from ..ops.reference.scores import base_scores, causal_level_scores
 from ..ops.reference.select import select_from_scores, select_reference
 from . import collectives
 from .dense import dense_attention_cp
-from .gathered import two_chunk_inner
-from .layout import as_batch, chunk_ids, from_batch, owner
-from .spill import head_rows, incoming_spill, spill_plan
+from .gathered import InnerContext, two_chunk_inner
+from .layout import as_batch, from_batch
+from .spill import exchange_tails
 
 
+@functools.lru_cache(maxsize=256)
 def chunk_config(config: LighthouseConfig, seq_len: int, world: int) -> LighthouseConfig:
     """The config each of the ``2W`` chunks runs with (``topk / 2W``), after checking the
     exactness conditions of docs/spec.md section 12; ``ValueError`` names the broken rule and
-    the nearest valid ``topk`` or ``seq_len``."""
+    the nearest valid ``topk`` or ``seq_len``. Cached (configs are frozen): every layer of
+    every step asks for the same one."""
     if world < 1:
         raise ValueError(f"the context-parallel degree must be >= 1 (got {world})")
     parts = 2 * world
@@ -84,55 +90,35 @@ def chunk_config(config: LighthouseConfig, seq_len: int, world: int) -> Lighthou
 
 
 def _chunk_scores(q: Tensor, k: Tensor, local: LighthouseConfig, triton: bool
-                  ) -> tuple[Tensor, Tensor]:
+                  ) -> tuple[Tensor, Tensor, list[Tensor]]:
     """Level-0 scores of the chunks: ``(2B, H', n)`` for the queries and ``(2B, H_kv', n)``
     for the keys, one row per kv head (as the Triton cascade reads them; the reference's are
-    repeated over each group of query heads, so one in ``group`` rows is kept)."""
+    repeated over each group of query heads, so one in ``group`` rows is kept), and on the
+    kernels the coarsest means of q and k made with them (else ``[]``)."""
     if triton:
         from ..ops.triton.attention import cascade_scores
 
-        return cascade_scores(q, k, None, local)[:2]
+        return cascade_scores(q, k, None, local, coarsest=True)
     sq, sk = base_scores(q, k, None, local)
-    return sq, sk[:, ::sk.shape[1] // k.shape[1]]
+    return sq, sk[:, ::sk.shape[1] // k.shape[1]], []
 
 
-def _paper_selection(q: Tensor, k: Tensor, v: Tensor, local: LighthouseConfig
-                     ) -> tuple[Selection, Tensor | None]:
-    """The paper's selection of the chunks (batch rows), with its position map on the
-    kernels."""
-    if resolve_backend(local, q) == "triton":
-        from ..ops.triton.attention import select_triton_with_map
+def _causal_prefix(sq0: Tensor, sk0: Tensor, local: LighthouseConfig, group, rank: int,
+                   world: int) -> tuple[Tensor, Tensor]:
+    """The last coarsest window of base scores of each chunk's previous chunk (all-gathered,
+    one small exchange; -inf before the first chunk): what the causal cascade reads before a
+    chunk's first window, so that it scores as in the whole sequence."""
+    w, q_rows = local.coarsest_window, sq0.shape[1]
+    last = torch.cat([sq0[..., -w:], sk0[..., -w:]], 1)  # (2B, rows, w), batch rows (b, slot)
+    front = collectives.from_neighbours(last, -1, float("-inf"), group, rank, world)
+    return front[:, :q_rows], front[:, q_rows:]
 
-        return select_triton_with_map(q, k, v, local)
-    with torch.no_grad():
-        return select_reference(q, k, v, local), None
 
-
-def _causal_selection(q: Tensor, k: Tensor, local: LighthouseConfig, group, rank: int,
-                      world: int) -> tuple[Selection, Tensor | None]:
-    """The causal selection of the chunks (batch rows ``(b, slot)``), with its position map
-    on the kernels: each chunk's cascade reads the last coarsest window of base scores of the
-    previous chunk (all-gathered, one small exchange; -inf before the first chunk), so the
-    first window of a chunk scores as in the whole sequence. On the Triton cascade where the
-    backend resolves to it, else on the reference."""
-    w = local.coarsest_window
-    triton = resolve_backend(local, q) == "triton"
-    sq0, sk0 = _chunk_scores(q, k, local, triton)
-    q_rows = sq0.shape[1]
-    tails = torch.cat([sq0[..., -w:], sk0[..., -w:]], 1)  # (2B, rows, w)
-    tails = tails.unflatten(0, (-1, 2)).transpose(0, 1).contiguous()  # (slot, B, rows, w)
-    everyone = tails.new_empty((world, *tails.shape))
-    collectives.all_gather_into(everyone.view(-1, *tails.shape[1:]), tails, group)
-    fronts = []
-    for chunk in chunk_ids(rank, world):
-        fronts.append(everyone[owner(chunk - 1, world)] if chunk > 0 else
-                      torch.full_like(tails[0], float("-inf")))
-    front = torch.stack(fronts, 1).flatten(0, 1)  # (2B, rows, w), batch rows (b, slot)
-    prefix = (front[:, :q_rows], front[:, q_rows:])
-    if triton:
-        from ..ops.triton.select import select_with_map
-
-        return select_with_map(sq0, sk0, local, prefix=prefix)
+def _causal_levels(sq0: Tensor, sk0: Tensor, prefix: tuple[Tensor, Tensor],
+                   local: LighthouseConfig) -> Selection:
+    """The causal selection of the chunks on the reference, from their base scores and the
+    scores before each (:func:`_causal_prefix`)."""
+    w, q_rows = local.coarsest_window, sq0.shape[1]
     levels = []
     for i, s0 in enumerate((sq0, sk0)):
         pre = prefix[i]
@@ -141,7 +127,42 @@ def _causal_selection(q: Tensor, k: Tensor, local: LighthouseConfig, group, rank
         ext = causal_level_scores(torch.cat([pre, s0], dim=-1), local.num_levels,
                                   local.pooling_factor)
         levels.append([lv[..., w // local.pooling_factor ** lvl:] for lvl, lv in enumerate(ext)])
-    return select_from_scores(levels[0], levels[1], local), None
+    return select_from_scores(levels[0], levels[1], local)
+
+
+def _triton_layer(q: Tensor, k: Tensor, v: Tensor, local: LighthouseConfig,
+                  how: InnerContext, exchange: bool) -> Tensor:
+    """The chunks (batch rows) on the kernels: the cascade's position map, then one node."""
+    from ..ops.triton.attention import map_and_means, window_plans
+    from ..ops.triton.select import select_with_map
+    from .fused import sharded_layer
+
+    if local.selection == "causal":
+        sq0, sk0, means = _chunk_scores(q, k, local, triton=True)
+        prefix = _causal_prefix(sq0, sk0, local, how.group, how.rank, how.world)
+        with torch.no_grad():
+            pos_map = select_with_map(sq0, sk0, local, with_selection=False, prefix=prefix)[1]
+    else:
+        pos_map, means = map_and_means(q, k, v, local)
+    return sharded_layer(q, k, v, pos_map, window_plans(q, k, local), how, means,
+                         exchange=exchange)
+
+
+def _reference_layer(q: Tensor, k: Tensor, v: Tensor, local: LighthouseConfig,
+                     how: InnerContext, exchange: bool) -> Tensor:
+    """The chunks (batch rows) on the torch path, composed with autograd."""
+    if local.selection == "causal":
+        sq0, sk0, _ = _chunk_scores(q, k, local, triton=False)
+        prefix = _causal_prefix(sq0, sk0, local, how.group, how.rank, how.world)
+        selection = _causal_levels(sq0, sk0, prefix, local)
+    else:
+        with torch.no_grad():
+            selection = select_reference(q, k, v, local)
+    qg, kg, vg, scatter_back = gather_reference(q, k, v, local, selection, tail=True)
+    out, tail = scatter_back(two_chunk_inner(qg, kg, vg, how))
+    if exchange and tail.shape[2]:
+        out = exchange_tails(out, tail, how.group, how.rank, how.world)
+    return out
 
 
 def lighthouse_attention_cp(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
@@ -177,23 +198,8 @@ def lighthouse_attention_cp(q: Tensor, k: Tensor, v: Tensor, config: LighthouseC
     local = chunk_config(config, 2 * n * world, world)
     if local.num_levels == 1:
         return dense_attention_cp(q, k, v, group, scale=scale)
-    qb, kb, vb = as_batch(q), as_batch(k), as_batch(v)
-    if local.selection == "causal":
-        selection, pos_map = _causal_selection(qb, kb, local, group, rank, world)
-    else:
-        selection, pos_map = _paper_selection(qb, kb, vb, local)
-    qg, kg, vg, scatter_back = gather_unchecked(qb, kb, vb, local, selection, pos_map)
-    plan = spill_plan(selection, local, n, heads=q.shape[1],
-                      acc=torch.promote_types(q.dtype, torch.float32))
-    og, spill = two_chunk_inner(qg, kg, vg, plan, group, rank, world,
-                                resolve_scale(scale, q.shape[-1]),
-                                deterministic=local.deterministic)
-    out = scatter_back(og)  # laid out as qb: from_batch below is then a view
-    spills = collectives.gather_autograd(spill.unflatten(0, (-1, 2)).transpose(0, 1),
-                                         group)  # (2W, B, H, w-1, D)
-    rows = spills.shape[3]
-    if rows and exchange_spill:  # each chunk gets the previous chunk's spill on its head
-        incoming = incoming_spill(spills, chunk_ids(rank, world), world, out.dtype)
-        # in place on the scatter's fresh output: its backward passes the gradient whole
-        out = out.index_add_(2, head_rows(rows, out.device), incoming)
-    return from_batch(out)
+    how = InnerContext(group, rank, world, resolve_scale(scale, q.shape[-1]),
+                       local.deterministic)
+    layer = _triton_layer if resolve_backend(local, q) == "triton" else _reference_layer
+    out = layer(as_batch(q), as_batch(k), as_batch(v), local, how, exchange_spill)
+    return from_batch(out)  # laid out as the batch view of q: a view

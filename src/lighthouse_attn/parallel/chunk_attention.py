@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ..ops.lse_attention import attention_backward, attention_forward, merge
-from .layout import owner
+from .layout import chunk_of
 
 
 def slot(x: Tensor, i: int) -> Tensor:
@@ -49,8 +49,8 @@ def attend_backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, past: Tensor,
                     pieces_shape: torch.Size, world: int, deterministic: bool = False
                     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(dq, dk, dv, d_pieces)`` of :func:`attend`: ``dk``, ``dv`` of the chunks' own keys
-    and values, and ``d_pieces`` the gradient of the all-gathered pieces ``(W, 2, B, H_kv,
-    2E, D)`` (``pieces_shape``) that ``past`` was read from (``layout.chunks_upto``), in
+    and values, and ``d_pieces`` the gradient of the all-gathered pieces ``(W, 2, 2B, H_kv,
+    E, D)`` (``pieces_shape``) that ``past`` was read from (``layout.chunks_upto``), in
     ``past``'s dtype: each earlier chunk's gradient written straight into its owner's slot,
     summed in fp32 (fp64 for fp64) where both chunks read it, zero where neither does."""
     E = q.shape[2]
@@ -75,7 +75,7 @@ def _pieces_grad(reads: list, past: Tensor, shape: torch.Size, world: int) -> Te
     each a prefix of ``past`` of whole chunks): no buffer over ``past`` in fp32, only the
     overlap of two reads is summed in it (exactly as accumulating both in fp32 would)."""
     d = past.new_empty(shape)
-    n = shape[-2] // 2
+    n = shape[-2]
     reads = sorted(reads, key=lambda r: r[0])  # the longer read last
     longest = reads[-1][0] if reads else 0
     overlap = reads[0][0] if len(reads) == 2 else 0
@@ -87,8 +87,7 @@ def _pieces_grad(reads: list, past: Tensor, shape: torch.Size, world: int) -> Te
                                          + reads[0][1][kind].to(acc)).to(past.dtype)
         sources.append((full, both))
     for c in range(2 * world):
-        r, j = owner(c, world)
-        dst = d[r][..., j * n:(j + 1) * n, :]  # (2, B, H_kv, n, D): keys and values
+        dst = chunk_of(d, c, world)  # (2, B, H_kv, n, D): keys and values
         if c * n >= longest:
             dst.zero_()
             continue

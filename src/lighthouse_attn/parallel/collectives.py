@@ -10,6 +10,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from .layout import neighbours, slot_rows
+
 _all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 _reduce_scatter_single = (getattr(dist, "reduce_scatter_single", None)
                           or dist.reduce_scatter_tensor)
@@ -53,3 +55,18 @@ def all_gather_into(out: Tensor, x: Tensor, group, async_op: bool = False):
 def reduce_scatter_into(out: Tensor, x: Tensor, group) -> None:
     """This rank's piece of the sum over ranks of ``x`` (``W`` pieces along dim 0)."""
     _reduce_scatter_single(out, x, group=group)
+
+
+def from_neighbours(x: Tensor, step: int, fill: float, group, rank: int, world: int) -> Tensor:
+    """For each batch row ``(b, slot)`` of ``x`` ``(2B, ...)`` (contiguous) holding chunk
+    ``c``, that row of chunk ``c + step``'s ``x`` (``fill`` past the sequence's ends); one
+    all-gather."""
+    everyone = x.new_empty((world * x.shape[0], *x.shape[1:]))
+    all_gather_into(everyone, x, group)
+    slots, index = neighbours(rank, world, step, x.shape[0] // 2, x.device)
+    if len(slots) == 2:
+        return everyone.index_select(0, index)
+    out = torch.full_like(x, fill)
+    if slots:
+        slot_rows(out, slots).copy_(everyone.index_select(0, index))
+    return out

@@ -46,12 +46,12 @@ def kv_heads_per_gather(kv_heads: int, seq_len: int, batch_size: int, head_dim: 
 
 def _gathered_groups(k: Tensor, v: Tensor, heads: int, group, world: int):
     """``(first kv head, gathered)`` per group of ``heads`` kv heads, ``gathered`` of shape
-    ``(W, 2, B, heads, 2n, D)`` (rank, keys/values); the next group's all-gather is in flight
-    while the caller uses the current one."""
+    ``(W, 2, 2B, heads, n, D)`` (rank, keys/values, batch rows ``(b, slot)``); the next
+    group's all-gather is in flight while the caller uses the current one."""
     starts = list(range(0, k.shape[1], heads))
 
     def launch(h0: int):
-        piece = torch.stack([k[:, h0:h0 + heads], v[:, h0:h0 + heads]]).contiguous()
+        piece = torch.stack([as_batch(k[:, h0:h0 + heads]), as_batch(v[:, h0:h0 + heads])])
         out = piece.new_empty((world, *piece.shape))
         return out, collectives.all_gather_into(out.view(-1, *piece.shape[1:]), piece, group,
                                                 async_op=True)
@@ -107,8 +107,8 @@ class _DenseContextParallel(torch.autograd.Function):
             dq[:, rows] = from_batch(dq_g)
             mine = d_gathered.new_empty(d_gathered.shape[1:])
             collectives.reduce_scatter_into(mine, d_gathered.view(-1, *mine.shape[1:]), group)
-            dk[:, kv_rows] = mine[0] + from_batch(dk_g)
-            dv[:, kv_rows] = mine[1] + from_batch(dv_g)
+            dk[:, kv_rows] = from_batch(mine[0] + dk_g)
+            dv[:, kv_rows] = from_batch(mine[1] + dv_g)
         return dq, dk, dv, None, None, None, None, None
 
 

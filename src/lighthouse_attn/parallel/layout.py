@@ -7,6 +7,8 @@ so every rank gets one cheap and one expensive chunk).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -21,12 +23,37 @@ def owner(chunk: int, world: int) -> tuple[int, int]:
     return (chunk, 0) if chunk < world else (2 * world - 1 - chunk, 1)
 
 
+@functools.lru_cache(maxsize=64)
+def neighbours(rank: int, world: int, step: int, batch: int, device: torch.device
+               ) -> tuple[tuple[int, ...], Tensor]:
+    """This rank's slots whose chunk ``c`` has a neighbour ``c + step`` in the sequence, and
+    where each such neighbour's batch rows sit among every rank's ``2 batch`` rows gathered in
+    rank order, in batch-row order ``(b, slot)`` (cached: no launches after the first call)."""
+    chunks = chunk_ids(rank, world)
+    slots = tuple(s for s, c in enumerate(chunks) if 0 <= c + step < 2 * world)
+    rows = [2 * batch * r + 2 * b + j for b in range(batch)
+            for r, j in (owner(chunks[s] + step, world) for s in slots)]
+    return slots, torch.tensor(rows, device=device)
+
+
+def slot_rows(x: Tensor, slots: tuple[int, ...]) -> Tensor:
+    """The batch rows ``(b, slot)`` of ``x`` ``(2B, ...)`` of ``slots`` (one or both), a
+    view."""
+    return x if len(slots) == 2 else x.unflatten(0, (-1, 2))[:, slots[0]]
+
+
+def chunk_of(pieces: Tensor, chunk: int, world: int) -> Tensor:
+    """Chunk ``chunk`` ``(2, B, ..., n, D)`` (a view) of ``pieces`` ``(W, 2, 2B, ..., n,
+    D)``: every rank's keys and values of its two chunks as batch rows ``(b, slot)``, in rank
+    order (an all-gather of :func:`as_batch` tensors)."""
+    r, j = owner(chunk, world)
+    return pieces[r][:, j::2]
+
+
 def chunks_upto(pieces: Tensor, last: int, world: int) -> Tensor:
-    """Chunks ``0 .. last`` in sequence order (along dim -2) from ``pieces`` ``(W, ..., 2n,
-    D)``: every rank's two local chunks, in rank order (an all-gather of local tensors)."""
-    n = pieces.shape[-2] // 2
-    return torch.cat([pieces[r][..., j * n:(j + 1) * n, :]
-                      for r, j in (owner(c, world) for c in range(last + 1))], -2)
+    """Chunks ``0 .. last`` of ``pieces`` (:func:`chunk_of`) in sequence order along dim
+    -2: ``(2, B, ..., (last + 1) n, D)``."""
+    return torch.cat([chunk_of(pieces, c, world) for c in range(last + 1)], -2)
 
 
 def as_batch(x: Tensor) -> Tensor:

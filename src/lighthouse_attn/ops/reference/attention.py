@@ -11,13 +11,14 @@ from ..inputs import check_inner_output
 from ..types import AttnFn, Gathered, Selection
 from .gather import gather
 from .pyramid import build_pyramid
-from .scatter import scatter
+from .scatter import scatter, scatter_with_tail
 
 
 def gather_reference(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
-                     selection: Selection) -> Gathered:
+                     selection: Selection, tail: bool = False) -> Gathered:
     """The gathered ``q``, ``k``, ``v`` of a given selection and their scatter (torch path;
-    ``k``, ``v`` keep ``H_kv`` heads only with ``gqa="shared"``)."""
+    ``k``, ``v`` keep ``H_kv`` heads only with ``gqa="shared"``); with ``tail`` the scatter
+    returns ``scatter_with_tail``'s pair (context parallelism)."""
     L, p = config.num_levels, config.pooling_factor
     H, N = q.shape[1:3]
     group = H // k.shape[1]
@@ -30,7 +31,8 @@ def gather_reference(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
     qg = gather(build_pyramid(q, L, p), q_sel)
     kg = gather(build_pyramid(k, L, p), kv_sel)
     vg = gather(build_pyramid(v, L, p), kv_sel)
-    return Gathered(qg, kg, vg, lambda og: scatter(og, q_sel, N, config))
+    scatter_fn = scatter_with_tail if tail else scatter
+    return Gathered(qg, kg, vg, lambda og: scatter_fn(og, q_sel, N, config))
 
 
 def lighthouse_reference(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,

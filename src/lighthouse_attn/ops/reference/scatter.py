@@ -31,10 +31,12 @@ def _targets(first: Tensor, width: int) -> Tensor:
     return (first.unsqueeze(-1) + torch.arange(width, device=first.device)).flatten(-2)
 
 
-def scatter_forward(o: Tensor, groups: list[tuple[Tensor, Tensor, int]], seq_len: int
-                    ) -> Tensor:
-    """``out[t] = sum of o[s]`` over entries ``s`` whose shifted window holds ``t``, from
-    differentiable out-of-place ops (autograd's adjoint gathers each window's sum)."""
+def _scatter_sum(o: Tensor, groups: list[tuple[Tensor, Tensor, int]], seq_len: int
+                 ) -> Tensor:
+    """``out[t] = sum of o[s]`` over entries ``s`` whose shifted window holds ``t``, for
+    ``t < seq_len + max window`` (the rows past ``seq_len`` are what the last windows reach
+    beyond the end), in the accumulation dtype, from differentiable out-of-place ops
+    (autograd's adjoint gathers each window's sum)."""
     B, H, S, D = o.shape
     pad = max(width for _, _, width in groups)
     out = o.new_zeros(B, H, seq_len + pad, D, dtype=accumulation_dtype(o.dtype))
@@ -43,7 +45,7 @@ def scatter_forward(o: Tensor, groups: list[tuple[Tensor, Tensor, int]], seq_len
         src = src.unsqueeze(3).expand(-1, -1, -1, width, -1).reshape(B, H, -1, D)
         out = out.scatter_add(2, _targets(first, width).unsqueeze(-1).expand(-1, -1, -1, D),
                               src)
-    return out[:, :, :seq_len].to(o.dtype)
+    return out
 
 
 def scatter(o: Tensor, selection: Selection, seq_len: int, config: LighthouseConfig) -> Tensor:
@@ -54,4 +56,15 @@ def scatter(o: Tensor, selection: Selection, seq_len: int, config: LighthouseCon
     are zero. Sums accumulate in fp32; the result has ``o``'s dtype. ``selection`` must have
     ``H`` heads and the config's per-level counts. Differentiable in ``o``.
     """
-    return scatter_forward(o, _level_groups(selection, seq_len, config), seq_len)
+    out = _scatter_sum(o, _level_groups(selection, seq_len, config), seq_len)
+    return out[:, :, :seq_len].to(o.dtype)
+
+
+def scatter_with_tail(o: Tensor, selection: Selection, seq_len: int, config: LighthouseConfig
+                      ) -> tuple[Tensor, Tensor]:
+    """:func:`scatter`, and its tail: what the entries add to the ``p^(L-1) - 1`` positions
+    after the end, ``(B, H, p^(L-1) - 1, D)`` in the accumulation dtype (the next chunk's
+    share under context parallelism). Differentiable in ``o``."""
+    out = _scatter_sum(o, _level_groups(selection, seq_len, config), seq_len)
+    end = seq_len + config.coarsest_window - 1
+    return out[:, :, :seq_len].to(o.dtype), out[:, :, seq_len:end]

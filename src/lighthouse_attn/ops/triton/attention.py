@@ -145,13 +145,15 @@ def select_triton(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConf
     return _select(q, k, v, config)[0]
 
 
-def select_triton_with_map(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConfig
-                           ) -> tuple[Selection, Tensor]:
-    """:func:`select_triton` and the selection's position map (``gather_triton`` takes it)."""
-    return _select(q, k, v, config)[:2]
+def map_and_means(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConfig
+                  ) -> tuple[Tensor, list[Tensor]]:
+    """The cascade's position map (no selection written) and the coarsest means of q and k
+    made while scoring (``[]`` where the norm kernel cannot): what :func:`pool_windows` reads
+    to gather."""
+    return _select(q, k, v, config, with_selection=False, coarsest=True)[1:]
 
 
-def _plans(q: Tensor, k: Tensor, config: LighthouseConfig) -> tuple:
+def window_plans(q: Tensor, k: Tensor, config: LighthouseConfig) -> tuple:
     """The gather and scatter plans of these shapes."""
     H, N = q.shape[1:3]
     Hkv = k.shape[1]
@@ -177,7 +179,7 @@ def gather_triton(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
         else:
             pos_map = position_map(selection, q.shape[2], config.pooling_factor,
                                    config.num_levels)
-    gather, scatter = _plans(q, k, config)
+    gather, scatter = window_plans(q, k, config)
     qg, kg, vg = pool_windows_differentiable([q, k, v], pos_map, gather)
     return Gathered(qg, kg, vg,
                     lambda og: spread_windows_differentiable([og], pos_map, scatter,
@@ -201,6 +203,6 @@ def lighthouse_triton(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
         _, pos_map, coarsest = _select(q, k, v, config, with_selection=False, coarsest=True)
     else:
         pos_map = position_map(selection, q.shape[2], config.pooling_factor, config.num_levels)
-    gather, scatter = _plans(q, k, config)
+    gather, scatter = window_plans(q, k, config)
     return _OneNodeLayer.apply(q, k, v, pos_map, gather, scatter, resolve_scale(scale, D),
                                inner, *coarsest)

@@ -55,14 +55,15 @@ def pool_plan(pooling_factor: int, num_levels: int, D: int) -> tuple[int, bool]:
 
 
 @triton.jit
-def _pool_one(x_ptr, out_ptr, map_ptr, c_ptr, b, o, N, M, S, D, heads, x_div, sel_div,
-              sel_heads, c_heads, sxb, sxh, sxn, u0, SHIFT: tl.constexpr, MEAN: tl.constexpr,
-              L: tl.constexpr, P: tl.constexpr, LOG2P: tl.constexpr, ROWS: tl.constexpr,
-              BLOCK_D: tl.constexpr, ACC: tl.constexpr, SKIP_EMPTY: tl.constexpr,
-              GIVEN: tl.constexpr):
+def _pool_one(x_ptr, out_ptr, map_ptr, c_ptr, tail_ptr, b, o, N, M, S, D, heads, x_div,
+              sel_div, sel_heads, c_heads, sxb, sxh, sxn, stb, sth, u0, SHIFT: tl.constexpr,
+              MEAN: tl.constexpr, L: tl.constexpr, P: tl.constexpr, LOG2P: tl.constexpr,
+              ROWS: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr,
+              SKIP_EMPTY: tl.constexpr, GIVEN: tl.constexpr, TAIL: tl.constexpr):
     d = tl.arange(0, BLOCK_D)
     md = d < D
     x_base = x_ptr + b.to(tl.int64) * sxb + (o // x_div).to(tl.int64) * sxh
+    tail_base = tail_ptr + b.to(tl.int64) * stb + (o // x_div).to(tl.int64) * sth
     map_row = map_ptr + (b * sel_heads + o // sel_div).to(tl.int64) * M
     out_base = out_ptr + ((b * heads + o).to(tl.int64) * S) * D
     level_off = 0
@@ -85,6 +86,11 @@ def _pool_one(x_ptr, out_ptr, map_ptr, c_ptr, b, o, N, M, S, D, heads, x_div, se
             mt = ok[:, None] & (t >= 0) & (t < N)
             x = tl.load(x_base + t[:, :, None].to(tl.int64) * sxn + d[None, None, :],
                         mask=mt[:, :, None] & md[None, None, :], other=0.0).to(ACC)
+            if TAIL:  # rows N .. N + TAIL - 1 come from the tail
+                mt = ok[:, None] & (t >= N) & (t < N + TAIL)
+                x += tl.load(tail_base + (t - N)[:, :, None].to(tl.int64) * D
+                             + d[None, None, :], mask=mt[:, :, None] & md[None, None, :],
+                             other=0.0).to(ACC)
             val = tl.sum(x, axis=1)
             if MEAN:
                 val = val * (1.0 / (P**lvl))
@@ -94,36 +100,37 @@ def _pool_one(x_ptr, out_ptr, map_ptr, c_ptr, b, o, N, M, S, D, heads, x_div, se
 
 
 @triton.jit
-def _pool_kernel(x0, x1, x2, o0, o1, o2, c0, c1, c2, map_ptr, N, M, S, D, h0, h1, h2, xd0, xd1,
-                 xd2, sd0, sd1, sd2, ch0, ch1, ch2, sel_heads, s0b, s0h, s0n, s1b, s1h, s1n,
-                 s2b, s2h, s2n, SHIFT: tl.constexpr, MEAN: tl.constexpr, L: tl.constexpr,
-                 P: tl.constexpr, LOG2P: tl.constexpr, ROWS: tl.constexpr,
+def _pool_kernel(x0, x1, x2, o0, o1, o2, c0, c1, c2, tail, map_ptr, N, M, S, D, h0, h1, h2,
+                 xd0, xd1, xd2, sd0, sd1, sd2, ch0, ch1, ch2, sel_heads, s0b, s0h, s0n, s1b,
+                 s1h, s1n, s2b, s2h, s2n, stb, sth, SHIFT: tl.constexpr, MEAN: tl.constexpr,
+                 L: tl.constexpr, P: tl.constexpr, LOG2P: tl.constexpr, ROWS: tl.constexpr,
                  BLOCK_D: tl.constexpr, ACC: tl.constexpr, SKIP_EMPTY: tl.constexpr,
-                 GIVEN: tl.constexpr):
+                 GIVEN: tl.constexpr, TAIL: tl.constexpr):
     u0 = tl.program_id(0) * ROWS
     pid_y = tl.program_id(1)
     total = h0 + h1 + h2
     b = pid_y // total
     slot = pid_y % total
     if slot < h0:
-        _pool_one(x0, o0, map_ptr, c0, b, slot, N, M, S, D, h0, xd0, sd0, sel_heads, ch0, s0b,
-                  s0h, s0n, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC, SKIP_EMPTY,
-                  GIVEN > 0)
+        _pool_one(x0, o0, map_ptr, c0, tail, b, slot, N, M, S, D, h0, xd0, sd0, sel_heads, ch0,
+                  s0b, s0h, s0n, stb, sth, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC,
+                  SKIP_EMPTY, GIVEN > 0, TAIL)
     elif slot < h0 + h1:
-        _pool_one(x1, o1, map_ptr, c1, b, slot - h0, N, M, S, D, h1, xd1, sd1, sel_heads, ch1,
-                  s1b, s1h, s1n, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC, SKIP_EMPTY,
-                  GIVEN > 1)
+        _pool_one(x1, o1, map_ptr, c1, tail, b, slot - h0, N, M, S, D, h1, xd1, sd1, sel_heads,
+                  ch1, s1b, s1h, s1n, stb, sth, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D,
+                  ACC, SKIP_EMPTY, GIVEN > 1, 0)
     else:
-        _pool_one(x2, o2, map_ptr, c2, b, slot - h0 - h1, N, M, S, D, h2, xd2, sd2, sel_heads,
-                  ch2, s2b, s2h, s2n, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC,
-                  SKIP_EMPTY, GIVEN > 2)
+        _pool_one(x2, o2, map_ptr, c2, tail, b, slot - h0 - h1, N, M, S, D, h2, xd2, sd2,
+                  sel_heads, ch2, s2b, s2h, s2n, stb, sth, u0, SHIFT, MEAN, L, P, LOG2P, ROWS,
+                  BLOCK_D, ACC, SKIP_EMPTY, GIVEN > 2, 0)
 
 
 @triton.jit
-def _spread_one(g_ptr, out_ptr, map_ptr, b, j, N, M, D, group, sel_div, sel_heads,
-                sgb, sgh, sgs, sob, soh, son, u0, SHIFT: tl.constexpr, MEAN: tl.constexpr,
-                L: tl.constexpr, P: tl.constexpr, LOG2P: tl.constexpr, ROWS: tl.constexpr,
-                BLOCK_D: tl.constexpr, ACC: tl.constexpr):
+def _spread_one(g_ptr, out_ptr, tail_ptr, map_ptr, b, j, N, M, D, group, sel_div, sel_heads,
+                sgb, sgh, sgs, sob, soh, son, stb, sth, u0, SHIFT: tl.constexpr,
+                MEAN: tl.constexpr, L: tl.constexpr, P: tl.constexpr, LOG2P: tl.constexpr,
+                ROWS: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr,
+                TAIL: tl.constexpr):
     d = tl.arange(0, BLOCK_D)
     md = d < D
     acc = tl.zeros((ROWS, BLOCK_D), ACC)
@@ -152,28 +159,37 @@ def _spread_one(g_ptr, out_ptr, map_ptr, b, j, N, M, D, group, sel_div, sel_head
     out = out_ptr + b.to(tl.int64) * sob + j.to(tl.int64) * soh + t[:, None].to(tl.int64) * son
     tl.store(out + d[None, :], acc.to(out_ptr.dtype.element_ty),
              mask=((t >= 0) & (t < N))[:, None] & md[None, :])
+    if TAIL:  # rows N .. N + TAIL - 1, past the end, go to the tail
+        tail = (tail_ptr + b.to(tl.int64) * stb + j.to(tl.int64) * sth
+                + (t - N)[:, None].to(tl.int64) * D)
+        tl.store(tail + d[None, :], acc.to(tail_ptr.dtype.element_ty),
+                 mask=((t >= N) & (t < N + TAIL))[:, None] & md[None, :])
 
 
 @triton.jit
-def _spread_kernel(g0, g1, g2, o0, o1, o2, map_ptr, N, M, D, h0, h1, h2, gr0, gr1, gr2,
+def _spread_kernel(g0, g1, g2, o0, o1, o2, tail, map_ptr, N, M, D, h0, h1, h2, gr0, gr1, gr2,
                    sd0, sd1, sd2, sel_heads, s0b, s0h, s0s, s1b, s1h, s1s, s2b, s2h, s2s,
-                   t0b, t0h, t0n, t1b, t1h, t1n, t2b, t2h, t2n, SHIFT: tl.constexpr,
+                   t0b, t0h, t0n, t1b, t1h, t1n, t2b, t2h, t2n, stb, sth, SHIFT: tl.constexpr,
                    MEAN: tl.constexpr, L: tl.constexpr, P: tl.constexpr, LOG2P: tl.constexpr,
-                   ROWS: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr):
+                   ROWS: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr,
+                   TAIL: tl.constexpr):
     u0 = tl.program_id(0) * ROWS
     pid_y = tl.program_id(1)
     total = h0 + h1 + h2
     b = pid_y // total
     slot = pid_y % total
     if slot < h0:
-        _spread_one(g0, o0, map_ptr, b, slot, N, M, D, gr0, sd0, sel_heads, s0b, s0h, s0s,
-                    t0b, t0h, t0n, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC)
+        _spread_one(g0, o0, tail, map_ptr, b, slot, N, M, D, gr0, sd0, sel_heads, s0b, s0h,
+                    s0s, t0b, t0h, t0n, stb, sth, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D,
+                    ACC, TAIL)
     elif slot < h0 + h1:
-        _spread_one(g1, o1, map_ptr, b, slot - h0, N, M, D, gr1, sd1, sel_heads, s1b,
-                    s1h, s1s, t1b, t1h, t1n, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC)
+        _spread_one(g1, o1, tail, map_ptr, b, slot - h0, N, M, D, gr1, sd1, sel_heads, s1b,
+                    s1h, s1s, t1b, t1h, t1n, stb, sth, u0, SHIFT, MEAN, L, P, LOG2P, ROWS,
+                    BLOCK_D, ACC, 0)
     else:
-        _spread_one(g2, o2, map_ptr, b, slot - h0 - h1, N, M, D, gr2, sd2, sel_heads,
-                    s2b, s2h, s2s, t2b, t2h, t2n, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC)
+        _spread_one(g2, o2, tail, map_ptr, b, slot - h0 - h1, N, M, D, gr2, sd2, sel_heads,
+                    s2b, s2h, s2s, t2b, t2h, t2n, stb, sth, u0, SHIFT, MEAN, L, P, LOG2P, ROWS,
+                    BLOCK_D, ACC, 0)
 
 
 @triton.jit
@@ -248,53 +264,89 @@ def scatter_plan(seq_len: int, heads: list[int], pooling_factor: int, num_levels
 
 
 def pool_windows(xs: list[Tensor], pos_map: Tensor, plan: WindowPlan,
-                 coarsest: list[Tensor] = ()) -> list[Tensor]:
+                 coarsest: list[Tensor] = (), tail: Tensor | None = None,
+                 into: list[Tensor | None] | None = None) -> list[Tensor]:
     """For each ``x`` ``(B, H_x, N, D)`` (last dim contiguous) in ``xs`` (1 to 3 tensors):
     ``(B, plan.heads[i], plan.length, D)``: the sum or mean of each selected window's rows,
     in one launch (module doc). ``coarsest`` may hold,
     for the leading tensors of ``xs``, their coarsest level already pooled (contiguous
     ``(B, H_x, N / p^(L-1), D)`` means, from ``scores.row_norms_and_means``), which is then
-    copied rather than pooled again (unshifted means only)."""
+    copied rather than pooled again (unshifted means only). ``tail``: for a shifted plan,
+    the rows after the end of ``xs[0]``, ``(B, H_x, R, D)`` contiguous with ``R < p^(L-1)``
+    (the adjoint of :func:`spread_windows`'s ``tail``); without it they are zero. ``into``:
+    per output, a contiguous tensor of its shape and dtype to write it into, or ``None``."""
     B, _, N, D = xs[0].shape
     S, heads, x_divs, sel_divs, shift, mean, pooling_factor, num_levels = plan
     if coarsest and (shift or not mean or len(coarsest) > len(xs)):
         raise ValueError("given coarsest levels must be unshifted means of leading inputs")
-    outs = [x.new_empty(B, h, S, D) for x, h in zip(xs, heads)]
+    _check_tail(tail, xs[0], plan)
+    into = into or [None] * len(xs)
+    outs = [x.new_empty(B, h, S, D) if buf is None else buf
+            for x, h, buf in zip(xs, heads, into)]
+    for x, h, buf in zip(xs, heads, into):
+        if buf is not None and (buf.shape != (B, h, S, D) or buf.dtype != x.dtype
+                                or not buf.is_contiguous()):
+            raise ValueError(f"an output goes into a contiguous {(B, h, S, D)} "
+                             f"{x.dtype} tensor; got {tuple(buf.shape)} {buf.dtype}")
     rows, skip = pool_plan(pooling_factor, num_levels, D)
     grid = (cdiv(N + (pooling_factor ** (num_levels - 1) if shift else 0), rows),
             B * sum(heads))
     strides = [s for x in _pad3(xs, xs[0]) for s in x.stride()[:3]]
     fast(_pool_kernel)[grid](
-        *_pad3(xs, xs[0]), *_pad3(outs, outs[0]), *_pad3(list(coarsest), xs[0]), pos_map, N,
+        *_pad3(xs, xs[0]), *_pad3(outs, outs[0]), *_pad3(list(coarsest), xs[0]),
+        xs[0] if tail is None else tail, pos_map, N,
         pos_map.shape[2], S, D, *_pad3(heads, 0), *_pad3(x_divs, 1), *_pad3(sel_divs, 1),
         *_pad3([c.shape[1] for c in coarsest], 1), pos_map.shape[1], *strides,
-        SHIFT=int(shift), MEAN=mean, L=num_levels, P=pooling_factor,
+        *_tail_strides(tail), SHIFT=int(shift), MEAN=mean, L=num_levels, P=pooling_factor,
         LOG2P=pooling_factor.bit_length() - 1, ROWS=rows, BLOCK_D=next_pow2(D),
-        ACC=accumulator(xs[0].dtype), SKIP_EMPTY=skip, GIVEN=len(coarsest), num_warps=4)
+        ACC=accumulator(xs[0].dtype), SKIP_EMPTY=skip, GIVEN=len(coarsest),
+        TAIL=0 if tail is None else tail.shape[2], num_warps=4)
     return outs
 
 
+def _check_tail(tail: Tensor | None, x: Tensor, plan: WindowPlan) -> None:
+    """A tail holds fewer rows than the coarsest window, for a shifted plan, contiguous."""
+    if tail is None:
+        return
+    window = plan.pooling_factor ** (plan.num_levels - 1)
+    if not plan.shift or tail.shape[2] >= window or not tail.is_contiguous() or (
+            tail.shape[:2] != x.shape[:2] or tail.shape[3] != x.shape[3]):
+        raise ValueError(f"a tail is (B, H, R, D) contiguous with R < p^(L-1) = {window}, "
+                         f"for shifted windows (the scatter); got {tuple(tail.shape)} for "
+                         f"rows {tuple(x.shape)}, shift={plan.shift}")
+
+
+def _tail_strides(tail: Tensor | None) -> tuple[int, int]:
+    return (0, 0) if tail is None else tail.stride()[:2]
+
+
 def spread_windows(gs: list[Tensor], pos_map: Tensor, plan: WindowPlan,
-                   layouts: list[tuple[int, ...] | None] | None = None) -> list[Tensor]:
+                   layouts: list[tuple[int, ...] | None] | None = None,
+                   tail: Tensor | None = None) -> list[Tensor]:
     """For each ``g`` ``(B, heads[i] * head_divs[i], S, D)`` (last dim contiguous) in ``gs``:
     ``(B, heads[i], plan.length, D)``, the gathered rows spread over the base rows their
     windows cover (divided by the window size if ``plan.mean``), in one launch. ``layouts``:
     per output, the strides to lay it out with (from :func:`layout_of`; ``None``:
-    contiguous)."""
+    contiguous). ``tail``: for a shifted plan, a contiguous ``(B, heads[0], R, D)`` buffer
+    (``R < p^(L-1)``) that receives the first output's rows past its end (what the last
+    windows' summaries add to the rows after the sequence), in the buffer's dtype."""
     B, _, _, D = gs[0].shape
     seq_len, heads, groups, sel_divs, shift, mean, pooling_factor, num_levels = plan
     layouts = layouts or [None] * len(gs)
     outs = [g.new_empty(B, h, seq_len, D) if st is None else
             g.new_empty_strided((B, h, seq_len, D), st) for g, h, st in zip(gs, heads, layouts)]
+    _check_tail(tail, outs[0], plan)
+    tail_rows = 0 if tail is None else tail.shape[2]
     rows = _rows(SPREAD_ROWS, pooling_factor, num_levels, D)
-    grid = (cdiv(seq_len + int(shift), rows), B * sum(heads))
+    grid = (cdiv(seq_len + int(shift) + tail_rows, rows), B * sum(heads))
     strides = [s for x in (_pad3(gs, gs[0]) + _pad3(outs, outs[0])) for s in x.stride()[:3]]
     fast(_spread_kernel)[grid](
-        *_pad3(gs, gs[0]), *_pad3(outs, outs[0]), pos_map, seq_len, pos_map.shape[2], D,
-        *_pad3(heads, 0), *_pad3(groups, 1), *_pad3(sel_divs, 1), pos_map.shape[1], *strides,
+        *_pad3(gs, gs[0]), *_pad3(outs, outs[0]), outs[0] if tail is None else tail, pos_map,
+        seq_len, pos_map.shape[2], D, *_pad3(heads, 0), *_pad3(groups, 1),
+        *_pad3(sel_divs, 1), pos_map.shape[1], *strides, *_tail_strides(tail),
         SHIFT=int(shift), MEAN=mean, L=num_levels, P=pooling_factor,
         LOG2P=pooling_factor.bit_length() - 1, ROWS=rows, BLOCK_D=next_pow2(D),
-        ACC=accumulator(gs[0].dtype), num_warps=spread_warps(len(gs), rows))
+        ACC=accumulator(gs[0].dtype), TAIL=tail_rows, num_warps=spread_warps(len(gs), rows))
     return outs
 
 
