@@ -25,21 +25,17 @@ from lighthouse_attn.parallel import (  # noqa: E402
 def _count_pieces():
     """Bytes this rank contributes to every all-gather of the forward pass."""
     pieces = []
-    gather, into = collectives.gather_autograd, collectives.all_gather_into
-
-    def counted_gather(x, *args, **kw):
-        pieces.append(x.numel() * x.element_size())
-        return gather(x, *args, **kw)
+    into = collectives.all_gather_into
 
     def counted_into(out, x, *args, **kw):
         pieces.append(x.numel() * x.element_size())
         return into(out, x, *args, **kw)
 
-    collectives.gather_autograd, collectives.all_gather_into = counted_gather, counted_into
+    collectives.all_gather_into = counted_into
     try:
         yield pieces
     finally:
-        collectives.gather_autograd, collectives.all_gather_into = gather, into
+        collectives.all_gather_into = into
 
 
 def run(rank: int, world: int, init: str, cases: list[dict], out_path: str,

@@ -1,16 +1,17 @@
 """The collectives of the context-parallel ops, under the names the installed torch has.
 
 Call them through this module (``collectives.all_gather_into(...)``) so that a test can count
-what each exchange moves.
+what each exchange moves. (Calling the process group's own methods instead, past
+``torch.distributed``'s checks, saved no host time on the GPU host measured:
+``benchmarks/collective_host.py``.)
 """
 
 from __future__ import annotations
 
-import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .layout import neighbours, slot_rows
+from .layout import neighbours
 
 _all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 _reduce_scatter_single = (getattr(dist, "reduce_scatter_single", None)
@@ -21,29 +22,6 @@ def group_info(group) -> tuple:
     """``(group, rank, world)`` with ``None`` meaning the whole world."""
     group = group if group is not None else dist.group.WORLD
     return group, dist.get_rank(group), dist.get_world_size(group)
-
-
-class _GatherAutograd(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, group):
-        ctx.group = group
-        out = x.new_empty((dist.get_world_size(group) * x.shape[0], *x.shape[1:]))
-        _all_gather_single(out, x.contiguous(), group=group)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        mine = grad.new_empty((grad.shape[0] // dist.get_world_size(ctx.group),
-                               *grad.shape[1:]))
-        _reduce_scatter_single(mine, grad.contiguous(), group=ctx.group)
-        return mine, None
-
-
-def gather_autograd(x: Tensor, group) -> Tensor:
-    """Every rank's ``x`` concatenated along dim 0 in rank order; its backward
-    reduce-scatters the gradient (plain c10d calls in an autograd Function: lighter on the
-    host than functional collectives)."""
-    return _GatherAutograd.apply(x, group)
 
 
 def all_gather_into(out: Tensor, x: Tensor, group, async_op: bool = False):
@@ -61,12 +39,6 @@ def from_neighbours(x: Tensor, step: int, fill: float, group, rank: int, world: 
     """For each batch row ``(b, slot)`` of ``x`` ``(2B, ...)`` (contiguous) holding chunk
     ``c``, that row of chunk ``c + step``'s ``x`` (``fill`` past the sequence's ends); one
     all-gather."""
-    everyone = x.new_empty((world * x.shape[0], *x.shape[1:]))
-    all_gather_into(everyone, x, group)
-    slots, index = neighbours(rank, world, step, x.shape[0] // 2, x.device)
-    if len(slots) == 2:
-        return everyone.index_select(0, index)
-    out = torch.full_like(x, fill)
-    if slots:
-        slot_rows(out, slots).copy_(everyone.index_select(0, index))
-    return out
+    everyone = x.new_full((world * x.shape[0] + 1, *x.shape[1:]), fill)  # the last: fill
+    all_gather_into(everyone[:-1], x, group)
+    return everyone.index_select(0, neighbours(rank, world, step, x.shape[0] // 2, x.device))

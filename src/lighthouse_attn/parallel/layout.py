@@ -24,22 +24,20 @@ def owner(chunk: int, world: int) -> tuple[int, int]:
 
 
 @functools.lru_cache(maxsize=64)
-def neighbours(rank: int, world: int, step: int, batch: int, device: torch.device
-               ) -> tuple[tuple[int, ...], Tensor]:
-    """This rank's slots whose chunk ``c`` has a neighbour ``c + step`` in the sequence, and
-    where each such neighbour's batch rows sit among every rank's ``2 batch`` rows gathered in
-    rank order, in batch-row order ``(b, slot)`` (cached: no launches after the first call)."""
-    chunks = chunk_ids(rank, world)
-    slots = tuple(s for s, c in enumerate(chunks) if 0 <= c + step < 2 * world)
-    rows = [2 * batch * r + 2 * b + j for b in range(batch)
-            for r, j in (owner(chunks[s] + step, world) for s in slots)]
-    return slots, torch.tensor(rows, device=device)
-
-
-def slot_rows(x: Tensor, slots: tuple[int, ...]) -> Tensor:
-    """The batch rows ``(b, slot)`` of ``x`` ``(2B, ...)`` of ``slots`` (one or both), a
-    view."""
-    return x if len(slots) == 2 else x.unflatten(0, (-1, 2))[:, slots[0]]
+def neighbours(rank: int, world: int, step: int, batch: int, device: torch.device) -> Tensor:
+    """For each of this rank's batch rows ``(b, slot)`` holding chunk ``c``, where chunk ``c +
+    step``'s row ``b`` sits among every rank's ``2 batch`` rows gathered in rank order, or
+    ``2 batch world`` (one row past them) where ``c + step`` is outside the sequence (cached:
+    no launches after the first call)."""
+    rows = []
+    for b in range(batch):
+        for c in chunk_ids(rank, world):
+            if 0 <= c + step < 2 * world:
+                r, j = owner(c + step, world)
+                rows.append(2 * batch * r + 2 * b + j)
+            else:
+                rows.append(2 * batch * world)
+    return torch.tensor(rows, device=device)
 
 
 def chunk_of(pieces: Tensor, chunk: int, world: int) -> Tensor:

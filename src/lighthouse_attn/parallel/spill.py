@@ -14,18 +14,14 @@ import torch
 from torch import Tensor
 
 from . import collectives
-from .layout import neighbours, slot_rows
 
 
 def add_incoming(out: Tensor, tail: Tensor, group, rank: int, world: int) -> None:
     """Add to the first rows of each chunk of ``out`` ``(2B, H, n, D)`` the previous chunk's
     ``tail`` ``(2B, H, R, D)`` contiguous (summed in the tail's dtype, rounded once), in
     place; one all-gather."""
-    everyone = tail.new_empty((world * tail.shape[0], *tail.shape[1:]))
-    collectives.all_gather_into(everyone, tail, group)
-    slots, index = neighbours(rank, world, -1, tail.shape[0] // 2, tail.device)
-    if slots:
-        slot_rows(out, slots)[:, :, :tail.shape[2]].add_(everyone.index_select(0, index))
+    out[:, :, :tail.shape[2]].add_(collectives.from_neighbours(tail, -1, 0.0, group, rank,
+                                                               world))
 
 
 def tail_grad(dout: Tensor, rows: int, group, rank: int, world: int) -> Tensor:
