@@ -99,7 +99,7 @@ def test_plan_context_parallel_prints_traffic_both_ways(capsys):
     assert main(["plan", "--seq-len", "1048576", "--num-levels", "4", "--topk", "4096",
                  "--context-parallel", "4"]) == 0
     out = capsys.readouterr().out
-    assert "Lighthouse layer  193.5 MiB (gathered_kv 192.0 MiB, spill 1.5 MiB) / 193.5 MiB" in out
+    assert "Lighthouse layer  193.5 MiB (gathered_kv 192.0 MiB, spill 1.5 MiB) / 192.7 MiB" in out
     assert "dense layer       3.00 GiB / 6.00 GiB; holds 1.50 GiB of K/V (1 kv heads per" in out
 
 

@@ -112,7 +112,8 @@ def context_parallel_traffic(config: LighthouseConfig, seq_len: int, degree: int
     - Lighthouse layer: the gathered keys and values of both local chunks (``gathered_kv``), the
       scatter's spill (fp32; ``spill``), and with the causal selection the last coarsest window
       of base scores (fp32; ``causal_scores``). The backward reduce-scatters the gradients of
-      the first two.
+      the gathered keys and values and all-gathers the spill's (the next chunk's output
+      gradient on its first rows, in ``dtype``).
     - Dense layer (always-dense layers, stage 2), as implemented (``dense_all_gather``): the
       full keys and values, gathered a group of ``kv_heads_per_group`` kv heads at a time and
       dropped after use; the backward gathers them again and reduce-scatters their gradients.
@@ -130,18 +131,19 @@ def context_parallel_traffic(config: LighthouseConfig, seq_len: int, degree: int
     row = batch_size * head_dim * itemsize
     acc = 8 if dtype == "fp64" else 4  # the spill is fp32 (fp64 for fp64); scores are fp32
 
-    def exchange(piece: int, backward: int = 0) -> dict:
+    def exchange(piece: int, backward_piece: int = 0) -> dict:
         return {"piece_bytes": piece, "sent_bytes": (W - 1) * piece,
-                "received_bytes": (W - 1) * piece, "backward_received_bytes": backward * (W - 1)
-                * piece}
+                "received_bytes": (W - 1) * piece,
+                "backward_received_bytes": (W - 1) * backward_piece}
 
     out: dict = {"degree": W, "chunk_len": n}
     if local.num_levels > 1:
         E = local.gathered_length(n)
         sel_heads = kv if config.gqa == "shared" else heads  # heads of gathered K/V, scores
-        lighthouse = {"gathered_kv": exchange(2 * 2 * E * sel_heads * row, backward=1),
-                      "spill": exchange(2 * batch_size * heads * (local.coarsest_window - 1)
-                                        * head_dim * acc, backward=1)}
+        kv_piece = 2 * 2 * E * sel_heads * row
+        spill_rows = 2 * batch_size * heads * (local.coarsest_window - 1) * head_dim
+        lighthouse = {"gathered_kv": exchange(kv_piece, backward_piece=kv_piece),
+                      "spill": exchange(spill_rows * acc, backward_piece=spill_rows * itemsize)}
         if config.selection == "causal":
             # both chunks' last window: query scores per selection head, key scores per kv head
             lighthouse["causal_scores"] = exchange(2 * batch_size * (sel_heads + kv)
@@ -156,9 +158,10 @@ def context_parallel_traffic(config: LighthouseConfig, seq_len: int, degree: int
     groups = kv // per_group
     # forward: the group in use, the next one in flight, and the group's keys and values put
     # in sequence order (the backward holds about two groups more: their gradients)
-    out["dense_all_gather"] = {**exchange(shard, backward=2), "kv_heads_per_group": per_group,
+    out["dense_all_gather"] = {**exchange(shard, backward_piece=2 * shard),
+                               "kv_heads_per_group": per_group,
                                "held_kv_bytes": (min(2, groups) + 1) * W * shard // groups}
-    out["dense_ring"] = {**exchange(shard, backward=2), "held_kv_bytes": 2 * shard}
+    out["dense_ring"] = {**exchange(shard, backward_piece=2 * shard), "held_kv_bytes": 2 * shard}
     return out
 
 
