@@ -56,6 +56,9 @@ CASES_1 = [  # one process: two chunks, the spill exchanged between them
     dict(N=4096, H=4, Hkv=2, config=dict(num_levels=3, pooling_factor=2, topk=512)),
     # one head: the chunks' outputs reassemble as a view, and the spill is added in place on it
     dict(N=8192, H=1, Hkv=1, config=dict(num_levels=3, pooling_factor=4, topk=512)),
+    # the kernels' one node with the coarsest means from the norm kernel (windows of 16)
+    dict(N=8192, H=1, Hkv=1, backend="triton", config=dict(num_levels=3, pooling_factor=4,
+                                                           topk=512, selection="causal")),
 ]
 
 
