@@ -16,12 +16,13 @@ AttnFn = Callable[[Tensor, Tensor, Tensor, float], Tensor]
 class Gathered(NamedTuple):
     """The gathered ``q``, ``k``, ``v`` of one call (``(B, H, S, D)``, ``(B, H_kv', S, D)``)
     and ``scatter``, which takes an inner output ``(B, H, S, D)`` to the op's ``(B, H, N, D)``
-    (with gradients through both stages)."""
+    (with gradients through both stages; or to that and the scatter's tail, where the caller
+    asked for it)."""
 
     q: Tensor
     k: Tensor
     v: Tensor
-    scatter: Callable[[Tensor], Tensor]
+    scatter: Callable[[Tensor], Tensor | tuple[Tensor, Tensor]]
 
 
 class Selection(NamedTuple):

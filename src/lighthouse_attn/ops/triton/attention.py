@@ -168,17 +168,13 @@ def window_plans(q: Tensor, k: Tensor, config: LighthouseConfig) -> tuple:
 
 
 def gather_triton(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
-                  selection: Selection | None = None, pos_map: Tensor | None = None
-                  ) -> Gathered:
-    """The gathered ``q``, ``k``, ``v`` and their scatter on the kernels, for ``selection``
-    or its position map ``pos_map`` (from ``select_with_map``; else computed), or the
-    cascade's own selection when both are ``None``."""
-    if pos_map is None:
-        if selection is None:
-            pos_map = _select(q, k, v, config, with_selection=False)[1]
-        else:
-            pos_map = position_map(selection, q.shape[2], config.pooling_factor,
-                                   config.num_levels)
+                  selection: Selection | None = None) -> Gathered:
+    """The gathered ``q``, ``k``, ``v`` and their scatter on the kernels, for ``selection``,
+    or the cascade's own selection when it is ``None``."""
+    if selection is None:
+        pos_map = _select(q, k, v, config, with_selection=False)[1]
+    else:
+        pos_map = position_map(selection, q.shape[2], config.pooling_factor, config.num_levels)
     gather, scatter = window_plans(q, k, config)
     qg, kg, vg = pool_windows_differentiable([q, k, v], pos_map, gather)
     return Gathered(qg, kg, vg,
