@@ -8,12 +8,12 @@ the Python checks in between. Calls are issued back to back; the GPU work is tin
 ``--smoke`` runs on the CPU (gloo).
 """
 
-import argparse
 import json
 import time
 
 import torch
 import torch.distributed as dist
+from host_timing import one_process_parser, start_one_process
 
 
 def per_call_us(fn, calls: int, sync) -> float:
@@ -29,13 +29,10 @@ def per_call_us(fn, calls: int, sync) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = one_process_parser("collective_host.json")
     ap.add_argument("--calls", type=int, default=500)
-    ap.add_argument("--out", default="collective_host.json")
-    ap.add_argument("--smoke", action="store_true")
     args = ap.parse_args()
-    device = "cpu" if args.smoke else "cuda"
-    dist.init_process_group("gloo" if args.smoke else "nccl")
+    device = start_one_process(args.smoke)
     pg = dist.group.WORLD
     world = dist.get_world_size()
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)

@@ -7,13 +7,12 @@ functions (nested totals overlap), steps issued back to back.
 ``--smoke`` runs a tiny case on the CPU (gloo) to check the script without a GPU.
 """
 
-import argparse
 import json
 import time
 
 import torch
 import torch.distributed as dist
-from host_timing import timed_functions
+from host_timing import one_process_parser, start_one_process, timed_functions
 
 import lighthouse_attn.ops.triton.attention as triton_attention
 import lighthouse_attn.parallel.attention as cp_attention
@@ -57,15 +56,12 @@ def host_us(step, device: str, steps: int, targets=()) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = one_process_parser("cp_host.json")
     ap.add_argument("--seq-len", type=int, default=65536)
     ap.add_argument("--topk", type=int, default=1024)
     ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--out", default="cp_host.json")
-    ap.add_argument("--smoke", action="store_true")
     args = ap.parse_args()
-    device = "cpu" if args.smoke else "cuda"
-    dist.init_process_group("gloo" if args.smoke else "nccl")
+    device = start_one_process(args.smoke)
     N, K, D = (8192, 512, 16) if args.smoke else (args.seq_len, args.topk, 128)
     dtype = torch.float32 if args.smoke else torch.bfloat16
     g = torch.Generator(device=device).manual_seed(0)

@@ -1,6 +1,8 @@
-"""Host time spent inside named functions, by wrapping them for the duration of a block
-(shared by the host-time scripts beside it: benchmarks/ is on their path)."""
+"""Host time spent inside named functions, by wrapping them for the duration of a block, and
+the set-up of a one-process run (shared by the host-time scripts beside it: benchmarks/ is on
+their path)."""
 
+import argparse
 import contextlib
 import functools
 import time
@@ -30,3 +32,20 @@ def timed_functions(targets):
     finally:
         for mod, name, fn in saved:
             setattr(mod, name, fn)
+
+
+def one_process_parser(default_out: str) -> argparse.ArgumentParser:
+    """A parser with ``--out`` and ``--smoke`` (a tiny run on the CPU, under gloo)."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=default_out)
+    ap.add_argument("--smoke", action="store_true")
+    return ap
+
+
+def start_one_process(smoke: bool) -> str:
+    """Start the process group of a ``torchrun --nproc-per-node 1`` run (gloo for a smoke run,
+    else NCCL) and return the device the run uses."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo" if smoke else "nccl")
+    return "cpu" if smoke else "cuda"
