@@ -379,25 +379,26 @@ def test_pool_and_spread_with_level_skipping_match_twins():
     torch.testing.assert_close((out * v).sum(), (o * shifted).sum(), rtol=1e-12, atol=0)
 
 
-@pytest.mark.parametrize("L,p,dtype", [(3, 2, torch.float64), (4, 4, torch.float64),
-                                        (3, 4, torch.bfloat16)])
-def test_scatter_tail_kernels_match_twin(L, p, dtype):
+@pytest.mark.parametrize("L,p,dtype,B,H", [(3, 2, torch.float64, 2, 2),
+                                            (4, 4, torch.float64, 1, 1),  # level skipping
+                                            (3, 4, torch.bfloat16, 2, 1)])
+def test_scatter_tail_kernels_match_twin(L, p, dtype, B, H):
     """The scatter's spread writes the rows past the end into a tail (in its fp32/fp64
     buffer) as ``scatter_with_tail`` makes them, and the scatter's pool reads a tail back as
     that function's adjoint (context parallelism's spill and its gradient)."""
     from lighthouse_attn.ops.reference.scatter import scatter_with_tail
 
     c = cfg("torch", num_levels=L, pooling_factor=p)
-    N, H, D = c.min_seq_len, 2, 8
-    q, k, _ = qkv(B=2, H=H, N=N, D=D, dtype=dtype, seed=41)
+    N, D = c.min_seq_len, 8
+    q, k, _ = qkv(B=B, H=H, N=N, D=D, dtype=dtype, seed=41)
     sel = select(q, k, c)
     pm = position_map(sel, N, p, L)
     S, R = sel.level.shape[-1], c.coarsest_window - 1
-    o = torch.randn(2, H, S, D, dtype=torch.float64, device=DEV).to(dtype).requires_grad_()
+    o = torch.randn(B, H, S, D, dtype=torch.float64, device=DEV).to(dtype).requires_grad_()
     ref_out, ref_tail = scatter_with_tail(o, sel, N, c)
     plan = scatter_plan(N, [H], p, L)
     acc = torch.promote_types(dtype, torch.float32)
-    tail = torch.full((2, H, R, D), float("nan"), dtype=acc, device=DEV)
+    tail = torch.full((B, H, R, D), float("nan"), dtype=acc, device=DEV)
     (out,) = spread_windows([o.detach()], pm, plan, tail=tail)
     tol = dict(rtol=0, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-2, atol=1e-2)
     torch.testing.assert_close(out, ref_out, **tol)
@@ -410,7 +411,7 @@ def test_scatter_tail_kernels_match_twin(L, p, dtype):
     (got,) = pool_windows([dout], pm, plan.adjoint([o]), tail=dtail)
     torch.testing.assert_close(got, want, **tol)
     with pytest.raises(ValueError, match="a tail is"):
-        spread_windows([o.detach()], pm, plan, tail=torch.zeros(2, H, R + 1, D, dtype=acc))
+        spread_windows([o.detach()], pm, plan, tail=torch.zeros(B, H, R + 1, D, dtype=acc))
 
 
 def test_shared_gqa_gives_the_inner_kernel_kv_heads():
