@@ -40,7 +40,7 @@ CASES_2 = [
                                                            topk=512, selection="causal")),
     dict(N=2048, H=4, Hkv=2, B=2, backend="triton", config=dict(num_levels=3,
                                                                 pooling_factor=2, topk=512)),
-    dict(N=2048, H=4, Hkv=2, backend="triton", config=dict(num_levels=3, pooling_factor=2,
+    dict(N=2048, H=2, Hkv=1, backend="triton", config=dict(num_levels=3, pooling_factor=2,
                                                            topk=512, gqa="shared")),
     dict(N=1024, H=2, Hkv=1, dense=True, config=dict(num_levels=1)),
     # two groups of kv heads gathered one after the other (the second while the first computes)
