@@ -47,3 +47,28 @@ def test_attend_backward_gives_the_gathered_pieces_their_gradient(world):
         torch.testing.assert_close(out, ref)
         for name, got, want in zip(("dq", "dk", "dv", "d_pieces"), grads, expected):
             torch.testing.assert_close(got, want, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_pieces_gradient_rounds_the_overlap_once():
+    """In bf16, a chunk both local chunks read gets the sum of their gradients rounded once
+    (as summing in fp32 then casting), the others each read's gradient as is, unread
+    chunks zero."""
+    from lighthouse_attn.parallel.chunk_attention import _pieces_grad
+    from lighthouse_attn.parallel.layout import chunk_of
+
+    world, rank, B, H, n, D = 3, 1, 2, 2, 4, 8
+    g = torch.Generator().manual_seed(3)
+    reads = [(c * n, [torch.randn(B, H, c * n, D, generator=g).bfloat16() for _ in range(2)])
+             for c in chunk_ids(rank, world)]  # chunks 1 and 4 read 1 and 4 chunks
+    expected = [[r[1][kind].float() for r in reads] for kind in range(2)]
+    shape = torch.Size((world, 2, 2 * B, H, n, D))
+    got = _pieces_grad([(u, [x.clone() for x in gr]) for u, gr in reads],
+                       torch.empty(0, dtype=torch.bfloat16), shape, world)
+    for c in range(2 * world):
+        for kind in range(2):
+            short, full = expected[kind]
+            rows = slice(c * n, (c + 1) * n)
+            want = (torch.zeros(B, H, n, D) if c >= 4 else
+                    full[..., rows, :] + (short[..., rows, :] if c < 1 else 0))
+            torch.testing.assert_close(chunk_of(got, c, world)[kind].float(),
+                                       want.bfloat16().float(), rtol=0, atol=0)

@@ -15,12 +15,12 @@ import torch
 from torch import Tensor
 
 from ..ops.lse_attention import attention_backward, attention_forward, merge
-from .layout import chunk_of
+from .layout import read_rows
 
 
 def slot(x: Tensor, i: int) -> Tensor:
     """Batch rows ``(b, i)`` of ``x`` ``(2B, ...)``: chunk ``i`` of each sequence, a view."""
-    return x.unflatten(0, (-1, 2))[:, i]
+    return x[i::2]
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, past: Tensor, chunks: tuple[int, int],
@@ -72,26 +72,21 @@ def attend_backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, past: Tensor,
 
 def _pieces_grad(reads: list, past: Tensor, shape: torch.Size, world: int) -> Tensor:
     """The gradient of the all-gathered pieces from the reads of earlier chunks (at most two,
-    each a prefix of ``past`` of whole chunks): no buffer over ``past`` in fp32, only the
-    overlap of two reads is summed in it (exactly as accumulating both in fp32 would)."""
-    d = past.new_empty(shape)
-    n = shape[-2]
+    each a prefix of ``past`` of whole chunks): the longer read's gradient, the shorter one
+    added in place where they overlap (one rounding of their exact sum, as accumulating both
+    in fp32 would give), written into each chunk's slot by one indexed copy per keys and
+    values; zero where no chunk reads."""
+    d = past.new_zeros(shape)
+    if not reads:
+        return d
     reads = sorted(reads, key=lambda r: r[0])  # the longer read last
-    longest = reads[-1][0] if reads else 0
-    overlap = reads[0][0] if len(reads) == 2 else 0
-    acc = torch.promote_types(past.dtype, torch.float32)
-    sources = []  # per keys / values: (the longest read's gradient, the overlap's sum)
+    longest, full = reads[-1]
+    B, n = shape[2] // 2, shape[-2]
+    rows = d.view(-1, *shape[3:])  # (W * 2 * 2B, H_kv, n, D): rank, keys/values, batch row
     for kind in range(2):
-        full = reads[-1][1][kind] if reads else None
-        both = None if not overlap else (full[..., :overlap, :].to(acc)
-                                         + reads[0][1][kind].to(acc)).to(past.dtype)
-        sources.append((full, both))
-    for c in range(2 * world):
-        dst = chunk_of(d, c, world)  # (2, B, H_kv, n, D): keys and values
-        if c * n >= longest:
-            dst.zero_()
-            continue
-        for kind, (full, both) in enumerate(sources):
-            src = both if (c + 1) * n <= overlap else full
-            dst[kind].copy_(src[..., c * n:(c + 1) * n, :])
+        grad = full[kind]
+        if len(reads) == 2:
+            grad[..., :reads[0][0], :].add_(reads[0][1][kind])
+        chunks = grad.unflatten(2, (longest // n, n)).movedim(2, 0).flatten(0, 1)
+        rows.index_copy_(0, read_rows(longest // n, B, kind, world, d.device), chunks)
     return d

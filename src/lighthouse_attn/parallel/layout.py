@@ -50,8 +50,22 @@ def chunk_of(pieces: Tensor, chunk: int, world: int) -> Tensor:
 
 def chunks_upto(pieces: Tensor, last: int, world: int) -> Tensor:
     """Chunks ``0 .. last`` of ``pieces`` (:func:`chunk_of`) in sequence order along dim
-    -2: ``(2, B, ..., (last + 1) n, D)``."""
+    -2: ``(2, B, ..., (last + 1) n, D)`` (a view when ``last`` is 0)."""
+    if last == 0:
+        return chunk_of(pieces, 0, world)
     return torch.cat([chunk_of(pieces, c, world) for c in range(last + 1)], -2)
+
+
+@functools.lru_cache(maxsize=64)
+def read_rows(chunks: int, batch: int, kind: int, world: int, device: torch.device) -> Tensor:
+    """Where the rows ``(c, b)`` (chunk-major) of chunks ``0 .. chunks-1`` of the keys
+    (``kind`` 0) or values (1) sit among the rows ``(rank, kind, b, slot)`` of every rank's
+    pieces ``(W, 2, 2B, ...)`` (cached: no launches after the first call)."""
+    rows = []
+    for c in range(chunks):
+        r, j = owner(c, world)
+        rows += [(2 * r + kind) * 2 * batch + 2 * b + j for b in range(batch)]
+    return torch.tensor(rows, device=device)
 
 
 def as_batch(x: Tensor) -> Tensor:

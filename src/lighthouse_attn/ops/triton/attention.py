@@ -26,16 +26,13 @@ from ..inputs import check_inner_output
 from ..reference.scores import base_scores
 from ..types import Gathered, Selection
 from .gather_scatter import (
-    contiguous_rows,
     gather_plan,
-    layout_of,
-    pool_windows,
     pool_windows_differentiable,
     position_map,
     scatter_plan,
-    spread_windows,
     spread_windows_differentiable,
 )
+from .one_node import Inner, one_node_layer
 from .scores import means_apply, row_norms_and_means, scores_qk
 from .select import select_with_map
 
@@ -66,7 +63,7 @@ def _deterministic_backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: 
 
 
 def _one_node_inner(q: Tensor, k: Tensor, config: LighthouseConfig):
-    """``(forward, backward)`` of the inner attention for :class:`_OneNodeLayer`, or ``None``
+    """``(forward, backward)`` of the inner attention of the one-node layer, or ``None``
     where the composed path runs (compiled code, CPU, fp32/fp64, shared GQA groups)."""
     if (torch.compiler.is_compiling() or not q.is_cuda
             or q.dtype not in (torch.float16, torch.bfloat16)
@@ -79,32 +76,21 @@ def _one_node_inner(q: Tensor, k: Tensor, config: LighthouseConfig):
     return (cudnn_forward, _cudnn_backward) if cudnn_applies(q) else None
 
 
-class _OneNodeLayer(torch.autograd.Function):
-    """Scatter of the attention of the gather of ``q, k, v`` and its exact backward as one
-    autograd node, the attention being cuDNN's (default) or cuDNN forward + Triton backward
-    (deterministic); the output in ``q``'s memory layout, each gradient in its input's."""
+class _LocalInner(Inner):
+    """The single op's inner attention: one causal kernel, ``(forward, backward)`` of
+    :func:`_one_node_inner`, over the gathered sequence."""
 
-    @staticmethod
-    def forward(ctx, q, k, v, pos_map, gather, scatter, scale, inner, *coarsest):
-        qkv = contiguous_rows([q, k, v])
-        qg, kg, vg = pool_windows(qkv, pos_map, gather, coarsest=list(coarsest))
-        ctx.given, ctx.layouts = len(coarsest), [layout_of(x) for x in (q, k, v)]
-        og, saved, sizes = inner[0](qg, kg, vg, scale)
-        ctx.save_for_backward(pos_map, qg, kg, vg, og, *saved)
-        ctx.plans = (gather.adjoint(qkv), scatter.adjoint([og]))
-        ctx.meta = (scale, sizes, inner[1])
-        return spread_windows([og], pos_map, scatter, ctx.layouts[:1])[0]
+    def __init__(self, kernels: tuple, scale: float):
+        self.kernels, self.scale = kernels, scale
 
-    @staticmethod
-    def backward(ctx, dout):
-        pos_map, qg, kg, vg, og, *saved = ctx.saved_tensors
-        gather_adjoint, scatter_adjoint = ctx.plans
-        scale, sizes, inner_backward = ctx.meta
-        dog = pool_windows(contiguous_rows([dout]), pos_map, scatter_adjoint)[0]
-        dqg, dkg, dvg = inner_backward(dog, qg, kg, vg, og, saved, sizes, scale)
-        dq, dk, dv = spread_windows(contiguous_rows([dqg, dkg, dvg]), pos_map, gather_adjoint,
-                                    ctx.layouts)
-        return dq, dk, dv, *(None,) * (5 + ctx.given)
+    def forward(self, qg: Tensor, kg: Tensor, vg: Tensor) -> tuple[Tensor, list[Tensor], tuple]:
+        og, saved, sizes = self.kernels[0](qg, kg, vg, self.scale)
+        return og, [qg, kg, vg, og, *saved], sizes
+
+    def backward(self, dog: Tensor, tensors: list[Tensor], sizes: tuple
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+        qg, kg, vg, og, *saved = tensors
+        return self.kernels[1](dog, qg, kg, vg, og, saved, sizes, self.scale)
 
 
 def cascade_scores(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConfig,
@@ -199,6 +185,5 @@ def lighthouse_triton(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
         _, pos_map, coarsest = _select(q, k, v, config, with_selection=False, coarsest=True)
     else:
         pos_map = position_map(selection, q.shape[2], config.pooling_factor, config.num_levels)
-    gather, scatter = window_plans(q, k, config)
-    return _OneNodeLayer.apply(q, k, v, pos_map, gather, scatter, resolve_scale(scale, D),
-                               inner, *coarsest)
+    return one_node_layer(q, k, v, pos_map, window_plans(q, k, config),
+                          _LocalInner(inner, resolve_scale(scale, D)), coarsest)

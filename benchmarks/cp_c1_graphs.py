@@ -1,0 +1,109 @@
+"""Where the C=1 context-parallel layer's time goes at 64K (bf16, L=3, p=4, K=1024,
+forward+backward): for the single op and the sharded path, the host's own time per step
+(behind a GPU sleep), the step synchronised after every call, the step with the sharded
+path's collectives replaced by local copies (their in-step host cost, one process), and the
+step replayed from a CUDA graph (the GPU's own time, no host in the way); then a CPU profile
+of five steps of each (``<tag>_<op>_profile.txt``).
+
+    torchrun --nproc-per-node 1 benchmarks/cp_c1_graphs.py TAG OUT_DIR
+
+Run it twice with ``PYTHONPATH`` on two checkouts to compare them in one session.
+"""
+
+import json
+import statistics
+import sys
+
+import torch
+import torch.distributed as dist
+
+import lighthouse_attn.parallel.collectives as coll
+from lighthouse_attn import LighthouseConfig, lighthouse_attention
+from lighthouse_attn.bench.common import host_ms, sleep_cycles, time_ms
+from lighthouse_attn.parallel import lighthouse_attention_cp
+
+
+def graphed(fn):
+    """``fn`` captured once in a CUDA graph (warmed up on a side stream): its replay."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
+def main() -> None:
+    tag, out_dir = sys.argv[1], sys.argv[2]
+    dist.init_process_group("nccl")
+    torch.manual_seed(0)
+    N, K, D = 65536, 1024, 128
+    q, k, v = (torch.randn(1, 8, N, D, device="cuda", dtype=torch.bfloat16).requires_grad_()
+               for _ in range(3))
+    res = {"tag": tag, "device": torch.cuda.get_device_name(), "torch": torch.__version__,
+           "seq_len": N, "topk": K}
+    cycles = sleep_cycles(1.0)
+
+    def step_of(fn, cfg):
+        return lambda: torch.autograd.grad(fn(q, k, v, cfg).sum(), (q, k, v))
+
+    def host(fn, reps=7, steps=20):
+        return round(statistics.median(host_ms(fn, steps, cycles * 20 * steps)
+                                       for _ in range(reps)), 3)
+
+    for sel in ("paper", "causal"):
+        cfg = LighthouseConfig(num_levels=3, pooling_factor=4, topk=K, selection=sel)
+        single, cp = step_of(lighthouse_attention, cfg), step_of(lighthouse_attention_cp, cfg)
+        r = {}
+        for _ in range(3):
+            single()
+            cp()
+        torch.cuda.synchronize()
+        for name, fn in (("single", single), ("cp", cp)):
+            r[f"{name}_host_ms"] = host(fn)
+            r[f"{name}_sync_ms"] = round(time_ms(fn, warmup=3, repeats=40)["median_ms"], 3)
+        r["sync_ratio"] = round(r["cp_sync_ms"] / r["single_sync_ms"], 3)
+        saved = coll.all_gather_into, coll.reduce_scatter_into  # one process: a copy each
+        coll.all_gather_into = lambda out, x, group, async_op=False: out.copy_(x.view_as(out))
+        coll.reduce_scatter_into = lambda out, x, group: out.copy_(x.view_as(out))
+        cp()
+        torch.cuda.synchronize()
+        r["cp_local_copies_host_ms"] = host(cp)
+        r["cp_local_copies_sync_ms"] = round(time_ms(cp, warmup=3, repeats=40)["median_ms"], 3)
+        coll.all_gather_into, coll.reduce_scatter_into = saved
+        for name, fn in (("single", single), ("cp", cp)):
+            try:
+                replay = graphed(fn)
+                r[f"{name}_graph_ms"] = round(time_ms(replay, warmup=3, repeats=40)
+                                              ["median_ms"], 3)
+            except Exception as err:  # noqa: BLE001 (recorded in the result)
+                r[f"{name}_graph_error"] = repr(err)[:300]
+                torch.cuda.synchronize()
+        if "cp_graph_ms" in r and "single_graph_ms" in r:
+            r["graph_ratio"] = round(r["cp_graph_ms"] / r["single_graph_ms"], 3)
+        res[sel] = r
+        print(tag, sel, json.dumps(r), flush=True)
+
+    cfg = LighthouseConfig(num_levels=3, pooling_factor=4, topk=K, selection="paper")
+    for name, fn in (("cp", step_of(lighthouse_attention_cp, cfg)),
+                     ("single", step_of(lighthouse_attention, cfg))):
+        fn()
+        torch.cuda.synchronize()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            for _ in range(5):
+                fn()
+            torch.cuda.synchronize()
+        with open(f"{out_dir}/{tag}_{name}_profile.txt", "w") as f:
+            f.write(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=60,
+                                              max_name_column_width=60))
+    with open(f"{out_dir}/{tag}.json", "w") as f:
+        json.dump(res, f, indent=1)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
