@@ -79,10 +79,12 @@ def test_inductor_compile_matches_eager():
     fn = torch.compile(lambda a, b, c: lighthouse_attention(a, b, c, cfg), fullgraph=True)
     out = fn(q, k, v)
     ref = lighthouse_attention(q, k, v, cfg)
-    torch.testing.assert_close(out, ref, rtol=2e-2, atol=2e-2)
-    g1 = torch.autograd.grad(out.float().sum(), q)[0]
-    g2 = torch.autograd.grad(ref.float().sum(), q)[0]
-    torch.testing.assert_close(g1, g2, rtol=2e-2, atol=2e-2)
+    go = torch.randn_like(ref)
+    rel = lambda a, b: ((a.float() - b.float()).norm() / b.float().norm()).item()  # noqa: E731
+    assert rel(out, ref) < 1e-3  # the same kernels: equal on the H200 measured
+    for g1, g2 in zip(torch.autograd.grad(out, (q, k, v), go),
+                      torch.autograd.grad(ref, (q, k, v), go)):
+        assert rel(g1, g2) < 1e-3  # dq's atomics differ by ~1e-5 between any two runs
 
 
 def test_eager_layer_captured_in_cuda_graphs_replays_exactly():
