@@ -23,20 +23,23 @@ def owner(chunk: int, world: int) -> tuple[int, int]:
     return (chunk, 0) if chunk < world else (2 * world - 1 - chunk, 1)
 
 
+def _gathered_row(chunk: int, b: int, batch: int, world: int, kinds: int = 1,
+                  kind: int = 0) -> int:
+    """Where batch row ``b`` of ``chunk`` sits among every rank's rows gathered in rank order,
+    each rank's laid out ``(kind, b, slot)`` with ``kinds`` blocks of ``2 batch`` rows."""
+    r, j = owner(chunk, world)
+    return ((r * kinds + kind) * batch + b) * 2 + j
+
+
 @functools.lru_cache(maxsize=64)
 def neighbours(rank: int, world: int, step: int, batch: int, device: torch.device) -> Tensor:
     """For each of this rank's batch rows ``(b, slot)`` holding chunk ``c``, where chunk ``c +
     step``'s row ``b`` sits among every rank's ``2 batch`` rows gathered in rank order, or
     ``2 batch world`` (one row past them) where ``c + step`` is outside the sequence (cached:
     no launches after the first call)."""
-    rows = []
-    for b in range(batch):
-        for c in chunk_ids(rank, world):
-            if 0 <= c + step < 2 * world:
-                r, j = owner(c + step, world)
-                rows.append(2 * batch * r + 2 * b + j)
-            else:
-                rows.append(2 * batch * world)
+    fill = 2 * batch * world
+    rows = [_gathered_row(c + step, b, batch, world) if 0 <= c + step < 2 * world else fill
+            for b in range(batch) for c in chunk_ids(rank, world)]
     return torch.tensor(rows, device=device)
 
 
@@ -61,10 +64,8 @@ def read_rows(chunks: int, batch: int, kind: int, world: int, device: torch.devi
     """Where the rows ``(c, b)`` (chunk-major) of chunks ``0 .. chunks-1`` of the keys
     (``kind`` 0) or values (1) sit among the rows ``(rank, kind, b, slot)`` of every rank's
     pieces ``(W, 2, 2B, ...)`` (cached: no launches after the first call)."""
-    rows = []
-    for c in range(chunks):
-        r, j = owner(c, world)
-        rows += [(2 * r + kind) * 2 * batch + 2 * b + j for b in range(batch)]
+    rows = [_gathered_row(c, b, batch, world, kinds=2, kind=kind)
+            for c in range(chunks) for b in range(batch)]
     return torch.tensor(rows, device=device)
 
 
