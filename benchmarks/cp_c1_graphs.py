@@ -5,22 +5,31 @@ path's collectives replaced by local copies (their in-step host cost, one proces
 step replayed from a CUDA graph (the GPU's own time, no host in the way); then a CPU profile
 of five steps of each (``<tag>_<op>_profile.txt``).
 
-    torchrun --nproc-per-node 1 benchmarks/cp_c1_graphs.py TAG OUT_DIR
+    torchrun --nproc-per-node 1 benchmarks/cp_c1_graphs.py TAG OUT_DIR [profile]
+
+(``profile``: only the profiles, which also list where each copy and allocation was made.)
 
 Run it twice with ``PYTHONPATH`` on two checkouts to compare them in one session.
 """
 
+import cProfile
+import io
 import json
+import pstats
 import statistics
 import sys
 
 import torch
 import torch.distributed as dist
+from torch._C._profiler import _ExperimentalConfig
 
 import lighthouse_attn.parallel.collectives as coll
 from lighthouse_attn import LighthouseConfig, lighthouse_attention
 from lighthouse_attn.bench.common import host_ms, sleep_cycles, time_ms
 from lighthouse_attn.parallel import lighthouse_attention_cp
+
+WATCHED = ("aten::copy_", "aten::clone", "cudaMemcpyAsync", "cudaMalloc",
+           "cudaStreamSynchronize", "cudaDeviceSynchronize")
 
 
 def graphed(fn):
@@ -55,7 +64,7 @@ def main() -> None:
         return round(statistics.median(host_ms(fn, steps, cycles * 20 * steps)
                                        for _ in range(reps)), 3)
 
-    for sel in ("paper", "causal"):
+    for sel in ("paper", "causal") if sys.argv[3:] != ["profile"] else ():
         cfg = LighthouseConfig(num_levels=3, pooling_factor=4, topk=K, selection=sel)
         single, cp = step_of(lighthouse_attention, cfg), step_of(lighthouse_attention_cp, cfg)
         r = {}
@@ -93,13 +102,31 @@ def main() -> None:
                      ("single", step_of(lighthouse_attention, cfg))):
         fn()
         torch.cuda.synchronize()
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                    record_shapes=True, with_stack=True,
+                                    experimental_config=_ExperimentalConfig(verbose=True)
+                                    ) as prof:
             for _ in range(5):
                 fn()
             torch.cuda.synchronize()
         with open(f"{out_dir}/{tag}_{name}_profile.txt", "w") as f:
             f.write(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=60,
                                               max_name_column_width=60))
+            f.write("\n\nWhere the copies and allocations come from (shapes; stack):\n")
+            for evt in prof.key_averages(group_by_input_shape=True, group_by_stack_n=12):
+                if evt.key in WATCHED:
+                    f.write(f"\n{evt.key} x{evt.count}, self {evt.self_cpu_time_total:.0f} us, "
+                            f"shapes {evt.input_shapes}\n    " + "\n    ".join(evt.stack)
+                            + "\n")
+        if sys.argv[3:] == ["profile"]:  # the host's Python, function by function
+            stats = io.StringIO()
+            with cProfile.Profile() as cprof:
+                for _ in range(20):
+                    fn()
+                torch.cuda.synchronize()
+            pstats.Stats(cprof, stream=stats).sort_stats("tottime").print_stats(45)
+            with open(f"{out_dir}/{tag}_{name}_profile.txt", "a") as f:
+                f.write("\n\ncProfile of 20 steps:\n" + stats.getvalue())
     with open(f"{out_dir}/{tag}.json", "w") as f:
         json.dump(res, f, indent=1)
     dist.destroy_process_group()
