@@ -19,18 +19,21 @@ Arms (``NAME=FLAGS``, flags joined by ``+``):
         --arms ref=eager+record,nudge=eager+nudge+record,comp=compiled \\
         --compare nudge:ref,comp:ref
 
-``--smoke`` runs the demo preset at 4K on the CPU. The JSON is rewritten after every arm.
+``--weights RUN`` starts from a trained model (its preset's shapes; ``--preset`` must match),
+``--text FILES`` takes the batch from real bytes. ``--smoke`` runs the demo preset at 4K on
+the CPU. The JSON is rewritten after every arm.
 """
 
 import argparse
 import json
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 import lighthouse_attn.models.llama as llama
 from lighthouse_attn.bench.common import environment
-from lighthouse_attn.models import model_from_config
+from lighthouse_attn.models import load_model, model_from_config
 from lighthouse_attn.models.build import preset_model_config
 from lighthouse_attn.ops import select
 from lighthouse_attn.train.parallelize import parallelize
@@ -48,16 +51,18 @@ class Recorder:
     def __call__(self, q, k, v, config):
         if self.active:
             sel = select(q.detach(), k.detach(), config)
-            B, H, S = sel.index.shape
+            B, H = sel.index.shape[:2]
             N = q.shape[2]
             bh = torch.arange(B * H, device=q.device).view(B, H, 1)
             self.keys.append(((bh * config.num_levels + sel.level) * N + sel.index).flatten())
         return self.op(q, k, v, config)
 
 
-def run_arm(config, flags: set, batch, device, seed: int = 0) -> dict:
-    torch.manual_seed(seed)
-    model = model_from_config(config).to(device)
+def run_arm(config, flags: set, batch, device, weights: str | None = None) -> dict:
+    """One forward+backward in the arm ``flags``: loss, gradients and recorded selections."""
+    torch.manual_seed(0)
+    model = (model_from_config(config) if weights is None else load_model(weights)[0])
+    model = model.train().to(device)
     if "nudge" in flags:
         with torch.no_grad():
             w = model.embed.weight
@@ -102,6 +107,9 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=32768)
     ap.add_argument("--arms", required=True, help="NAME=FLAG+FLAG,...")
     ap.add_argument("--compare", required=True, help="ARM:REFERENCE,...")
+    ap.add_argument("--weights", help="a run or checkpoint directory (default: fresh weights)")
+    ap.add_argument("--text", nargs="+", help="files whose bytes make the batch (default: "
+                    "random bytes; byte-tokenizer models)")
     ap.add_argument("--smoke", action="store_true")
     args = ap.parse_args()
     arms = {}
@@ -114,14 +122,22 @@ def main() -> None:
     device = torch.device("cpu" if args.smoke else "cuda")
     preset, seq_len = ("demo", 4096) if args.smoke else (args.preset, args.seq_len)
     config = preset_model_config(preset)
-    rows = torch.randint(0, 256, (1, seq_len + 1), generator=torch.Generator().manual_seed(0))
+    if args.text:
+        data = b"".join(Path(f).read_bytes() for f in args.text)[:seq_len + 1]
+        if len(data) <= seq_len:
+            raise ValueError(f"--text holds {len(data)} bytes; the batch needs {seq_len + 1}")
+        rows = torch.tensor(list(data)).view(1, -1)
+    else:
+        rows = torch.randint(0, 256, (1, seq_len + 1), generator=torch.Generator().manual_seed(0))
     batch = (rows[:, :-1], rows[:, 1:])
     res = {"benchmark": "compiled_gap", **environment(), "preset": preset, "seq_len": seq_len,
+           "weights": args.weights or "fresh", "batch": "text bytes" if args.text else
+           "random bytes",
            "precision": "fp32", "arms": {n: sorted(f) for n, f in arms.items()},
            "losses": {}, "compare": {}}
     done = {}
     for name, flags in arms.items():
-        done[name] = run_arm(config, flags, batch, device)
+        done[name] = run_arm(config, flags, batch, device, args.weights)
         res["losses"][name] = done[name]["loss"]
         for arm, ref in pairs:
             if arm in done and ref in done and f"{arm}:{ref}" not in res["compare"]:
