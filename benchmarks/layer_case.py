@@ -11,15 +11,16 @@ from lighthouse_attn import LighthouseConfig, lighthouse_attention
 
 
 def layer_case(seq_len: int, topk: int, deterministic: bool = False, num_levels: int = 3,
-               pooling_factor: int = 4) -> SimpleNamespace:
+               pooling_factor: int = 4, device: str = "cuda", heads: int = 8,
+               head_dim: int = 128) -> SimpleNamespace:
     """``cfg, N, H, S``, inputs ``q, k, v, dout`` and ``qs, ks, vs, gs`` (gathered length),
     and steps ``layer()`` and ``inner()`` (cuDNN's op called directly, as the layer does)."""
     cfg = LighthouseConfig(num_levels=num_levels, pooling_factor=pooling_factor, topk=topk,
                            backend="triton", deterministic=deterministic)
-    N, H, D = seq_len, 8, 128
+    N, H, D = seq_len, heads, head_dim
     S = cfg.gathered_length(N)
     q, k, v, qs, ks, vs = (
-        torch.randn(1, H, n, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        torch.randn(1, H, n, D, device=device, dtype=torch.bfloat16, requires_grad=True)
         for n in (N, N, N, S, S, S))
     dout, gs = torch.randn_like(q), torch.randn_like(qs)
 

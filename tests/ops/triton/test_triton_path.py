@@ -356,22 +356,42 @@ def test_backend_resolution_errors(monkeypatch):
         assert out.shape == (1, 2, 512, 8)
 
 
-def test_pool_and_spread_with_level_skipping_match_twins():
-    """L=4, p=4 (coarsest window 64): the pool kernel's 256-row spans skip absent levels."""
+def test_pool_plan_skips_levels_where_refined_entries_are_sparse():
+    """Skipping is on for coarsest windows of 64 and more, and for L=3 where the refined
+    entries are under a tenth of the rows (512K, K=2048), off for 32K/K=512 and 128K/K=2048."""
     from lighthouse_attn.ops.triton.gather_scatter import pool_plan
 
-    assert pool_plan(4, 4, 4) == (256, True)
-    c = cfg("torch", num_levels=4, pooling_factor=4)
+    def plan(N, L, K):
+        c = LighthouseConfig(num_levels=L, pooling_factor=4, topk=K)
+        return pool_plan(4, L, 128, seq_len=N, gathered_len=c.gathered_length(N))
+
+    assert plan(1 << 20, 4, 4096) == (128, True)
+    assert plan(1 << 17, 4, 2048) == (128, True)  # 19% refined, but windows of 64
+    assert plan(1 << 19, 3, 2048) == (128, True)  # 7.8% refined
+    assert plan(1 << 17, 3, 2048) == (128, False)  # 12.5%
+    assert plan(1 << 15, 3, 512) == (128, False)
+
+
+@pytest.mark.parametrize("L,force", [(4, False), (3, True)])
+def test_pool_and_spread_with_level_skipping_match_twins(L, force, monkeypatch):
+    """The pool kernel skipping levels absent from a span: L=4, p=4 (coarsest window 64) by
+    the rule, L=3 with skipping forced on (it is on in use only for sparse selections)."""
+    import lighthouse_attn.ops.triton.gather_scatter as gs
+
+    if force:
+        monkeypatch.setattr(gs, "SKIP_BELOW", 2.0)
+    c = cfg("torch", num_levels=L, pooling_factor=4)
     N = c.min_seq_len
     q, k, v = qkv(B=1, H=1, N=N, D=4, dtype=torch.float64, seed=33)
     sel = select(q, k, c)
-    pm = position_map(sel, N, 4, 4)
     S = sel.level.shape[-1]
-    got = pool_windows([q, k], pm, gather_plan(S, [1, 1], [1, 1], 4, 4))
+    assert gs.pool_plan(4, L, 4, seq_len=N, gathered_len=S)[1]
+    pm = position_map(sel, N, 4, L)
+    got = pool_windows([q, k], pm, gather_plan(S, [1, 1], [1, 1], 4, L))
     for x, g in zip((q, k), got):
-        torch.testing.assert_close(g, gather(build_pyramid(x, 4, 4), sel), rtol=0, atol=1e-12)
+        torch.testing.assert_close(g, gather(build_pyramid(x, L, 4), sel), rtol=0, atol=1e-12)
     o = torch.randn(1, 1, S, 4, dtype=torch.float64, device=DEV)
-    scatter_1 = scatter_plan(N, [1], 4, 4)
+    scatter_1 = scatter_plan(N, [1], 4, L)
     (shifted,) = pool_windows([v], pm, scatter_1.adjoint([o]))
     (out,) = spread_windows([o], pm, scatter_1)
     torch.testing.assert_close(out, scatter(o, sel, N, c), rtol=0, atol=1e-12)

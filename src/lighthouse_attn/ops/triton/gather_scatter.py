@@ -34,6 +34,7 @@ from torch import Tensor
 from ..types import Selection
 from .launch import accumulator, cdiv, fast, next_pow2
 
+POOL_WARPS = 4  # warps of a pool launch (benchmarks/window_kernel_variants.py tries others)
 SPREAD_ROWS = 32  # spread span: 5-7% faster than 64 for the 3-tensor spread from 32K to 512K
 
 
@@ -44,14 +45,23 @@ def spread_warps(tensors: int, rows: int) -> int:
     return 2 if tensors == 3 and rows <= 32 else 4
 
 
-def pool_plan(pooling_factor: int, num_levels: int, D: int) -> tuple[int, bool]:
-    """Span of the pool kernel and whether it skips levels absent from a span: measured on an
-    H100 (benchmarks/results/h100/stage_variants.json), 128 rows without skipping for coarsest
-    windows up to 16; 256 rows with skipping for windows of 64 and more (L=4, p=4), where most
-    spans hold no refined entries of the finer levels."""
+SKIP_BELOW = 0.1  # refined entries per base row under which the pool skips absent levels
+
+
+def pool_plan(pooling_factor: int, num_levels: int, D: int, seq_len: int,
+              gathered_len: int) -> tuple[int, bool]:
+    """Span of the pool kernel (rows) and whether it skips levels absent from a span.
+
+    128 rows (H100, benchmarks/results/h100/stage_variants.json; at 1M tokens with L=4 on an
+    H200 also 5.5% faster than 256, benchmarks/results/h200/window_kernel_variants.json).
+    Skipping pays where most spans hold no refined entries: coarsest windows of 64 and more
+    (L=4, p=4), or refined entries (``gathered_len - seq_len / p^(L-1)``) fewer than a tenth
+    of the rows (on an H200, 512K with K=2048 and L=3: the pool 20% faster). It stays off for
+    denser selections (32K and 128K with K = N/64), where it was not measured to pay."""
     window = pooling_factor ** (num_levels - 1)
-    rows = 256 if window >= 64 else 128
-    return _rows(rows, pooling_factor, num_levels, D), window >= 64
+    refined = gathered_len - seq_len // window
+    skip = window >= 64 or refined < SKIP_BELOW * seq_len
+    return _rows(128, pooling_factor, num_levels, D), skip
 
 
 @triton.jit
@@ -288,7 +298,7 @@ def pool_windows(xs: list[Tensor], pos_map: Tensor, plan: WindowPlan,
                                 or not buf.is_contiguous()):
             raise ValueError(f"an output goes into a contiguous {(B, h, S, D)} "
                              f"{x.dtype} tensor; got {tuple(buf.shape)} {buf.dtype}")
-    rows, skip = pool_plan(pooling_factor, num_levels, D)
+    rows, skip = pool_plan(pooling_factor, num_levels, D, seq_len=N, gathered_len=S)
     grid = (cdiv(N + (pooling_factor ** (num_levels - 1) if shift else 0), rows),
             B * sum(heads))
     strides = [s for x in _pad3(xs, xs[0]) for s in x.stride()[:3]]
@@ -300,7 +310,7 @@ def pool_windows(xs: list[Tensor], pos_map: Tensor, plan: WindowPlan,
         *_tail_strides(tail), SHIFT=int(shift), MEAN=mean, L=num_levels, P=pooling_factor,
         LOG2P=pooling_factor.bit_length() - 1, ROWS=rows, BLOCK_D=next_pow2(D),
         ACC=accumulator(xs[0].dtype), SKIP_EMPTY=skip, GIVEN=len(coarsest),
-        TAIL=0 if tail is None else tail.shape[2], num_warps=4)
+        TAIL=0 if tail is None else tail.shape[2], num_warps=POOL_WARPS)
     return outs
 
 
