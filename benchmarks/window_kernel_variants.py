@@ -44,20 +44,26 @@ def use(pool: str, spread: str) -> None:
         gs.SPREAD_ROWS, gs.spread_warps = rows, lambda tensors, r, w=warps: w
 
 
-def results(c, grads: bool) -> list:
-    """The layer's output, and with ``grads`` its gradients, on the case's inputs."""
+def output(c) -> torch.Tensor:
+    """The layer's output on the case's inputs (no autograd graph)."""
+    with torch.no_grad():
+        return lighthouse_attention(c.q, c.k, c.v, c.cfg)
+
+
+def output_and_grads(c) -> list:
+    """The layer's output and gradients on the case's inputs."""
     out = lighthouse_attention(c.q, c.k, c.v, c.cfg)
-    return [out, *torch.autograd.grad(out, (c.q, c.k, c.v), c.dout)] if grads else [out]
+    return [out, *torch.autograd.grad(out, (c.q, c.k, c.v), c.dout)]
 
 
 def smoke() -> None:
     for N, L in ((4096, 3), (16384, 4)):
         c = layer_case(N, 256, num_levels=L, device="cpu", heads=1, head_dim=16)
         use("shipped", "shipped")
-        ref = results(c, grads=True)
+        ref = output_and_grads(c)
         for pool, spread in zip(POOL, SPREAD):
             use(pool, spread)
-            got = results(c, grads=True)
+            got = output_and_grads(c)
             assert all(torch.equal(a, b) for a, b in zip(got, ref)), (L, pool, spread)
     use("shipped", "shipped")
     print("smoke: every variant equals the shipped shapes bit for bit (4K L=3, 16K L=4)")
@@ -79,13 +85,11 @@ def main() -> None:
         N, L, K = map(int, case.split(":"))
         c = layer_case(N, K, num_levels=L)
         use("shipped", "shipped")
-        with torch.no_grad():
-            ref = results(c, grads=False)
+        ref = output(c)
         rows = res["cases"][case] = []
         for pool, spread in zip(POOL, SPREAD):
             use(pool, spread)
-            with torch.no_grad():
-                same = torch.equal(results(c, grads=False)[0], ref[0])
+            same = torch.equal(output(c), ref)
             us = kernel_us(c.layer, args.steps)
             row = {"pool": pool, "spread": spread, "equal": same,
                    "pool_us": round(sum(v for k, v in us.items() if "_pool_kernel" in k), 1),
