@@ -356,36 +356,15 @@ def test_backend_resolution_errors(monkeypatch):
         assert out.shape == (1, 2, 512, 8)
 
 
-def test_pool_plan_skips_levels_where_refined_entries_are_sparse():
-    """Skipping is on for coarsest windows of 64 and more, and for L=3 where the refined
-    entries are under a tenth of the rows (512K, K=2048), off for 32K/K=512 and 128K/K=2048."""
-    from lighthouse_attn.ops.triton.gather_scatter import pool_plan
-
-    def plan(N, L, K):
-        c = LighthouseConfig(num_levels=L, pooling_factor=4, topk=K)
-        return pool_plan(4, L, 128, seq_len=N, gathered_len=c.gathered_length(N))
-
-    assert plan(1 << 20, 4, 4096) == (128, True)
-    assert plan(1 << 17, 4, 2048) == (128, True)  # 19% refined, but windows of 64
-    assert plan(1 << 19, 3, 2048) == (128, True)  # 7.8% refined
-    assert plan(1 << 17, 3, 2048) == (128, False)  # 12.5%
-    assert plan(1 << 15, 3, 512) == (128, False)
-
-
-@pytest.mark.parametrize("L,force", [(4, False), (3, True)])
-def test_pool_and_spread_with_level_skipping_match_twins(L, force, monkeypatch):
-    """The pool kernel skipping levels absent from a span: L=4, p=4 (coarsest window 64) by
-    the rule, L=3 with skipping forced on (it is on in use only for sparse selections)."""
-    import lighthouse_attn.ops.triton.gather_scatter as gs
-
-    if force:
-        monkeypatch.setattr(gs, "SKIP_BELOW", 2.0)
+@pytest.mark.parametrize("L", [4, 3])
+def test_pool_and_spread_with_level_skipping_match_twins(L):
+    """The pool kernel skips the levels absent from a span (most spans at L=4, p=4, where
+    windows are 64 rows; few at L=3)."""
     c = cfg("torch", num_levels=L, pooling_factor=4)
     N = c.min_seq_len
     q, k, v = qkv(B=1, H=1, N=N, D=4, dtype=torch.float64, seed=33)
     sel = select(q, k, c)
     S = sel.level.shape[-1]
-    assert gs.pool_plan(4, L, 4, seq_len=N, gathered_len=S)[1]
     pm = position_map(sel, N, 4, L)
     got = pool_windows([q, k], pm, gather_plan(S, [1, 1], [1, 1], 4, L))
     for x, g in zip((q, k), got):
@@ -397,6 +376,31 @@ def test_pool_and_spread_with_level_skipping_match_twins(L, force, monkeypatch):
     torch.testing.assert_close(out, scatter(o, sel, N, c), rtol=0, atol=1e-12)
     # the scatter's pool is its adjoint: <spread(o), v> == <o, pool(v)>
     torch.testing.assert_close((out * v).sum(), (o * shifted).sum(), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("D", [8, 160])
+def test_spread_spans_shorter_than_the_coarsest_window(D):
+    """The spread's spans (16 rows, 8 above D=128) need not hold whole windows: with L=4, p=4
+    (windows of 64) and L=3 at D=160 (spans of 8, windows of 16) a span shares one entry of
+    each longer window. Scatter and gather adjoint against the reference, shifted and not."""
+    import lighthouse_attn.ops.triton.gather_scatter as gs
+
+    L = 4 if D <= 128 else 3
+    c = cfg("torch", num_levels=L, pooling_factor=4)
+    N = c.min_seq_len
+    assert (gs.SPREAD_ROWS if D <= 128 else gs.SPREAD_ROWS // 2) < c.coarsest_window
+    q, k, _ = qkv(B=1, H=2, N=N, D=D, dtype=torch.float64, seed=34)
+    sel = select(q, k, c)
+    S = sel.level.shape[-1]
+    pm = position_map(sel, N, 4, L)
+    o = torch.randn(1, 2, S, D, dtype=torch.float64, device=DEV)
+    (out,) = spread_windows([o], pm, scatter_plan(N, [2], 4, L))
+    torch.testing.assert_close(out, scatter(o, sel, N, c), rtol=0, atol=1e-12)
+    # the gather's adjoint: <spread(g), x> == <g, gather(x)>
+    g = torch.randn_like(o)
+    (back,) = spread_windows([g], pm, gather_plan(S, [2], [1], 4, L).adjoint([q]))
+    ref = gather(build_pyramid(q, L, 4), sel)
+    torch.testing.assert_close((back * q).sum(), (g * ref).sum(), rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize("L,p,dtype,B,H", [(3, 2, torch.float64, 2, 2),

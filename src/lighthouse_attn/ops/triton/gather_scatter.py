@@ -34,34 +34,28 @@ from torch import Tensor
 from ..types import Selection
 from .launch import accumulator, cdiv, fast, next_pow2
 
-POOL_WARPS = 4  # warps of a pool launch (benchmarks/window_kernel_variants.py tries others)
-SPREAD_ROWS = 32  # spread span: 5-7% faster than 64 for the 3-tensor spread from 32K to 512K
+SPREAD_ROWS = 16  # spread span (rows) for D <= 128, half that above; windows may be longer
 
 
-def spread_warps(tensors: int, rows: int) -> int:
-    """Warps of a spread launch over spans of ``rows``: 2 for three tensors and 32-row spans
-    (3% faster than 4 at 32K and 128K), else 4 (2 were 4% slower for one tensor, and longer
-    spans would spill; benchmarks/results/h100/stage_variants.json)."""
+def spread_warps(tensors: int, rows: int, D: int) -> int:
+    """Warps of a spread launch over spans of ``rows`` of ``D`` columns. For spans of 16 rows
+    and at most 128 columns: 1 for the backward's three tensors, else 2. Against 32-row spans
+    with 2 and 4 warps (64 rows at L=4, when spans held whole windows) this cut the spread
+    12-14% from 32K to 512K (L=3) and 21% at 1M (L=4) inside the layer on an H200
+    (benchmarks/results/h200/window_kernel_variants_spread*.json). Other spans: 2 warps for
+    three tensors up to 32 rows, else 4 (H100, benchmarks/results/h100/stage_variants.json)."""
+    if rows <= 16 and D <= 128:
+        return 1 if tensors == 3 else 2
     return 2 if tensors == 3 and rows <= 32 else 4
 
 
-SKIP_BELOW = 0.1  # refined entries per base row under which the pool skips absent levels
-
-
-def pool_plan(pooling_factor: int, num_levels: int, D: int, seq_len: int,
-              gathered_len: int) -> tuple[int, bool]:
-    """Span of the pool kernel (rows) and whether it skips levels absent from a span.
-
-    128 rows (H100, benchmarks/results/h100/stage_variants.json; at 1M tokens with L=4 on an
-    H200 also 5.5% faster than 256, benchmarks/results/h200/window_kernel_variants.json).
-    Skipping pays where most spans hold no refined entries: coarsest windows of 64 and more
-    (L=4, p=4), or refined entries (``gathered_len - seq_len / p^(L-1)``) fewer than a tenth
-    of the rows (on an H200, 512K with K=2048 and L=3: the pool 20% faster). It stays off for
-    denser selections (32K and 128K with K = N/64), where it was not measured to pay."""
-    window = pooling_factor ** (num_levels - 1)
-    refined = gathered_len - seq_len // window
-    skip = window >= 64 or refined < SKIP_BELOW * seq_len
-    return _rows(128, pooling_factor, num_levels, D), skip
+# The pool's span (rows) for D <= 128, half that above, at least the coarsest window; it skips
+# the levels absent from a span. Inside the layer on an H200, 64 rows with 2 warps beat 128
+# rows with 4 at every length timed: the pool took 5-6% less at 32K (K=512), 128K (K=2048)
+# and 512K (K=2048), 26% less at 1M (L=4, K=4096)
+# (benchmarks/results/h200/window_kernel_variants_pool_*.json).
+POOL_ROWS = 64
+POOL_WARPS = 2
 
 
 @triton.jit
@@ -69,7 +63,7 @@ def _pool_one(x_ptr, out_ptr, map_ptr, c_ptr, tail_ptr, b, o, N, M, S, D, heads,
               sel_div, sel_heads, c_heads, sxb, sxh, sxn, stb, sth, u0, SHIFT: tl.constexpr,
               MEAN: tl.constexpr, L: tl.constexpr, P: tl.constexpr, LOG2P: tl.constexpr,
               ROWS: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr,
-              SKIP_EMPTY: tl.constexpr, GIVEN: tl.constexpr, TAIL: tl.constexpr):
+              GIVEN: tl.constexpr, TAIL: tl.constexpr):
     d = tl.arange(0, BLOCK_D)
     md = d < D
     x_base = x_ptr + b.to(tl.int64) * sxb + (o // x_div).to(tl.int64) * sxh
@@ -89,7 +83,7 @@ def _pool_one(x_ptr, out_ptr, map_ptr, c_ptr, tail_ptr, b, o, N, M, S, D, heads,
                           mask=ok[:, None] & md[None, :], other=0.0)
             tl.store(out_base + s[:, None].to(tl.int64) * D + d[None, :], val,
                      mask=ok[:, None] & md[None, :])
-        elif not SKIP_EMPTY or tl.max(s, 0) >= 0:  # any entry of this level in the span
+        elif tl.max(s, 0) >= 0:  # any entry of this level in the span
             ok = ok & (s >= 0)
             t = (u0 + tl.arange(0, ROWS // (P**lvl))[:, None] * (P**lvl)
                  + tl.arange(0, P**lvl)[None, :] - SHIFT)
@@ -114,8 +108,8 @@ def _pool_kernel(x0, x1, x2, o0, o1, o2, c0, c1, c2, tail, map_ptr, N, M, S, D, 
                  xd0, xd1, xd2, sd0, sd1, sd2, ch0, ch1, ch2, sel_heads, s0b, s0h, s0n, s1b,
                  s1h, s1n, s2b, s2h, s2n, stb, sth, SHIFT: tl.constexpr, MEAN: tl.constexpr,
                  L: tl.constexpr, P: tl.constexpr, LOG2P: tl.constexpr, ROWS: tl.constexpr,
-                 BLOCK_D: tl.constexpr, ACC: tl.constexpr, SKIP_EMPTY: tl.constexpr,
-                 GIVEN: tl.constexpr, TAIL: tl.constexpr):
+                 BLOCK_D: tl.constexpr, ACC: tl.constexpr, GIVEN: tl.constexpr,
+                 TAIL: tl.constexpr):
     u0 = tl.program_id(0) * ROWS
     pid_y = tl.program_id(1)
     total = h0 + h1 + h2
@@ -124,15 +118,15 @@ def _pool_kernel(x0, x1, x2, o0, o1, o2, c0, c1, c2, tail, map_ptr, N, M, S, D, 
     if slot < h0:
         _pool_one(x0, o0, map_ptr, c0, tail, b, slot, N, M, S, D, h0, xd0, sd0, sel_heads, ch0,
                   s0b, s0h, s0n, stb, sth, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC,
-                  SKIP_EMPTY, GIVEN > 0, TAIL)
+                  GIVEN > 0, TAIL)
     elif slot < h0 + h1:
         _pool_one(x1, o1, map_ptr, c1, tail, b, slot - h0, N, M, S, D, h1, xd1, sd1, sel_heads,
                   ch1, s1b, s1h, s1n, stb, sth, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D,
-                  ACC, SKIP_EMPTY, GIVEN > 1, 0)
+                  ACC, GIVEN > 1, 0)
     else:
         _pool_one(x2, o2, map_ptr, c2, tail, b, slot - h0 - h1, N, M, S, D, h2, xd2, sd2,
                   sel_heads, ch2, s2b, s2h, s2n, stb, sth, u0, SHIFT, MEAN, L, P, LOG2P, ROWS,
-                  BLOCK_D, ACC, SKIP_EMPTY, GIVEN > 2, 0)
+                  BLOCK_D, ACC, GIVEN > 2, 0)
 
 
 @triton.jit
@@ -150,7 +144,9 @@ def _spread_one(g_ptr, out_ptr, tail_ptr, map_ptr, b, j, N, M, D, group, sel_div
         g_base = g_ptr + b.to(tl.int64) * sgb + g_head.to(tl.int64) * sgh
         level_off = 0
         for lvl in tl.static_range(L):
-            m = (u0 >> (lvl * LOG2P)) + tl.arange(0, ROWS // (P**lvl)) - SHIFT
+            # the span holds ceil(ROWS / p^lvl) entries of this level: one, shared by all its
+            # rows, where the window is longer than the span
+            m = (u0 >> (lvl * LOG2P)) + tl.arange(0, (ROWS + P**lvl - 1) // (P**lvl)) - SHIFT
             ok = (m >= 0) & (m < (N >> (lvl * LOG2P)))
             s = tl.load(map_row + level_off + m, mask=ok, other=-1)
             ok = ok & (s >= 0)
@@ -161,9 +157,10 @@ def _spread_one(g_ptr, out_ptr, tail_ptr, map_ptr, b, j, N, M, D, group, sel_div
             if lvl == 0:
                 acc += rows
             else:
-                acc += tl.reshape(tl.broadcast_to(rows[:, None, :],
-                                                  (ROWS // (P**lvl), P**lvl, BLOCK_D)),
-                                  (ROWS, BLOCK_D))
+                acc += tl.reshape(tl.broadcast_to(
+                    rows[:, None, :],
+                    ((ROWS + P**lvl - 1) // (P**lvl), ROWS // ((ROWS + P**lvl - 1) // (P**lvl)),
+                     BLOCK_D)), (ROWS, BLOCK_D))
             level_off += N >> (lvl * LOG2P)
     t = u0 + tl.arange(0, ROWS) - SHIFT
     out = out_ptr + b.to(tl.int64) * sob + j.to(tl.int64) * soh + t[:, None].to(tl.int64) * son
@@ -298,7 +295,7 @@ def pool_windows(xs: list[Tensor], pos_map: Tensor, plan: WindowPlan,
                                 or not buf.is_contiguous()):
             raise ValueError(f"an output goes into a contiguous {(B, h, S, D)} "
                              f"{x.dtype} tensor; got {tuple(buf.shape)} {buf.dtype}")
-    rows, skip = pool_plan(pooling_factor, num_levels, D, seq_len=N, gathered_len=S)
+    rows = _rows(POOL_ROWS, pooling_factor, num_levels, D)
     grid = (cdiv(N + (pooling_factor ** (num_levels - 1) if shift else 0), rows),
             B * sum(heads))
     strides = [s for x in _pad3(xs, xs[0]) for s in x.stride()[:3]]
@@ -309,7 +306,7 @@ def pool_windows(xs: list[Tensor], pos_map: Tensor, plan: WindowPlan,
         *_pad3([c.shape[1] for c in coarsest], 1), pos_map.shape[1], *strides,
         *_tail_strides(tail), SHIFT=int(shift), MEAN=mean, L=num_levels, P=pooling_factor,
         LOG2P=pooling_factor.bit_length() - 1, ROWS=rows, BLOCK_D=next_pow2(D),
-        ACC=accumulator(xs[0].dtype), SKIP_EMPTY=skip, GIVEN=len(coarsest),
+        ACC=accumulator(xs[0].dtype), GIVEN=len(coarsest),
         TAIL=0 if tail is None else tail.shape[2], num_warps=POOL_WARPS)
     return outs
 
@@ -347,7 +344,7 @@ def spread_windows(gs: list[Tensor], pos_map: Tensor, plan: WindowPlan,
             g.new_empty_strided((B, h, seq_len, D), st) for g, h, st in zip(gs, heads, layouts)]
     _check_tail(tail, outs[0], plan)
     tail_rows = 0 if tail is None else tail.shape[2]
-    rows = _rows(SPREAD_ROWS, pooling_factor, num_levels, D)
+    rows = SPREAD_ROWS if D <= 128 else SPREAD_ROWS // 2
     grid = (cdiv(seq_len + int(shift) + tail_rows, rows), B * sum(heads))
     strides = [s for x in (_pad3(gs, gs[0]) + _pad3(outs, outs[0])) for s in x.stride()[:3]]
     fast(_spread_kernel)[grid](
@@ -356,7 +353,7 @@ def spread_windows(gs: list[Tensor], pos_map: Tensor, plan: WindowPlan,
         *_pad3(sel_divs, 1), pos_map.shape[1], *strides, *_tail_strides(tail),
         SHIFT=int(shift), MEAN=mean, L=num_levels, P=pooling_factor,
         LOG2P=pooling_factor.bit_length() - 1, ROWS=rows, BLOCK_D=next_pow2(D),
-        ACC=accumulator(gs[0].dtype), TAIL=tail_rows, num_warps=spread_warps(len(gs), rows))
+        ACC=accumulator(gs[0].dtype), TAIL=tail_rows, num_warps=spread_warps(len(gs), rows, D))
     return outs
 
 
