@@ -9,7 +9,8 @@ import torch
 from lighthouse_attn import LighthouseConfig
 from lighthouse_attn.models import PRESETS, Llama, LlamaConfig, preset_model_config
 from lighthouse_attn.models import llama as llama_module
-from lighthouse_attn.models.llama import apply_rope, rope_tables
+from lighthouse_attn.models.llama import rope_tables
+from lighthouse_attn.ops.rope import apply_rope
 
 TINY = LlamaConfig(d_model=32, n_layers=4, n_heads=4, n_kv_heads=2, ffn_hidden=48,
                    dense_layers=(0, -1),

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from ..config import LighthouseConfig
 from ..ops import lighthouse_attention, sdpa_causal
+from ..ops.rope import apply_rope
 from ..parallel import dense_attention_cp, lighthouse_attention_cp, local_positions
 from ..settings import setting
 from .interface import OUR_FORMAT
@@ -189,13 +190,6 @@ def rope_tables(seq_len: int, head_dim: int, theta: float, device: torch.device,
                          / head_dim)
     angles = positions.to(device, torch.float64)[:, None] * inv_freq
     return angles.cos().float(), angles.sin().float()
-
-
-def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate ``x`` ``(B, H, N, D)`` by position (rotate-half pairing ``i``, ``i + D/2``)."""
-    x1, x2 = x.float().chunk(2, dim=-1)
-    out = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
-    return out.type_as(x)
 
 
 class Attention(nn.Module):
