@@ -1,13 +1,15 @@
 """The memory-bound kernels behind gather and scatter: ``pool_windows`` and ``spread_windows``,
 exact adjoints of each other, each launch described by a :class:`WindowPlan`.
 
-Both walk the base sequence in aligned spans of ``ROWS`` rows (a multiple of the coarsest
-window ``p^(L-1)``), in "u-space" ``u = t + shift``: with ``shift = 1`` the shifted window of
+Both walk the base sequence in aligned spans of ``ROWS`` rows (for the pool a multiple of the
+coarsest window ``p^(L-1)``; a spread span may be shorter than a window and then shares its
+one entry), in "u-space" ``u = t + shift``: with ``shift = 1`` the shifted window of
 entry ``(l, m)``, base rows ``[(m+1) p^l - 1, (m+2) p^l - 1)``, is the aligned u-window
 ``m + 1``. Gathered entries are found through the inverse position map (``position_map``).
 
 ``pool_windows``: each gathered entry whose window lies in the span gets the sum (mean if ``mean``)
-of its window's rows, read as one ``(entries, window, D)`` block per level.
+of its window's rows, read as one ``(entries, window, D)`` block per level (levels with no
+gathered entry in the span are skipped).
     gather forward   = pool_windows([q, k, v], mean, shift 0)   (pooling fused into the gather)
     scatter backward = pool_windows([grad_out], sum, shift 1)
 ``spread_windows``: every base row gets, at each level, the gathered row whose window covers it
@@ -219,7 +221,7 @@ def map_len(seq_len: int, pooling_factor: int, num_levels: int) -> int:
 
 
 def _rows(base: int, pooling_factor: int, num_levels: int, D: int) -> int:
-    """Span: a multiple of the coarsest window, ``base`` rows for D <= 128."""
+    """The pool's span: ``base`` rows for D <= 128, half above, raised to the coarsest window."""
     rows = base if D <= 128 else base // 2
     return max(rows, pooling_factor ** (num_levels - 1))
 
