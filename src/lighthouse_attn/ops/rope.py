@@ -21,8 +21,8 @@ def apply_rope_reference(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """:func:`apply_rope_reference`, in one Triton kernel each way where it applies: CUDA
     inputs in fp32, bf16 or fp16 with fp32 tables, outside ``torch.compile`` (which fuses the
-    reference itself). Eager, the reference's eight elementwise passes in fp32 cost several
-    times the kernel's one."""
+    reference itself). Eager, the reference is nine elementwise kernels, most of them passes
+    over ``x`` in fp32; the twin is one."""
     if (HAS_TRITON and x.is_cuda and not torch.compiler.is_compiling()
             and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
             and cos.dtype == sin.dtype == torch.float32

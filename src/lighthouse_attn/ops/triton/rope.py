@@ -12,7 +12,7 @@ from torch import Tensor
 
 from .launch import cdiv, next_pow2
 
-ROWS = 16  # positions per program
+POSITIONS = 16  # per program
 
 
 @triton.jit
@@ -46,9 +46,9 @@ def _rotate(x: Tensor, cos: Tensor, sin: Tensor, back: bool) -> Tensor:
         x = x.contiguous()
     B, H, N, D = x.shape
     out = torch.empty(B, H, N, D, dtype=x.dtype, device=x.device)
-    _rope_kernel[(cdiv(N, ROWS), B * H)](
+    _rope_kernel[(cdiv(N, POSITIONS), B * H)](
         x, cos.contiguous(), sin.contiguous(), out, N, H, D // 2, *x.stride()[:3], BACK=back,
-        ROWS=ROWS, BLOCK=next_pow2(D // 2), num_warps=4, enable_fp_fusion=False)
+        ROWS=POSITIONS, BLOCK=next_pow2(D // 2), num_warps=4, enable_fp_fusion=False)
     return out
 
 
