@@ -1,5 +1,5 @@
 """Where an eager training step's GPU time goes, stage 1 against dense: the profiler's device
-time of one optimizer step of a preset model (as ``bench train`` runs it: bf16 autocast,
+time of one optimizer step of a preset model (``bench train``'s own step: bf16 autocast,
 activation checkpointing, AdamW), summed by kind of kernel, with the step's wall time and the
 largest kernels.
 
@@ -12,7 +12,6 @@ on the CPU.
 """
 
 import argparse
-import contextlib
 import json
 import time
 from collections import defaultdict
@@ -21,13 +20,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from lighthouse_attn.bench.common import environment
-from lighthouse_attn.data import VOCAB_SIZE
-from lighthouse_attn.models import model_from_config
+from lighthouse_attn.bench.train import TrainBenchSettings, training_step
 from lighthouse_attn.models.build import preset_model_config
-from lighthouse_attn.train.distributed import DistEnv
-from lighthouse_attn.train.loop import make_optimizer, train_step
-from lighthouse_attn.train.options import TrainConfig
-from lighthouse_attn.train.parallelize import parallelize
 
 KINDS = {
     "attention": ("sdpa", "flash", "fmha", "attention", "compute_dot_do_o", "convert_dq"),
@@ -48,24 +42,8 @@ def kind_of(name: str) -> str:
 def profile_mode(config, mode: str, seq_len: int, steps: int, device: torch.device) -> dict:
     """Two untimed steps, then ``steps`` steps timed and profiled: per step, wall time,
     device time by kind and the 15 largest kernels."""
-    torch.manual_seed(0)
-    model = parallelize(model_from_config(config).to(device), activation_checkpointing=True,
-                        compile=False)
-    model.set_attention(mode)
-    optimizer = make_optimizer(model, TrainConfig(run_dir=""), device)
-    env = DistEnv(0, 1, device)
     cuda = device.type == "cuda"
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cuda
-                else contextlib.nullcontext())
-    rows = torch.randint(0, VOCAB_SIZE, (1, seq_len + 1),
-                         generator=torch.Generator().manual_seed(0))
-    batch = [(rows[:, :-1], rows[:, 1:])]
-
-    def step():
-        train_step(model, optimizer, batch, autocast, 1.0, env)
-        if cuda:
-            torch.cuda.synchronize(device)
-
+    step = training_step(config, mode, TrainBenchSettings(seq_len=seq_len), device, bf16=cuda)
     for _ in range(2):
         step()
     with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:

@@ -16,6 +16,7 @@ import gc
 import json
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -85,11 +86,11 @@ def _check(settings: TrainBenchSettings, config: ModelConfig, modes: list[str]) 
                                f"settings: {err}", "seq_len") from None
 
 
-def time_mode(config: ModelConfig, mode: str, settings: TrainBenchSettings, device: torch.device,
-              bf16: bool) -> dict:
-    """Warm-up then timed optimizer steps of one attention mode; per-step times and losses,
-    median step time, tokens/s and peak memory (CUDA only). An out-of-memory error is
-    reported in the result instead of raised."""
+def training_step(config: ModelConfig, mode: str, settings: TrainBenchSettings,
+                  device: torch.device, bf16: bool) -> Callable[[], float]:
+    """One optimizer step of a fresh model in attention ``mode`` on a fixed random batch, as a
+    callable returning the loss (synced on CUDA): what every timed step of ``bench train``
+    runs, and what ``benchmarks/train_step_profile.py`` profiles."""
     torch.manual_seed(settings.seed)
     model = parallelize(model_from_config(config).to(device),
                         activation_checkpointing=settings.activation_checkpointing,
@@ -102,6 +103,22 @@ def time_mode(config: ModelConfig, mode: str, settings: TrainBenchSettings, devi
     gen = torch.Generator().manual_seed(settings.seed)
     rows = torch.randint(0, VOCAB_SIZE, (settings.batch_size, settings.seq_len + 1), generator=gen)
     batch = [(rows[:, :-1], rows[:, 1:])]
+
+    def step() -> float:
+        loss, _ = train_step(model, optimizer, batch, autocast, 1.0, env)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return loss
+
+    return step
+
+
+def time_mode(config: ModelConfig, mode: str, settings: TrainBenchSettings, device: torch.device,
+              bf16: bool) -> dict:
+    """Warm-up then timed optimizer steps of one attention mode; per-step times and losses,
+    median step time, tokens/s and peak memory (CUDA only). An out-of-memory error is
+    reported in the result instead of raised."""
+    step = training_step(config, mode, settings, device, bf16)
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.synchronize(device)
@@ -111,9 +128,7 @@ def time_mode(config: ModelConfig, mode: str, settings: TrainBenchSettings, devi
     try:
         for i in tqdm(range(total), desc=f"{mode:>10}", unit="step", leave=False, disable=None):
             t0 = time.perf_counter()
-            loss, _ = train_step(model, optimizer, batch, autocast, 1.0, env)
-            if cuda:
-                torch.cuda.synchronize(device)
+            loss = step()
             if i >= settings.warmup_steps:
                 times.append(time.perf_counter() - t0)
                 losses.append(loss)
@@ -121,7 +136,7 @@ def time_mode(config: ModelConfig, mode: str, settings: TrainBenchSettings, devi
         return {"mode": mode, "error": f"out of memory: {str(err).splitlines()[0]}"}
     finally:
         peak = torch.cuda.max_memory_allocated(device) if cuda else None
-        del model, optimizer
+        del step
         gc.collect()
         if cuda:
             torch.cuda.empty_cache()

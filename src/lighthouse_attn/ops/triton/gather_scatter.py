@@ -220,10 +220,9 @@ def map_len(seq_len: int, pooling_factor: int, num_levels: int) -> int:
     return sum(seq_len // pooling_factor**lvl for lvl in range(num_levels))
 
 
-def _rows(base: int, pooling_factor: int, num_levels: int, D: int) -> int:
-    """The pool's span: ``base`` rows for D <= 128, half above, raised to the coarsest window."""
-    rows = base if D <= 128 else base // 2
-    return max(rows, pooling_factor ** (num_levels - 1))
+def _span(base: int, D: int) -> int:
+    """A kernel's span in rows: ``base`` for D <= 128, half that above."""
+    return base if D <= 128 else base // 2
 
 
 def _pad3(xs: list, fill) -> list:
@@ -297,7 +296,7 @@ def pool_windows(xs: list[Tensor], pos_map: Tensor, plan: WindowPlan,
                                 or not buf.is_contiguous()):
             raise ValueError(f"an output goes into a contiguous {(B, h, S, D)} "
                              f"{x.dtype} tensor; got {tuple(buf.shape)} {buf.dtype}")
-    rows = _rows(POOL_ROWS, pooling_factor, num_levels, D)
+    rows = max(_span(POOL_ROWS, D), pooling_factor ** (num_levels - 1))  # whole windows
     grid = (cdiv(N + (pooling_factor ** (num_levels - 1) if shift else 0), rows),
             B * sum(heads))
     strides = [s for x in _pad3(xs, xs[0]) for s in x.stride()[:3]]
@@ -346,7 +345,7 @@ def spread_windows(gs: list[Tensor], pos_map: Tensor, plan: WindowPlan,
             g.new_empty_strided((B, h, seq_len, D), st) for g, h, st in zip(gs, heads, layouts)]
     _check_tail(tail, outs[0], plan)
     tail_rows = 0 if tail is None else tail.shape[2]
-    rows = SPREAD_ROWS if D <= 128 else SPREAD_ROWS // 2
+    rows = _span(SPREAD_ROWS, D)
     grid = (cdiv(seq_len + int(shift) + tail_rows, rows), B * sum(heads))
     strides = [s for x in (_pad3(gs, gs[0]) + _pad3(outs, outs[0])) for s in x.stride()[:3]]
     fast(_spread_kernel)[grid](
