@@ -18,7 +18,7 @@ mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 if [ "${1:-checks}" = checks ]; then
-  python3 -m pytest tests/ops/triton -q -p no:cacheprovider -p no:logging -s \
+  python3 -m pytest tests/ops/triton -o addopts="" -q -p no:cacheprovider -p no:logging -s \
     --junitxml="$OUT/gpu_tests.xml" 2>&1 | tee "$OUT/gpu_tests.log" \
     | grep -E "passed|failed|bitwise|Error|^[.sF]+$" | tail -8
   echo "pytest exit status ${PIPESTATUS[0]}" | tee -a "$OUT/gpu_tests.log"

@@ -10,6 +10,15 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
+def pytest_xdist_auto_num_workers(config):
+    """Workers for ``-n auto`` (pyproject's addopts): one per CPU core, at most 4 (each imports
+    torch), whole files to a worker; none with a GPU, whose tests share the one device."""
+    if torch.cuda.is_available():
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(4, cores or 1))
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

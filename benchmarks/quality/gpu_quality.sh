@@ -60,7 +60,7 @@ from lighthouse_attn.data import load_tokens
 for path in sys.argv[1:]:
     print(f"{path}: {len(load_tokens([path])):,} tokens")
 PY
-    python3 -m pytest tests/ops/test_causality.py tests/ops/triton/test_triton_path.py -q \
+    python3 -m pytest tests/ops/test_causality.py tests/ops/triton/test_triton_path.py -o addopts="" -q \
       -p no:cacheprovider -k "causal or selection" 2>&1 | tee "$OUT/gpu_tests_causal.log" | tail -3
     timeout 300 python3 -m lighthouse_attn bench attention --causal --dense-backends "" \
       --cases 32768:512,131072:2048,524288:2048 --repeats 10 --out "$OUT/attention_causal" \

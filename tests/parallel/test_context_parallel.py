@@ -36,10 +36,9 @@ CASES_2 = [
     dict(N=8192, H=2, Hkv=2, config=dict(num_levels=3, pooling_factor=4, topk=512,
                                          selection="causal")),
     # the chunks' cascades, gathers and scatters on the Triton kernels (the CPU interpreter)
-    dict(N=2048, H=2, Hkv=1, backend="triton", config=dict(num_levels=3, pooling_factor=2,
-                                                           topk=512, selection="causal")),
-    dict(N=2048, H=4, Hkv=2, B=2, backend="triton", config=dict(num_levels=3,
-                                                                pooling_factor=2, topk=512)),
+    dict(N=2048, H=2, Hkv=1, B=2, backend="triton", config=dict(num_levels=3,
+                                                                pooling_factor=2, topk=512,
+                                                                selection="causal")),
     dict(N=2048, H=2, Hkv=1, backend="triton", config=dict(num_levels=3, pooling_factor=2,
                                                            topk=512, gqa="shared")),
     dict(N=1024, H=2, Hkv=1, dense=True, config=dict(num_levels=1)),
@@ -59,8 +58,8 @@ CASES_1 = [  # one process: two chunks, the spill exchanged between them
     # one head: the chunks' outputs reassemble as a view, and the spill is added in place on it
     dict(N=8192, H=1, Hkv=1, config=dict(num_levels=3, pooling_factor=4, topk=512)),
     # the kernels' one node with the coarsest means from the norm kernel (windows of 16)
-    dict(N=8192, H=1, Hkv=1, backend="triton", config=dict(num_levels=3, pooling_factor=4,
-                                                           topk=512, selection="causal")),
+    dict(N=4096, H=1, Hkv=1, backend="triton", config=dict(num_levels=3, pooling_factor=4,
+                                                           topk=256, selection="causal")),
 ]
 
 
