@@ -10,6 +10,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, which may be absent
 def pytest_xdist_auto_num_workers(config):
     """Workers for ``-n auto`` (pyproject's addopts): one per CPU core, at most 4 (each imports
     torch), whole files to a worker; none with a GPU, whose tests share the one device."""
