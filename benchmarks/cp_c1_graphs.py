@@ -16,16 +16,16 @@ import cProfile
 import io
 import json
 import pstats
-import statistics
 import sys
 
 import torch
 import torch.distributed as dist
+from host_timing import median_host_ms
 from torch._C._profiler import _ExperimentalConfig
 
 import lighthouse_attn.parallel.collectives as coll
 from lighthouse_attn import LighthouseConfig, lighthouse_attention
-from lighthouse_attn.bench.common import host_ms, sleep_cycles, time_ms
+from lighthouse_attn.bench.common import sleep_cycles, time_ms
 from lighthouse_attn.parallel import lighthouse_attention_cp
 
 WATCHED = ("aten::copy_", "aten::clone", "cudaMemcpyAsync", "cudaMalloc",
@@ -60,10 +60,6 @@ def main() -> None:
     def step_of(fn, cfg):
         return lambda: torch.autograd.grad(fn(q, k, v, cfg).sum(), (q, k, v))
 
-    def host(fn, reps=7, steps=20):
-        return round(statistics.median(host_ms(fn, steps, cycles * 20 * steps)
-                                       for _ in range(reps)), 3)
-
     for sel in ("paper", "causal") if sys.argv[3:] != ["profile"] else ():
         cfg = LighthouseConfig(num_levels=3, pooling_factor=4, topk=K, selection=sel)
         single, cp = step_of(lighthouse_attention, cfg), step_of(lighthouse_attention_cp, cfg)
@@ -73,7 +69,7 @@ def main() -> None:
             cp()
         torch.cuda.synchronize()
         for name, fn in (("single", single), ("cp", cp)):
-            r[f"{name}_host_ms"] = host(fn)
+            r[f"{name}_host_ms"] = median_host_ms(fn, cycles)
             r[f"{name}_sync_ms"] = round(time_ms(fn, warmup=3, repeats=40)["median_ms"], 3)
         r["sync_ratio"] = round(r["cp_sync_ms"] / r["single_sync_ms"], 3)
         saved = coll.all_gather_into, coll.reduce_scatter_into  # one process: a copy each
@@ -81,7 +77,7 @@ def main() -> None:
         coll.reduce_scatter_into = lambda out, x, group: out.copy_(x.view_as(out))
         cp()
         torch.cuda.synchronize()
-        r["cp_local_copies_host_ms"] = host(cp)
+        r["cp_local_copies_host_ms"] = median_host_ms(cp, cycles)
         r["cp_local_copies_sync_ms"] = round(time_ms(cp, warmup=3, repeats=40)["median_ms"], 3)
         coll.all_gather_into, coll.reduce_scatter_into = saved
         for name, fn in (("single", single), ("cp", cp)):

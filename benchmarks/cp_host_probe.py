@@ -10,18 +10,17 @@ step of the sharded path's collectives and exchanges.
 
 import gc
 import json
-import statistics
 import time
 
 import torch
 import torch.distributed as dist
-from host_timing import one_process_parser, start_one_process, timed_functions
+from host_timing import median_host_ms, one_process_parser, start_one_process, timed_functions
 
 import lighthouse_attn.parallel.collectives as collectives
 import lighthouse_attn.parallel.fused as fused
 import lighthouse_attn.parallel.gathered as gathered
 from lighthouse_attn import LighthouseConfig, lighthouse_attention
-from lighthouse_attn.bench.common import host_ms, sleep_cycles, time_ms
+from lighthouse_attn.bench.common import sleep_cycles, time_ms
 from lighthouse_attn.parallel import lighthouse_attention_cp
 
 TARGETS = [(collectives, "all_gather_into"), (collectives, "reduce_scatter_into"),
@@ -45,12 +44,11 @@ def main() -> None:
     cycles = sleep_cycles(1.0) if cuda else 0
 
     def host(fn, reps=7, steps=20):
-        if not cuda:
+        if not cuda:  # --smoke: one call, just to run the script
             t = time.perf_counter()
             fn()
             return round((time.perf_counter() - t) * 1e3, 3)
-        return round(statistics.median(host_ms(fn, steps, cycles * 20 * steps)
-                                       for _ in range(reps)), 3)
+        return median_host_ms(fn, cycles, reps, steps)
 
     for sel in ("paper", "causal"):
         cfg = LighthouseConfig(num_levels=3, pooling_factor=4, topk=K, selection=sel)

@@ -1,10 +1,11 @@
-"""Host time spent inside named functions, by wrapping them for the duration of a block, and
-the set-up of a one-process run (shared by the host-time scripts beside it: benchmarks/ is on
-their path)."""
+"""Host time spent inside named functions, by wrapping them for the duration of a block, the
+median host time of a step, and the set-up of a one-process run (shared by the host-time
+scripts beside it: benchmarks/ is on their path)."""
 
 import argparse
 import contextlib
 import functools
+import statistics
 import time
 from collections import defaultdict
 
@@ -32,6 +33,16 @@ def timed_functions(targets):
     finally:
         for mod, name, fn in saved:
             setattr(mod, name, fn)
+
+
+def median_host_ms(fn, cycles_per_ms: int, reps: int = 7, steps: int = 20) -> float:
+    """The median over ``reps`` of ``bench.common.host_ms``: the host's own time (ms) per call
+    of ``fn``, ``steps`` calls issued behind 20 ms of GPU sleep each (``cycles_per_ms`` from
+    ``bench.common.sleep_cycles(1.0)``)."""
+    from lighthouse_attn.bench.common import host_ms
+
+    return round(statistics.median(host_ms(fn, steps, cycles_per_ms * 20 * steps)
+                                   for _ in range(reps)), 3)
 
 
 def one_process_parser(default_out: str) -> argparse.ArgumentParser:
