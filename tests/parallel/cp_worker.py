@@ -19,6 +19,7 @@ from lighthouse_attn.parallel import (  # noqa: E402
     lighthouse_attention_cp,
     shard_sequence,
 )
+from lighthouse_attn.parallel.layout import batch_strides  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -57,7 +58,13 @@ def run(rank: int, world: int, init: str, cases: list[dict], out_path: str,
             full[2].repeat_interleave(H // Hkv, 1), is_causal=True)
                if dense else lighthouse_attention(*full, ref_cfg))
         (ref * w).sum().backward()
-        local = [shard_sequence(x.detach(), 2, rank, world).requires_grad_() for x in (q, k, v)]
+        local = [shard_sequence(x.detach(), 2, rank, world) for x in (q, k, v)]
+        if case.get("bnhd"):  # as a projection makes them: (B, N, H, D) seen as (B, H, N, D)
+            local = [x.transpose(1, 2).contiguous().transpose(1, 2) for x in local]
+        local = [x.requires_grad_() for x in local]
+        grad_strides = {}  # as the op returns them, before autograd accumulates them
+        for i, x in enumerate(local):
+            x.register_hook(lambda g, i=i: grad_strides.__setitem__(i, g.stride()))
         saved = []  # shapes autograd keeps for backward
         with _count_pieces() as pieces, torch.autograd.graph.saved_tensors_hooks(
                 lambda x: saved.append(tuple(x.shape)) or x, lambda x: x):
@@ -84,7 +91,12 @@ def run(rank: int, world: int, init: str, cases: list[dict], out_path: str,
                 offset = (chunk * n) // local_cfg.pooling_factor ** g_level
                 same_selection &= torch.equal(part.level, g_level)
                 same_selection &= torch.equal(part.index, g_index - offset)
+        # the output and gradients: new tensors (not views: in-place use stays legal), laid
+        # out as the inputs where their chunks are batch-row views of them
+        layouts = [out.stride() == batch_strides(local[0]) and not out._is_view()]
+        layouts += [grad_strides[i] == batch_strides(x) for i, x in enumerate(local)]
         results.append({"rows": diff.tolist(), "out": float(diff.max()), "grads": grads,
+                        "layouts": all(layouts),
                         "same_selection": bool(same_selection), "piece_bytes": sum(pieces),
                         "keeps_whole_sequence": any(N in shape for shape in saved)})
     with open(f"{out_path}.{rank}", "w") as f:

@@ -36,9 +36,9 @@ CASES_2 = [
     dict(N=8192, H=2, Hkv=2, config=dict(num_levels=3, pooling_factor=4, topk=512,
                                          selection="causal")),
     # the chunks' cascades, gathers and scatters on the Triton kernels (the CPU interpreter)
-    dict(N=2048, H=2, Hkv=1, B=2, backend="triton", config=dict(num_levels=3,
-                                                                pooling_factor=2, topk=512,
-                                                                selection="causal")),
+    # in a projection's layout, so the chunks are batch-row views (as in a model)
+    dict(N=2048, H=2, Hkv=1, B=2, bnhd=True, backend="triton",
+         config=dict(num_levels=3, pooling_factor=2, topk=512, selection="causal")),
     dict(N=2048, H=2, Hkv=1, backend="triton", config=dict(num_levels=3, pooling_factor=2,
                                                            topk=512, gqa="shared")),
     dict(N=1024, H=2, Hkv=1, dense=True, config=dict(num_levels=1)),
@@ -60,6 +60,10 @@ CASES_1 = [  # one process: two chunks, the spill exchanged between them
     # the kernels' one node with the coarsest means from the norm kernel (windows of 16)
     dict(N=4096, H=1, Hkv=1, backend="triton", config=dict(num_levels=3, pooling_factor=4,
                                                            topk=256, selection="causal")),
+    # contiguous sequences of a batch: their chunks are no batch-row views (copied in, and
+    # the output and gradients laid out so that they are)
+    dict(N=2048, H=2, Hkv=1, B=2, backend="triton", config=dict(num_levels=3,
+                                                                pooling_factor=2, topk=512)),
 ]
 
 
@@ -72,6 +76,8 @@ def test_sharded_op_equals_the_single_process_op(world, cases, tmp_path):
             assert r["out"] < 1e-10, (case, rank, r["out"])
             assert max(r["grads"]) < 1e-10, (case, rank, r["grads"])
             assert r["same_selection"], (case, rank)
+            if case.get("backend") == "triton":
+                assert r["layouts"], (case, rank)
             # what `plan --context-parallel` reports is what the collectives move
             traffic = context_parallel_traffic(
                 LighthouseConfig(**case["config"]), case["N"], world, heads=case["H"],
@@ -111,6 +117,23 @@ def test_layout_round_trip_and_positions():
     assert parts[0].tolist() == [[0, 1, 2, 3, 20, 21, 22, 23]]
     assert torch.equal(unshard_sequence(parts, 1), x)
     assert local_positions(8, 1, 3).tolist() == [4, 5, 6, 7, 16, 17, 18, 19]
+
+
+def test_batch_strides_make_the_chunks_batch_row_views():
+    import torch
+
+    from lighthouse_attn.parallel.layout import as_batch, batch_strides
+
+    for shape, make in [((1, 3, 8, 4), lambda s: torch.randn(s)),  # one sequence: any layout
+                        ((2, 3, 8, 4), lambda s: torch.randn(s[0], s[2], s[1], s[3])
+                         .transpose(1, 2)),  # a projection's layout: its own
+                        ((2, 3, 8, 4), lambda s: torch.randn(s))]:  # contiguous: rows apart
+        x = make(shape)
+        new = torch.empty_strided(shape, batch_strides(x))
+        assert as_batch(new).data_ptr() == new.data_ptr() and as_batch(new)._is_view()
+        assert as_batch(new).untyped_storage().data_ptr() == new.untyped_storage().data_ptr()
+        viewable = as_batch(x).untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
+        assert (new.stride() == x.stride()) == viewable
 
 
 @pytest.mark.parametrize("kw,N,world,match", [

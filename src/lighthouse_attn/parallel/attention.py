@@ -132,25 +132,35 @@ def _causal_levels(sq0: Tensor, sk0: Tensor, prefix: tuple[Tensor, Tensor],
 
 def _triton_layer(q: Tensor, k: Tensor, v: Tensor, local: LighthouseConfig,
                   how: InnerContext, exchange: bool) -> Tensor:
-    """The chunks (batch rows) on the kernels: the cascade's position map, then one node."""
+    """This rank's ``(B, H, 2n, D)`` on the kernels: the cascade's position map of the
+    chunks (batch rows), then one node."""
     from ..ops.triton.attention import map_and_means, window_plans
     from ..ops.triton.select import select_with_map
     from .fused import sharded_layer
 
-    if local.selection == "causal":
-        sq0, sk0, means = _chunk_scores(q, k, local, triton=True)
-        prefix = _causal_prefix(sq0, sk0, local, how.group, how.rank, how.world)
-        with torch.no_grad():
+    with torch.no_grad():  # the selection reads the chunks as batch rows, no autograd
+        qb, kb = as_batch(q), as_batch(k)
+        if local.selection == "causal":
+            sq0, sk0, means = _chunk_scores(qb, kb, local, triton=True)
+            prefix = _causal_prefix(sq0, sk0, local, how.group, how.rank, how.world)
             pos_map = select_with_map(sq0, sk0, local, with_selection=False, prefix=prefix)[1]
-    else:
-        pos_map, means = map_and_means(q, k, v, local)
-    return sharded_layer(q, k, v, pos_map, window_plans(q, k, local), how, means,
+        else:
+            pos_map, means = map_and_means(qb, kb, None, local)
+    return sharded_layer(q, k, v, pos_map, window_plans(qb, kb, local), how, means,
                          exchange=exchange)
 
 
 def _reference_layer(q: Tensor, k: Tensor, v: Tensor, local: LighthouseConfig,
                      how: InnerContext, exchange: bool) -> Tensor:
-    """The chunks (batch rows) on the torch path, composed with autograd."""
+    """This rank's ``(B, H, 2n, D)`` on the torch path: the chunks as batch rows, composed
+    with autograd."""
+    out = _reference_rows(as_batch(q), as_batch(k), as_batch(v), local, how, exchange)
+    return from_batch(out)  # laid out as the batch view of q: a view
+
+
+def _reference_rows(q: Tensor, k: Tensor, v: Tensor, local: LighthouseConfig,
+                    how: InnerContext, exchange: bool) -> Tensor:
+    """The chunks (batch rows ``(2B, H, n, D)``) on the torch path."""
     if local.selection == "causal":
         sq0, sk0, _ = _chunk_scores(q, k, local, triton=False)
         prefix = _causal_prefix(sq0, sk0, local, how.group, how.rank, how.world)
@@ -201,5 +211,4 @@ def lighthouse_attention_cp(q: Tensor, k: Tensor, v: Tensor, config: LighthouseC
     how = InnerContext(group, rank, world, resolve_scale(scale, q.shape[-1]),
                        local.deterministic)
     layer = _triton_layer if resolve_backend(local, q) == "triton" else _reference_layer
-    out = layer(as_batch(q), as_batch(k), as_batch(v), local, how, exchange_spill)
-    return from_batch(out)  # laid out as the batch view of q: a view
+    return layer(q, k, v, local, how, exchange_spill)

@@ -13,15 +13,22 @@ from torch import Tensor
 from ..ops.triton.gather_scatter import WindowPlan
 from ..ops.triton.one_node import Inner, one_node_layer
 from .gathered import InnerContext, inner_backward, inner_forward
+from .layout import as_batch, batch_strides
 from .spill import add_incoming, tail_grad
 
 
 class _ShardedInner(Inner):
-    """A rank's two chunks over every earlier chunk's gathered keys and values, the spill
-    exchanged with the neighbouring chunks unless ``exchange`` is off."""
+    """A rank's two chunks, seen as batch rows, over every earlier chunk's gathered keys and
+    values, the spill exchanged with the neighbouring chunks unless ``exchange`` is off."""
 
     def __init__(self, how: InnerContext, exchange: bool):
-        self.how, self.exchange, self.kv, self.rows = how, exchange, None, 0
+        self.how, self.exchange, self.kv, self.spill_rows = how, exchange, None, 0
+
+    def rows(self, x: Tensor) -> Tensor:
+        return as_batch(x)
+
+    def layout(self, x: Tensor) -> tuple[int, ...]:
+        return batch_strides(x)
 
     def pooled_into(self, k: Tensor, gather: WindowPlan) -> list[Tensor | None]:
         self.kv = k.new_empty(2, k.shape[0], gather.heads[1], gather.length, k.shape[3])
@@ -38,26 +45,28 @@ class _ShardedInner(Inner):
     def spill_buffer(self, og: Tensor, gather: WindowPlan) -> Tensor | None:
         if not self.exchange:
             return None
-        self.rows = gather.pooling_factor ** (gather.num_levels - 1) - 1
+        self.spill_rows = gather.pooling_factor ** (gather.num_levels - 1) - 1
         acc = torch.promote_types(og.dtype, torch.float32)
-        return og.new_empty(og.shape[0], og.shape[1], self.rows, og.shape[3], dtype=acc)
+        return og.new_empty(og.shape[0], og.shape[1], self.spill_rows, og.shape[3], dtype=acc)
 
     def add_spill(self, out: Tensor, tail: Tensor) -> None:
         add_incoming(out, tail, self.how.group, self.how.rank, self.how.world)
 
     def spill_grad(self, dout: Tensor) -> Tensor | None:
-        if not self.rows:
+        if not self.spill_rows:
             return None
-        return tail_grad(dout, self.rows, self.how.group, self.how.rank, self.how.world)
+        return tail_grad(dout, self.spill_rows, self.how.group, self.how.rank, self.how.world)
 
 
 def sharded_layer(q: Tensor, k: Tensor, v: Tensor, pos_map: Tensor,
                   plans: tuple[WindowPlan, WindowPlan], how: InnerContext,
                   coarsest: list[Tensor], exchange: bool = True) -> Tensor:
-    """This rank's two chunks ``q`` ``(2B, H, n, D)``, ``k``, ``v`` ``(2B, H_kv, n, D)``
-    (batch rows ``(b, slot)``) through gather, inner attention and scatter by the position
-    map ``pos_map`` and the ``(gather, scatter)`` plans, the spill exchanged unless
-    ``exchange`` is off: ``(2B, H, n, D)`` laid out as ``q``, with gradients to ``q``, ``k``,
-    ``v`` in their layouts. ``coarsest``: the coarsest means of ``q`` and ``k`` from the
-    scores, or ``[]``."""
+    """This rank's two chunks ``q`` ``(B, H, 2n, D)``, ``k``, ``v`` ``(B, H_kv, 2n, D)``
+    through gather, inner attention and scatter by the position map ``pos_map`` and the
+    ``(gather, scatter)`` plans of their batch rows ``(b, slot)`` (``layout.as_batch``), the
+    spill exchanged unless ``exchange`` is off: ``(B, H, 2n, D)``, laid out as ``q`` where its
+    batch rows are a view (``layout.batch_strides``), with gradients to ``q``, ``k``, ``v``
+    likewise. ``coarsest``: the coarsest means of ``q`` and ``k`` from the scores, or
+    ``[]``. The batch-row views are taken inside the node, so no autograd node is made for
+    them."""
     return one_node_layer(q, k, v, pos_map, plans, _ShardedInner(how, exchange), coarsest)

@@ -330,19 +330,31 @@ def _tail_strides(tail: Tensor | None) -> tuple[int, int]:
 
 def spread_windows(gs: list[Tensor], pos_map: Tensor, plan: WindowPlan,
                    layouts: list[tuple[int, ...] | None] | None = None,
-                   tail: Tensor | None = None) -> list[Tensor]:
+                   tail: Tensor | None = None,
+                   into: list[Tensor] | None = None) -> list[Tensor]:
     """For each ``g`` ``(B, heads[i] * head_divs[i], S, D)`` (last dim contiguous) in ``gs``:
     ``(B, heads[i], plan.length, D)``, the gathered rows spread over the base rows their
     windows cover (divided by the window size if ``plan.mean``), in one launch. ``layouts``:
     per output, the strides to lay it out with (from :func:`layout_of`; ``None``:
     contiguous). ``tail``: for a shifted plan, a contiguous ``(B, heads[0], R, D)`` buffer
     (``R < p^(L-1)``) that receives the first output's rows past its end (what the last
-    windows' summaries add to the rows after the sequence), in the buffer's dtype."""
+    windows' summaries add to the rows after the sequence), in the buffer's dtype. ``into``:
+    instead of new outputs, tensors of their shapes and dtypes (last dim contiguous) to write,
+    e.g. views of bigger tensors."""
     B, _, _, D = gs[0].shape
     seq_len, heads, groups, sel_divs, shift, mean, pooling_factor, num_levels = plan
-    layouts = layouts or [None] * len(gs)
-    outs = [g.new_empty(B, h, seq_len, D) if st is None else
-            g.new_empty_strided((B, h, seq_len, D), st) for g, h, st in zip(gs, heads, layouts)]
+    if into is None:
+        layouts = layouts or [None] * len(gs)
+        outs = [g.new_empty(B, h, seq_len, D) if st is None else
+                g.new_empty_strided((B, h, seq_len, D), st)
+                for g, h, st in zip(gs, heads, layouts)]
+    else:
+        outs = into
+        for g, h, out in zip(gs, heads, outs):
+            if out.shape != (B, h, seq_len, D) or out.dtype != g.dtype or out.stride(-1) != 1:
+                raise ValueError(f"an output goes into a {(B, h, seq_len, D)} {g.dtype} tensor "
+                                 f"with a contiguous last dim; got {tuple(out.shape)} "
+                                 f"{out.dtype} with strides {out.stride()}")
     _check_tail(tail, outs[0], plan)
     tail_rows = 0 if tail is None else tail.shape[2]
     rows = _span(SPREAD_ROWS, D)

@@ -21,6 +21,18 @@ class Inner:
     """What runs between the gather and the scatter of :func:`one_node_layer`. Subclasses give
     :meth:`forward` and :meth:`backward`; the other hooks do nothing unless overridden."""
 
+    def rows(self, x: Tensor) -> Tensor:
+        """The ``(B, H, N, D)`` rows the kernels see of a tensor of the caller's shape (an
+        input, the output, or one of their gradients): ``x`` itself. Context parallelism
+        sees a rank's two chunks as batch rows. On tensors laid out by :meth:`layout` it
+        must be a view (the node writes its output and gradients through it)."""
+        return x
+
+    def layout(self, x: Tensor) -> tuple[int, ...] | None:
+        """Strides for the output or gradient of a tensor ``x`` of the caller's shape
+        (``None``: contiguous): ``x``'s own layout (``layout_of``)."""
+        return layout_of(x)
+
     def pooled_into(self, k: Tensor, gather: WindowPlan) -> list[Tensor | None] | None:
         """Buffers to pool ``[q, k, v]`` into (``pool_windows``'s ``into``), or ``None``."""
         return None
@@ -51,15 +63,16 @@ class Inner:
 class _OneNodeLayer(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, pos_map, gather, scatter, inner: Inner, *coarsest):
-        qkv = contiguous_rows([q, k, v])
+        ctx.like = [(x.shape, inner.layout(x)) for x in (q, k, v)]
+        qkv = contiguous_rows([inner.rows(x) for x in (q, k, v)])
         qg, kg, vg = pool_windows(qkv, pos_map, gather, coarsest=list(coarsest),
-                                  into=inner.pooled_into(k, gather))
+                                  into=inner.pooled_into(qkv[1], gather))
         og, tensors, ctx.state = inner.forward(qg, kg, vg)
-        ctx.layouts = [layout_of(x) for x in (q, k, v)]
         tail = inner.spill_buffer(og, gather)
-        (out,) = spread_windows([og], pos_map, scatter, ctx.layouts[:1], tail=tail)
+        (out,) = _new_like([og], ctx.like[:1])
+        (out_rows,) = spread_windows([og], pos_map, scatter, tail=tail, into=[inner.rows(out)])
         if tail is not None:
-            inner.add_spill(out, tail)
+            inner.add_spill(out_rows, tail)
         ctx.save_for_backward(pos_map, *tensors)
         ctx.plans = (gather.adjoint(qkv), scatter.adjoint([og]))
         ctx.inner, ctx.given = inner, len(coarsest)
@@ -69,13 +82,21 @@ class _OneNodeLayer(torch.autograd.Function):
     def backward(ctx, dout):
         pos_map, *tensors = ctx.saved_tensors
         gather_adjoint, scatter_adjoint = ctx.plans
-        (dout,) = contiguous_rows([dout])
-        (dog,) = pool_windows([dout], pos_map, scatter_adjoint,
-                              tail=ctx.inner.spill_grad(dout))
-        dqg, dkg, dvg = ctx.inner.backward(dog, tensors, ctx.state)
-        dq, dk, dv = spread_windows(contiguous_rows([dqg, dkg, dvg]), pos_map, gather_adjoint,
-                                    ctx.layouts)
-        return dq, dk, dv, *(None,) * (4 + ctx.given)
+        inner = ctx.inner
+        (dout,) = contiguous_rows([inner.rows(dout)])
+        (dog,) = pool_windows([dout], pos_map, scatter_adjoint, tail=inner.spill_grad(dout))
+        dqg, dkg, dvg = inner.backward(dog, tensors, ctx.state)
+        dgs = contiguous_rows([dqg, dkg, dvg])
+        grads = _new_like(dgs, ctx.like)
+        spread_windows(dgs, pos_map, gather_adjoint, into=[inner.rows(g) for g in grads])
+        return *grads, *(None,) * (4 + ctx.given)
+
+
+def _new_like(xs: list[Tensor], like: list[tuple]) -> list[Tensor]:
+    """Per ``x``, a new tensor of its dtype and device with the ``(shape, strides)`` of the
+    caller's tensor in ``like`` (strides ``None``: contiguous)."""
+    return [x.new_empty(shape) if strides is None else x.new_empty_strided(shape, strides)
+            for x, (shape, strides) in zip(xs, like)]
 
 
 def one_node_layer(q: Tensor, k: Tensor, v: Tensor, pos_map: Tensor,
