@@ -19,7 +19,7 @@ from lighthouse_attn.parallel import (  # noqa: E402
     lighthouse_attention_cp,
     shard_sequence,
 )
-from lighthouse_attn.parallel.layout import batch_strides  # noqa: E402
+from lighthouse_attn.parallel.fused import batch_strides  # noqa: E402
 
 
 @contextlib.contextmanager

@@ -122,7 +122,8 @@ def test_layout_round_trip_and_positions():
 def test_batch_strides_make_the_chunks_batch_row_views():
     import torch
 
-    from lighthouse_attn.parallel.layout import as_batch, batch_strides
+    from lighthouse_attn.parallel.fused import batch_strides
+    from lighthouse_attn.parallel.layout import as_batch
 
     for shape, make in [((1, 3, 8, 4), lambda s: torch.randn(s)),  # one sequence: any layout
                         ((2, 3, 8, 4), lambda s: torch.randn(s[0], s[2], s[1], s[3])

@@ -10,11 +10,20 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..ops.triton.gather_scatter import WindowPlan
+from ..ops.triton.gather_scatter import WindowPlan, layout_of
 from ..ops.triton.one_node import Inner, one_node_layer
 from .gathered import InnerContext, inner_backward, inner_forward
-from .layout import as_batch, batch_strides
+from .layout import as_batch
 from .spill import add_incoming, tail_grad
+
+
+def batch_strides(x: Tensor) -> tuple[int, ...]:
+    """Strides for a new tensor shaped like ``x`` ``(B, H, 2n, D)`` of which
+    ``layout.as_batch`` is a view: ``x``'s own (``layout_of``) where that holds, else ``(B, 2n,
+    H, D)`` order in memory (a projection's output seen as ``(B, H, N, D)``)."""
+    B, H, N, D = x.shape
+    strides = layout_of(x) or (H * N * D, N * D, D, 1)
+    return strides if B == 1 or strides[0] == N * strides[2] else (N * H * D, D, H * D, 1)
 
 
 class _ShardedInner(Inner):
@@ -65,7 +74,7 @@ def sharded_layer(q: Tensor, k: Tensor, v: Tensor, pos_map: Tensor,
     through gather, inner attention and scatter by the position map ``pos_map`` and the
     ``(gather, scatter)`` plans of their batch rows ``(b, slot)`` (``layout.as_batch``), the
     spill exchanged unless ``exchange`` is off: ``(B, H, 2n, D)``, laid out as ``q`` where its
-    batch rows are a view (``layout.batch_strides``), with gradients to ``q``, ``k``, ``v``
+    batch rows are a view (:func:`batch_strides`), with gradients to ``q``, ``k``, ``v``
     likewise. ``coarsest``: the coarsest means of ``q`` and ``k`` from the scores, or
     ``[]``. The batch-row views are taken inside the node, so no autograd node is made for
     them."""

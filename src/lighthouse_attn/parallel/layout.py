@@ -76,17 +76,6 @@ def as_batch(x: Tensor) -> Tensor:
     return x.unflatten(2, (2, x.shape[2] // 2)).transpose(1, 2).flatten(0, 1)
 
 
-def batch_strides(x: Tensor) -> tuple[int, ...]:
-    """Strides for a new tensor shaped like ``x`` ``(B, H, 2n, D)`` of which :func:`as_batch`
-    is a view: those ``torch.empty_like(x)`` would give where that holds, else ``(B, 2n, H,
-    D)`` order in memory (the layout of a projection's output seen as ``(B, H, N, D)``)."""
-    B, H, N, D = x.shape
-    strides = torch.empty_like(x, device="meta").stride() if x.stride(-1) == 1 else ()
-    if strides and strides[-1] == 1 and (B == 1 or strides[0] == N * strides[2]):
-        return strides
-    return (N * H * D, D, H * D, 1)
-
-
 def from_batch(x: Tensor) -> Tensor:
     """The inverse of :func:`as_batch`: ``(2B, H, n, ...)`` -> ``(B, H, 2n, ...)``; a view
     where the strides allow (e.g. ``x`` laid out as an :func:`as_batch` view), else a copy."""

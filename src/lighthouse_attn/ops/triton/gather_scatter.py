@@ -345,9 +345,7 @@ def spread_windows(gs: list[Tensor], pos_map: Tensor, plan: WindowPlan,
     seq_len, heads, groups, sel_divs, shift, mean, pooling_factor, num_levels = plan
     if into is None:
         layouts = layouts or [None] * len(gs)
-        outs = [g.new_empty(B, h, seq_len, D) if st is None else
-                g.new_empty_strided((B, h, seq_len, D), st)
-                for g, h, st in zip(gs, heads, layouts)]
+        outs = [new_laid_out(g, (B, h, seq_len, D), st) for g, h, st in zip(gs, heads, layouts)]
     else:
         outs = into
         for g, h, out in zip(gs, heads, outs):
@@ -399,6 +397,13 @@ def _grads(ctx, grads):
     """Output gradients, zeros where autograd passes None (an output left unused)."""
     return [g if g is not None else torch.zeros(shape, dtype=ctx.dtype, device=ctx.device)
             for g, shape in zip(grads, ctx.out_shapes)]
+
+
+def new_laid_out(x: Tensor, shape: tuple[int, ...], strides: tuple[int, ...] | None
+                 ) -> Tensor:
+    """A new tensor of ``x``'s dtype and device of ``shape`` with ``strides`` (``None``:
+    contiguous), e.g. from :func:`layout_of`."""
+    return x.new_empty(shape) if strides is None else x.new_empty_strided(shape, strides)
 
 
 def layout_of(x: Tensor) -> tuple[int, ...] | None:

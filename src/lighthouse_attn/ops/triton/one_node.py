@@ -14,7 +14,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .gather_scatter import WindowPlan, contiguous_rows, layout_of, pool_windows, spread_windows
+from .gather_scatter import (
+    WindowPlan,
+    contiguous_rows,
+    layout_of,
+    new_laid_out,
+    pool_windows,
+    spread_windows,
+)
 
 
 class Inner:
@@ -69,7 +76,7 @@ class _OneNodeLayer(torch.autograd.Function):
                                   into=inner.pooled_into(qkv[1], gather))
         og, tensors, ctx.state = inner.forward(qg, kg, vg)
         tail = inner.spill_buffer(og, gather)
-        (out,) = _new_like([og], ctx.like[:1])
+        out = new_laid_out(og, *ctx.like[0])
         (out_rows,) = spread_windows([og], pos_map, scatter, tail=tail, into=[inner.rows(out)])
         if tail is not None:
             inner.add_spill(out_rows, tail)
@@ -87,16 +94,9 @@ class _OneNodeLayer(torch.autograd.Function):
         (dog,) = pool_windows([dout], pos_map, scatter_adjoint, tail=inner.spill_grad(dout))
         dqg, dkg, dvg = inner.backward(dog, tensors, ctx.state)
         dgs = contiguous_rows([dqg, dkg, dvg])
-        grads = _new_like(dgs, ctx.like)
+        grads = [new_laid_out(g, *like) for g, like in zip(dgs, ctx.like)]
         spread_windows(dgs, pos_map, gather_adjoint, into=[inner.rows(g) for g in grads])
         return *grads, *(None,) * (4 + ctx.given)
-
-
-def _new_like(xs: list[Tensor], like: list[tuple]) -> list[Tensor]:
-    """Per ``x``, a new tensor of its dtype and device with the ``(shape, strides)`` of the
-    caller's tensor in ``like`` (strides ``None``: contiguous)."""
-    return [x.new_empty(shape) if strides is None else x.new_empty_strided(shape, strides)
-            for x, (shape, strides) in zip(xs, like)]
 
 
 def one_node_layer(q: Tensor, k: Tensor, v: Tensor, pos_map: Tensor,
