@@ -15,6 +15,7 @@ import torch.distributed as dist
 from host_timing import one_process_parser, start_one_process, timed_functions
 
 import lighthouse_attn.ops.triton.attention as triton_attention
+import lighthouse_attn.ops.triton.one_node as one_node
 import lighthouse_attn.parallel.attention as cp_attention
 import lighthouse_attn.parallel.chunk_attention as chunk_attention
 import lighthouse_attn.parallel.collectives as collectives
@@ -27,9 +28,10 @@ TARGETS = [(cp_attention, n) for n in (
     "autocast_inputs", "check_inputs", "chunk_config", "_triton_layer", "_chunk_scores",
     "_causal_prefix", "from_batch")] + [
     (triton_attention, n) for n in ("map_and_means", "window_plans")] + [
-    (fused, n) for n in ("sharded_layer", "inner_forward", "inner_backward", "pool_windows",
-                         "spread_windows", "add_incoming", "tail_grad")] + [
-    (gathered, n) for n in ("attend", "attend_backward")] + [
+    (fused, n) for n in ("sharded_layer", "inner_forward", "inner_backward", "add_incoming",
+                         "tail_grad")] + [
+    (one_node, n) for n in ("pool_windows", "spread_windows")] + [
+    (gathered, n) for n in ("attend_own", "attend_past", "own_backward", "past_backward")] + [
     (chunk_attention, n) for n in ("attention_forward",
                                    "attention_backward", "merge", "_pieces_grad")] + [
     (collectives, n) for n in ("all_gather_into", "reduce_scatter_into")]

@@ -5,9 +5,12 @@ step of the sharded path's collectives and exchanges.
 
     torchrun --nproc-per-node 1 benchmarks/cp_host_probe.py --out probe.json
 
-``--smoke`` checks the script on the CPU (gloo).
+``--no-spill`` runs the sharded path without the spill exchange (``exchange_spill=False``,
+the control that gives different outputs after chunk boundaries): what the exchange costs.
+``--note`` is stored in the JSON. ``--smoke`` checks the script on the CPU (gloo).
 """
 
+import functools
 import gc
 import json
 import time
@@ -24,12 +27,15 @@ from lighthouse_attn.bench.common import sleep_cycles, time_ms
 from lighthouse_attn.parallel import lighthouse_attention_cp
 
 TARGETS = [(collectives, "all_gather_into"), (collectives, "reduce_scatter_into"),
-           (fused, "add_incoming"), (fused, "tail_grad"), (gathered, "attend"),
-           (gathered, "attend_backward"), (fused, "inner_forward"), (fused, "inner_backward")]
+           (fused, "add_incoming"), (fused, "tail_grad"), (gathered, "attend_own"),
+           (gathered, "attend_past"), (gathered, "own_backward"), (gathered, "past_backward"),
+           (fused, "inner_forward"), (fused, "inner_backward")]
 
 
 def main() -> None:
     ap = one_process_parser("cp_host_probe.json")
+    ap.add_argument("--no-spill", action="store_true")
+    ap.add_argument("--note", default="")
     args = ap.parse_args()
     device = start_one_process(args.smoke)
     cuda = device == "cuda"
@@ -40,7 +46,7 @@ def main() -> None:
                .requires_grad_() for _ in range(3))
     w = torch.randn(1, 8, N, D, device=device, dtype=dtype, generator=g)
     res = {"device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
-           "seq_len": N, "topk": K}
+           "seq_len": N, "topk": K, "exchange_spill": not args.no_spill, "note": args.note}
     cycles = sleep_cycles(1.0) if cuda else 0
 
     def host(fn, reps=7, steps=20):
@@ -53,7 +59,8 @@ def main() -> None:
     for sel in ("paper", "causal"):
         cfg = LighthouseConfig(num_levels=3, pooling_factor=4, topk=K, selection=sel)
         r = {}
-        for name, op in (("single", lighthouse_attention), ("cp", lighthouse_attention_cp)):
+        cp = functools.partial(lighthouse_attention_cp, exchange_spill=not args.no_spill)
+        for name, op in (("single", lighthouse_attention), ("cp", cp)):
             def step(op=op):
                 torch.autograd.grad((op(q, k, v, cfg) * w).sum(), (q, k, v))
 

@@ -72,3 +72,63 @@ def test_pieces_gradient_rounds_the_overlap_once():
                     full[..., rows, :] + (short[..., rows, :] if c < 1 else 0))
             torch.testing.assert_close(chunk_of(got, c, world)[kind].float(),
                                        want.bfloat16().float(), rtol=0, atol=0)
+
+
+def test_the_collectives_run_behind_the_chunks_own_attention(monkeypatch):
+    """The inner attention issues its all-gather before the chunks' attention over their
+    own keys and waits for it only after, and its reduce-scatter before the own backward,
+    waiting after (so the exchange overlaps work that needs nothing from other ranks); the
+    result equals the plain composition."""
+    from lighthouse_attn.parallel import chunk_attention, collectives, gathered
+
+    events = []
+
+    class Work:
+        def __init__(self, name):
+            self.name = name
+
+        def wait(self):
+            events.append(f"wait {self.name}")
+
+    def fake_gather(out, x, group, async_op=False):  # one rank: the gather is a copy
+        events.append("all_gather")
+        out.copy_(x)
+        return Work("all_gather")
+
+    def fake_scatter(out, x, group, async_op=False):
+        events.append("reduce_scatter")
+        out.copy_(x)
+        return Work("reduce_scatter")
+
+    def watch(name):
+        fn = getattr(gathered, name)
+
+        def watched(*a, **kw):
+            events.append(name)
+            return fn(*a, **kw)
+        monkeypatch.setattr(gathered, name, watched)
+
+    monkeypatch.setattr(collectives, "all_gather_into", fake_gather)
+    monkeypatch.setattr(collectives, "reduce_scatter_into", fake_scatter)
+    for name in ("attend_own", "attend_past", "own_backward", "past_backward"):
+        watch(name)
+    torch.manual_seed(0)
+    B, H, Hkv, E, D = 1, 2, 1, 8, 16
+    how = gathered.InnerContext(None, 0, 1, 0.25, False)
+    q = torch.randn(2 * B, H, E, D, dtype=torch.float64)
+    kv = torch.randn(2, 2 * B, Hkv, E, D, dtype=torch.float64)
+    out, tensors, state = gathered.inner_forward(q, kv, how)
+    assert events == ["all_gather", "attend_own", "wait all_gather", "attend_past"]
+    events.clear()
+    dout = torch.randn_like(out)
+    grads = gathered.inner_backward(dout, tensors, state, how)
+    assert events == ["past_backward", "reduce_scatter", "own_backward",
+                      "wait reduce_scatter"]
+    pieces = kv[None]
+    past = chunks_upto(pieces, 0, 1)
+    want_out, lse, saved = chunk_attention.attend(q, kv[0], kv[1], past, (0, 1), 0.25)
+    want = chunk_attention.attend_backward(dout, q, kv[0], kv[1], past, want_out, lse, saved,
+                                           (0, 1), 0.25, pieces_shape=pieces.shape, world=1)
+    torch.testing.assert_close(out, want_out, rtol=0, atol=0)
+    for got, w, d_mine in zip(grads, want[:3], (0, *want[3][0])):
+        torch.testing.assert_close(got, w + d_mine, rtol=0, atol=0)

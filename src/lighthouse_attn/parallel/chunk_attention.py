@@ -6,7 +6,10 @@ itself).
 The chunks are batch rows ``(b, slot)`` of one ``(2B, H, E, D)`` tensor. Both attend over
 their own keys with a square causal mask in one call; each chunk ``c > 0`` then attends over
 the keys of chunks ``0 .. c-1`` without a mask, and the two are merged by their logsumexps
-(``ops.lse_attention``).
+(``ops.lse_attention``). The own call needs nothing from other ranks, so a caller can run it
+while the earlier chunks' keys and values are still being gathered (:func:`attend_own`, then
+:func:`attend_past`), and its backward while their gradients are being reduce-scattered
+(:func:`past_backward`, then :func:`own_backward`).
 """
 
 from __future__ import annotations
@@ -23,15 +26,23 @@ def slot(x: Tensor, i: int) -> Tensor:
     return x[i::2]
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, past: Tensor, chunks: tuple[int, int],
-           scale: float, deterministic: bool = False) -> tuple[Tensor, Tensor, list]:
-    """Outputs ``(2B, H, E, D)``, logsumexps ``(2B, H, E)`` and the backward's state of the
-    chunks ``chunks`` whose queries ``q``, keys and values ``k``, ``v`` ``(2B, H_kv, E, D)``
-    are batch rows ``(b, slot)``; ``past`` ``(2, B, H_kv, M, D)`` holds the keys and values
-    of chunks ``0 ..`` in sequence order (chunk ``c`` reads the first ``c E``)."""
+def attend_own(q: Tensor, k: Tensor, v: Tensor, scale: float, deterministic: bool = False
+               ) -> tuple[Tensor, Tensor, object]:
+    """Both chunks (batch rows ``(b, slot)`` of ``q`` ``(2B, H, E, D)``, ``k``, ``v``
+    ``(2B, H_kv, E, D)``) over their own keys with a causal mask: output, logsumexp and
+    the backward's state. Needs nothing from other ranks, so it can run while their keys and
+    values are on the way."""
+    return attention_forward(q, k, v, scale, causal=True, deterministic=deterministic)
+
+
+def attend_past(q: Tensor, out: Tensor, lse: Tensor, past: Tensor, chunks: tuple[int, int],
+                scale: float, deterministic: bool = False) -> list:
+    """Merge into :func:`attend_own`'s ``out`` and ``lse`` (in place) each chunk ``c > 0``
+    over the keys and values of chunks ``0 .. c-1``, read from ``past`` ``(2, B, H_kv, M,
+    D)`` (chunks ``0 ..`` in sequence order; chunk ``c`` reads the first ``c E``); the
+    backward's state per slot (``None`` for chunk 0)."""
     E = q.shape[2]
-    out, lse, own = attention_forward(q, k, v, scale, causal=True, deterministic=deterministic)
-    saved = [own]
+    saved = []
     for i, chunk in enumerate(chunks):
         if chunk == 0:
             saved.append(None)
@@ -41,22 +52,30 @@ def attend(q: Tensor, k: Tensor, v: Tensor, past: Tensor, chunks: tuple[int, int
                                         deterministic=deterministic)
         merge(slot(out, i), slot(lse, i), o, lse_i)
         saved.append(s)
-    return out, lse, saved
+    return saved
 
 
-def attend_backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, past: Tensor, out: Tensor,
-                    lse: Tensor, saved: list, chunks: tuple[int, int], scale: float,
-                    pieces_shape: torch.Size, world: int, deterministic: bool = False
-                    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(dq, dk, dv, d_pieces)`` of :func:`attend`: ``dk``, ``dv`` of the chunks' own keys
-    and values, and ``d_pieces`` the gradient of the all-gathered pieces ``(W, 2, 2B, H_kv,
-    E, D)`` (``pieces_shape``) that ``past`` was read from (``layout.chunks_upto``), in
-    ``past``'s dtype: each earlier chunk's gradient written straight into its owner's slot,
-    summed in fp32 (fp64 for fp64) where both chunks read it, zero where neither does."""
+def attend(q: Tensor, k: Tensor, v: Tensor, past: Tensor, chunks: tuple[int, int],
+           scale: float, deterministic: bool = False) -> tuple[Tensor, Tensor, list]:
+    """Outputs ``(2B, H, E, D)``, logsumexps ``(2B, H, E)`` and the backward's state of the
+    chunks ``chunks`` whose queries ``q``, keys and values ``k``, ``v`` ``(2B, H_kv, E, D)``
+    are batch rows ``(b, slot)``: :func:`attend_own`, then :func:`attend_past` over
+    ``past``."""
+    out, lse, own = attend_own(q, k, v, scale, deterministic)
+    return out, lse, [own, *attend_past(q, out, lse, past, chunks, scale, deterministic)]
+
+
+def past_backward(dout: Tensor, q: Tensor, past: Tensor, out: Tensor, lse: Tensor,
+                  saved: list, chunks: tuple[int, int], scale: float, pieces_shape: torch.Size,
+                  world: int, deterministic: bool = False) -> tuple[list, Tensor]:
+    """The backward of :func:`attend_past`: ``[(slot, dq)]`` of the chunks that read earlier
+    chunks, and ``d_pieces``, the gradient of the all-gathered pieces ``(W, 2, 2B, H_kv, E,
+    D)`` (``pieces_shape``) that ``past`` was read from (``layout.chunks_upto``), in ``past``'s
+    dtype: each earlier chunk's gradient written straight into its owner's slot, summed in fp32
+    (fp64 for fp64) where both chunks read it, zero where neither does. ``saved``:
+    :func:`attend`'s state."""
     E = q.shape[2]
-    dq, dk, dv = attention_backward(dout, q, k, v, out, lse, saved[0], scale, causal=True,
-                                    deterministic=deterministic)
-    reads = []  # (keys read, (dk, dv)) of each chunk that reads earlier chunks
+    dq, reads = [], []  # reads: (keys read, (dk, dv)) of each chunk that reads earlier chunks
     for i, chunk in enumerate(chunks):
         if chunk == 0:
             continue
@@ -65,9 +84,33 @@ def attend_backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, past: Tensor,
             slot(dout, i), slot(q, i), past[0, :, :, :upto], past[1, :, :, :upto],
             slot(out, i), slot(lse, i), saved[i + 1], scale, causal=False,
             deterministic=deterministic)
-        slot(dq, i).add_(dq_i)
+        dq.append((i, dq_i))
         reads.append((upto, (dk_i, dv_i)))
-    return dq, dk, dv, _pieces_grad(reads, past, pieces_shape, world)
+    return dq, _pieces_grad(reads, past, pieces_shape, world)
+
+
+def own_backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
+                 saved: list, past_dq: list, scale: float, deterministic: bool = False
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+    """The backward of :func:`attend_own`: ``(dq, dk, dv)``, with the queries' gradients
+    ``past_dq`` from :func:`past_backward` added."""
+    dq, dk, dv = attention_backward(dout, q, k, v, out, lse, saved[0], scale, causal=True,
+                                    deterministic=deterministic)
+    for i, dq_i in past_dq:
+        slot(dq, i).add_(dq_i)
+    return dq, dk, dv
+
+
+def attend_backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, past: Tensor, out: Tensor,
+                    lse: Tensor, saved: list, chunks: tuple[int, int], scale: float,
+                    pieces_shape: torch.Size, world: int, deterministic: bool = False
+                    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(dq, dk, dv, d_pieces)`` of :func:`attend`: ``dk``, ``dv`` of the chunks' own keys
+    and values, and ``d_pieces`` of :func:`past_backward`."""
+    past_dq, d_pieces = past_backward(dout, q, past, out, lse, saved, chunks, scale,
+                                      pieces_shape, world, deterministic)
+    return (*own_backward(dout, q, k, v, out, lse, saved, past_dq, scale, deterministic),
+            d_pieces)
 
 
 def _pieces_grad(reads: list, past: Tensor, shape: torch.Size, world: int) -> Tensor:

@@ -30,9 +30,10 @@ def all_gather_into(out: Tensor, x: Tensor, group, async_op: bool = False):
     return _all_gather_single(out, x, group=group, async_op=async_op)
 
 
-def reduce_scatter_into(out: Tensor, x: Tensor, group) -> None:
-    """This rank's piece of the sum over ranks of ``x`` (``W`` pieces along dim 0)."""
-    _reduce_scatter_single(out, x, group=group)
+def reduce_scatter_into(out: Tensor, x: Tensor, group, async_op: bool = False):
+    """This rank's piece of the sum over ranks of ``x`` (``W`` pieces along dim 0); with
+    ``async_op`` the work handle to ``wait()`` on."""
+    return _reduce_scatter_single(out, x, group=group, async_op=async_op)
 
 
 def from_neighbours(x: Tensor, step: int, fill: float, group, rank: int, world: int) -> Tensor:

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from . import collectives
-from .chunk_attention import attend, attend_backward
+from .chunk_attention import attend_own, attend_past, own_backward, past_backward
 from .layout import chunk_ids, chunks_upto
 
 
@@ -41,11 +41,14 @@ def inner_forward(q: Tensor, kv: Tensor, how: InnerContext) -> tuple[Tensor, lis
     batch rows ``(b, slot)``), the tensors its backward needs (to save with
     ``save_for_backward``) and the rest of its state; every rank of ``how.group`` calls it."""
     everyone = kv.new_empty((how.world, *kv.shape))
-    collectives.all_gather_into(everyone.view(-1, *kv.shape[1:]), kv, how.group)
+    work = collectives.all_gather_into(everyone.view(-1, *kv.shape[1:]), kv, how.group,
+                                       async_op=True)
+    k, v = kv
+    out, lse, own = attend_own(q, k, v, how.scale, how.deterministic)  # while kv travels
+    work.wait()
     chunks = chunk_ids(how.rank, how.world)
     past = chunks_upto(everyone, max(chunks) - 1, how.world)  # chunks before the later one
-    k, v = kv
-    out, lse, saved = attend(q, k, v, past, chunks, how.scale, how.deterministic)
+    saved = [own, *attend_past(q, out, lse, past, chunks, how.scale, how.deterministic)]
     return out, [q, k, v, past, out, lse], (saved, everyone.shape)
 
 
@@ -56,12 +59,16 @@ def inner_backward(dout: Tensor, tensors: list, state: tuple, how: InnerContext
     it."""
     q, k, v, past, out, lse = tensors
     saved, shape = state
-    dq, dk, dv, grads = attend_backward(dout, q, k, v, past, out, lse, saved,
-                                        chunk_ids(how.rank, how.world), how.scale,
-                                        pieces_shape=shape, world=how.world,
-                                        deterministic=how.deterministic)
+    past_dq, grads = past_backward(dout, q, past, out, lse, saved,
+                                   chunk_ids(how.rank, how.world), how.scale,
+                                   pieces_shape=shape, world=how.world,
+                                   deterministic=how.deterministic)
     mine = grads.new_empty(shape[1:])
-    collectives.reduce_scatter_into(mine, grads.view(-1, *shape[2:]), how.group)
+    work = collectives.reduce_scatter_into(mine, grads.view(-1, *shape[2:]), how.group,
+                                           async_op=True)
+    dq, dk, dv = own_backward(dout, q, k, v, out, lse, saved, past_dq, how.scale,
+                              how.deterministic)  # while the gradients travel
+    work.wait()
     return dq, dk.add_(mine[0]), dv.add_(mine[1])
 
 
