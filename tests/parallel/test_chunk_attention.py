@@ -132,3 +132,50 @@ def test_the_collectives_run_behind_the_chunks_own_attention(monkeypatch):
     torch.testing.assert_close(out, want_out, rtol=0, atol=0)
     for got, w, d_mine in zip(grads, want[:3], (0, *want[3][0])):
         torch.testing.assert_close(got, w + d_mine, rtol=0, atol=0)
+
+
+def test_the_dense_layer_overlaps_its_collectives_the_same_way(monkeypatch):
+    """Per group of kv heads, the dense layer attends over the chunks' own keys before it
+    waits for the group's gather, and runs that backward while the group's gradients are
+    reduce-scattered."""
+    from lighthouse_attn.parallel import collectives, dense
+
+    events = []
+
+    class Work:
+        def __init__(self, name):
+            self.name = name
+
+        def wait(self):
+            events.append(f"wait {self.name}")
+
+    def fake(name):
+        def collective(out, x, group, async_op=False):
+            events.append(name)
+            out.copy_(x)
+            return Work(name)
+        return collective
+
+    def watch(name):
+        fn = getattr(dense, name)
+
+        def watched(*a, **kw):
+            events.append(name)
+            return fn(*a, **kw)
+        monkeypatch.setattr(dense, name, watched)
+
+    monkeypatch.setattr(collectives, "group_info", lambda group: (None, 0, 1))
+    monkeypatch.setattr(collectives, "all_gather_into", fake("all_gather"))
+    monkeypatch.setattr(collectives, "reduce_scatter_into", fake("reduce_scatter"))
+    for name in ("attend_own", "attend_past", "own_backward", "past_backward"):
+        watch(name)
+    q, k, v = (torch.randn(1, 2, 16, 8, dtype=torch.float64, requires_grad=True)
+               for _ in range(3))
+    out = dense.dense_attention_cp(q, k, v, kv_heads_per_group=2)
+    assert events == ["all_gather", "attend_own", "wait all_gather", "attend_past"]
+    events.clear()
+    out.backward(torch.randn_like(out))
+    assert events == ["all_gather", "wait all_gather", "past_backward", "reduce_scatter",
+                      "own_backward", "wait reduce_scatter"]
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    torch.testing.assert_close(out, want)

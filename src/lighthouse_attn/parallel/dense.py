@@ -6,12 +6,14 @@ local chunks over them with a lower-right causal mask, and drops them: nothing o
 sequence is kept for backward, only the local outputs and their logsumexps. The backward
 gathers each group again, runs that group's attention backward from the saved outputs and
 logsumexps (nothing recomputed), and reduce-scatters the gradients of the keys and values back
-to their ranks. The next group's gather runs while the current group computes. In the forward
-a rank so holds three groups' worth of the whole sequence's keys and values
-(``kv_heads_per_gather`` heads each: the group in use, gathered and in sequence order, and the
-next in flight; the backward about two more, their gradients), in place of every head's for
-every dense layer until its backward; the price is the keys and values sent twice
-(docs/distributed.md).
+to their ranks. The next group's gather runs while the current group computes; within a
+group, the chunks' attention over their own keys (which needs nothing gathered) runs while
+the group's gather finishes, and its backward while the group's gradients are
+reduce-scattered. In the forward a rank so holds three groups' worth of the whole
+sequence's keys and values (``kv_heads_per_gather`` heads each: the group in use, gathered
+and in sequence order, and the next in flight; the backward about two more, their
+gradients), in place of every head's for every dense layer until its backward; the price is
+the keys and values sent twice (docs/distributed.md).
 
 Why not PyTorch's context-parallel ring attention
 (``torch.distributed.tensor.experimental.context_parallel``): it uses the same head-tail
@@ -28,7 +30,7 @@ from torch import Tensor
 from ..ops.api import autocast_inputs
 from ..ops.inner import resolve_scale
 from . import collectives
-from .chunk_attention import attend, attend_backward
+from .chunk_attention import attend_own, attend_past, own_backward, past_backward
 from .layout import as_batch, chunk_ids, chunks_upto, from_batch
 
 GATHER_BUDGET_BYTES = 1 << 29
@@ -45,9 +47,10 @@ def kv_heads_per_gather(kv_heads: int, seq_len: int, batch_size: int, head_dim: 
 
 
 def _gathered_groups(k: Tensor, v: Tensor, heads: int, group, world: int):
-    """``(first kv head, gathered)`` per group of ``heads`` kv heads, ``gathered`` of shape
-    ``(W, 2, 2B, heads, n, D)`` (rank, keys/values, batch rows ``(b, slot)``); the next
-    group's all-gather is in flight while the caller uses the current one."""
+    """``(first kv head, gathered, work)`` per group of ``heads`` kv heads, ``gathered`` of
+    shape ``(W, 2, 2B, heads, n, D)`` (rank, keys/values, batch rows ``(b, slot)``), to read
+    after ``work.wait()``; the next group's all-gather is in flight while the caller uses the
+    current one."""
     starts = list(range(0, k.shape[1], heads))
 
     def launch(h0: int):
@@ -61,8 +64,7 @@ def _gathered_groups(k: Tensor, v: Tensor, heads: int, group, world: int):
         gathered, work = pending
         if i + 1 < len(starts):
             pending = launch(starts[i + 1])
-        work.wait()
-        yield h0, gathered
+        yield h0, gathered, work
 
 
 class _DenseContextParallel(torch.autograd.Function):
@@ -75,12 +77,14 @@ class _DenseContextParallel(torch.autograd.Function):
         per_kv = q.shape[1] // k.shape[1]
         chunks = chunk_ids(rank, world)
         out, lse, extras = torch.empty_like(q), None, []
-        for h0, gathered in _gathered_groups(k, v, heads, group, world):
+        for h0, gathered, work in _gathered_groups(k, v, heads, group, world):
             rows, kv_rows = slice(h0 * per_kv, (h0 + heads) * per_kv), slice(h0, h0 + heads)
-            o, lse_g, saved = attend(as_batch(q[:, rows]), as_batch(k[:, kv_rows]),
-                                     as_batch(v[:, kv_rows]),
-                                     chunks_upto(gathered, max(chunks) - 1, world), chunks,
-                                     scale)
+            q_g = as_batch(q[:, rows])
+            o, lse_g, own = attend_own(q_g, as_batch(k[:, kv_rows]), as_batch(v[:, kv_rows]),
+                                       scale)  # while the group's keys and values travel
+            work.wait()
+            saved = [own, *attend_past(q_g, o, lse_g, chunks_upto(gathered, max(chunks) - 1,
+                                                                  world), chunks, scale)]
             if lse is None:
                 lse = q.new_empty(q.shape[:3], dtype=lse_g.dtype)
             out[:, rows], lse[:, rows] = from_batch(o), from_batch(lse_g)
@@ -97,16 +101,21 @@ class _DenseContextParallel(torch.autograd.Function):
         chunks = chunk_ids(rank, world)
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         groups = _gathered_groups(k, v, heads, group, world)
-        for (h0, gathered), saved in zip(groups, ctx.extras):
+        for (h0, gathered, work), saved in zip(groups, ctx.extras):
             rows, kv_rows = slice(h0 * per_kv, (h0 + heads) * per_kv), slice(h0, h0 + heads)
-            dq_g, dk_g, dv_g, d_gathered = attend_backward(
-                *(as_batch(x[:, rows]) for x in (dout, q)), as_batch(k[:, kv_rows]),
-                as_batch(v[:, kv_rows]), chunks_upto(gathered, max(chunks) - 1, world),
-                *(as_batch(x[:, rows]) for x in (out, lse)), saved, chunks, scale,
-                pieces_shape=gathered.shape, world=world)
-            dq[:, rows] = from_batch(dq_g)
+            dout_g, q_g, out_g, lse_g = (as_batch(x[:, rows]) for x in (dout, q, out, lse))
+            work.wait()
+            past_dq, d_gathered = past_backward(
+                dout_g, q_g, chunks_upto(gathered, max(chunks) - 1, world), out_g, lse_g,
+                saved, chunks, scale, pieces_shape=gathered.shape, world=world)
             mine = d_gathered.new_empty(d_gathered.shape[1:])
-            collectives.reduce_scatter_into(mine, d_gathered.view(-1, *mine.shape[1:]), group)
+            sent = collectives.reduce_scatter_into(mine, d_gathered.view(-1, *mine.shape[1:]),
+                                                   group, async_op=True)
+            dq_g, dk_g, dv_g = own_backward(dout_g, q_g, as_batch(k[:, kv_rows]),
+                                            as_batch(v[:, kv_rows]), out_g, lse_g, saved,
+                                            past_dq, scale)  # while the gradients travel
+            dq[:, rows] = from_batch(dq_g)
+            sent.wait()
             dk[:, kv_rows] = from_batch(mine[0] + dk_g)
             dv[:, kv_rows] = from_batch(mine[1] + dv_g)
         return dq, dk, dv, None, None, None, None, None
