@@ -88,19 +88,25 @@ def cases():
                                       {"level_ptr": "*i64", "index_ptr": "*i64",
                                        "map_ptr": "*i32"},
                                       {"L": L, "LOG2P": log2p, "BLOCK": 1024})
-        rows, skip = gather_scatter.pool_plan(p, L, 128)
-        for shift, mean, given in ((0, True, 0), (0, True, 2), (1, False, 0)):
+        gs = gather_scatter
+        rows = max(gs._span(gs.POOL_ROWS, 128), p ** (L - 1))
+        srows = gs._span(gs.SPREAD_ROWS, 128)
+        tail = p ** (L - 1) - 1  # rows past a chunk's end (context parallelism)
+        for shift, mean, given, tail_rows in ((0, True, 0, 0), (0, True, 2, 0), (1, False, 0, 0),
+                                              (1, False, 0, tail)):
             consts = {"SHIFT": shift, "MEAN": mean, "L": L, "P": p, "LOG2P": log2p,
-                      "BLOCK_D": 128, "ACC": triton.language.float32}
-            yield f"pool L={L} p={p} shift={shift} given={given}", sig(
-                gather_scatter._pool_kernel, {**bf, "map_ptr": "*i32"},
-                {**consts, "ROWS": rows, "SKIP_EMPTY": skip, "GIVEN": given},
-                aligned(gather_scatter._pool_kernel))
-            srows = gather_scatter._rows(gather_scatter.SPREAD_ROWS, p, L, 128)
-            yield f"spread L={L} p={p} shift={shift}", sig(
-                gather_scatter._spread_kernel, {**bf, "map_ptr": "*i32"}, {**consts, "ROWS": srows},
-                aligned(gather_scatter._spread_kernel)), {
-                    "num_warps": gather_scatter.spread_warps(3 - 2 * shift, srows)}
+                      "BLOCK_D": 128, "ACC": triton.language.float32, "TAIL": tail_rows}
+            name = f"L={L} p={p} shift={shift} given={given} tail={tail_rows}"
+            yield f"pool {name}", sig(
+                gs._pool_kernel, {**bf, "tail": "*bf16", "map_ptr": "*i32"},
+                {**consts, "ROWS": rows, "GIVEN": given}, aligned(gs._pool_kernel)), {
+                    "num_warps": gs.POOL_WARPS}
+            if given:  # the spread reads no coarsest means
+                continue
+            yield f"spread {name}", sig(
+                gs._spread_kernel, {**bf, "tail": "*fp32", "map_ptr": "*i32"},
+                {**consts, "ROWS": srows}, aligned(gs._spread_kernel)), {
+                    "num_warps": gs.spread_warps(3 - 2 * shift, srows, 128)}
 
 
 def aligned(fn) -> tuple:

@@ -187,7 +187,7 @@ def _emit(level_ptr, index_ptr, map_ptr, out_row, map_row, base, pos, index, val
 
 @triton.jit
 def _select_kernel(sq_ptr, sk_ptr, pq_ptr, pk_ptr, level_ptr, index_ptr, map_ptr, work_ptr,
-                        N, S, M, C, heads, sk_div, G_C,
+                        N, S, M, C, heads, sk_div, G_C, pq_b, pk_b,
                         L: tl.constexpr, P: tl.constexpr, LOG2P: tl.constexpr,
                         BLOCK_C: tl.constexpr, NMAX: tl.constexpr, TILE_: tl.constexpr,
                         HALF_: tl.constexpr, DIGIT: tl.constexpr, SEL: tl.constexpr,
@@ -199,8 +199,11 @@ def _select_kernel(sq_ptr, sk_ptr, pq_ptr, pk_ptr, level_ptr, index_ptr, map_ptr
     sk_row_id = (row // heads) * (heads // sk_div) + (row % heads) // sk_div
     sq_row = sq_ptr + row.to(tl.int64) * N
     sk_row = sk_ptr + sk_row_id.to(tl.int64) * N
-    pq_row = pq_ptr + row.to(tl.int64) * P**(L - 1)  # the previous chunk's last window
-    pk_row = pk_ptr + sk_row_id.to(tl.int64) * P**(L - 1)
+    # the previous chunk's last window: rows of P^(L-1) scores, batch rows pq_b / pk_b apart
+    pq_row = pq_ptr + (row // heads).to(tl.int64) * pq_b + (row % heads) * P**(L - 1)
+    kv_heads = heads // sk_div
+    pk_row = (pk_ptr + (sk_row_id // kv_heads).to(tl.int64) * pk_b
+              + (sk_row_id % kv_heads) * P**(L - 1))
     work = work_ptr + (row.to(tl.int64) * n_tiles + tile) * ((2 * L - 1) * NMAX)
     scratch = work + (2 * L - 2) * NMAX  # slot 2(l-1): candidates of level l, 2l-1: sizes
     E = C + (L - 1) * TILE_ * P
@@ -270,6 +273,12 @@ def _select_kernel(sq_ptr, sk_ptr, pq_ptr, pk_ptr, level_ptr, index_ptr, map_ptr
           cand.reshape(TILE_, P), j2 >= 0, 0, N, LOG2P, SEL)
 
 
+def _rows_of_scores(x: Tensor) -> Tensor:
+    """``x`` ``(B, rows, W)`` as the kernel reads it: each batch row's rows of ``W``
+    consecutive scores (a view, such as a slice of rows, where it already is; else a copy)."""
+    return x if x.stride(2) == 1 and x.stride(1) == x.shape[2] else x.contiguous()
+
+
 def select_tiles(sq0: Tensor, sk0: Tensor, num_levels: int, pooling_factor: int, topk: int,
                  with_selection: bool = True, causal: bool = False,
                  prefix: tuple[Tensor, Tensor] | None = None
@@ -290,11 +299,12 @@ def select_tiles(sq0: Tensor, sk0: Tensor, num_levels: int, pooling_factor: int,
     nmax = max(next_pow2(C), TILE * p)
     work = torch.empty(B * heads * T, (2 * L - 1) * nmax, dtype=torch.int32, device=sq0.device)
     sq0, sk0 = sq0.contiguous(), sk0.contiguous()
-    pq, pk = (x.contiguous() for x in prefix) if prefix is not None else (sq0, sk0)
+    pq, pk = (_rows_of_scores(x) for x in prefix) if prefix is not None else (sq0, sk0)
     fast(_select_kernel)[(T, B * heads)](
         sq0, sk0, pq, pk, pos_map if level is None else level,
         pos_map if index is None else index, pos_map, work,
         N, T * E, pos_map.shape[2], C, heads, heads // sk0.shape[1], look_back(C),
+        pq.stride(0), pk.stride(0),
         L=L, P=p, LOG2P=p.bit_length() - 1, BLOCK_C=next_pow2(C), NMAX=nmax,
         TILE_=TILE, HALF_=HALF, DIGIT=4, SEL=with_selection, FILL=1024, CAUSAL=causal,
         SEG=SEGMENTS, PRE=prefix is not None, num_warps=WARPS)
