@@ -74,14 +74,10 @@ def test_pieces_gradient_rounds_the_overlap_once():
                                        want.bfloat16().float(), rtol=0, atol=0)
 
 
-def test_the_collectives_run_behind_the_chunks_own_attention(monkeypatch):
-    """The inner attention issues its all-gather before the chunks' attention over their
-    own keys and waits for it only after, and its reduce-scatter before the own backward,
-    waiting after (so the exchange overlaps work that needs nothing from other ranks); the
-    result equals the plain composition."""
-    from lighthouse_attn.parallel import chunk_attention, collectives, gathered
-
-    events = []
+def _one_rank_exchanges(monkeypatch, module, events: list) -> None:
+    """Record, in ``events``, the collectives of one rank (done as copies), the waits on
+    them and the calls of ``module``'s attention pieces, in order."""
+    from lighthouse_attn.parallel import collectives
 
     class Work:
         def __init__(self, name):
@@ -90,28 +86,37 @@ def test_the_collectives_run_behind_the_chunks_own_attention(monkeypatch):
         def wait(self):
             events.append(f"wait {self.name}")
 
-    def fake_gather(out, x, group, async_op=False):  # one rank: the gather is a copy
-        events.append("all_gather")
-        out.copy_(x)
-        return Work("all_gather")
-
-    def fake_scatter(out, x, group, async_op=False):
-        events.append("reduce_scatter")
-        out.copy_(x)
-        return Work("reduce_scatter")
+    def fake(name):
+        def collective(out, x, group, async_op=False):
+            events.append(name)
+            out.copy_(x)
+            return Work(name)
+        return collective
 
     def watch(name):
-        fn = getattr(gathered, name)
+        fn = getattr(module, name)
 
         def watched(*a, **kw):
             events.append(name)
             return fn(*a, **kw)
-        monkeypatch.setattr(gathered, name, watched)
+        monkeypatch.setattr(module, name, watched)
 
-    monkeypatch.setattr(collectives, "all_gather_into", fake_gather)
-    monkeypatch.setattr(collectives, "reduce_scatter_into", fake_scatter)
+    monkeypatch.setattr(collectives, "group_info", lambda group: (None, 0, 1))
+    monkeypatch.setattr(collectives, "all_gather_into", fake("all_gather"))
+    monkeypatch.setattr(collectives, "reduce_scatter_into", fake("reduce_scatter"))
     for name in ("attend_own", "attend_past", "own_backward", "past_backward"):
         watch(name)
+
+
+def test_the_collectives_run_behind_the_chunks_own_attention(monkeypatch):
+    """The inner attention issues its all-gather before the chunks' attention over their
+    own keys and waits for it only after, and its reduce-scatter before the own backward,
+    waiting after (so the exchange overlaps work that needs nothing from other ranks); the
+    result equals the plain composition."""
+    from lighthouse_attn.parallel import chunk_attention, gathered
+
+    events = []
+    _one_rank_exchanges(monkeypatch, gathered, events)
     torch.manual_seed(0)
     B, H, Hkv, E, D = 1, 2, 1, 8, 16
     how = gathered.InnerContext(None, 0, 1, 0.25, False)
@@ -138,37 +143,10 @@ def test_the_dense_layer_overlaps_its_collectives_the_same_way(monkeypatch):
     """Per group of kv heads, the dense layer attends over the chunks' own keys before it
     waits for the group's gather, and runs that backward while the group's gradients are
     reduce-scattered."""
-    from lighthouse_attn.parallel import collectives, dense
+    from lighthouse_attn.parallel import dense
 
     events = []
-
-    class Work:
-        def __init__(self, name):
-            self.name = name
-
-        def wait(self):
-            events.append(f"wait {self.name}")
-
-    def fake(name):
-        def collective(out, x, group, async_op=False):
-            events.append(name)
-            out.copy_(x)
-            return Work(name)
-        return collective
-
-    def watch(name):
-        fn = getattr(dense, name)
-
-        def watched(*a, **kw):
-            events.append(name)
-            return fn(*a, **kw)
-        monkeypatch.setattr(dense, name, watched)
-
-    monkeypatch.setattr(collectives, "group_info", lambda group: (None, 0, 1))
-    monkeypatch.setattr(collectives, "all_gather_into", fake("all_gather"))
-    monkeypatch.setattr(collectives, "reduce_scatter_into", fake("reduce_scatter"))
-    for name in ("attend_own", "attend_past", "own_backward", "past_backward"):
-        watch(name)
+    _one_rank_exchanges(monkeypatch, dense, events)
     q, k, v = (torch.randn(1, 2, 16, 8, dtype=torch.float64, requires_grad=True)
                for _ in range(3))
     out = dense.dense_attention_cp(q, k, v, kv_heads_per_group=2)
