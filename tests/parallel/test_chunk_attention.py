@@ -4,8 +4,27 @@ against autograd through plain softmax attention (fp64), for every rank of sever
 import pytest
 import torch
 
-from lighthouse_attn.parallel.chunk_attention import attend, attend_backward, slot
+from lighthouse_attn.parallel.chunk_attention import (
+    attend_own,
+    attend_past,
+    own_backward,
+    past_backward,
+    slot,
+)
 from lighthouse_attn.parallel.layout import chunk_ids, chunks_upto
+
+
+def attend(q, k, v, past, chunks, scale):
+    """The chunks' attention in one piece: their own keys, then the earlier chunks'."""
+    out, lse, own = attend_own(q, k, v, scale)
+    return out, lse, [own, *attend_past(q, out, lse, past, chunks, scale)]
+
+
+def attend_backward(dout, q, k, v, past, out, lse, saved, chunks, scale, pieces_shape, world):
+    """``(dq, dk, dv, d_pieces)`` of :func:`attend`."""
+    past_dq, d_pieces = past_backward(dout, q, past, out, lse, saved, chunks, scale,
+                                      pieces_shape=pieces_shape, world=world)
+    return (*own_backward(dout, q, k, v, out, lse, saved, past_dq, scale), d_pieces)
 
 
 def _reference(q, k, v, past, chunks, scale):
@@ -113,7 +132,7 @@ def test_the_collectives_run_behind_the_chunks_own_attention(monkeypatch):
     own keys and waits for it only after, and its reduce-scatter before the own backward,
     waiting after (so the exchange overlaps work that needs nothing from other ranks); the
     result equals the plain composition."""
-    from lighthouse_attn.parallel import chunk_attention, gathered
+    from lighthouse_attn.parallel import gathered
 
     events = []
     _one_rank_exchanges(monkeypatch, gathered, events)
@@ -131,9 +150,9 @@ def test_the_collectives_run_behind_the_chunks_own_attention(monkeypatch):
                       "wait reduce_scatter"]
     pieces = kv[None]
     past = chunks_upto(pieces, 0, 1)
-    want_out, lse, saved = chunk_attention.attend(q, kv[0], kv[1], past, (0, 1), 0.25)
-    want = chunk_attention.attend_backward(dout, q, kv[0], kv[1], past, want_out, lse, saved,
-                                           (0, 1), 0.25, pieces_shape=pieces.shape, world=1)
+    want_out, lse, saved = attend(q, kv[0], kv[1], past, (0, 1), 0.25)
+    want = attend_backward(dout, q, kv[0], kv[1], past, want_out, lse, saved, (0, 1), 0.25,
+                           pieces_shape=pieces.shape, world=1)
     torch.testing.assert_close(out, want_out, rtol=0, atol=0)
     for got, w, d_mine in zip(grads, want[:3], (0, *want[3][0])):
         torch.testing.assert_close(got, w + d_mine, rtol=0, atol=0)

@@ -55,16 +55,6 @@ def attend_past(q: Tensor, out: Tensor, lse: Tensor, past: Tensor, chunks: tuple
     return saved
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, past: Tensor, chunks: tuple[int, int],
-           scale: float, deterministic: bool = False) -> tuple[Tensor, Tensor, list]:
-    """Outputs ``(2B, H, E, D)``, logsumexps ``(2B, H, E)`` and the backward's state of the
-    chunks ``chunks`` whose queries ``q``, keys and values ``k``, ``v`` ``(2B, H_kv, E, D)``
-    are batch rows ``(b, slot)``: :func:`attend_own`, then :func:`attend_past` over
-    ``past``."""
-    out, lse, own = attend_own(q, k, v, scale, deterministic)
-    return out, lse, [own, *attend_past(q, out, lse, past, chunks, scale, deterministic)]
-
-
 def past_backward(dout: Tensor, q: Tensor, past: Tensor, out: Tensor, lse: Tensor,
                   saved: list, chunks: tuple[int, int], scale: float, pieces_shape: torch.Size,
                   world: int, deterministic: bool = False) -> tuple[list, Tensor]:
@@ -73,7 +63,7 @@ def past_backward(dout: Tensor, q: Tensor, past: Tensor, out: Tensor, lse: Tenso
     D)`` (``pieces_shape``) that ``past`` was read from (``layout.chunks_upto``), in ``past``'s
     dtype: each earlier chunk's gradient written straight into its owner's slot, summed in fp32
     (fp64 for fp64) where both chunks read it, zero where neither does. ``saved``:
-    :func:`attend`'s state."""
+    ``[own, *past]``, :func:`attend_own`'s state then :func:`attend_past`'s."""
     E = q.shape[2]
     dq, reads = [], []  # reads: (keys read, (dk, dv)) of each chunk that reads earlier chunks
     for i, chunk in enumerate(chunks):
@@ -92,25 +82,14 @@ def past_backward(dout: Tensor, q: Tensor, past: Tensor, out: Tensor, lse: Tenso
 def own_backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
                  saved: list, past_dq: list, scale: float, deterministic: bool = False
                  ) -> tuple[Tensor, Tensor, Tensor]:
-    """The backward of :func:`attend_own`: ``(dq, dk, dv)``, with the queries' gradients
-    ``past_dq`` from :func:`past_backward` added."""
+    """The backward of :func:`attend_own` (``saved``: as :func:`past_backward`'s):
+    ``(dq, dk, dv)``, with the queries' gradients ``past_dq`` from :func:`past_backward`
+    added."""
     dq, dk, dv = attention_backward(dout, q, k, v, out, lse, saved[0], scale, causal=True,
                                     deterministic=deterministic)
     for i, dq_i in past_dq:
         slot(dq, i).add_(dq_i)
     return dq, dk, dv
-
-
-def attend_backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, past: Tensor, out: Tensor,
-                    lse: Tensor, saved: list, chunks: tuple[int, int], scale: float,
-                    pieces_shape: torch.Size, world: int, deterministic: bool = False
-                    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(dq, dk, dv, d_pieces)`` of :func:`attend`: ``dk``, ``dv`` of the chunks' own keys
-    and values, and ``d_pieces`` of :func:`past_backward`."""
-    past_dq, d_pieces = past_backward(dout, q, past, out, lse, saved, chunks, scale,
-                                      pieces_shape, world, deterministic)
-    return (*own_backward(dout, q, k, v, out, lse, saved, past_dq, scale, deterministic),
-            d_pieces)
 
 
 def _pieces_grad(reads: list, past: Tensor, shape: torch.Size, world: int) -> Tensor:
