@@ -25,25 +25,11 @@ from torch._C._profiler import _ExperimentalConfig
 
 import lighthouse_attn.parallel.collectives as coll
 from lighthouse_attn import LighthouseConfig, lighthouse_attention
-from lighthouse_attn.bench.common import sleep_cycles, time_ms
+from lighthouse_attn.bench.common import cuda_graph, sleep_cycles, time_ms
 from lighthouse_attn.parallel import lighthouse_attention_cp
 
 WATCHED = ("aten::copy_", "aten::clone", "cudaMemcpyAsync", "cudaMalloc",
            "cudaStreamSynchronize", "cudaDeviceSynchronize")
-
-
-def graphed(fn):
-    """``fn`` captured once in a CUDA graph (warmed up on a side stream): its replay."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph.replay
 
 
 class _Copied:
@@ -94,7 +80,7 @@ def main() -> None:
         coll.all_gather_into, coll.reduce_scatter_into = saved
         for name, fn in (("single", single), ("cp", cp)):
             try:
-                replay = graphed(fn)
+                replay = cuda_graph(fn)[0]
                 r[f"{name}_graph_ms"] = round(time_ms(replay, warmup=3, repeats=40)
                                               ["median_ms"], 3)
             except Exception as err:  # noqa: BLE001 (recorded in the result)

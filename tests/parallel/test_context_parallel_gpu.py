@@ -8,6 +8,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from lighthouse_attn import LighthouseConfig, lighthouse_attention
+from lighthouse_attn.bench.common import cuda_graph
 from lighthouse_attn.ops import lse_attention
 from lighthouse_attn.parallel import dense_attention_cp, lighthouse_attention_cp
 
@@ -91,19 +92,11 @@ def test_one_rank_replays_from_a_cuda_graph(case, one_rank):
         out = op()
         return [out, *torch.autograd.grad((out * w).sum(), (q, k, v))]
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(2):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        replayed = step()
+    replay, replayed = cuda_graph(step, warmup=2)
     with torch.no_grad():  # new inputs in the captured tensors
         for x in (q, k, v):
             x.copy_(torch.randn_like(x))
-    graph.replay()
+    replay()
     eager = step()
     for a, b in zip(replayed, eager):
         assert _rel(a, b) < 1e-3

@@ -118,6 +118,22 @@ def host_ms(fn: Callable[[], object], steps: int, busy_cycles: int) -> float:
     return elapsed / steps * 1e3
 
 
+def cuda_graph(fn: Callable[[], object], warmup: int = 3) -> tuple[Callable[[], None], object]:
+    """``fn`` captured once in a CUDA graph, after ``warmup`` calls on a side stream (where
+    lazy initialisation and first allocations happen): ``(replay, outputs)``, ``outputs``
+    being the captured call's result, which every replay overwrites in place."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outputs = fn()
+    return graph.replay, outputs
+
+
 def peak_memory_mib(fn: Callable[[], object]) -> float | None:
     """Peak GPU memory allocated while ``fn`` runs, above what was allocated before (MiB)."""
     if not torch.cuda.is_available():
