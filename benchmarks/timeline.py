@@ -23,7 +23,11 @@ import lighthouse_attn.ops.triton.attention as tri
 from lighthouse_attn.bench.common import warm_up_gpu
 
 
-def trace_step(step, steps: int = 3) -> dict:
+def trace_step(step, steps: int = 3, phases: tuple[str, ...] = ()) -> dict:
+    """The last of ``steps`` traced calls of ``step``: its kernels (when launched, when run),
+    the GPU's busy and idle time, and for each name in ``phases`` (a ``record_function``
+    range inside the step) the same for the kernels launched inside that range, with the
+    range's host time."""
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for _ in range(steps):
             with record_function("STEP"):
@@ -51,10 +55,33 @@ def trace_step(step, steps: int = 3) -> dict:
         prev_end = e["ts"] + e["dur"]
         rows.append({"kernel": e["name"][:60], "launched_us": round(launch - t0, 1),
                      "start_us": round(e["ts"] - t0, 1), "dur_us": round(e["dur"], 1)})
-    return {"host_step_us": round(t1 - t0, 1),
-            "gpu_end_us": round(prev_end - t0, 1) if prev_end else None,
-            "gpu_busy_us": round(sum(r["dur_us"] for r in rows), 1),
-            "gpu_idle_us": round(idle, 1), "kernels": rows}
+    out = {"host_step_us": round(t1 - t0, 1),
+           "gpu_end_us": round(prev_end - t0, 1) if prev_end else None,
+           "gpu_busy_us": round(sum(r["dur_us"] for r in rows), 1),
+           "gpu_idle_us": round(idle, 1)}
+    for name in phases:
+        a, b = next((e["ts"] - t0, e["ts"] + e["dur"] - t0) for e in events
+                    if e.get("name") == name and e.get("cat") == "user_annotation"
+                    and t0 <= e["ts"] <= t1)
+        out[name] = _phase(rows, a, b)
+    return {**out, "kernels": rows}
+
+
+def _phase(rows: list[dict], a: float, b: float) -> dict:
+    """Host time of the range ``[a, b]`` (us from the step's start) and the GPU's time on the
+    kernels launched inside it: busy, and idle before each (waiting for the host or for the
+    previous phase's kernels)."""
+    busy = idle = 0.0
+    end = None
+    for prev, r in zip([None, *rows], rows):
+        if not a <= r["launched_us"] <= b:
+            continue
+        if prev is not None:
+            idle += max(0.0, r["start_us"] - prev["start_us"] - prev["dur_us"])
+        busy += r["dur_us"]
+        end = r["start_us"] + r["dur_us"]
+    return {"host_us": round(b - a, 1), "gpu_busy_us": round(busy, 1),
+            "gpu_idle_us": round(idle, 1), "gpu_end_us": None if end is None else round(end, 1)}
 
 
 def host_breakdown(step, steps: int = 100) -> dict:
