@@ -117,7 +117,7 @@ def main() -> None:
         for name in arms:
             with arm(name):
                 try:
-                    out = forward(name)()
+                    out = forward(name)().detach()  # no graph kept alive
                     grads = step(name)()
                 except RuntimeError as err:
                     r[name]["error"] = repr(err)[:300]
