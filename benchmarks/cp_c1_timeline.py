@@ -28,6 +28,7 @@ from timeline import trace_step
 from torch.profiler import record_function
 
 import lighthouse_attn.ops.lse_attention as pieces
+import lighthouse_attn.parallel.chunk_attention as chunk_attention
 from lighthouse_attn import LighthouseConfig, lighthouse_attention
 from lighthouse_attn.bench.common import sleep_cycles, time_ms
 from lighthouse_attn.parallel import lighthouse_attention_cp
@@ -45,29 +46,21 @@ def _flash_forward_for_cudnn(q, k, v, scale, causal, deterministic=False):
 
 @contextlib.contextmanager
 def arm(name: str):
-    """The pieces' kernels of arm ``name`` inside the block."""
-    saved = pieces.cudnn_applies, pieces.attention_forward
+    """The pieces' kernels of arm ``name`` inside the block (``chunk_attention`` calls the
+    pieces through the name ``attention_forward`` it imported)."""
+    saved = pieces.cudnn_applies, chunk_attention.attention_forward
     if name == "cp_flash":
         pieces.cudnn_applies = lambda q: False
     elif name == "cp_flash_fwd":
-        original = saved[1]
-
         def forward(q, k, v, scale, causal, deterministic=False):
             if q.dtype in (torch.float16, torch.bfloat16) and not deterministic:
                 return _flash_forward_for_cudnn(q, k, v, scale, causal)
-            return original(q, k, v, scale, causal, deterministic)
-        pieces.attention_forward = forward
+            return saved[1](q, k, v, scale, causal, deterministic)
+        chunk_attention.attention_forward = forward
     try:
         yield
     finally:
-        pieces.cudnn_applies, pieces.attention_forward = saved
-
-
-def _import_names_into_chunk_attention():
-    """``chunk_attention`` imports ``attention_forward`` by name: make it read the module's."""
-    import lighthouse_attn.parallel.chunk_attention as ca
-
-    ca.attention_forward = lambda *a, **kw: pieces.attention_forward(*a, **kw)
+        pieces.cudnn_applies, chunk_attention.attention_forward = saved
 
 
 def forward_of(name, cfg, q, k, v, w):
@@ -91,7 +84,6 @@ def step_of(name, cfg, q, k, v, w):
 def main() -> None:
     args = one_process_parser("cp_c1_timeline.json").parse_args()
     device = start_one_process(args.smoke)
-    _import_names_into_chunk_attention()
     N, K, D = (8192, 512, 16) if args.smoke else (65536, 1024, 128)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     g = torch.Generator(device=device).manual_seed(0)
