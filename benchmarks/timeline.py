@@ -60,10 +60,13 @@ def trace_step(step, steps: int = 3, phases: tuple[str, ...] = ()) -> dict:
            "gpu_busy_us": round(sum(r["dur_us"] for r in rows), 1),
            "gpu_idle_us": round(idle, 1)}
     for name in phases:
-        a, b = next((e["ts"] - t0, e["ts"] + e["dur"] - t0) for e in events
-                    if e.get("name") == name and e.get("cat") == "user_annotation"
-                    and t0 <= e["ts"] <= t1)
-        out[name] = _phase(rows, a, b)
+        span = next(((e["ts"] - t0, e["ts"] + e["dur"] - t0) for e in events
+                     if e.get("name") == name and e.get("cat") == "user_annotation"
+                     and t0 <= e["ts"] <= t1), None)
+        if span is None:
+            raise ValueError(f"no record_function({name!r}) range inside the traced step: "
+                             "mark each phase with torch.profiler.record_function")
+        out[name] = _phase(rows, *span)
     return {**out, "kernels": rows}
 
 
