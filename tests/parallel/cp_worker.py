@@ -12,11 +12,13 @@ sys.path.insert(0, __file__.rsplit("/", 2)[0])
 from conftest import rand_qkv  # noqa: E402
 
 from lighthouse_attn import LighthouseConfig, lighthouse_attention, select  # noqa: E402
+from lighthouse_attn.ops.rope import apply_rope_reference, rope_tables  # noqa: E402
 from lighthouse_attn.parallel import (  # noqa: E402
     chunk_config,
     collectives,  # noqa: E402
     dense_attention_cp,
     lighthouse_attention_cp,
+    local_positions,
     shard_sequence,
 )
 from lighthouse_attn.parallel.fused import batch_strides  # noqa: E402
@@ -53,12 +55,20 @@ def run(rank: int, world: int, init: str, cases: list[dict], out_path: str,
                         dtype=torch.float64)
         full = [x.clone().requires_grad_() for x in (q, k, v)]
         dense = case.get("dense", False)
+        rope = local_rope = {}
+        if case.get("rope"):  # q and k rotated inside the ops, by global positions
+            tables = rope_tables(N, 8, 10000.0, torch.device("cpu"))
+            rope = dict(rope=tables)
+            local_rope = dict(rope=rope_tables(N, 8, 10000.0, torch.device("cpu"),
+                                               positions=local_positions(N // world, rank,
+                                                                         world)))
+            q, k = (apply_rope_reference(x, *tables) for x in (q, k))  # for the selection
         ref = (torch.nn.functional.scaled_dot_product_attention(
             full[0], full[1].repeat_interleave(H // Hkv, 1),
             full[2].repeat_interleave(H // Hkv, 1), is_causal=True)
-               if dense else lighthouse_attention(*full, ref_cfg))
+               if dense else lighthouse_attention(*full, ref_cfg, **rope))
         (ref * w).sum().backward()
-        local = [shard_sequence(x.detach(), 2, rank, world) for x in (q, k, v)]
+        local = [shard_sequence(x.detach(), 2, rank, world) for x in full]
         if case.get("bnhd"):  # as a projection makes them: (B, N, H, D) seen as (B, H, N, D)
             local = [x.transpose(1, 2).contiguous().transpose(1, 2) for x in local]
         local = [x.requires_grad_() for x in local]
@@ -70,7 +80,8 @@ def run(rank: int, world: int, init: str, cases: list[dict], out_path: str,
                 lambda x: saved.append(tuple(x.shape)) or x, lambda x: x):
             out = (dense_attention_cp(*local, kv_heads_per_group=case.get("kv_heads_per_group"))
                    if dense else
-                   lighthouse_attention_cp(*local, cfg, exchange_spill=exchange_spill))
+                   lighthouse_attention_cp(*local, cfg, exchange_spill=exchange_spill,
+                                           **local_rope))
         # on the kernels the layer is one autograd node straight on the inputs (no view
         # nodes around it: each costs host time in the backward)
         inputs_next = {type(f).__name__ for f, _ in out.grad_fn.next_functions if f}

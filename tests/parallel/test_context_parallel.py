@@ -42,6 +42,9 @@ CASES_2 = [
     dict(N=2048, H=2, Hkv=1, backend="triton", config=dict(num_levels=3, pooling_factor=2,
                                                            topk=512, gqa="shared")),
     dict(N=1024, H=2, Hkv=1, dense=True, config=dict(num_levels=1)),
+    # q and k rotated inside the op (rope=), by each rank's global positions
+    dict(N=2048, H=2, Hkv=1, rope=True, config=dict(num_levels=2, pooling_factor=2, topk=512,
+                                                    selection="causal")),
     # two groups of kv heads gathered one after the other (the second while the first computes)
     dict(N=1024, H=4, Hkv=2, dense=True, kv_heads_per_group=1, config=dict(num_levels=1)),
 ]

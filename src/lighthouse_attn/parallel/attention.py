@@ -42,10 +42,11 @@ from ..ops import Selection
 from ..ops.api import autocast_inputs
 from ..ops.backend import resolve_backend
 from ..ops.inner import resolve_scale
-from ..ops.inputs import check_inputs
+from ..ops.inputs import check_inputs, check_rope
 from ..ops.reference.attention import gather_reference
 from ..ops.reference.scores import base_scores, causal_level_scores
 from ..ops.reference.select import select_from_scores, select_reference
+from ..ops.rope import apply_rope_pair
 from . import collectives
 from .dense import dense_attention_cp
 from .gathered import InnerContext, two_chunk_inner
@@ -177,7 +178,8 @@ def _reference_rows(q: Tensor, k: Tensor, v: Tensor, local: LighthouseConfig,
 
 def lighthouse_attention_cp(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
                             group: dist.ProcessGroup | None = None, *,
-                            scale: float | None = None, exchange_spill: bool = True) -> Tensor:
+                            scale: float | None = None, exchange_spill: bool = True,
+                            rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """``lighthouse_attention`` on this rank's shard of a sequence spread over the ranks of
     ``group`` (default: the world) in the load-balanced layout of ``layout.py``.
 
@@ -186,6 +188,9 @@ def lighthouse_attention_cp(q: Tensor, k: Tensor, v: Tensor, config: LighthouseC
             ``N = 2n W``.
         k, v: ``(B, H_kv, 2n, D)``, likewise.
         config: the config of the whole sequence (``topk`` of all of it).
+        rope: ``(cos, sin)`` tables ``(2n, D/2)`` of this rank's positions
+            (``local_positions``): rotate ``q`` and ``k`` first, in one launch on the
+            kernels (the rotated rows are then scored by the op's own pass).
         exchange_spill: add each chunk's spill (the scattered summaries that land past its
             end) to the next chunk. Always on in use; ``False`` is a control that shows the
             exchange matters (outputs after chunk boundaries then differ).
@@ -200,6 +205,8 @@ def lighthouse_attention_cp(q: Tensor, k: Tensor, v: Tensor, config: LighthouseC
     """
     q, k, v = autocast_inputs(q, k, v)
     check_inputs(q, k, v)
+    if rope is not None:
+        q, k = apply_rope_pair(q, k, *check_rope(rope, q))
     group, rank, world = collectives.group_info(group)
     if q.shape[2] % 2:
         raise ValueError(f"each rank holds two equal chunks: the local length {q.shape[2]} "
