@@ -41,6 +41,21 @@ def _count_pieces():
         collectives.all_gather_into = into
 
 
+@contextlib.contextmanager
+def _count_scoring():
+    """Calls of the kernels' own scoring pass (the norm kernel through ``cascade_scores``),
+    which a rotation that scores (``rope=``) makes unneeded."""
+    from lighthouse_attn.ops.triton import attention as fast
+
+    calls = []
+    real = fast.cascade_scores
+    fast.cascade_scores = lambda *a, **kw: calls.append(1) or real(*a, **kw)
+    try:
+        yield calls
+    finally:
+        fast.cascade_scores = real
+
+
 def run(rank: int, world: int, init: str, cases: list[dict], out_path: str,
         exchange_spill: bool) -> None:
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
@@ -50,9 +65,10 @@ def run(rank: int, world: int, init: str, cases: list[dict], out_path: str,
         cfg = LighthouseConfig(backend=case.get("backend", "torch"), **case["config"])
         ref_cfg = replace(cfg, backend="torch")  # the one-process op on the exact torch path
         H, Hkv, N, B = case["H"], case["Hkv"], case["N"], case.get("B", 1)
-        q, k, v = rand_qkv(B=B, H=H, Hkv=Hkv, N=N, D=8, dtype=torch.float64, seed=7)
+        dtype = getattr(torch, case.get("dtype", "float64"))
+        q, k, v = rand_qkv(B=B, H=H, Hkv=Hkv, N=N, D=8, dtype=dtype, seed=7)
         w = torch.randn(B, H, N, 8, generator=torch.Generator().manual_seed(9),
-                        dtype=torch.float64)
+                        dtype=torch.float64).to(dtype)
         full = [x.clone().requires_grad_() for x in (q, k, v)]
         dense = case.get("dense", False)
         rope = local_rope = {}
@@ -76,16 +92,19 @@ def run(rank: int, world: int, init: str, cases: list[dict], out_path: str,
         for i, x in enumerate(local):
             x.register_hook(lambda g, i=i: grad_strides.__setitem__(i, g.stride()))
         saved = []  # shapes autograd keeps for backward
-        with _count_pieces() as pieces, torch.autograd.graph.saved_tensors_hooks(
-                lambda x: saved.append(tuple(x.shape)) or x, lambda x: x):
+        with _count_pieces() as pieces, _count_scoring() as scoring, \
+                torch.autograd.graph.saved_tensors_hooks(
+                    lambda x: saved.append(tuple(x.shape)) or x, lambda x: x):
             out = (dense_attention_cp(*local, kv_heads_per_group=case.get("kv_heads_per_group"))
                    if dense else
                    lighthouse_attention_cp(*local, cfg, exchange_spill=exchange_spill,
                                            **local_rope))
         # on the kernels the layer is one autograd node straight on the inputs (no view
         # nodes around it: each costs host time in the backward)
+        # (with rope=, q and k come through the rotation's node)
         inputs_next = {type(f).__name__ for f, _ in out.grad_fn.next_functions if f}
-        one_node = inputs_next == {"AccumulateGrad"}
+        one_node = inputs_next == ({"AccumulateGrad", "_RopePairBackward"} if rope
+                                   else {"AccumulateGrad"})
         (out * shard_sequence(w, 2, rank, world)).sum().backward()
         want = shard_sequence(ref.detach(), 2, rank, world)
         diff = (out.detach() - want).abs().amax(dim=(0, 1, 3))  # per local row
@@ -113,6 +132,7 @@ def run(rank: int, world: int, init: str, cases: list[dict], out_path: str,
         results.append({"rows": diff.tolist(), "out": float(diff.max()), "grads": grads,
                         "layouts": all(layouts), "one_node": one_node,
                         "same_selection": bool(same_selection), "piece_bytes": sum(pieces),
+                        "scoring_passes": len(scoring),
                         "keeps_whole_sequence": any(N in shape for shape in saved)})
     with open(f"{out_path}.{rank}", "w") as f:
         json.dump(results, f)

@@ -105,12 +105,31 @@ def test_rope_scores_equal_the_norm_kernel_on_its_outputs(dtype, window):
                                        atol=1e-6)
 
 
+@pytest.mark.parametrize("B,window", [(1, 16), (2, None)])
+def test_rope_scores_of_two_chunks_are_their_batch_rows(B, window):
+    """With ``chunks=2`` (a context-parallel rank's two chunks) the scores come as the
+    chunks' batch rows ``(b, chunk)``, contiguous: ``as_batch`` of the whole sequence's."""
+    from lighthouse_attn.parallel.layout import as_batch
+
+    q, k = projected(B, 64, 2, 16, torch.float32, seed=13), projected(B, 64, 1, 16,
+                                                                       torch.float32, seed=14)
+    cos, sin = rope_tables(64, 16, 10000.0, torch.device(DEV))
+    whole = rope_pair_scored(q, k, cos, sin, window)
+    rows = rope_pair_scored(q, k, cos, sin, window, chunks=2)
+    for a, b in zip(whole[:2], rows[:2]):
+        assert torch.equal(a, b)
+    for a, b in zip(whole[2:], rows[2:]):
+        assert b.is_contiguous() and torch.equal(as_batch(a), b)
+    with pytest.raises(ValueError, match="each chunk"):
+        rope_pair_scored(q, k, cos, sin, 16, chunks=8)  # chunks of 8 rows
+
+
 def test_rope_scores_reject_windows_the_kernel_cannot_pool():
     q = projected(1, 48, 1, 8, torch.float32, seed=12)
     cos, sin = rope_tables(48, 8, 10000.0, torch.device(DEV))
-    with pytest.raises(ValueError, match="multiple of 16 and divides N"):
+    with pytest.raises(ValueError, match="multiple of 16 and divides each chunk"):
         rope_pair_scored(q, q, cos, sin, 8)
-    with pytest.raises(ValueError, match="multiple of 16 and divides N"):
+    with pytest.raises(ValueError, match="multiple of 16 and divides each chunk"):
         rope_pair_scored(q, q, cos, sin, 32)  # 48 % 32
 
 

@@ -122,18 +122,25 @@ def _shared_query_scores(sq0: Tensor, kv_heads: int, config: LighthouseConfig) -
     return sq0.view(B, kv_heads, H // kv_heads, N).amax(2)
 
 
+def given_scores(scores: list[Tensor], kv_heads: int, config: LighthouseConfig
+                 ) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """:func:`cascade_scores`'s result from the scores made while rotating q and k
+    (:func:`rotate_and_score`): their norms, maybe then their coarsest means."""
+    sq0, sk0, *means = scores
+    return _shared_query_scores(sq0, kv_heads, config), sk0, means
+
+
 def _select(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConfig,
             with_selection: bool = True, coarsest: bool = False,
             scores: list[Tensor] | None = None
             ) -> tuple[Selection | None, Tensor, list[Tensor]]:
     """The cascade's selection (``None`` unless ``with_selection``), its position map, and
-    the coarsest means of :func:`cascade_scores`, or those of ``scores`` (the rows' norms,
-    maybe then their means, made while rotating them: :func:`_rotated`) where given."""
+    the coarsest means of :func:`cascade_scores`, or of ``scores`` where given
+    (:func:`given_scores`)."""
     if scores is None:
         sq0, sk0, means = cascade_scores(q, k, v, config, coarsest)
     else:
-        sq0, sk0, *means = scores
-        sq0 = _shared_query_scores(sq0, k.shape[1], config)
+        sq0, sk0, means = given_scores(scores, k.shape[1], config)
     with torch.no_grad():
         return (*select_with_map(sq0, sk0, config, with_selection), means)
 
@@ -144,12 +151,12 @@ def select_triton(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConf
     return _select(q, k, v, config)[0]
 
 
-def map_and_means(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConfig
-                  ) -> tuple[Tensor, list[Tensor]]:
+def map_and_means(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConfig,
+                  scores: list[Tensor] | None = None) -> tuple[Tensor, list[Tensor]]:
     """The cascade's position map (no selection written) and the coarsest means of q and k
-    made while scoring (``[]`` where the norm kernel cannot): what :func:`pool_windows` reads
-    to gather."""
-    return _select(q, k, v, config, with_selection=False, coarsest=True)[1:]
+    made while scoring (``[]`` where the norm kernel cannot), or those of ``scores`` where
+    given (:func:`_select`): what :func:`pool_windows` reads to gather."""
+    return _select(q, k, v, config, with_selection=False, coarsest=True, scores=scores)[1:]
 
 
 def window_plans(q: Tensor, k: Tensor, config: LighthouseConfig) -> tuple:
@@ -182,11 +189,13 @@ def gather_triton(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
                                                              like=[q])[0])
 
 
-def _rotated(q: Tensor, k: Tensor, config: LighthouseConfig, rope: tuple[Tensor, Tensor],
-             scored: bool, means: bool) -> tuple[Tensor, Tensor, list[Tensor] | None]:
-    """``q`` and ``k`` rotated by ``rope``, and where ``scored`` (the op selects with the norm
-    scorer) and the rope kernel applies, the rotated rows' norms, made in the same launch,
-    and with ``means`` their coarsest means (where the norm kernel would make them); else
+def rotate_and_score(q: Tensor, k: Tensor, config: LighthouseConfig,
+                     rope: tuple[Tensor, Tensor], scored: bool, means: bool, chunks: int = 1
+                     ) -> tuple[Tensor, Tensor, list[Tensor] | None]:
+    """``q`` and ``k`` rotated by ``rope``; where ``scored`` (the op selects with the norm
+    scorer) and the rope kernel applies, also the rotated rows' norms, made in the same
+    launch, with ``means`` their coarsest means too (where the norm kernel would make them),
+    of the ``chunks`` chunks of the sequence as batch rows (``rope_pair_scored``); else
     ``None`` for the scores."""
     cos, sin = rope
     if not rope_kernel_applies(q, cos, sin):
@@ -196,7 +205,7 @@ def _rotated(q: Tensor, k: Tensor, config: LighthouseConfig, rope: tuple[Tensor,
     window = config.coarsest_window
     if not (means and means_apply(window, q.shape[-1])):
         window = None
-    q, k, *scores = rope_pair_scored(q, k, cos, sin, window)
+    q, k, *scores = rope_pair_scored(q, k, cos, sin, window, chunks)
     return q, k, scores
 
 
@@ -209,8 +218,8 @@ def lighthouse_triton(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
     inner = None if attn_fn is not None else _one_node_inner(q, k, config)
     scores = None
     if rope is not None:
-        q, k, scores = _rotated(q, k, config, rope, scored=selection is None,
-                                means=inner is not None)
+        q, k, scores = rotate_and_score(q, k, config, rope, scored=selection is None,
+                                        means=inner is not None)
     if inner is None:
         qg, kg, vg, scatter_back = gather_triton(q, k, v, config, selection, scores)
         if attn_fn is None:

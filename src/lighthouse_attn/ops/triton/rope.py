@@ -28,15 +28,19 @@ POSITIONS = 16  # rows a program rotates at a time
 def _rotate_rows(x_ptr, o_ptr, c_ptr, s_ptr, n_ptr, m_ptr, blk, bh, N, H, HALF,
                  sxb, sxh, sxn, sob, soh, son,
                  BACK: tl.constexpr, ROWS: tl.constexpr, WIN: tl.constexpr,
-                 SCORES: tl.constexpr, MEANS: tl.constexpr, BLOCK: tl.constexpr,
-                 ACC: tl.constexpr):
+                 SCORES: tl.constexpr, MEANS: tl.constexpr, SLOTS: tl.constexpr,
+                 BLOCK: tl.constexpr, ACC: tl.constexpr):
     """Rows ``[blk * WIN, (blk + 1) * WIN)`` of row set ``bh = b * H + h``, ROWS at a time;
-    with SCORES their norms (row ``bh * N + n`` of ``n_ptr``), with MEANS (``N`` a multiple of
-    WIN) also their mean (row ``bh * N / WIN + blk`` of ``m_ptr``)."""
+    with SCORES their norms, with MEANS (chunks of whole windows) also their mean, both laid
+    out as ``(B * SLOTS, H, N / SLOTS)`` batch rows ``(b, chunk)`` (``N / SLOTS`` rows a
+    chunk; one chunk: ``(B, H, N)``)."""
+    CH = N // SLOTS
+    b = bh // H
+    h = bh % H
     d = tl.arange(0, BLOCK)
     md = d < HALF
-    x0 = x_ptr + (bh // H).to(tl.int64) * sxb + (bh % H).to(tl.int64) * sxh
-    o0 = o_ptr + (bh // H).to(tl.int64) * sob + (bh % H).to(tl.int64) * soh
+    x0 = x_ptr + b.to(tl.int64) * sxb + h.to(tl.int64) * sxh
+    o0 = o_ptr + b.to(tl.int64) * sob + h.to(tl.int64) * soh
     sum1 = tl.zeros((BLOCK,), ACC)
     sum2 = tl.zeros((BLOCK,), ACC)
     for c in tl.static_range(WIN // ROWS):
@@ -62,12 +66,15 @@ def _rotate_rows(x_ptr, o_ptr, c_ptr, s_ptr, n_ptr, m_ptr, blk, bh, N, H, HALF,
             a1 = o1.to(tl.float64)
             a2 = o2.to(tl.float64)
             sq = tl.sum(a1 * a1, axis=1) + tl.sum(a2 * a2, axis=1)
-            tl.store(n_ptr + bh.to(tl.int64) * N + n, tl.sqrt(sq).to(tl.float32), mask=mn)
+            row = ((b * SLOTS + n // CH) * H + h).to(tl.int64) * CH + n % CH
+            tl.store(n_ptr + row, tl.sqrt(sq).to(tl.float32), mask=mn)
         if MEANS:
             sum1 += tl.sum(o1.to(ACC), axis=0)
             sum2 += tl.sum(o2.to(ACC), axis=0)
     if MEANS:
-        mp = m_ptr + (bh.to(tl.int64) * (N // WIN) + blk) * (2 * HALF) + d
+        first = blk * WIN
+        row = ((b * SLOTS + first // CH) * H + h).to(tl.int64) * (CH // WIN) + first % CH // WIN
+        mp = m_ptr + row * (2 * HALF) + d
         tl.store(mp, (sum1 * (1.0 / WIN)).to(m_ptr.dtype.element_ty), mask=md)
         tl.store(mp + HALF, (sum2 * (1.0 / WIN)).to(m_ptr.dtype.element_ty), mask=md)
 
@@ -77,27 +84,29 @@ def _rope_kernel(a_ptr, b_ptr, oa_ptr, ob_ptr, c_ptr, s_ptr, na_ptr, nb_ptr, ma_
                  N, Ha, Hb, rows_a, HALF, sab, sah, san, sbb, sbh, sbn,
                  soab, soah, soan, sobb, sobh, sobn,
                  BACK: tl.constexpr, ROWS: tl.constexpr, WIN: tl.constexpr,
-                 SCORES: tl.constexpr, MEANS: tl.constexpr, BLOCK: tl.constexpr,
-                 ACC: tl.constexpr):
+                 SCORES: tl.constexpr, MEANS: tl.constexpr, SLOTS: tl.constexpr,
+                 BLOCK: tl.constexpr, ACC: tl.constexpr):
     # program (blk, bh): row set bh of a (q) below rows_a = B * Ha, else of b (k)
     blk = tl.program_id(0)
     bh = tl.program_id(1)
     if bh < rows_a:
         _rotate_rows(a_ptr, oa_ptr, c_ptr, s_ptr, na_ptr, ma_ptr, blk, bh, N, Ha, HALF,
-                     sab, sah, san, soab, soah, soan, BACK, ROWS, WIN, SCORES, MEANS, BLOCK,
-                     ACC)
+                     sab, sah, san, soab, soah, soan, BACK, ROWS, WIN, SCORES, MEANS, SLOTS,
+                     BLOCK, ACC)
     else:
         _rotate_rows(b_ptr, ob_ptr, c_ptr, s_ptr, nb_ptr, mb_ptr, blk, bh - rows_a, N, Hb,
                      HALF, sbb, sbh, sbn, sobb, sobh, sobn, BACK, ROWS, WIN, SCORES, MEANS,
-                     BLOCK, ACC)
+                     SLOTS, BLOCK, ACC)
 
 
 def _launch(a: Tensor, b: Tensor, cos: Tensor, sin: Tensor, back: bool,
-            window: int | None, strides: tuple | None = None) -> tuple[Tensor, ...]:
+            window: int | None, strides: tuple | None = None, chunks: int = 1
+            ) -> tuple[Tensor, ...]:
     """``a`` ``(B, H_a, N, D)`` and ``b`` ``(B, H_b, N, D)`` rotated (``back``: rotated back)
     in one launch, into tensors of ``strides`` (two tuples), by default laid out as ``a`` and
     ``b`` (in their order of dimensions where not dense); ``window``: also their scores
-    (``0``: norms only; ``W``: norms and the means of windows of ``W`` rows)."""
+    (``0``: norms only; ``W``: norms and the means of windows of ``W`` rows), of the
+    ``chunks`` equal chunks of the sequence as batch rows ``(b, chunk)``."""
     a, b = (x if x.stride(-1) == 1 else x.contiguous() for x in (a, b))
     (B, Ha, N, D), Hb = a.shape, b.shape[1]
     if strides is None:
@@ -107,14 +116,16 @@ def _launch(a: Tensor, b: Tensor, cos: Tensor, sin: Tensor, back: bool,
                   for x, st in zip((a, b), strides))
     scores = window is not None
     means = bool(window)
-    na, nb = ((torch.empty(B, H, N, dtype=torch.float32, device=a.device) for H in (Ha, Hb))
-              if scores else (oa, ob))
-    ma, mb = ((a.new_empty(B, H, N // window, D) for H in (Ha, Hb)) if means else (oa, ob))
+    n = N // chunks
+    na, nb = ((torch.empty(B * chunks, H, n, dtype=torch.float32, device=a.device)
+               for H in (Ha, Hb)) if scores else (oa, ob))
+    ma, mb = ((a.new_empty(B * chunks, H, n // window, D) for H in (Ha, Hb)) if means
+              else (oa, ob))
     win = window if means else POSITIONS
     fast(_rope_kernel)[(cdiv(N, win), B * (Ha + Hb))](
         a, b, oa, ob, cos.contiguous(), sin.contiguous(), na, nb, ma, mb, N, Ha, Hb, B * Ha,
         D // 2, *a.stride()[:3], *b.stride()[:3], *oa.stride()[:3], *ob.stride()[:3],
-        BACK=back, ROWS=POSITIONS, WIN=win, SCORES=scores, MEANS=means,
+        BACK=back, ROWS=POSITIONS, WIN=win, SCORES=scores, MEANS=means, SLOTS=chunks,
         BLOCK=next_pow2(D // 2), ACC=accumulator(a.dtype), num_warps=4,
         enable_fp_fusion=False)
     return (oa, ob) + ((na, nb) if scores else ()) + ((ma, mb) if means else ())
@@ -131,9 +142,10 @@ def check_tables(x: Tensor, cos: Tensor, sin: Tensor) -> None:
 
 class _RopePair(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, cos: Tensor, sin: Tensor, window: int | None):
+    def forward(ctx, q: Tensor, k: Tensor, cos: Tensor, sin: Tensor, window: int | None,
+                chunks: int):
         ctx.save_for_backward(cos, sin)
-        out = _launch(q, k, cos, sin, back=False, window=window)
+        out = _launch(q, k, cos, sin, back=False, window=window, chunks=chunks)
         ctx.strides = (out[0].stride(), out[1].stride())  # the gradients' layouts
         ctx.mark_non_differentiable(*out[2:])
         return out
@@ -142,14 +154,14 @@ class _RopePair(torch.autograd.Function):
     def backward(ctx, dq: Tensor, dk: Tensor, *unused) -> tuple:
         cos, sin = ctx.saved_tensors
         return (*_launch(dq, dk, cos, sin, back=True, window=None, strides=ctx.strides),
-                None, None, None)
+                None, None, None, None)
 
 
 def rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """RoPE of one tensor ``x`` ``(B, H, N, D)``, as :func:`rope_pair` (no second tensor)."""
     check_tables(x, cos, sin)
     none = x.new_empty(x.shape[0], 0, *x.shape[2:])
-    return _RopePair.apply(x, none, cos, sin, None)[0]
+    return _RopePair.apply(x, none, cos, sin, None, 1)[0]
 
 
 def rope_pair(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
@@ -158,20 +170,26 @@ def rope_pair(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, T
     differentiable in ``q`` and ``k``, each laid out as its input (module doc)."""
     check_tables(q, cos, sin)
     check_tables(k, cos, sin)
-    return _RopePair.apply(q, k, cos, sin, None)
+    return _RopePair.apply(q, k, cos, sin, None, 1)
 
 
-def rope_pair_scored(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor, window: int | None
-                     ) -> tuple[Tensor, ...]:
+def rope_pair_scored(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor, window: int | None,
+                     chunks: int = 1) -> tuple[Tensor, ...]:
     """:func:`rope_pair` and the scores of the rotated rows, as ``scores.row_norms_pair``
     (``window`` ``None``) or ``scores.row_norms_and_means`` (``window`` ``W``) would make
     them from its outputs: ``(q, k, q_norms, k_norms[, q_means, k_means])``. The norms are
     equal bit for bit for fp16/bf16 (fp64 sums); the means are summed in fp32 in another
-    order, so they may differ in the last bit. Needs ``scores.means_apply(window, D)`` and
-    ``N % window == 0`` for means."""
+    order, so they may differ in the last bit. With ``chunks`` ``C`` the scores are those of
+    the ``C`` equal chunks of the sequence as batch rows ``(b, chunk)`` (``layout.as_batch``
+    of them, contiguous): ``(B C, H, N / C)`` and ``(B C, H, N / (C W), D)``. Means need
+    ``scores.means_apply(window, D)`` and chunks of whole windows."""
     check_tables(q, cos, sin)
     check_tables(k, cos, sin)
-    if window is not None and (not means_apply(window, q.shape[-1]) or q.shape[2] % window):
-        raise ValueError(f"window means need a window that is a multiple of 16 and divides N, "
-                         f"and D <= 128; got window {window}, shape {tuple(q.shape)}")
-    return _RopePair.apply(q, k, cos, sin, window or 0)
+    N = q.shape[2]
+    if chunks < 1 or N % chunks:
+        raise ValueError(f"chunks must divide the sequence length {N}; got {chunks}")
+    if window is not None and (not means_apply(window, q.shape[-1]) or N // chunks % window):
+        raise ValueError(f"window means need a window that is a multiple of 16 and divides "
+                         f"each chunk, and D <= 128; got window {window}, {chunks} chunk(s), "
+                         f"shape {tuple(q.shape)}")
+    return _RopePair.apply(q, k, cos, sin, window or 0, chunks)
