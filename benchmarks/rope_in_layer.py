@@ -4,8 +4,11 @@ D=128, forward+backward with a random output gradient.
 
 Arms, each a forward+backward of everything from the unrotated q and k on:
 
-- ``before``: two RoPE launches (q, then k), then the op (the model up to this change);
-- ``pair``: one RoPE launch for q and k, then the op (the rotated rows scored by the op);
+- ``before``: two RoPE launches (q, then k) writing contiguous ``(B, H, N, D)`` tensors and
+  gradients, then the op: the model up to this change;
+- ``pair_contiguous``: one RoPE launch for q and k, contiguous as ``before``, then the op;
+- ``pair``: one RoPE launch for q and k, laid out as the projection, then the op (the rotated
+  rows scored by the op);
 - ``inside``: the op with ``rope=`` (one launch rotates and scores; no norm pass);
 - ``rope``: the RoPE pair alone, and ``inner``: cuDNN's attention alone on the gathered length.
 
@@ -28,12 +31,38 @@ import torch
 CASES = [(32768, 3, 512), (131072, 3, 2048), (524288, 3, 2048), (1048576, 4, 4096)]
 
 
+class _ContiguousRope(torch.autograd.Function):
+    """RoPE of ``x`` into contiguous tensors both ways, as the kernel wrote them before it kept
+    its input's layout (``x`` and ``y`` in one launch, or ``x`` alone with ``y`` empty)."""
+
+    @staticmethod
+    def forward(ctx, x, y, cos, sin):
+        from lighthouse_attn.ops.triton.rope import _launch
+
+        ctx.save_for_backward(cos, sin)
+        ctx.strides = tuple(torch.empty(t.shape, device="meta").stride() for t in (x, y))
+        return _launch(x, y, cos, sin, back=False, window=None, strides=ctx.strides)
+
+    @staticmethod
+    def backward(ctx, dx, dy):
+        from lighthouse_attn.ops.triton.rope import _launch
+
+        cos, sin = ctx.saved_tensors
+        return (*_launch(dx, dy, cos, sin, back=True, window=None, strides=ctx.strides),
+                None, None)
+
+
+def _contiguous_rope(x, y, cos, sin):
+    return _ContiguousRope.apply(x, x.new_empty(x.shape[0], 0, *x.shape[2:]) if y is None
+                                 else y, cos, sin)
+
+
 def _case(N: int, L: int, K: int, device: str, H: int = 8, D: int = 128,
           dtype=torch.bfloat16) -> dict:
     """The arms' steps at ``(N, L, K)`` on ``device``."""
     from lighthouse_attn import LighthouseConfig, lighthouse_attention
     from lighthouse_attn.ops import rope_tables
-    from lighthouse_attn.ops.triton.rope import rope, rope_pair
+    from lighthouse_attn.ops.triton.rope import rope_pair
 
     cfg = LighthouseConfig(num_levels=L, pooling_factor=4, topk=K, backend="triton")
     S = cfg.gathered_length(N)
@@ -49,7 +78,10 @@ def _case(N: int, L: int, K: int, device: str, H: int = 8, D: int = 128,
 
     def run(arm: str):
         if arm == "before":
-            out = lighthouse_attention(rope(q, *tables), rope(k, *tables), v, cfg)
+            qr, kr = (_contiguous_rope(x, None, *tables)[0] for x in (q, k))
+            out = lighthouse_attention(qr, kr, v, cfg)
+        elif arm == "pair_contiguous":
+            out = lighthouse_attention(*_contiguous_rope(q, k, *tables), v, cfg)
         elif arm == "pair":
             out = lighthouse_attention(*rope_pair(q, k, *tables), v, cfg)
         elif arm == "inside":
@@ -80,9 +112,11 @@ def main() -> None:
     if args.smoke:
         os.environ["TRITON_INTERPRET"] = "1"
         c = _case(2048, 3, 128, "cpu", H=1, D=16, dtype=torch.float32)
-        arms = {a: c["run"](a) for a in ("before", "pair", "inside")}
+        arms = {a: c["run"](a) for a in ("before", "pair_contiguous", "pair", "inside")}
         print(json.dumps({"smoke": True, "inside_vs_pair": _diff(arms["inside"], arms["pair"]),
-                          "before_vs_pair": _diff(arms["before"], arms["pair"])}))
+                          "before_vs_pair": _diff(arms["before"], arms["pair"]),
+                          "pair_contiguous_vs_pair": _diff(arms["pair_contiguous"],
+                                                           arms["pair"])}))
         return
 
     from layer_kernels import kernel_us
@@ -98,12 +132,12 @@ def main() -> None:
         run = c["run"]
         row = {"N": N, "L": L, "K": K, "S": c["S"],
                "inside_vs_pair_max_diff": _diff(run("inside"), run("pair"))}
-        for arm in ("before", "pair", "inside", "rope", "inner"):
+        for arm in ("before", "pair_contiguous", "pair", "inside", "rope", "inner"):
             kernels = kernel_us(lambda arm=arm: run(arm), args.steps)
             row[f"{arm}_kernel_us"] = round(sum(kernels.values()), 1)
             row[f"{arm}_kernels"] = kernels
             row[f"{arm}_sync_ms"] = time_ms(lambda arm=arm: run(arm), 3, 20)["median_ms"]
-        for arm in ("before", "pair", "inside"):
+        for arm in ("before", "pair_contiguous", "pair", "inside"):
             row[f"{arm}_layer_over_inner"] = round(
                 (row[f"{arm}_kernel_us"] - row["rope_kernel_us"]) / row["inner_kernel_us"], 4)
         res["cases"].append(row)
