@@ -58,9 +58,11 @@ def lighthouse_attention(q: Tensor, k: Tensor, v: Tensor,
         selection: a :class:`Selection` from :func:`select` with the same config, to reuse
             instead of selecting again (made from the rotated ``q`` and ``k``).
         rope: ``(cos, sin)`` tables ``(N, D/2)`` (:func:`rope_tables`): rotate ``q`` and ``k``
-            first, exactly as ``apply_rope`` would (rotate-half pairing). On the Triton path
-            with the norm scorer one kernel rotates both and scores the rotated rows, which
-            saves the op's own pass over them; the result equals the op on rotated inputs.
+            first, exactly as ``ops.rope.apply_rope`` would (rotate-half pairing), with
+            gradients to the unrotated ``q`` and ``k``. On the Triton path with the norm
+            scorer one kernel rotates both and scores the rotated rows, which saves the op's
+            own pass over them; the result equals the op on rotated inputs (the coarsest
+            window means may differ in the last bit, being summed in another order).
 
     Returns:
         ``(B, H, N, D)`` in ``q``'s dtype. Gradients flow to ``q``, ``k``, ``v`` through
@@ -71,8 +73,8 @@ def lighthouse_attention(q: Tensor, k: Tensor, v: Tensor,
 
     Raises:
         ValueError: bad shapes, dtypes or devices; a sequence length the config rejects
-            (``config.validate``); a selection that does not fit; ``backend="triton"`` where
-            the kernels cannot run.
+            (``config.validate``); a selection that does not fit; RoPE tables not of shape
+            ``(N, D/2)`` or an odd ``D``; ``backend="triton"`` where the kernels cannot run.
     """
     config = config or LighthouseConfig()
     if not isinstance(config, LighthouseConfig):
