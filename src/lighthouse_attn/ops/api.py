@@ -60,9 +60,11 @@ def lighthouse_attention(q: Tensor, k: Tensor, v: Tensor,
         rope: ``(cos, sin)`` tables ``(N, D/2)`` (:func:`rope_tables`): rotate ``q`` and ``k``
             first, exactly as ``ops.rope.apply_rope`` would (rotate-half pairing), with
             gradients to the unrotated ``q`` and ``k``. On the Triton path with the norm
-            scorer one kernel rotates both and scores the rotated rows, which saves the op's
-            own pass over them; the result equals the op on rotated inputs (the coarsest
-            window means may differ in the last bit, being summed in another order).
+            scorer one launch scores the rotated rows (saving the op's own pass), and in eager
+            mode the gather rotates the rows it reads and its backward rotates the gradients
+            back, so the rotated ``q`` and ``k`` are never written. The result equals the op
+            on rotated inputs (the coarsest window means may differ in the last bit, being
+            summed in another order).
 
     Returns:
         ``(B, H, N, D)`` in ``q``'s dtype. Gradients flow to ``q``, ``k``, ``v`` through

@@ -1,6 +1,8 @@
-"""``lighthouse_attention(..., rope=)`` on the Triton path: one launch rotates q and k and
-scores the rotated rows (norms, and on the one-node layer the coarsest means), and the op then
-makes no pass of its own over them; the result equals the op on q and k rotated first."""
+"""``lighthouse_attention(..., rope=)`` on the Triton path: one launch scores the rotated rows
+(norms, and on the one-node layer the coarsest means), and the op makes no pass of its own
+over them. On the one-node layer the pool rotates the rows it gathers and the spread rotates
+the gradients back (the rotated q and k are never written); on the composed path that launch
+also writes them. Either way the result equals the op on q and k rotated first."""
 
 import pytest
 import torch
@@ -72,14 +74,53 @@ def test_rope_inside_scores_while_rotating(monkeypatch, one_node, kw):
     tables = rope_tables(N, 16, 10000.0, torch.device(DEV))
     calls = []
     for module, name in ((fast, "row_norms_and_means"), (fast, "scores_qk"),
-                         (fast, "rope_pair_scored")):
+                         (fast, "rope_pair_scored"), (fast, "rope_scores"),
+                         (fast, "rope_pair")):
         _count(monkeypatch, module, name, calls)
     got, want = _inside_and_first(q, k, v, cfg, tables, calls)
-    assert calls == ["rope_pair_scored"], "the op scored q and k in a pass of its own"
+    # one launch scores; on the one-node layer the rotated q and k are never written (the
+    # pool rotates what it gathers, the spread rotates the gradients back)
+    assert calls == ["rope_scores" if one_node else "rope_pair_scored"], calls
     means = fast.means_apply(cfg.coarsest_window, 16) and one_node
     tol = 1e-6 if means else 0  # means summed in another order; norms are equal bitwise
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_pool_and_spread_rotate_as_the_rope_kernel(dtype):
+    """``pool_windows(rope=)`` gathers q and k rotated row by row, as pooling the RoPE
+    kernel's outputs does, and ``spread_windows(rope=)`` is its adjoint: the spread gradients
+    rotated back, as the RoPE kernel's backward makes them. v is not rotated. Bit for bit."""
+    from lighthouse_attn.ops.triton.gather_scatter import (
+        pool_windows,
+        position_map,
+        spread_windows,
+    )
+
+    cfg = LighthouseConfig(backend="triton", num_levels=3, pooling_factor=2, topk=128)
+    N, D = cfg.min_seq_len, 16
+    q, k, v = rand_qkv(H=2, Hkv=1, N=N, D=D, dtype=dtype, seed=10, device=DEV)
+    tables = rope_tables(N, D, 10000.0, torch.device(DEV))
+    qr, kr = rope_kernel.rope_pair(q, k, *tables)
+    pos_map = position_map(select(qr, kr, cfg), N, 2, 3)
+    gather = fast.window_plans(qr, kr, cfg)[0]
+    want = pool_windows([qr, kr, v], pos_map, gather)
+    got = pool_windows([q, k, v], pos_map, gather, rope=tables)
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+    adjoint = gather.adjoint([q, k, v])
+    gen = torch.Generator().manual_seed(11)
+    grads = [torch.randn(x.shape, generator=gen).to(DEV, dtype) for x in want]
+    spread = spread_windows(grads, pos_map, adjoint)
+    xs = [x.clone().requires_grad_() for x in (q, k)]
+    back = torch.autograd.grad(rope_kernel.rope_pair(*xs, *tables), xs, spread[:2])
+    for a, b in zip(spread_windows(grads, pos_map, adjoint, rope=tables), (*back, spread[2])):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="gather"):
+        pool_windows([q], pos_map, gather._replace(heads=[2]), rope=tables)
+    with pytest.raises(ValueError, match=r"fp32 tables of shape \(N, D/2\)"):
+        pool_windows([q, k, v], pos_map, gather, rope=(tables[0][:8], tables[1]))
 
 
 def test_rope_inside_means_reach_the_pool(monkeypatch):
@@ -91,14 +132,14 @@ def test_rope_inside_means_reach_the_pool(monkeypatch):
     q, k, v = rand_qkv(H=1, N=N, D=16, dtype=torch.float32, seed=7, device=DEV)
     tables = rope_tables(N, 16, 10000.0, torch.device(DEV))
     base = lighthouse_attention(q, k, v, cfg, rope=tables)
-    real = fast.rope_pair_scored
+    real = fast.rope_scores
 
     def shifted(*a):
         out = real(*a)
-        assert len(out) == 6, "no means were asked for"
-        return (*out[:4], out[4] + 1, out[5])
+        assert len(out) == 4, "no means were asked for"
+        return (*out[:2], out[2] + 1, out[3])
 
-    monkeypatch.setattr(fast, "rope_pair_scored", shifted)
+    monkeypatch.setattr(fast, "rope_scores", shifted)
     assert not torch.allclose(lighthouse_attention(q, k, v, cfg, rope=tables), base)
 
 

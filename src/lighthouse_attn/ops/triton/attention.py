@@ -34,7 +34,7 @@ from .gather_scatter import (
     spread_windows_differentiable,
 )
 from .one_node import Inner, one_node_layer
-from .rope import rope_pair, rope_pair_scored
+from .rope import rope_pair, rope_pair_scored, rope_scores
 from .scores import means_apply, row_norms_and_means, scores_qk
 from .select import select_with_map
 
@@ -209,6 +209,22 @@ def rotate_and_score(q: Tensor, k: Tensor, config: LighthouseConfig,
     return q, k, scores
 
 
+def _one_node_rotating(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
+                       scale: float | None, inner: tuple, rope: tuple[Tensor, Tensor]
+                       ) -> Tensor:
+    """The one-node layer on unrotated ``q`` and ``k``: one launch scores their rotated rows
+    (norms, coarsest means), the pool rotates the rows it gathers and the backward's spread
+    rotates the gradients back, so the rotated ``q`` and ``k`` are never written."""
+    window = config.coarsest_window
+    if not means_apply(window, q.shape[-1]):
+        window = None
+    scores = rope_scores(q, k, *rope, window)
+    _, pos_map, coarsest = _select(q, k, v, config, with_selection=False, scores=list(scores))
+    return one_node_layer(q, k, v, pos_map, window_plans(q, k, config),
+                          _LocalInner(inner, resolve_scale(scale, q.shape[-1])), coarsest,
+                          rope=rope)
+
+
 def lighthouse_triton(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
                       scale: float | None, attn_fn, selection: Selection | None,
                       rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
@@ -216,6 +232,9 @@ def lighthouse_triton(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
     tables to rotate ``q`` and ``k`` by first)."""
     D = q.shape[-1]
     inner = None if attn_fn is not None else _one_node_inner(q, k, config)
+    if (rope is not None and inner is not None and selection is None
+            and config.scorer == "norm" and rope_kernel_applies(q, *rope)):
+        return _one_node_rotating(q, k, v, config, scale, inner, rope)
     scores = None
     if rope is not None:
         q, k, scores = rotate_and_score(q, k, config, rope, scored=selection is None,

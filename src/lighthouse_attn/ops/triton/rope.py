@@ -29,11 +29,11 @@ def _rotate_rows(x_ptr, o_ptr, c_ptr, s_ptr, n_ptr, m_ptr, blk, bh, N, H, HALF,
                  sxb, sxh, sxn, sob, soh, son,
                  BACK: tl.constexpr, ROWS: tl.constexpr, WIN: tl.constexpr,
                  SCORES: tl.constexpr, MEANS: tl.constexpr, SLOTS: tl.constexpr,
-                 BLOCK: tl.constexpr, ACC: tl.constexpr):
-    """Rows ``[blk * WIN, (blk + 1) * WIN)`` of row set ``bh = b * H + h``, ROWS at a time;
-    with SCORES their norms, with MEANS (chunks of whole windows) also their mean, both laid
-    out as ``(B * SLOTS, H, N / SLOTS)`` batch rows ``(b, chunk)`` (``N / SLOTS`` rows a
-    chunk; one chunk: ``(B, H, N)``)."""
+                 WRITE: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
+    """Rows ``[blk * WIN, (blk + 1) * WIN)`` of row set ``bh = b * H + h``, ROWS at a time,
+    rotated (written if WRITE); with SCORES their norms, with MEANS (chunks of whole windows)
+    also their mean, both laid out as ``(B * SLOTS, H, N / SLOTS)`` batch rows ``(b,
+    chunk)`` (``N / SLOTS`` rows a chunk; one chunk: ``(B, H, N)``)."""
     CH = N // SLOTS
     b = bh // H
     h = bh % H
@@ -59,9 +59,10 @@ def _rotate_rows(x_ptr, o_ptr, c_ptr, s_ptr, n_ptr, m_ptr, blk, bh, N, H, HALF,
         else:
             o1 = (x1 * cs - x2 * sn).to(o_ptr.dtype.element_ty)
             o2 = (x2 * cs + x1 * sn).to(o_ptr.dtype.element_ty)
-        o = o0 + n[:, None].to(tl.int64) * son + d[None, :]
-        tl.store(o, o1, mask=m)
-        tl.store(o + HALF, o2, mask=m)
+        if WRITE:
+            o = o0 + n[:, None].to(tl.int64) * son + d[None, :]
+            tl.store(o, o1, mask=m)
+            tl.store(o + HALF, o2, mask=m)
         if SCORES:  # of the values just written, summed in fp64 as the norm kernel sums
             a1 = o1.to(tl.float64)
             a2 = o2.to(tl.float64)
@@ -85,31 +86,34 @@ def _rope_kernel(a_ptr, b_ptr, oa_ptr, ob_ptr, c_ptr, s_ptr, na_ptr, nb_ptr, ma_
                  soab, soah, soan, sobb, sobh, sobn,
                  BACK: tl.constexpr, ROWS: tl.constexpr, WIN: tl.constexpr,
                  SCORES: tl.constexpr, MEANS: tl.constexpr, SLOTS: tl.constexpr,
-                 BLOCK: tl.constexpr, ACC: tl.constexpr):
+                 WRITE: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
     # program (blk, bh): row set bh of a (q) below rows_a = B * Ha, else of b (k)
     blk = tl.program_id(0)
     bh = tl.program_id(1)
     if bh < rows_a:
         _rotate_rows(a_ptr, oa_ptr, c_ptr, s_ptr, na_ptr, ma_ptr, blk, bh, N, Ha, HALF,
                      sab, sah, san, soab, soah, soan, BACK, ROWS, WIN, SCORES, MEANS, SLOTS,
-                     BLOCK, ACC)
+                     WRITE, BLOCK, ACC)
     else:
         _rotate_rows(b_ptr, ob_ptr, c_ptr, s_ptr, nb_ptr, mb_ptr, blk, bh - rows_a, N, Hb,
                      HALF, sbb, sbh, sbn, sobb, sobh, sobn, BACK, ROWS, WIN, SCORES, MEANS,
-                     SLOTS, BLOCK, ACC)
+                     SLOTS, WRITE, BLOCK, ACC)
 
 
 def _launch(a: Tensor, b: Tensor, cos: Tensor, sin: Tensor, back: bool,
-            window: int | None, strides: tuple | None = None, chunks: int = 1
-            ) -> tuple[Tensor, ...]:
+            window: int | None, strides: tuple | None = None, chunks: int = 1,
+            write: bool = True) -> tuple[Tensor, ...]:
     """``a`` ``(B, H_a, N, D)`` and ``b`` ``(B, H_b, N, D)`` rotated (``back``: rotated back)
     in one launch, into tensors of ``strides`` (two tuples), by default laid out as ``a`` and
     ``b`` (in their order of dimensions where not dense); ``window``: also their scores
     (``0``: norms only; ``W``: norms and the means of windows of ``W`` rows), of the
-    ``chunks`` equal chunks of the sequence as batch rows ``(b, chunk)``."""
+    ``chunks`` equal chunks of the sequence as batch rows ``(b, chunk)``; without ``write``
+    only the scores (the rotated tensors are returned unwritten)."""
     a, b = (x if x.stride(-1) == 1 else x.contiguous() for x in (a, b))
     (B, Ha, N, D), Hb = a.shape, b.shape[1]
-    if strides is None:
+    if not write:
+        oa, ob = a, b  # not written
+    elif strides is None:
         oa, ob = torch.empty_like(a), torch.empty_like(b)
     else:
         oa, ob = (torch.empty_strided(x.shape, st, dtype=x.dtype, device=x.device)
@@ -126,7 +130,7 @@ def _launch(a: Tensor, b: Tensor, cos: Tensor, sin: Tensor, back: bool,
         a, b, oa, ob, cos.contiguous(), sin.contiguous(), na, nb, ma, mb, N, Ha, Hb, B * Ha,
         D // 2, *a.stride()[:3], *b.stride()[:3], *oa.stride()[:3], *ob.stride()[:3],
         BACK=back, ROWS=POSITIONS, WIN=win, SCORES=scores, MEANS=means, SLOTS=chunks,
-        BLOCK=next_pow2(D // 2), ACC=accumulator(a.dtype), num_warps=4,
+        WRITE=write, BLOCK=next_pow2(D // 2), ACC=accumulator(a.dtype), num_warps=4,
         enable_fp_fusion=False)
     return (oa, ob) + ((na, nb) if scores else ()) + ((ma, mb) if means else ())
 
@@ -173,6 +177,19 @@ def rope_pair(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, T
     return _RopePair.apply(q, k, cos, sin, None, 1)
 
 
+def _check_scored(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor, window: int | None,
+                  chunks: int) -> None:
+    check_tables(q, cos, sin)
+    check_tables(k, cos, sin)
+    N = q.shape[2]
+    if chunks < 1 or N % chunks:
+        raise ValueError(f"chunks must divide the sequence length {N}; got {chunks}")
+    if window is not None and (not means_apply(window, q.shape[-1]) or N // chunks % window):
+        raise ValueError(f"window means need a window that is a multiple of 16 and divides "
+                         f"each chunk, and D <= 128; got window {window}, {chunks} chunk(s), "
+                         f"shape {tuple(q.shape)}")
+
+
 def rope_pair_scored(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor, window: int | None,
                      chunks: int = 1) -> tuple[Tensor, ...]:
     """:func:`rope_pair` and the scores of the rotated rows, as ``scores.row_norms_pair``
@@ -183,13 +200,16 @@ def rope_pair_scored(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor, window: int
     the ``C`` equal chunks of the sequence as batch rows ``(b, chunk)`` (``layout.as_batch``
     of them, contiguous): ``(B C, H, N / C)`` and ``(B C, H, N / (C W), D)``. Means need
     ``scores.means_apply(window, D)`` and chunks of whole windows."""
-    check_tables(q, cos, sin)
-    check_tables(k, cos, sin)
-    N = q.shape[2]
-    if chunks < 1 or N % chunks:
-        raise ValueError(f"chunks must divide the sequence length {N}; got {chunks}")
-    if window is not None and (not means_apply(window, q.shape[-1]) or N // chunks % window):
-        raise ValueError(f"window means need a window that is a multiple of 16 and divides "
-                         f"each chunk, and D <= 128; got window {window}, {chunks} chunk(s), "
-                         f"shape {tuple(q.shape)}")
+    _check_scored(q, k, cos, sin, window, chunks)
     return _RopePair.apply(q, k, cos, sin, window or 0, chunks)
+
+
+def rope_scores(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor, window: int | None,
+                chunks: int = 1) -> tuple[Tensor, ...]:
+    """The scores of :func:`rope_pair_scored` alone, ``(q_norms, k_norms[, q_means,
+    k_means])``, with nothing else written: for the pool and spread kernels that rotate q
+    and k themselves (``gather_scatter``'s ``rope``)."""
+    _check_scored(q, k, cos, sin, window, chunks)
+    with torch.no_grad():
+        return _launch(q, k, cos, sin, back=False, window=window or 0, chunks=chunks,
+                       write=False)[2:]
