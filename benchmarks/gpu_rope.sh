@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# One device call: GPU tests of RoPE inside the op (single, one-rank sharded), then its
+# One device call: the kernels compiled for the GPU's triton, GPU tests of RoPE inside the op
+# (single, one-rank sharded), then its
 # kernel time and synced steps at 32K-1M (rope_in_layer.py) and stage-1 and dense training
 # throughput of paper-268m at 98K (the models pass unrotated q and k to Lighthouse layers).
 set -uo pipefail
 export PYTHONPATH="$PWD/src:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 OUT="${OUT:-bench-results}"
 mkdir -p "$OUT"
+python3 scripts/check_triton_compile.py 2>&1 | tee "$OUT/triton_compile.log" | tail -2
 python3 -m pytest tests/ops/triton/test_rope.py tests/ops/triton/test_rope_in_op.py \
   tests/ops/triton/test_gpu.py tests/models tests/parallel/test_context_parallel_gpu.py -m gpu \
   -o addopts="" -q -p no:cacheprovider -p no:logging 2>&1 \
