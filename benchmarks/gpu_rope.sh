@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# One device call: the kernels compiled for the GPU's triton, GPU tests of RoPE inside the op
-# (single, one-rank sharded), then its
-# kernel time and synced steps at 32K-1M (rope_in_layer.py) and stage-1 and dense training
-# throughput of paper-268m at 98K (the models pass unrotated q and k to Lighthouse layers).
+# One device call: every kernel compiled for the installed triton, the GPU tests of RoPE inside
+# the op (single op, one-rank sharded op, models), then its kernel time and synced steps at
+# 32K-1M (rope_in_layer.py), and stage-1 and dense training throughput of paper-268m at 98K
+# (the models pass unrotated q and k to Lighthouse layers).
 set -uo pipefail
 export PYTHONPATH="$PWD/src:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 OUT="${OUT:-bench-results}"
