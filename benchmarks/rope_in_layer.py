@@ -9,7 +9,8 @@ Arms, each a forward+backward of everything from the unrotated q and k on:
 - ``pair_contiguous``: one RoPE launch for q and k, contiguous as ``before``, then the op;
 - ``pair``: one RoPE launch for q and k, laid out as the projection, then the op (the rotated
   rows scored by the op);
-- ``inside``: the op with ``rope=`` (one launch rotates and scores; no norm pass);
+- ``inside``: the op with ``rope=`` (one launch scores the rotated rows, the pool rotates
+  what it gathers and the spread rotates the gradients back: no rotated q or k written);
 - ``rope``: the RoPE pair alone, and ``inner``: cuDNN's attention alone on the gathered length.
 
 Per case: every kernel's device time inside each arm (the profiler, averaged over steps
