@@ -202,27 +202,15 @@ def rotate_and_score(q: Tensor, k: Tensor, config: LighthouseConfig,
         return apply_rope_reference(q, cos, sin), apply_rope_reference(k, cos, sin), None
     if not (scored and config.scorer == "norm"):
         return (*rope_pair(q, k, cos, sin), None)
-    window = config.coarsest_window
-    if not (means and means_apply(window, q.shape[-1])):
-        window = None
-    q, k, *scores = rope_pair_scored(q, k, cos, sin, window, chunks)
+    q, k, *scores = rope_pair_scored(q, k, cos, sin, _means_window(config, q, means), chunks)
     return q, k, scores
 
 
-def _one_node_rotating(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
-                       scale: float | None, inner: tuple, rope: tuple[Tensor, Tensor]
-                       ) -> Tensor:
-    """The one-node layer on unrotated ``q`` and ``k``: one launch scores their rotated rows
-    (norms, coarsest means), the pool rotates the rows it gathers and the backward's spread
-    rotates the gradients back, so the rotated ``q`` and ``k`` are never written."""
+def _means_window(config: LighthouseConfig, q: Tensor, means: bool = True) -> int | None:
+    """The coarsest window, where its means are wanted and the kernels make them while
+    scoring (``scores.means_apply``), else ``None``."""
     window = config.coarsest_window
-    if not means_apply(window, q.shape[-1]):
-        window = None
-    scores = rope_scores(q, k, *rope, window)
-    _, pos_map, coarsest = _select(q, k, v, config, with_selection=False, scores=list(scores))
-    return one_node_layer(q, k, v, pos_map, window_plans(q, k, config),
-                          _LocalInner(inner, resolve_scale(scale, q.shape[-1])), coarsest,
-                          rope=rope)
+    return window if means and means_apply(window, q.shape[-1]) else None
 
 
 def lighthouse_triton(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
@@ -232,11 +220,13 @@ def lighthouse_triton(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
     tables to rotate ``q`` and ``k`` by first)."""
     D = q.shape[-1]
     inner = None if attn_fn is not None else _one_node_inner(q, k, config)
+    scores, rotating = None, None  # rotating: the tables the one-node layer rotates q, k by
     if (rope is not None and inner is not None and selection is None
             and config.scorer == "norm" and rope_kernel_applies(q, *rope)):
-        return _one_node_rotating(q, k, v, config, scale, inner, rope)
-    scores = None
-    if rope is not None:
+        # one launch scores the rotated rows; the pool rotates what it gathers and the
+        # backward's spread rotates the gradients back: rotated q and k are never written
+        scores, rotating = list(rope_scores(q, k, *rope, _means_window(config, q))), rope
+    elif rope is not None:
         q, k, scores = rotate_and_score(q, k, config, rope, scored=selection is None,
                                         means=inner is not None)
     if inner is None:
@@ -253,4 +243,5 @@ def lighthouse_triton(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
     else:
         pos_map = position_map(selection, q.shape[2], config.pooling_factor, config.num_levels)
     return one_node_layer(q, k, v, pos_map, window_plans(q, k, config),
-                          _LocalInner(inner, resolve_scale(scale, D)), coarsest)
+                          _LocalInner(inner, resolve_scale(scale, D)), coarsest,
+                          rope=rotating)

@@ -35,6 +35,7 @@ from torch import Tensor
 
 from ..types import Selection
 from .launch import accumulator, cdiv, fast, next_pow2
+from .rope import rotate
 
 SPREAD_ROWS = 16  # spread span (rows) for D <= 128, half that above; windows may be longer
 
@@ -82,8 +83,9 @@ def _pool_level_rotated(x_base, out_base, cos_ptr, sin_ptr, s, ok, u0, N, D, sxn
     tab = t[:, :, None].to(tl.int64) * half + h[None, None, :]
     cs = tl.load(cos_ptr + tab, mask=m, other=0.0)
     sn = tl.load(sin_ptr + tab, mask=m, other=0.0)
-    r1 = tl.sum((x1 * cs - x2 * sn).to(x_base.dtype.element_ty).to(ACC), axis=1)
-    r2 = tl.sum((x2 * cs + x1 * sn).to(x_base.dtype.element_ty).to(ACC), axis=1)
+    x1, x2 = rotate(x1, x2, cs, sn, False)
+    r1 = tl.sum(x1.to(x_base.dtype.element_ty).to(ACC), axis=1)
+    r2 = tl.sum(x2.to(x_base.dtype.element_ty).to(ACC), axis=1)
     if MEAN:
         r1 = r1 * (1.0 / (P**lvl))
         r2 = r2 * (1.0 / (P**lvl))
@@ -223,9 +225,9 @@ def _spread_rotated(g_ptr, out_ptr, map_ptr, cos_ptr, sin_ptr, b, j, N, M, D, gr
     a1 = acc1.to(out_ptr.dtype.element_ty).to(tl.float32)
     a2 = acc2.to(out_ptr.dtype.element_ty).to(tl.float32)
     out = out_ptr + b.to(tl.int64) * sob + j.to(tl.int64) * soh + t[:, None].to(tl.int64) * son
-    tl.store(out + h[None, :], (a1 * cs + a2 * sn).to(out_ptr.dtype.element_ty), mask=mt)
-    tl.store(out + half + h[None, :], (a2 * cs - a1 * sn).to(out_ptr.dtype.element_ty),
-             mask=mt)
+    o1, o2 = rotate(a1, a2, cs, sn, True)
+    tl.store(out + h[None, :], o1.to(out_ptr.dtype.element_ty), mask=mt)
+    tl.store(out + half + h[None, :], o2.to(out_ptr.dtype.element_ty), mask=mt)
 
 
 @triton.jit

@@ -25,6 +25,22 @@ POSITIONS = 16  # rows a program rotates at a time
 
 
 @triton.jit
+def rotate(x1, x2, cs, sn, BACK: tl.constexpr):
+    """RoPE of rows by halves: ``x1``, ``x2`` (fp32, columns ``[0, D/2)`` and ``[D/2, D)``)
+    rotated by their ``cos``, ``sin``, or with BACK rotated back (the adjoint), each product
+    and sum rounded in fp32 as the reference's separate kernels round them (launch with
+    ``enable_fp_fusion=False``). The RoPE kernel and the rotating pool and spread
+    (``gather_scatter``) share it."""
+    if BACK:
+        o1 = x1 * cs + x2 * sn
+        o2 = x2 * cs - x1 * sn
+    else:
+        o1 = x1 * cs - x2 * sn
+        o2 = x2 * cs + x1 * sn
+    return o1, o2
+
+
+@triton.jit
 def _rotate_rows(x_ptr, o_ptr, c_ptr, s_ptr, n_ptr, m_ptr, blk, bh, N, H, HALF,
                  sxb, sxh, sxn, sob, soh, son,
                  BACK: tl.constexpr, ROWS: tl.constexpr, WIN: tl.constexpr,
@@ -53,12 +69,9 @@ def _rotate_rows(x_ptr, o_ptr, c_ptr, s_ptr, n_ptr, m_ptr, blk, bh, N, H, HALF,
         t = n[:, None].to(tl.int64) * HALF + d[None, :]
         cs = tl.load(c_ptr + t, mask=m, other=0.0)
         sn = tl.load(s_ptr + t, mask=m, other=0.0)
-        if BACK:  # the adjoint: rotate back
-            o1 = (x1 * cs + x2 * sn).to(o_ptr.dtype.element_ty)
-            o2 = (x2 * cs - x1 * sn).to(o_ptr.dtype.element_ty)
-        else:
-            o1 = (x1 * cs - x2 * sn).to(o_ptr.dtype.element_ty)
-            o2 = (x2 * cs + x1 * sn).to(o_ptr.dtype.element_ty)
+        o1, o2 = rotate(x1, x2, cs, sn, BACK)
+        o1 = o1.to(o_ptr.dtype.element_ty)
+        o2 = o2.to(o_ptr.dtype.element_ty)
         if WRITE:
             o = o0 + n[:, None].to(tl.int64) * son + d[None, :]
             tl.store(o, o1, mask=m)
