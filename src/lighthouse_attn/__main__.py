@@ -1,7 +1,5 @@
 """``python -m lighthouse_attn ...`` is the ``lighthouse-attn`` command."""
 
-import sys
+from .cli import run
 
-from .cli import main
-
-sys.exit(main())
+run()

@@ -9,7 +9,9 @@ import argparse
 import importlib
 import signal
 import sys
+from typing import NoReturn
 
+from ..process_exit import exit_process
 from ..progress import quiet_libraries
 from .options import with_flags
 
@@ -82,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         return code
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def run() -> NoReturn:
+    """The ``lighthouse-attn`` console command and ``python -m lighthouse_attn``: exit with
+    :func:`main`'s code through :func:`exit_process`."""
+    exit_process(main())
 
 
 class Terminated(BaseException):
