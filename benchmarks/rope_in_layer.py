@@ -18,6 +18,8 @@ issued back to back), the synced step (median wall time), and the largest differ
 ``inside`` from ``pair`` (outputs and gradients). ``layer_over_inner`` is the layer's own
 cost beyond RoPE against the inner attention: ``(arm - rope) / inner`` in kernel time, the
 measure of docs/performance.md's layer table with RoPE counted as the model's.
+``inside_kernel_us_by_pool_warps`` times ``inside`` again with the rotating pool on each of
+``--pool-warps`` (it runs on ``gather_scatter.POOL_WARPS_ROPE``; 2 warps spill registers).
 
     python benchmarks/rope_in_layer.py --out rope_in_layer.json
     python benchmarks/rope_in_layer.py --smoke   # tiny, on the CPU (Triton interpreter)
@@ -104,11 +106,29 @@ def _diff(a: tuple, b: tuple) -> float:
                for x, y in zip(a, b))
 
 
+def _by_pool_warps(step, warps: list[int], steps: int) -> dict[int, float]:
+    """Kernel time (us) of ``step`` with the rotating pool on each number of ``warps``."""
+    from layer_kernels import kernel_us
+
+    from lighthouse_attn.ops.triton import gather_scatter
+
+    default, res = gather_scatter.POOL_WARPS_ROPE, {}
+    try:
+        for w in warps:
+            gather_scatter.POOL_WARPS_ROPE = w
+            res[w] = round(sum(kernel_us(step, steps).values()), 1)
+    finally:
+        gather_scatter.POOL_WARPS_ROPE = default
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--out")
     ap.add_argument("--smoke", action="store_true", help="tiny case on the CPU interpreter")
+    ap.add_argument("--pool-warps", default="2,4,8",
+                    help="warps of the rotating pool to time the inside arm with")
     args = ap.parse_args()
     if args.smoke:
         os.environ["TRITON_INTERPRET"] = "1"
@@ -138,6 +158,8 @@ def main() -> None:
             row[f"{arm}_kernel_us"] = round(sum(kernels.values()), 1)
             row[f"{arm}_kernels"] = kernels
             row[f"{arm}_sync_ms"] = time_ms(lambda arm=arm: run(arm), 3, 20)["median_ms"]
+        row["inside_kernel_us_by_pool_warps"] = _by_pool_warps(
+            lambda: run("inside"), [int(w) for w in args.pool_warps.split(",")], args.steps)
         for arm in ("before", "pair_contiguous", "pair", "inside"):
             row[f"{arm}_layer_over_inner"] = round(
                 (row[f"{arm}_kernel_us"] - row["rope_kernel_us"]) / row["inner_kernel_us"], 4)

@@ -24,7 +24,9 @@ def attend_backward(dout, q, k, v, past, out, lse, saved, chunks, scale, pieces_
     """``(dq, dk, dv, d_pieces)`` of :func:`attend`."""
     past_dq, d_pieces = past_backward(dout, q, past, out, lse, saved, chunks, scale,
                                       pieces_shape=pieces_shape, world=world)
-    return (*own_backward(dout, q, k, v, out, lse, saved, past_dq, scale), d_pieces)
+    grads = own_backward(dout, q, k, v, out, lse, own_state=saved[0], past_dq=past_dq,
+                         scale=scale)
+    return (*grads, d_pieces)
 
 
 def _reference(q, k, v, past, chunks, scale):

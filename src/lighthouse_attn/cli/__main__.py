@@ -1,7 +1,5 @@
 """``python -m lighthouse_attn.cli ...`` is the ``lighthouse-attn`` command."""
 
-import sys
+from . import run
 
-from . import main
-
-sys.exit(main())
+run()

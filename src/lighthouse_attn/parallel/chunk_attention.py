@@ -80,12 +80,12 @@ def past_backward(dout: Tensor, q: Tensor, past: Tensor, out: Tensor, lse: Tenso
 
 
 def own_backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
-                 saved: list, past_dq: list, scale: float, deterministic: bool = False
+                 own_state: object, past_dq: list, scale: float, deterministic: bool = False
                  ) -> tuple[Tensor, Tensor, Tensor]:
-    """The backward of :func:`attend_own` (``saved``: as :func:`past_backward`'s):
+    """The backward of :func:`attend_own` (``own_state``: the state it returned):
     ``(dq, dk, dv)``, with the queries' gradients ``past_dq`` from :func:`past_backward`
     added."""
-    dq, dk, dv = attention_backward(dout, q, k, v, out, lse, saved[0], scale, causal=True,
+    dq, dk, dv = attention_backward(dout, q, k, v, out, lse, own_state, scale, causal=True,
                                     deterministic=deterministic)
     for i, dq_i in past_dq:
         slot(dq, i).add_(dq_i)

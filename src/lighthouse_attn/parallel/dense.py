@@ -112,8 +112,9 @@ class _DenseContextParallel(torch.autograd.Function):
             sent = collectives.reduce_scatter_into(mine, d_gathered.view(-1, *mine.shape[1:]),
                                                    group, async_op=True)
             dq_g, dk_g, dv_g = own_backward(dout_g, q_g, as_batch(k[:, kv_rows]),
-                                            as_batch(v[:, kv_rows]), out_g, lse_g, saved,
-                                            past_dq, scale)  # while the gradients travel
+                                            as_batch(v[:, kv_rows]), out_g, lse_g,
+                                            own_state=saved[0], past_dq=past_dq,
+                                            scale=scale)  # while the gradients travel
             dq[:, rows] = from_batch(dq_g)
             sent.wait()
             dk[:, kv_rows] = from_batch(mine[0] + dk_g)

@@ -66,8 +66,9 @@ def inner_backward(dout: Tensor, tensors: list, state: tuple, how: InnerContext
     mine = grads.new_empty(shape[1:])
     work = collectives.reduce_scatter_into(mine, grads.view(-1, *shape[2:]), how.group,
                                            async_op=True)
-    dq, dk, dv = own_backward(dout, q, k, v, out, lse, saved, past_dq, how.scale,
-                              how.deterministic)  # while the gradients travel
+    # while the gradients travel
+    dq, dk, dv = own_backward(dout, q, k, v, out, lse, own_state=saved[0], past_dq=past_dq,
+                              scale=how.scale, deterministic=how.deterministic)
     work.wait()
     return dq, dk.add_(mine[0]), dv.add_(mine[1])
 
