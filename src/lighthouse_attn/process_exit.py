@@ -3,6 +3,7 @@ use it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from typing import NoReturn
@@ -16,7 +17,8 @@ def exit_process(code: int) -> NoReturn:
     interpreter shuts down aborts the process (SIGABRT) after all its work is done. Every file
     the package writes is closed by then."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(AttributeError, OSError, ValueError):  # gone or closed
+                stream.flush()
         os._exit(code)
     sys.exit(code)
