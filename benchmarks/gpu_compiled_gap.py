@@ -36,7 +36,6 @@ from lighthouse_attn.bench.common import environment
 from lighthouse_attn.models import load_model, model_from_config
 from lighthouse_attn.models.build import preset_model_config
 from lighthouse_attn.ops import select
-from lighthouse_attn.ops.rope import apply_rope_pair
 from lighthouse_attn.train.parallelize import parallelize
 
 FLAGS = {"eager", "compiled", "nockpt", "nudge", "record", "dense"}
@@ -49,15 +48,14 @@ class Recorder:
     def __init__(self, op):
         self.op, self.active, self.keys = op, False, []
 
-    def __call__(self, q, k, v, config, rope=None):
+    def __call__(self, q, k, v, config):
         if self.active:
-            qr, kr = (q, k) if rope is None else apply_rope_pair(q.detach(), k.detach(), *rope)
-            sel = select(qr.detach(), kr.detach(), config)
+            sel = select(q.detach(), k.detach(), config)
             B, H = sel.index.shape[:2]
             N = q.shape[2]
             bh = torch.arange(B * H, device=q.device).view(B, H, 1)
             self.keys.append(((bh * config.num_levels + sel.level) * N + sel.index).flatten())
-        return self.op(q, k, v, config, rope=rope)
+        return self.op(q, k, v, config)
 
 
 def run_arm(config, flags: set, batch, device, weights: str | None = None) -> dict:

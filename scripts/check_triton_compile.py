@@ -16,13 +16,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from lighthouse_attn.ops.triton import (  # noqa: F401
-    flash_backward,
-    gather_scatter,
-    rope,
-    scores,
-    select,
-)
+from lighthouse_attn.ops.triton import flash_backward, gather_scatter, scores, select  # noqa: F401
 
 
 def sig(fn, types: dict, consts: dict, aligned: tuple = ()) -> ASTSource:
@@ -77,7 +71,6 @@ def cases():
             ("a_ptr", "b_ptr", "ma_ptr", "mb_ptr", "D", "N", "sab", "sah", "san", "sbb",
              "sbh", "sbn")), {"num_warps": scores.MEANS_WARPS if means else 4}
     yield from flash_backward_cases()
-    yield from rope_cases()
     for L, p in ((2, 2), (3, 4), (4, 4), (4, 2), (3, 8)):
         log2p = p.bit_length() - 1
         C = 512
@@ -101,46 +94,19 @@ def cases():
         tail = p ** (L - 1) - 1  # rows past a chunk's end (context parallelism)
         for shift, mean, given, tail_rows in ((0, True, 0, 0), (0, True, 2, 0), (1, False, 0, 0),
                                               (1, False, 0, tail)):
-            for rot in ((0, 2) if shift == 0 and not tail_rows else (0,)):
-                consts = {"SHIFT": shift, "MEAN": mean, "L": L, "P": p, "LOG2P": log2p,
-                          "BLOCK_D": 128, "ACC": triton.language.float32, "TAIL": tail_rows,
-                          "ROT": rot}
-                tables = {"cos_ptr": "*fp32", "sin_ptr": "*fp32"}
-                fusion = {"enable_fp_fusion": not rot}
-                name = f"L={L} p={p} shift={shift} given={given} tail={tail_rows} rot={rot}"
-                yield f"pool {name}", sig(
-                    gs._pool_kernel, {**bf, **tables, "tail": "*bf16", "map_ptr": "*i32"},
-                    {**consts, "ROWS": rows, "GIVEN": given}, aligned(gs._pool_kernel)), {
-                        "num_warps": gs.POOL_WARPS_ROPE if rot else gs.POOL_WARPS, **fusion}
-                if given:  # the spread reads no coarsest means
-                    continue
-                yield f"spread {name}", sig(
-                    gs._spread_kernel, {**bf, **tables, "tail": "*fp32", "map_ptr": "*i32"},
-                    {**consts, "ROWS": srows}, aligned(gs._spread_kernel)), {
-                        "num_warps": gs.spread_warps(3 - 2 * shift, srows, 128), **fusion}
-
-
-def rope_cases():
-    """The RoPE kernel: rotation forward and back, scoring (norms; norms and window means;
-    of one chunk or a rank's two), and scoring alone (nothing written)."""
-    for dt in ("bf16", "fp32"):
-        for back, win, means, slots, write in ((False, 16, False, 1, True),
-                                               (True, 16, False, 1, True),
-                                               (False, 16, True, 1, True),
-                                               (False, 64, True, 2, True),
-                                               (False, 16, True, 1, False)):
-            scored = means or not back
-            types = {n: f"*{dt}" for n in ("a_ptr", "b_ptr", "oa_ptr", "ob_ptr")}
-            types.update(c_ptr="*fp32", s_ptr="*fp32",
-                         na_ptr="*fp32" if scored else f"*{dt}",
-                         nb_ptr="*fp32" if scored else f"*{dt}",
-                         ma_ptr=f"*{dt}", mb_ptr=f"*{dt}")
-            consts = {"BACK": back, "ROWS": rope.POSITIONS, "WIN": win, "SCORES": scored,
-                      "MEANS": means, "SLOTS": slots, "WRITE": write, "BLOCK": 64,
-                      "ACC": triton.language.float32}
-            yield (f"rope {dt} back={back} win={win} means={means} slots={slots} "
-                   f"write={write}"), sig(rope._rope_kernel, types, consts), {
-                       "num_warps": 4, "enable_fp_fusion": False}
+            consts = {"SHIFT": shift, "MEAN": mean, "L": L, "P": p, "LOG2P": log2p,
+                      "BLOCK_D": 128, "ACC": triton.language.float32, "TAIL": tail_rows}
+            name = f"L={L} p={p} shift={shift} given={given} tail={tail_rows}"
+            yield f"pool {name}", sig(
+                gs._pool_kernel, {**bf, "tail": "*bf16", "map_ptr": "*i32"},
+                {**consts, "ROWS": rows, "GIVEN": given}, aligned(gs._pool_kernel)), {
+                    "num_warps": gs.POOL_WARPS}
+            if given:  # the spread reads no coarsest means
+                continue
+            yield f"spread {name}", sig(
+                gs._spread_kernel, {**bf, "tail": "*fp32", "map_ptr": "*i32"},
+                {**consts, "ROWS": srows}, aligned(gs._spread_kernel)), {
+                    "num_warps": gs.spread_warps(3 - 2 * shift, srows, 128)}
 
 
 def aligned(fn) -> tuple:

@@ -36,16 +36,15 @@ def test_lighthouse_layers_get_unrepeated_gqa_kv(monkeypatch):
     calls = []
     real = llama_module.lighthouse_attention
 
-    def spy(q, k, v, cfg, rope):
-        calls.append((tuple(q.shape), tuple(k.shape), cfg, tuple(rope[0].shape)))
-        return real(q, k, v, cfg, rope=rope)
+    def spy(q, k, v, cfg):
+        calls.append((tuple(q.shape), tuple(k.shape), cfg))
+        return real(q, k, v, cfg)
 
     monkeypatch.setattr(llama_module, "lighthouse_attention", spy)
     torch.manual_seed(0)
     model = Llama(TINY)
     model(tokens())
-    # layers 1 and 2, q and k unrotated with their tables (the op rotates and scores them)
-    assert calls == [((2, 4, N, 8), (2, 2, N, 8), TINY.lighthouse, (N, 4))] * 2
+    assert calls == [((2, 4, N, 8), (2, 2, N, 8), TINY.lighthouse)] * 2  # layers 1 and 2
     calls.clear()
     model.set_attention("dense")
     model(tokens())

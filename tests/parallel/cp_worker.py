@@ -12,13 +12,11 @@ sys.path.insert(0, __file__.rsplit("/", 2)[0])
 from conftest import rand_qkv  # noqa: E402
 
 from lighthouse_attn import LighthouseConfig, lighthouse_attention, select  # noqa: E402
-from lighthouse_attn.ops.rope import apply_rope_reference, rope_tables  # noqa: E402
 from lighthouse_attn.parallel import (  # noqa: E402
     chunk_config,
     collectives,  # noqa: E402
     dense_attention_cp,
     lighthouse_attention_cp,
-    local_positions,
     shard_sequence,
 )
 from lighthouse_attn.parallel.fused import batch_strides  # noqa: E402
@@ -41,21 +39,6 @@ def _count_pieces():
         collectives.all_gather_into = into
 
 
-@contextlib.contextmanager
-def _count_scoring():
-    """Calls of the kernels' own scoring pass (the norm kernel through ``cascade_scores``),
-    which a rotation that scores (``rope=``) makes unneeded."""
-    from lighthouse_attn.ops.triton import attention as fast
-
-    calls = []
-    real = fast.cascade_scores
-    fast.cascade_scores = lambda *a, **kw: calls.append(1) or real(*a, **kw)
-    try:
-        yield calls
-    finally:
-        fast.cascade_scores = real
-
-
 def run(rank: int, world: int, init: str, cases: list[dict], out_path: str,
         exchange_spill: bool) -> None:
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
@@ -65,26 +48,17 @@ def run(rank: int, world: int, init: str, cases: list[dict], out_path: str,
         cfg = LighthouseConfig(backend=case.get("backend", "torch"), **case["config"])
         ref_cfg = replace(cfg, backend="torch")  # the one-process op on the exact torch path
         H, Hkv, N, B = case["H"], case["Hkv"], case["N"], case.get("B", 1)
-        dtype = getattr(torch, case.get("dtype", "float64"))
-        q, k, v = rand_qkv(B=B, H=H, Hkv=Hkv, N=N, D=8, dtype=dtype, seed=7)
+        q, k, v = rand_qkv(B=B, H=H, Hkv=Hkv, N=N, D=8, dtype=torch.float64, seed=7)
         w = torch.randn(B, H, N, 8, generator=torch.Generator().manual_seed(9),
-                        dtype=torch.float64).to(dtype)
+                        dtype=torch.float64)
         full = [x.clone().requires_grad_() for x in (q, k, v)]
         dense = case.get("dense", False)
-        rope = local_rope = {}
-        if case.get("rope"):  # q and k rotated inside the ops, by global positions
-            tables = rope_tables(N, 8, 10000.0, torch.device("cpu"))
-            rope = dict(rope=tables)
-            local_rope = dict(rope=rope_tables(N, 8, 10000.0, torch.device("cpu"),
-                                               positions=local_positions(N // world, rank,
-                                                                         world)))
-            q, k = (apply_rope_reference(x, *tables) for x in (q, k))  # for the selection
         ref = (torch.nn.functional.scaled_dot_product_attention(
             full[0], full[1].repeat_interleave(H // Hkv, 1),
             full[2].repeat_interleave(H // Hkv, 1), is_causal=True)
-               if dense else lighthouse_attention(*full, ref_cfg, **rope))
+               if dense else lighthouse_attention(*full, ref_cfg))
         (ref * w).sum().backward()
-        local = [shard_sequence(x.detach(), 2, rank, world) for x in full]
+        local = [shard_sequence(x.detach(), 2, rank, world) for x in (q, k, v)]
         if case.get("bnhd"):  # as a projection makes them: (B, N, H, D) seen as (B, H, N, D)
             local = [x.transpose(1, 2).contiguous().transpose(1, 2) for x in local]
         local = [x.requires_grad_() for x in local]
@@ -92,19 +66,15 @@ def run(rank: int, world: int, init: str, cases: list[dict], out_path: str,
         for i, x in enumerate(local):
             x.register_hook(lambda g, i=i: grad_strides.__setitem__(i, g.stride()))
         saved = []  # shapes autograd keeps for backward
-        with _count_pieces() as pieces, _count_scoring() as scoring, \
-                torch.autograd.graph.saved_tensors_hooks(
-                    lambda x: saved.append(tuple(x.shape)) or x, lambda x: x):
+        with _count_pieces() as pieces, torch.autograd.graph.saved_tensors_hooks(
+                lambda x: saved.append(tuple(x.shape)) or x, lambda x: x):
             out = (dense_attention_cp(*local, kv_heads_per_group=case.get("kv_heads_per_group"))
                    if dense else
-                   lighthouse_attention_cp(*local, cfg, exchange_spill=exchange_spill,
-                                           **local_rope))
+                   lighthouse_attention_cp(*local, cfg, exchange_spill=exchange_spill))
         # on the kernels the layer is one autograd node straight on the inputs (no view
         # nodes around it: each costs host time in the backward)
-        # (with rope=, q and k come through the rotation's node)
         inputs_next = {type(f).__name__ for f, _ in out.grad_fn.next_functions if f}
-        one_node = inputs_next == ({"AccumulateGrad", "_RopePairBackward"} if rope
-                                   else {"AccumulateGrad"})
+        one_node = inputs_next == {"AccumulateGrad"}
         (out * shard_sequence(w, 2, rank, world)).sum().backward()
         want = shard_sequence(ref.detach(), 2, rank, world)
         diff = (out.detach() - want).abs().amax(dim=(0, 1, 3))  # per local row
@@ -132,7 +102,6 @@ def run(rank: int, world: int, init: str, cases: list[dict], out_path: str,
         results.append({"rows": diff.tolist(), "out": float(diff.max()), "grads": grads,
                         "layouts": all(layouts), "one_node": one_node,
                         "same_selection": bool(same_selection), "piece_bytes": sum(pieces),
-                        "scoring_passes": len(scoring),
                         "keeps_whole_sequence": any(N in shape for shape in saved)})
     with open(f"{out_path}.{rank}", "w") as f:
         json.dump(results, f)

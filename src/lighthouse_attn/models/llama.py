@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ..config import LighthouseConfig
 from ..ops import lighthouse_attention, sdpa_causal
-from ..ops.rope import apply_rope_pair, rope_tables
+from ..ops.rope import apply_rope
 from ..parallel import dense_attention_cp, lighthouse_attention_cp, local_positions
 from ..settings import setting
 from .interface import OUR_FORMAT
@@ -180,6 +180,18 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps).type_as(x)
 
 
+def rope_tables(seq_len: int, head_dim: int, theta: float, device: torch.device,
+                positions: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """fp32 ``cos``, ``sin`` of shape ``(n, head_dim / 2)`` for ``positions`` (int64, ``n`` of
+    them), by default ``0..seq_len-1``."""
+    if positions is None:
+        positions = torch.arange(seq_len, device=device)
+    inv_freq = theta ** (-torch.arange(0, head_dim, 2, device=device, dtype=torch.float64)
+                         / head_dim)
+    angles = positions.to(device, torch.float64)[:, None] * inv_freq
+    return angles.cos().float(), angles.sin().float()
+
+
 class Attention(nn.Module):
     """Grouped-query attention; Lighthouse or dense SDPA as set by :attr:`use_lighthouse`."""
 
@@ -199,30 +211,22 @@ class Attention(nn.Module):
     def project(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``x`` ``(B, N, d_model)`` -> ``q`` ``(B, H, N, D)`` and ``k``, ``v``
         ``(B, H_kv, N, D)``, RoPE applied to q and k: what the attention kernel receives."""
-        q, k, v = self._heads(x)
-        return (*apply_rope_pair(q, k, cos, sin), v)
-
-    def _heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """The projections of ``x`` split into heads, before RoPE (views of their memory)."""
         B, N, _ = x.shape
         q = self.q_proj(x).view(B, N, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, N, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, N, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        return q, k, v
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         B, N, _ = x.shape
-        if self.use_lighthouse:  # the op rotates q and k (and scores them as it does)
-            q, k, v = self._heads(x)
-            if self.cp_group is not None:
-                o = lighthouse_attention_cp(q, k, v, self.lighthouse, self.cp_group,
-                                            rope=(cos, sin))
-            else:
-                o = lighthouse_attention(q, k, v, self.lighthouse, rope=(cos, sin))
+        q, k, v = self.project(x, cos, sin)
+        if self.cp_group is not None:
+            o = (lighthouse_attention_cp(q, k, v, self.lighthouse, self.cp_group)
+                 if self.use_lighthouse else dense_attention_cp(q, k, v, self.cp_group))
+        elif self.use_lighthouse:
+            o = lighthouse_attention(q, k, v, self.lighthouse)
         else:
-            q, k, v = self.project(x, cos, sin)
-            o = (dense_attention_cp(q, k, v, self.cp_group) if self.cp_group is not None
-                 else sdpa_causal(q, k, v))
+            o = sdpa_causal(q, k, v)
         return self.o_proj(o.transpose(1, 2).reshape(B, N, -1))
 
 

@@ -7,7 +7,6 @@ embeddings the models apply to queries and keys (with a Triton twin).
 
 from .api import lighthouse_attention, select
 from .inner import sdpa_causal
-from .rope import rope_tables
 from .types import AttnFn, Selection
 
-__all__ = ["AttnFn", "Selection", "lighthouse_attention", "rope_tables", "sdpa_causal", "select"]
+__all__ = ["AttnFn", "Selection", "lighthouse_attention", "sdpa_causal", "select"]

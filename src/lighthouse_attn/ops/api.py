@@ -12,10 +12,9 @@ from torch import Tensor
 from ..config import LighthouseConfig
 from .backend import resolve_backend
 from .inner import resolve_scale, sdpa_causal
-from .inputs import check_inner_output, check_inputs, check_rope, check_selection
+from .inputs import check_inner_output, check_inputs, check_selection
 from .reference.attention import lighthouse_reference
 from .reference.select import select_reference
-from .rope import apply_rope_pair, apply_rope_reference
 from .types import AttnFn, Selection
 
 _warned_short: set[tuple] = set()
@@ -40,14 +39,12 @@ def _dense_fallback(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
 def lighthouse_attention(q: Tensor, k: Tensor, v: Tensor,
                          config: LighthouseConfig | None = None, *,
                          scale: float | None = None, attn_fn: AttnFn | None = None,
-                         selection: Selection | None = None,
-                         rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
+                         selection: Selection | None = None) -> Tensor:
     """Lighthouse attention: a drop-in for
     ``F.scaled_dot_product_attention(q, k, v, is_causal=True)`` at long context.
 
     Args:
-        q: ``(B, H, N, D)`` queries (after RoPE unless ``rope`` is given), fp16, bf16, fp32
-            or fp64.
+        q: ``(B, H, N, D)`` queries (after RoPE), fp16, bf16, fp32 or fp64.
         k, v: ``(B, H_kv, N, D)`` with ``H % H_kv == 0``; same dtype and device as ``q``
             (under autocast all three are cast to its dtype first, as for SDPA).
         config: :class:`LighthouseConfig`; defaults to the paper's (L=3, p=4, K=1536, norm).
@@ -56,15 +53,7 @@ def lighthouse_attention(q: Tensor, k: Tensor, v: Tensor,
             ``(B, H, S, D)`` sequence (see :data:`AttnFn`). When ``None``: causal SDPA, on
             the Triton backend with the fastest SDPA kernel for the shapes (cuDNN first).
         selection: a :class:`Selection` from :func:`select` with the same config, to reuse
-            instead of selecting again (made from the rotated ``q`` and ``k``).
-        rope: ``(cos, sin)`` tables ``(N, D/2)`` (:func:`rope_tables`): rotate ``q`` and ``k``
-            first, exactly as ``ops.rope.apply_rope`` would (rotate-half pairing), with
-            gradients to the unrotated ``q`` and ``k``. On the Triton path with the norm
-            scorer one launch scores the rotated rows (saving the op's own pass), and in eager
-            mode the gather rotates the rows it reads and its backward rotates the gradients
-            back, so the rotated ``q`` and ``k`` are never written. The result equals the op
-            on rotated inputs (the coarsest window means may differ in the last bit, being
-            summed in another order).
+            instead of selecting again.
 
     Returns:
         ``(B, H, N, D)`` in ``q``'s dtype. Gradients flow to ``q``, ``k``, ``v`` through
@@ -75,26 +64,21 @@ def lighthouse_attention(q: Tensor, k: Tensor, v: Tensor,
 
     Raises:
         ValueError: bad shapes, dtypes or devices; a sequence length the config rejects
-            (``config.validate``); a selection that does not fit; RoPE tables not of shape
-            ``(N, D/2)`` or an odd ``D``; ``backend="triton"`` where the kernels cannot run.
+            (``config.validate``); a selection that does not fit; ``backend="triton"`` where
+            the kernels cannot run.
     """
     config = config or LighthouseConfig()
     if not isinstance(config, LighthouseConfig):
         raise ValueError(f"config must be a LighthouseConfig, got {type(config).__name__}")
     q, k, v = autocast_inputs(q, k, v)
     check_inputs(q, k, v)
-    if rope is not None:
-        rope = check_rope(rope, q)
     N = q.shape[2]
     if config.short_seq == "dense" and config.is_short(N):
-        if rope is not None:
-            q, k = apply_rope_pair(q, k, *rope)
         return _dense_fallback(q, k, v, config, scale, attn_fn)
     config.validate(N)
     if selection is not None:
         check_selection(selection, q, k, config)
-    return run_unchecked(q, k, v, config, scale=scale, attn_fn=attn_fn, selection=selection,
-                         rope=rope)
+    return run_unchecked(q, k, v, config, scale=scale, attn_fn=attn_fn, selection=selection)
 
 
 def autocast_inputs(q: Tensor, k: Tensor, v: Tensor | None
@@ -116,17 +100,14 @@ def autocast_inputs(q: Tensor, k: Tensor, v: Tensor | None
 
 def run_unchecked(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
                 scale: float | None = None, attn_fn: AttnFn | None = None,
-                selection: Selection | None = None,
-                rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
+                selection: Selection | None = None) -> Tensor:
     """:func:`lighthouse_attention` without its checks, for callers inside the library that
     have checked the inputs and made ``selection`` themselves with :func:`select` (the checks
     of a hand-made selection synchronise with the GPU: a cost on every layer of every step)."""
     if resolve_backend(config, q) == "triton":
         from .triton.attention import lighthouse_triton
 
-        return lighthouse_triton(q, k, v, config, scale, attn_fn, selection, rope)
-    if rope is not None:
-        q, k = apply_rope_reference(q, *rope), apply_rope_reference(k, *rope)
+        return lighthouse_triton(q, k, v, config, scale, attn_fn, selection)
     if selection is None:
         selection = select_reference(q, k, v, config)
     return lighthouse_reference(q, k, v, config, scale, attn_fn, selection)

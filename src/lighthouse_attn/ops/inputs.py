@@ -47,26 +47,6 @@ def check_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
                          f"{v.device}")
 
 
-def check_rope(rope: object, q: Tensor) -> tuple[Tensor, Tensor]:
-    """``rope`` as ``(cos, sin)`` after checking that both are floating ``(N, D/2)`` tables on
-    ``q``'s device (``q`` ``(B, H, N, D)`` with ``D`` even); ``ValueError`` otherwise."""
-    N, D = q.shape[2], q.shape[3]
-    if not (isinstance(rope, (tuple, list)) and len(rope) == 2
-            and all(isinstance(t, Tensor) for t in rope)):
-        raise ValueError("rope must be a pair of tensors (cos, sin) of shape (N, D/2), e.g. "
-                         "lighthouse_attn.ops.rope_tables(N, D, theta, device); got "
-                         f"{type(rope).__name__}")
-    cos, sin = rope
-    if D % 2:
-        raise ValueError(f"rope needs an even head dim D; got D={D}")
-    for name, t in (("cos", cos), ("sin", sin)):
-        if t.shape != (N, D // 2) or not t.is_floating_point() or t.device != q.device:
-            raise ValueError(f"rope's {name} must be a floating (N, D/2) = {(N, D // 2)} "
-                             f"table on {q.device}; got {tuple(t.shape)} {t.dtype} on "
-                             f"{t.device}")
-    return cos, sin
-
-
 def check_selection(selection: Selection, q: Tensor, k: Tensor,
                     config: LighthouseConfig) -> None:
     """Raise ``ValueError`` unless ``selection`` fits these inputs and config: a

@@ -42,11 +42,10 @@ from ..ops import Selection
 from ..ops.api import autocast_inputs
 from ..ops.backend import resolve_backend
 from ..ops.inner import resolve_scale
-from ..ops.inputs import check_inputs, check_rope
+from ..ops.inputs import check_inputs
 from ..ops.reference.attention import gather_reference
 from ..ops.reference.scores import base_scores, causal_level_scores
 from ..ops.reference.select import select_from_scores, select_reference
-from ..ops.rope import apply_rope_pair
 from . import collectives
 from .dense import dense_attention_cp
 from .gathered import InnerContext, two_chunk_inner
@@ -90,18 +89,15 @@ def chunk_config(config: LighthouseConfig, seq_len: int, world: int) -> Lighthou
     return local
 
 
-def _chunk_scores(q: Tensor, k: Tensor, local: LighthouseConfig, triton: bool,
-                  scores: list[Tensor] | None = None) -> tuple[Tensor, Tensor, list[Tensor]]:
+def _chunk_scores(q: Tensor, k: Tensor, local: LighthouseConfig, triton: bool
+                  ) -> tuple[Tensor, Tensor, list[Tensor]]:
     """Level-0 scores of the chunks: ``(2B, H', n)`` for the queries and ``(2B, H_kv', n)``
     for the keys, one row per kv head (as the Triton cascade reads them; the reference's are
     repeated over each group of query heads, so one in ``group`` rows is kept), and on the
-    kernels the coarsest means of q and k made with them (else ``[]``); from ``scores`` (made
-    while rotating q and k) where given."""
+    kernels the coarsest means of q and k made with them (else ``[]``)."""
     if triton:
-        from ..ops.triton.attention import cascade_scores, given_scores
+        from ..ops.triton.attention import cascade_scores
 
-        if scores is not None:
-            return given_scores(scores, k.shape[1], local)
         return cascade_scores(q, k, None, local, coarsest=True)
     sq, sk = base_scores(q, k, None, local)
     return sq, sk[:, ::sk.shape[1] // k.shape[1]], []
@@ -135,26 +131,21 @@ def _causal_levels(sq0: Tensor, sk0: Tensor, prefix: tuple[Tensor, Tensor],
 
 
 def _triton_layer(q: Tensor, k: Tensor, v: Tensor, local: LighthouseConfig,
-                  how: InnerContext, exchange: bool,
-                  rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
+                  how: InnerContext, exchange: bool) -> Tensor:
     """This rank's ``(B, H, 2n, D)`` on the kernels: the cascade's position map of the
-    chunks (batch rows), then one node; ``rope``: the tables to rotate ``q`` and ``k`` by
-    first (the rotation scoring the chunks' rows where it can)."""
-    from ..ops.triton.attention import map_and_means, rotate_and_score, window_plans
+    chunks (batch rows), then one node."""
+    from ..ops.triton.attention import map_and_means, window_plans
     from ..ops.triton.select import select_with_map
     from .fused import sharded_layer
 
-    scores = None
-    if rope is not None:
-        q, k, scores = rotate_and_score(q, k, local, rope, scored=True, means=True, chunks=2)
     with torch.no_grad():  # the selection reads the chunks as batch rows, no autograd
         qb, kb = as_batch(q), as_batch(k)
         if local.selection == "causal":
-            sq0, sk0, means = _chunk_scores(qb, kb, local, triton=True, scores=scores)
+            sq0, sk0, means = _chunk_scores(qb, kb, local, triton=True)
             prefix = _causal_prefix(sq0, sk0, local, how.group, how.rank, how.world)
             pos_map = select_with_map(sq0, sk0, local, with_selection=False, prefix=prefix)[1]
         else:
-            pos_map, means = map_and_means(qb, kb, None, local, scores=scores)
+            pos_map, means = map_and_means(qb, kb, None, local)
     return sharded_layer(q, k, v, pos_map, window_plans(qb, kb, local), how, means,
                          exchange=exchange)
 
@@ -186,8 +177,7 @@ def _reference_rows(q: Tensor, k: Tensor, v: Tensor, local: LighthouseConfig,
 
 def lighthouse_attention_cp(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
                             group: dist.ProcessGroup | None = None, *,
-                            scale: float | None = None, exchange_spill: bool = True,
-                            rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
+                            scale: float | None = None, exchange_spill: bool = True) -> Tensor:
     """``lighthouse_attention`` on this rank's shard of a sequence spread over the ranks of
     ``group`` (default: the world) in the load-balanced layout of ``layout.py``.
 
@@ -196,9 +186,6 @@ def lighthouse_attention_cp(q: Tensor, k: Tensor, v: Tensor, config: LighthouseC
             ``N = 2n W``.
         k, v: ``(B, H_kv, 2n, D)``, likewise.
         config: the config of the whole sequence (``topk`` of all of it).
-        rope: ``(cos, sin)`` tables ``(2n, D/2)`` of this rank's positions
-            (``local_positions``): rotate ``q`` and ``k`` first; on the kernels with the norm
-            scorer one launch rotates both and scores the chunks' rows (as the single op).
         exchange_spill: add each chunk's spill (the scattered summaries that land past its
             end) to the next chunk. Always on in use; ``False`` is a control that shows the
             exchange matters (outputs after chunk boundaries then differ).
@@ -213,20 +200,15 @@ def lighthouse_attention_cp(q: Tensor, k: Tensor, v: Tensor, config: LighthouseC
     """
     q, k, v = autocast_inputs(q, k, v)
     check_inputs(q, k, v)
-    if rope is not None:
-        rope = check_rope(rope, q)
     group, rank, world = collectives.group_info(group)
     if q.shape[2] % 2:
         raise ValueError(f"each rank holds two equal chunks: the local length {q.shape[2]} "
                          "must be even (shard with lighthouse_attn.parallel.shard_sequence)")
     n = q.shape[2] // 2
     local = chunk_config(config, 2 * n * world, world)
-    how = InnerContext(group, rank, world, resolve_scale(scale, q.shape[-1]),
-                       local.deterministic)
-    if local.num_levels > 1 and resolve_backend(local, q) == "triton":
-        return _triton_layer(q, k, v, local, how, exchange_spill, rope)
-    if rope is not None:
-        q, k = apply_rope_pair(q, k, *rope)
     if local.num_levels == 1:
         return dense_attention_cp(q, k, v, group, scale=scale)
-    return _reference_layer(q, k, v, local, how, exchange_spill)
+    how = InnerContext(group, rank, world, resolve_scale(scale, q.shape[-1]),
+                       local.deterministic)
+    layer = _triton_layer if resolve_backend(local, q) == "triton" else _reference_layer
+    return layer(q, k, v, local, how, exchange_spill)

@@ -24,7 +24,6 @@ from ..inner import (
 )
 from ..inputs import check_inner_output
 from ..reference.scores import base_scores
-from ..rope import apply_rope_reference, rope_kernel_applies
 from ..types import Gathered, Selection
 from .gather_scatter import (
     gather_plan,
@@ -34,7 +33,6 @@ from .gather_scatter import (
     spread_windows_differentiable,
 )
 from .one_node import Inner, one_node_layer
-from .rope import rope_pair, rope_pair_scored, rope_scores
 from .scores import means_apply, row_norms_and_means, scores_qk
 from .select import select_with_map
 
@@ -101,46 +99,28 @@ def cascade_scores(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseCon
     ``sk0`` fp32 (per kv head), and, if ``coarsest`` and the norm kernel can make them
     (``scores.means_apply``), the coarsest level of q and k, pooled while their norms are
     taken (else ``[]``)."""
+    B, H, N, D = q.shape
+    group = H // k.shape[1]
     means = []
     with torch.no_grad():
         if config.scorer != "norm":  # scores made in torch, the cascade on the kernel
             sq0, sk0 = base_scores(q, k, v, config)
-        elif coarsest and means_apply(config.coarsest_window, q.shape[-1]):
+        elif coarsest and means_apply(config.coarsest_window, D):
             sq0, sk0, *means = row_norms_and_means(q.detach(), k.detach(),
                                                    config.coarsest_window)
         else:
             sq0, sk0 = scores_qk(q.detach(), k.detach())  # key scores stay per kv head
-    return _shared_query_scores(sq0, k.shape[1], config), sk0, means
-
-
-def _shared_query_scores(sq0: Tensor, kv_heads: int, config: LighthouseConfig) -> Tensor:
-    """The query norms ``(B, H, N)`` as the cascade reads them: with ``gqa="shared"`` and the
-    norm scorer, the largest of each group of query heads."""
-    if config.scorer != "norm" or config.gqa != "shared" or sq0.shape[1] == kv_heads:
-        return sq0
-    B, H, N = sq0.shape
-    return sq0.view(B, kv_heads, H // kv_heads, N).amax(2)
-
-
-def given_scores(scores: list[Tensor], kv_heads: int, config: LighthouseConfig
-                 ) -> tuple[Tensor, Tensor, list[Tensor]]:
-    """:func:`cascade_scores`'s result from the scores made while rotating q and k
-    (:func:`rotate_and_score`): their norms, maybe then their coarsest means."""
-    sq0, sk0, *means = scores
-    return _shared_query_scores(sq0, kv_heads, config), sk0, means
+        if config.scorer == "norm" and config.gqa == "shared":
+            sq0 = sq0.view(B, H // group, group, N).amax(2)
+    return sq0, sk0, means
 
 
 def _select(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConfig,
-            with_selection: bool = True, coarsest: bool = False,
-            scores: list[Tensor] | None = None
+            with_selection: bool = True, coarsest: bool = False
             ) -> tuple[Selection | None, Tensor, list[Tensor]]:
     """The cascade's selection (``None`` unless ``with_selection``), its position map, and
-    the coarsest means of :func:`cascade_scores`, or of ``scores`` where given
-    (:func:`given_scores`)."""
-    if scores is None:
-        sq0, sk0, means = cascade_scores(q, k, v, config, coarsest)
-    else:
-        sq0, sk0, means = given_scores(scores, k.shape[1], config)
+    the coarsest means of :func:`cascade_scores`."""
+    sq0, sk0, means = cascade_scores(q, k, v, config, coarsest)
     with torch.no_grad():
         return (*select_with_map(sq0, sk0, config, with_selection), means)
 
@@ -151,12 +131,12 @@ def select_triton(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConf
     return _select(q, k, v, config)[0]
 
 
-def map_and_means(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConfig,
-                  scores: list[Tensor] | None = None) -> tuple[Tensor, list[Tensor]]:
+def map_and_means(q: Tensor, k: Tensor, v: Tensor | None, config: LighthouseConfig
+                  ) -> tuple[Tensor, list[Tensor]]:
     """The cascade's position map (no selection written) and the coarsest means of q and k
-    made while scoring (``[]`` where the norm kernel cannot), or those of ``scores`` where
-    given (:func:`_select`): what :func:`pool_windows` reads to gather."""
-    return _select(q, k, v, config, with_selection=False, coarsest=True, scores=scores)[1:]
+    made while scoring (``[]`` where the norm kernel cannot): what :func:`pool_windows` reads
+    to gather."""
+    return _select(q, k, v, config, with_selection=False, coarsest=True)[1:]
 
 
 def window_plans(q: Tensor, k: Tensor, config: LighthouseConfig) -> tuple:
@@ -174,12 +154,11 @@ def window_plans(q: Tensor, k: Tensor, config: LighthouseConfig) -> tuple:
 
 
 def gather_triton(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
-                  selection: Selection | None = None,
-                  scores: list[Tensor] | None = None) -> Gathered:
+                  selection: Selection | None = None) -> Gathered:
     """The gathered ``q``, ``k``, ``v`` and their scatter on the kernels, for ``selection``,
-    or the cascade's own selection (from ``scores`` where given) when it is ``None``."""
+    or the cascade's own selection when it is ``None``."""
     if selection is None:
-        pos_map = _select(q, k, v, config, with_selection=False, scores=scores)[1]
+        pos_map = _select(q, k, v, config, with_selection=False)[1]
     else:
         pos_map = position_map(selection, q.shape[2], config.pooling_factor, config.num_levels)
     gather, scatter = window_plans(q, k, config)
@@ -189,48 +168,13 @@ def gather_triton(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
                                                              like=[q])[0])
 
 
-def rotate_and_score(q: Tensor, k: Tensor, config: LighthouseConfig,
-                     rope: tuple[Tensor, Tensor], scored: bool, means: bool, chunks: int = 1
-                     ) -> tuple[Tensor, Tensor, list[Tensor] | None]:
-    """``q`` and ``k`` rotated by ``rope``; where ``scored`` (the op selects with the norm
-    scorer) and the rope kernel applies, also the rotated rows' norms, made in the same
-    launch, with ``means`` their coarsest means too (where the norm kernel would make them),
-    of the ``chunks`` chunks of the sequence as batch rows (``rope_pair_scored``); else
-    ``None`` for the scores."""
-    cos, sin = rope
-    if not rope_kernel_applies(q, cos, sin):
-        return apply_rope_reference(q, cos, sin), apply_rope_reference(k, cos, sin), None
-    if not (scored and config.scorer == "norm"):
-        return (*rope_pair(q, k, cos, sin), None)
-    q, k, *scores = rope_pair_scored(q, k, cos, sin, _means_window(config, q, means), chunks)
-    return q, k, scores
-
-
-def _means_window(config: LighthouseConfig, q: Tensor, means: bool = True) -> int | None:
-    """The coarsest window, where its means are wanted and the kernels make them while
-    scoring (``scores.means_apply``), else ``None``."""
-    window = config.coarsest_window
-    return window if means and means_apply(window, q.shape[-1]) else None
-
-
 def lighthouse_triton(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
-                      scale: float | None, attn_fn, selection: Selection | None,
-                      rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
-    """``lighthouse_attention`` on the kernels; arguments already validated (``rope``: the
-    tables to rotate ``q`` and ``k`` by first)."""
+                      scale: float | None, attn_fn, selection: Selection | None) -> Tensor:
+    """``lighthouse_attention`` on the kernels; arguments already validated."""
     D = q.shape[-1]
     inner = None if attn_fn is not None else _one_node_inner(q, k, config)
-    scores, rotating = None, None  # rotating: the tables the one-node layer rotates q, k by
-    if (rope is not None and inner is not None and selection is None
-            and config.scorer == "norm" and rope_kernel_applies(q, *rope)):
-        # one launch scores the rotated rows; the pool rotates what it gathers and the
-        # backward's spread rotates the gradients back: rotated q and k are never written
-        scores, rotating = list(rope_scores(q, k, *rope, _means_window(config, q))), rope
-    elif rope is not None:
-        q, k, scores = rotate_and_score(q, k, config, rope, scored=selection is None,
-                                        means=inner is not None)
     if inner is None:
-        qg, kg, vg, scatter_back = gather_triton(q, k, v, config, selection, scores)
+        qg, kg, vg, scatter_back = gather_triton(q, k, v, config, selection)
         if attn_fn is None:
             og = fast_causal_attention(qg, kg, vg, scale, deterministic=config.deterministic)
         else:
@@ -238,10 +182,8 @@ def lighthouse_triton(q: Tensor, k: Tensor, v: Tensor, config: LighthouseConfig,
         return scatter_back(og)
     coarsest = []
     if selection is None:
-        _, pos_map, coarsest = _select(q, k, v, config, with_selection=False, coarsest=True,
-                                       scores=scores)
+        _, pos_map, coarsest = _select(q, k, v, config, with_selection=False, coarsest=True)
     else:
         pos_map = position_map(selection, q.shape[2], config.pooling_factor, config.num_levels)
     return one_node_layer(q, k, v, pos_map, window_plans(q, k, config),
-                          _LocalInner(inner, resolve_scale(scale, D)), coarsest,
-                          rope=rotating)
+                          _LocalInner(inner, resolve_scale(scale, D)), coarsest)

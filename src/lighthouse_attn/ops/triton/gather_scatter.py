@@ -35,7 +35,6 @@ from torch import Tensor
 
 from ..types import Selection
 from .launch import accumulator, cdiv, fast, next_pow2
-from .rope import rotate
 
 SPREAD_ROWS = 16  # spread span (rows) for D <= 128, half that above; windows may be longer
 
@@ -59,48 +58,14 @@ def spread_warps(tensors: int, rows: int, D: int) -> int:
 # (benchmarks/results/h200/window_kernel_variants_pool_*.json).
 POOL_ROWS = 64
 POOL_WARPS = 2
-# With RoPE inside (q and k rotated as they are pooled, in halves with their cos and sin), 2
-# warps spill registers; 4 is the fewest that do not (ptxas for sm_90). Not yet timed.
-POOL_WARPS_ROPE = 4
 
 
 @triton.jit
-def _pool_level_rotated(x_base, out_base, cos_ptr, sin_ptr, s, ok, u0, N, D, sxn,
-                        lvl: tl.constexpr, MEAN: tl.constexpr, P: tl.constexpr,
-                        ROWS: tl.constexpr, BLOCK_H: tl.constexpr, ACC: tl.constexpr):
-    """One level's entries ``s`` (where ``ok``) of a span from rows rotated by RoPE first,
-    each rounded to the input's dtype as the RoPE kernel writes it (products and sums in
-    fp32 one by one), in halves ``[0, D/2)`` and ``[D/2, D)`` as the rotation pairs them."""
-    half = D // 2
-    h = tl.arange(0, BLOCK_H)
-    mh = h < half
-    t = (u0 + tl.arange(0, ROWS // (P**lvl))[:, None] * (P**lvl)
-         + tl.arange(0, P**lvl)[None, :])
-    m = (ok[:, None] & (t < N))[:, :, None] & mh[None, None, :]
-    row = x_base + t[:, :, None].to(tl.int64) * sxn + h[None, None, :]
-    x1 = tl.load(row, mask=m, other=0.0).to(tl.float32)
-    x2 = tl.load(row + half, mask=m, other=0.0).to(tl.float32)
-    tab = t[:, :, None].to(tl.int64) * half + h[None, None, :]
-    cs = tl.load(cos_ptr + tab, mask=m, other=0.0)
-    sn = tl.load(sin_ptr + tab, mask=m, other=0.0)
-    x1, x2 = rotate(x1, x2, cs, sn, False)
-    r1 = tl.sum(x1.to(x_base.dtype.element_ty).to(ACC), axis=1)
-    r2 = tl.sum(x2.to(x_base.dtype.element_ty).to(ACC), axis=1)
-    if MEAN:
-        r1 = r1 * (1.0 / (P**lvl))
-        r2 = r2 * (1.0 / (P**lvl))
-    out = out_base + s[:, None].to(tl.int64) * D + h[None, :]
-    mo = ok[:, None] & mh[None, :]
-    tl.store(out, r1.to(out_base.dtype.element_ty), mask=mo)
-    tl.store(out + half, r2.to(out_base.dtype.element_ty), mask=mo)
-
-
-@triton.jit
-def _pool_one(x_ptr, out_ptr, map_ptr, c_ptr, tail_ptr, cos_ptr, sin_ptr, b, o, N, M, S, D,
-              heads, x_div, sel_div, sel_heads, c_heads, sxb, sxh, sxn, stb, sth, u0,
-              SHIFT: tl.constexpr, MEAN: tl.constexpr, L: tl.constexpr, P: tl.constexpr,
-              LOG2P: tl.constexpr, ROWS: tl.constexpr, BLOCK_D: tl.constexpr,
-              ACC: tl.constexpr, GIVEN: tl.constexpr, TAIL: tl.constexpr, ROT: tl.constexpr):
+def _pool_one(x_ptr, out_ptr, map_ptr, c_ptr, tail_ptr, b, o, N, M, S, D, heads, x_div,
+              sel_div, sel_heads, c_heads, sxb, sxh, sxn, stb, sth, u0, SHIFT: tl.constexpr,
+              MEAN: tl.constexpr, L: tl.constexpr, P: tl.constexpr, LOG2P: tl.constexpr,
+              ROWS: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr,
+              GIVEN: tl.constexpr, TAIL: tl.constexpr):
     d = tl.arange(0, BLOCK_D)
     md = d < D
     x_base = x_ptr + b.to(tl.int64) * sxb + (o // x_div).to(tl.int64) * sxh
@@ -120,9 +85,6 @@ def _pool_one(x_ptr, out_ptr, map_ptr, c_ptr, tail_ptr, cos_ptr, sin_ptr, b, o, 
                           mask=ok[:, None] & md[None, :], other=0.0)
             tl.store(out_base + s[:, None].to(tl.int64) * D + d[None, :], val,
                      mask=ok[:, None] & md[None, :])
-        elif ROT and tl.max(s, 0) >= 0:  # any entry; rows rotated first (unshifted)
-            _pool_level_rotated(x_base, out_base, cos_ptr, sin_ptr, s, ok & (s >= 0), u0, N, D,
-                                sxn, lvl, MEAN, P, ROWS, BLOCK_D // 2, ACC)
         elif tl.max(s, 0) >= 0:  # any entry of this level in the span
             ok = ok & (s >= 0)
             t = (u0 + tl.arange(0, ROWS // (P**lvl))[:, None] * (P**lvl)
@@ -144,103 +106,37 @@ def _pool_one(x_ptr, out_ptr, map_ptr, c_ptr, tail_ptr, cos_ptr, sin_ptr, b, o, 
 
 
 @triton.jit
-def _pool_kernel(x0, x1, x2, o0, o1, o2, c0, c1, c2, tail, map_ptr, cos_ptr, sin_ptr, N, M, S,
-                 D, h0, h1, h2, xd0, xd1, xd2, sd0, sd1, sd2, ch0, ch1, ch2, sel_heads, s0b, s0h,
-                 s0n, s1b, s1h, s1n, s2b, s2h, s2n, stb, sth, SHIFT: tl.constexpr,
-                 MEAN: tl.constexpr, L: tl.constexpr, P: tl.constexpr, LOG2P: tl.constexpr,
-                 ROWS: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr,
-                 GIVEN: tl.constexpr, TAIL: tl.constexpr, ROT: tl.constexpr):
+def _pool_kernel(x0, x1, x2, o0, o1, o2, c0, c1, c2, tail, map_ptr, N, M, S, D, h0, h1, h2,
+                 xd0, xd1, xd2, sd0, sd1, sd2, ch0, ch1, ch2, sel_heads, s0b, s0h, s0n, s1b,
+                 s1h, s1n, s2b, s2h, s2n, stb, sth, SHIFT: tl.constexpr, MEAN: tl.constexpr,
+                 L: tl.constexpr, P: tl.constexpr, LOG2P: tl.constexpr, ROWS: tl.constexpr,
+                 BLOCK_D: tl.constexpr, ACC: tl.constexpr, GIVEN: tl.constexpr,
+                 TAIL: tl.constexpr):
     u0 = tl.program_id(0) * ROWS
     pid_y = tl.program_id(1)
     total = h0 + h1 + h2
     b = pid_y // total
     slot = pid_y % total
     if slot < h0:
-        _pool_one(x0, o0, map_ptr, c0, tail, cos_ptr, sin_ptr, b, slot, N, M, S, D, h0, xd0,
-                  sd0, sel_heads, ch0, s0b, s0h, s0n, stb, sth, u0, SHIFT, MEAN, L, P, LOG2P,
-                  ROWS, BLOCK_D, ACC, GIVEN > 0, TAIL, ROT > 0)
+        _pool_one(x0, o0, map_ptr, c0, tail, b, slot, N, M, S, D, h0, xd0, sd0, sel_heads, ch0,
+                  s0b, s0h, s0n, stb, sth, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D, ACC,
+                  GIVEN > 0, TAIL)
     elif slot < h0 + h1:
-        _pool_one(x1, o1, map_ptr, c1, tail, cos_ptr, sin_ptr, b, slot - h0, N, M, S, D, h1,
-                  xd1, sd1, sel_heads, ch1, s1b, s1h, s1n, stb, sth, u0, SHIFT, MEAN, L, P,
-                  LOG2P, ROWS, BLOCK_D, ACC, GIVEN > 1, 0, ROT > 1)
+        _pool_one(x1, o1, map_ptr, c1, tail, b, slot - h0, N, M, S, D, h1, xd1, sd1, sel_heads,
+                  ch1, s1b, s1h, s1n, stb, sth, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D,
+                  ACC, GIVEN > 1, 0)
     else:
-        _pool_one(x2, o2, map_ptr, c2, tail, cos_ptr, sin_ptr, b, slot - h0 - h1, N, M, S, D,
-                  h2, xd2, sd2, sel_heads, ch2, s2b, s2h, s2n, stb, sth, u0, SHIFT, MEAN, L, P,
-                  LOG2P, ROWS, BLOCK_D, ACC, GIVEN > 2, 0, ROT > 2)
+        _pool_one(x2, o2, map_ptr, c2, tail, b, slot - h0 - h1, N, M, S, D, h2, xd2, sd2,
+                  sel_heads, ch2, s2b, s2h, s2n, stb, sth, u0, SHIFT, MEAN, L, P, LOG2P, ROWS,
+                  BLOCK_D, ACC, GIVEN > 2, 0)
 
 
 @triton.jit
-def _per_row(rows, lvl: tl.constexpr, ROWS: tl.constexpr, P: tl.constexpr,
-             BLOCK_D: tl.constexpr):
-    """A level's entries ``(ceil(ROWS / p^lvl), BLOCK_D)`` repeated over the span's rows they
-    cover: ``(ROWS, BLOCK_D)``."""
-    if lvl == 0:
-        out = rows
-    else:
-        out = tl.reshape(tl.broadcast_to(
-            rows[:, None, :],
-            ((ROWS + P**lvl - 1) // (P**lvl), ROWS // ((ROWS + P**lvl - 1) // (P**lvl)),
-             BLOCK_D)), (ROWS, BLOCK_D))
-    return out
-
-
-@triton.jit
-def _spread_rotated(g_ptr, out_ptr, map_ptr, cos_ptr, sin_ptr, b, j, N, M, D, group, sel_div,
-                    sel_heads, sgb, sgh, sgs, sob, soh, son, u0, MEAN: tl.constexpr,
-                    L: tl.constexpr, P: tl.constexpr, LOG2P: tl.constexpr,
-                    ROWS: tl.constexpr, BLOCK_H: tl.constexpr, ACC: tl.constexpr):
-    """:func:`_spread_one` for the unshifted gather's adjoint of a rotated tensor: each half
-    ``[0, D/2)``, ``[D/2, D)`` summed over the levels, rounded to the output's dtype as the
-    gradient of the rotated rows would be stored, then rotated back as the RoPE kernel's
-    backward does."""
-    half = D // 2
-    h = tl.arange(0, BLOCK_H)
-    mh = h < half
-    acc1 = tl.zeros((ROWS, BLOCK_H), ACC)
-    acc2 = tl.zeros((ROWS, BLOCK_H), ACC)
-    for i in range(group):
-        g_head = j * group + i
-        map_row = map_ptr + (b * sel_heads + g_head // sel_div).to(tl.int64) * M
-        g_base = g_ptr + b.to(tl.int64) * sgb + g_head.to(tl.int64) * sgh
-        level_off = 0
-        for lvl in tl.static_range(L):
-            m = (u0 >> (lvl * LOG2P)) + tl.arange(0, (ROWS + P**lvl - 1) // (P**lvl))
-            ok = (m < (N >> (lvl * LOG2P)))
-            s = tl.load(map_row + level_off + m, mask=ok, other=-1)
-            ok = ok & (s >= 0)
-            row = g_base + s[:, None].to(tl.int64) * sgs + h[None, :]
-            r1 = tl.load(row, mask=ok[:, None] & mh[None, :], other=0.0).to(ACC)
-            r2 = tl.load(row + half, mask=ok[:, None] & mh[None, :], other=0.0).to(ACC)
-            if MEAN:
-                r1 = r1 * (1.0 / (P**lvl))
-                r2 = r2 * (1.0 / (P**lvl))
-            acc1 += _per_row(r1, lvl, ROWS, P, BLOCK_H)
-            acc2 += _per_row(r2, lvl, ROWS, P, BLOCK_H)
-            level_off += N >> (lvl * LOG2P)
-    t = u0 + tl.arange(0, ROWS)
-    mt = (t < N)[:, None] & mh[None, :]
-    tab = t[:, None].to(tl.int64) * half + h[None, :]
-    cs = tl.load(cos_ptr + tab, mask=mt, other=0.0)
-    sn = tl.load(sin_ptr + tab, mask=mt, other=0.0)
-    a1 = acc1.to(out_ptr.dtype.element_ty).to(tl.float32)
-    a2 = acc2.to(out_ptr.dtype.element_ty).to(tl.float32)
-    out = out_ptr + b.to(tl.int64) * sob + j.to(tl.int64) * soh + t[:, None].to(tl.int64) * son
-    o1, o2 = rotate(a1, a2, cs, sn, True)
-    tl.store(out + h[None, :], o1.to(out_ptr.dtype.element_ty), mask=mt)
-    tl.store(out + half + h[None, :], o2.to(out_ptr.dtype.element_ty), mask=mt)
-
-
-@triton.jit
-def _spread_one(g_ptr, out_ptr, tail_ptr, map_ptr, cos_ptr, sin_ptr, b, j, N, M, D, group,
-                sel_div, sel_heads, sgb, sgh, sgs, sob, soh, son, stb, sth, u0,
-                SHIFT: tl.constexpr, MEAN: tl.constexpr, L: tl.constexpr, P: tl.constexpr,
-                LOG2P: tl.constexpr, ROWS: tl.constexpr, BLOCK_D: tl.constexpr,
-                ACC: tl.constexpr, TAIL: tl.constexpr, ROT: tl.constexpr):
-    if ROT:  # the gather's adjoint for q or k, rotated back: in halves
-        _spread_rotated(g_ptr, out_ptr, map_ptr, cos_ptr, sin_ptr, b, j, N, M, D, group,
-                        sel_div, sel_heads, sgb, sgh, sgs, sob, soh, son, u0, MEAN, L, P,
-                        LOG2P, ROWS, BLOCK_D // 2, ACC)
-        return
+def _spread_one(g_ptr, out_ptr, tail_ptr, map_ptr, b, j, N, M, D, group, sel_div, sel_heads,
+                sgb, sgh, sgs, sob, soh, son, stb, sth, u0, SHIFT: tl.constexpr,
+                MEAN: tl.constexpr, L: tl.constexpr, P: tl.constexpr, LOG2P: tl.constexpr,
+                ROWS: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr,
+                TAIL: tl.constexpr):
     d = tl.arange(0, BLOCK_D)
     md = d < D
     acc = tl.zeros((ROWS, BLOCK_D), ACC)
@@ -260,7 +156,13 @@ def _spread_one(g_ptr, out_ptr, tail_ptr, map_ptr, cos_ptr, sin_ptr, b, j, N, M,
                            mask=ok[:, None] & md[None, :], other=0.0).to(ACC)
             if MEAN:
                 rows = rows * (1.0 / (P**lvl))
-            acc += _per_row(rows, lvl, ROWS, P, BLOCK_D)
+            if lvl == 0:
+                acc += rows
+            else:
+                acc += tl.reshape(tl.broadcast_to(
+                    rows[:, None, :],
+                    ((ROWS + P**lvl - 1) // (P**lvl), ROWS // ((ROWS + P**lvl - 1) // (P**lvl)),
+                     BLOCK_D)), (ROWS, BLOCK_D))
             level_off += N >> (lvl * LOG2P)
     t = u0 + tl.arange(0, ROWS) - SHIFT
     out = out_ptr + b.to(tl.int64) * sob + j.to(tl.int64) * soh + t[:, None].to(tl.int64) * son
@@ -274,29 +176,29 @@ def _spread_one(g_ptr, out_ptr, tail_ptr, map_ptr, cos_ptr, sin_ptr, b, j, N, M,
 
 
 @triton.jit
-def _spread_kernel(g0, g1, g2, o0, o1, o2, tail, map_ptr, cos_ptr, sin_ptr, N, M, D, h0, h1,
-                   h2, gr0, gr1, gr2, sd0, sd1, sd2, sel_heads, s0b, s0h, s0s, s1b, s1h, s1s,
-                   s2b, s2h, s2s, t0b, t0h, t0n, t1b, t1h, t1n, t2b, t2h, t2n, stb, sth,
-                   SHIFT: tl.constexpr, MEAN: tl.constexpr, L: tl.constexpr, P: tl.constexpr,
-                   LOG2P: tl.constexpr, ROWS: tl.constexpr, BLOCK_D: tl.constexpr,
-                   ACC: tl.constexpr, TAIL: tl.constexpr, ROT: tl.constexpr):
+def _spread_kernel(g0, g1, g2, o0, o1, o2, tail, map_ptr, N, M, D, h0, h1, h2, gr0, gr1, gr2,
+                   sd0, sd1, sd2, sel_heads, s0b, s0h, s0s, s1b, s1h, s1s, s2b, s2h, s2s,
+                   t0b, t0h, t0n, t1b, t1h, t1n, t2b, t2h, t2n, stb, sth, SHIFT: tl.constexpr,
+                   MEAN: tl.constexpr, L: tl.constexpr, P: tl.constexpr, LOG2P: tl.constexpr,
+                   ROWS: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr,
+                   TAIL: tl.constexpr):
     u0 = tl.program_id(0) * ROWS
     pid_y = tl.program_id(1)
     total = h0 + h1 + h2
     b = pid_y // total
     slot = pid_y % total
     if slot < h0:
-        _spread_one(g0, o0, tail, map_ptr, cos_ptr, sin_ptr, b, slot, N, M, D, gr0, sd0,
-                    sel_heads, s0b, s0h, s0s, t0b, t0h, t0n, stb, sth, u0, SHIFT, MEAN, L, P,
-                    LOG2P, ROWS, BLOCK_D, ACC, TAIL, ROT > 0)
+        _spread_one(g0, o0, tail, map_ptr, b, slot, N, M, D, gr0, sd0, sel_heads, s0b, s0h,
+                    s0s, t0b, t0h, t0n, stb, sth, u0, SHIFT, MEAN, L, P, LOG2P, ROWS, BLOCK_D,
+                    ACC, TAIL)
     elif slot < h0 + h1:
-        _spread_one(g1, o1, tail, map_ptr, cos_ptr, sin_ptr, b, slot - h0, N, M, D, gr1, sd1,
-                    sel_heads, s1b, s1h, s1s, t1b, t1h, t1n, stb, sth, u0, SHIFT, MEAN, L, P,
-                    LOG2P, ROWS, BLOCK_D, ACC, 0, ROT > 1)
+        _spread_one(g1, o1, tail, map_ptr, b, slot - h0, N, M, D, gr1, sd1, sel_heads, s1b,
+                    s1h, s1s, t1b, t1h, t1n, stb, sth, u0, SHIFT, MEAN, L, P, LOG2P, ROWS,
+                    BLOCK_D, ACC, 0)
     else:
-        _spread_one(g2, o2, tail, map_ptr, cos_ptr, sin_ptr, b, slot - h0 - h1, N, M, D, gr2,
-                    sd2, sel_heads, s2b, s2h, s2s, t2b, t2h, t2n, stb, sth, u0, SHIFT, MEAN, L,
-                    P, LOG2P, ROWS, BLOCK_D, ACC, 0, ROT > 2)
+        _spread_one(g2, o2, tail, map_ptr, b, slot - h0 - h1, N, M, D, gr2, sd2, sel_heads,
+                    s2b, s2h, s2s, t2b, t2h, t2n, stb, sth, u0, SHIFT, MEAN, L, P, LOG2P, ROWS,
+                    BLOCK_D, ACC, 0)
 
 
 @triton.jit
@@ -369,23 +271,9 @@ def scatter_plan(seq_len: int, heads: list[int], pooling_factor: int, num_levels
                       pooling_factor=pooling_factor, num_levels=num_levels)
 
 
-def _check_rope(rope: tuple[Tensor, Tensor] | None, xs: list[Tensor], plan: WindowPlan) -> None:
-    """RoPE inside a launch: fp32 ``(N, D/2)`` tables, for the gather (unshifted means) of at
-    least two tensors (q and k, rotated; v is not)."""
-    if rope is None:
-        return
-    N, D = xs[0].shape[2], xs[0].shape[3]
-    if plan.shift or not plan.mean or len(xs) < 2 or D % 2 or any(
-            t.dtype != torch.float32 or t.shape != (N, D // 2) for t in rope):
-        raise ValueError(f"RoPE inside the pool or spread needs the gather (unshifted means) of "
-                         f"q, k (and v), an even D and fp32 tables of shape (N, D/2) = "
-                         f"{(N, D // 2)}; got {[tuple(t.shape) for t in rope]}")
-
-
 def pool_windows(xs: list[Tensor], pos_map: Tensor, plan: WindowPlan,
                  coarsest: list[Tensor] = (), tail: Tensor | None = None,
-                 into: list[Tensor | None] | None = None,
-                 rope: tuple[Tensor, Tensor] | None = None) -> list[Tensor]:
+                 into: list[Tensor | None] | None = None) -> list[Tensor]:
     """For each ``x`` ``(B, H_x, N, D)`` (last dim contiguous) in ``xs`` (1 to 3 tensors):
     ``(B, plan.heads[i], plan.length, D)``: the sum or mean of each selected window's rows,
     in one launch (module doc). ``coarsest`` may hold,
@@ -394,17 +282,12 @@ def pool_windows(xs: list[Tensor], pos_map: Tensor, plan: WindowPlan,
     copied rather than pooled again (unshifted means only). ``tail``: for a shifted plan,
     the rows after the end of ``xs[0]``, ``(B, H_x, R, D)`` contiguous with ``R < p^(L-1)``
     (the adjoint of :func:`spread_windows`'s ``tail``); without it they are zero. ``into``:
-    per output, a contiguous tensor of its shape and dtype to write it into, or ``None``.
-    ``rope``: ``(cos, sin)``: the first two tensors (q and k) are rotated row by row before
-    pooling, each row rounded to their dtype as ``rope.rope_pair`` writes it (the gather of
-    rotated q and k that are never written; ``coarsest`` then holds rotated means)."""
+    per output, a contiguous tensor of its shape and dtype to write it into, or ``None``."""
     B, _, N, D = xs[0].shape
     S, heads, x_divs, sel_divs, shift, mean, pooling_factor, num_levels = plan
     if coarsest and (shift or not mean or len(coarsest) > len(xs)):
         raise ValueError("given coarsest levels must be unshifted means of leading inputs")
     _check_tail(tail, xs[0], plan)
-    _check_rope(rope, xs, plan)
-    cos, sin = rope or (xs[0], xs[0])
     into = into or [None] * len(xs)
     outs = [x.new_empty(B, h, S, D) if buf is None else buf
             for x, h, buf in zip(xs, heads, into)]
@@ -419,15 +302,13 @@ def pool_windows(xs: list[Tensor], pos_map: Tensor, plan: WindowPlan,
     strides = [s for x in _pad3(xs, xs[0]) for s in x.stride()[:3]]
     fast(_pool_kernel)[grid](
         *_pad3(xs, xs[0]), *_pad3(outs, outs[0]), *_pad3(list(coarsest), xs[0]),
-        xs[0] if tail is None else tail, pos_map, cos, sin, N,
+        xs[0] if tail is None else tail, pos_map, N,
         pos_map.shape[2], S, D, *_pad3(heads, 0), *_pad3(x_divs, 1), *_pad3(sel_divs, 1),
         *_pad3([c.shape[1] for c in coarsest], 1), pos_map.shape[1], *strides,
         *_tail_strides(tail), SHIFT=int(shift), MEAN=mean, L=num_levels, P=pooling_factor,
         LOG2P=pooling_factor.bit_length() - 1, ROWS=rows, BLOCK_D=next_pow2(D),
         ACC=accumulator(xs[0].dtype), GIVEN=len(coarsest),
-        TAIL=0 if tail is None else tail.shape[2], ROT=2 if rope else 0,
-        num_warps=POOL_WARPS_ROPE if rope else POOL_WARPS,
-        enable_fp_fusion=rope is None)  # rotated without fused multiply-adds, as RoPE's
+        TAIL=0 if tail is None else tail.shape[2], num_warps=POOL_WARPS)
     return outs
 
 
@@ -450,8 +331,7 @@ def _tail_strides(tail: Tensor | None) -> tuple[int, int]:
 def spread_windows(gs: list[Tensor], pos_map: Tensor, plan: WindowPlan,
                    layouts: list[tuple[int, ...] | None] | None = None,
                    tail: Tensor | None = None,
-                   into: list[Tensor] | None = None,
-                   rope: tuple[Tensor, Tensor] | None = None) -> list[Tensor]:
+                   into: list[Tensor] | None = None) -> list[Tensor]:
     """For each ``g`` ``(B, heads[i] * head_divs[i], S, D)`` (last dim contiguous) in ``gs``:
     ``(B, heads[i], plan.length, D)``, the gathered rows spread over the base rows their
     windows cover (divided by the window size if ``plan.mean``), in one launch. ``layouts``:
@@ -460,9 +340,7 @@ def spread_windows(gs: list[Tensor], pos_map: Tensor, plan: WindowPlan,
     (``R < p^(L-1)``) that receives the first output's rows past its end (what the last
     windows' summaries add to the rows after the sequence), in the buffer's dtype. ``into``:
     instead of new outputs, tensors of their shapes and dtypes (last dim contiguous) to write,
-    e.g. views of bigger tensors. ``rope``: ``(cos, sin)``: the adjoint of
-    :func:`pool_windows`'s: the first two outputs' rows, rounded to their dtype, are rotated
-    back (the gradients of unrotated q and k)."""
+    e.g. views of bigger tensors."""
     B, _, _, D = gs[0].shape
     seq_len, heads, groups, sel_divs, shift, mean, pooling_factor, num_levels = plan
     if into is None:
@@ -476,20 +354,17 @@ def spread_windows(gs: list[Tensor], pos_map: Tensor, plan: WindowPlan,
                                  f"with a contiguous last dim; got {tuple(out.shape)} "
                                  f"{out.dtype} with strides {out.stride()}")
     _check_tail(tail, outs[0], plan)
-    _check_rope(rope, outs, plan)
-    cos, sin = rope or (outs[0], outs[0])
     tail_rows = 0 if tail is None else tail.shape[2]
     rows = _span(SPREAD_ROWS, D)
     grid = (cdiv(seq_len + int(shift) + tail_rows, rows), B * sum(heads))
     strides = [s for x in (_pad3(gs, gs[0]) + _pad3(outs, outs[0])) for s in x.stride()[:3]]
     fast(_spread_kernel)[grid](
         *_pad3(gs, gs[0]), *_pad3(outs, outs[0]), outs[0] if tail is None else tail, pos_map,
-        cos, sin, seq_len, pos_map.shape[2], D, *_pad3(heads, 0), *_pad3(groups, 1),
+        seq_len, pos_map.shape[2], D, *_pad3(heads, 0), *_pad3(groups, 1),
         *_pad3(sel_divs, 1), pos_map.shape[1], *strides, *_tail_strides(tail),
         SHIFT=int(shift), MEAN=mean, L=num_levels, P=pooling_factor,
         LOG2P=pooling_factor.bit_length() - 1, ROWS=rows, BLOCK_D=next_pow2(D),
-        ACC=accumulator(gs[0].dtype), TAIL=tail_rows, ROT=2 if rope else 0,
-        num_warps=spread_warps(len(gs), rows, D), enable_fp_fusion=rope is None)
+        ACC=accumulator(gs[0].dtype), TAIL=tail_rows, num_warps=spread_warps(len(gs), rows, D))
     return outs
 
 

@@ -69,11 +69,11 @@ class Inner:
 
 class _OneNodeLayer(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, pos_map, gather, scatter, inner: Inner, rope, *coarsest):
+    def forward(ctx, q, k, v, pos_map, gather, scatter, inner: Inner, *coarsest):
         ctx.like = [(x.shape, inner.layout(x)) for x in (q, k, v)]
         qkv = contiguous_rows([inner.rows(x) for x in (q, k, v)])
         qg, kg, vg = pool_windows(qkv, pos_map, gather, coarsest=list(coarsest),
-                                  into=inner.pooled_into(qkv[1], gather), rope=rope)
+                                  into=inner.pooled_into(qkv[1], gather))
         og, tensors, ctx.state = inner.forward(qg, kg, vg)
         tail = inner.spill_buffer(og, gather)
         out = new_laid_out(og, *ctx.like[0])
@@ -82,7 +82,7 @@ class _OneNodeLayer(torch.autograd.Function):
             inner.add_spill(out_rows, tail)
         ctx.save_for_backward(pos_map, *tensors)
         ctx.plans = (gather.adjoint(qkv), scatter.adjoint([og]))
-        ctx.inner, ctx.given, ctx.rope = inner, len(coarsest), rope
+        ctx.inner, ctx.given = inner, len(coarsest)
         return out
 
     @staticmethod
@@ -95,20 +95,16 @@ class _OneNodeLayer(torch.autograd.Function):
         dqg, dkg, dvg = inner.backward(dog, tensors, ctx.state)
         dgs = contiguous_rows([dqg, dkg, dvg])
         grads = [new_laid_out(g, *like) for g, like in zip(dgs, ctx.like)]
-        spread_windows(dgs, pos_map, gather_adjoint, into=[inner.rows(g) for g in grads],
-                       rope=ctx.rope)
-        return *grads, *(None,) * (5 + ctx.given)
+        spread_windows(dgs, pos_map, gather_adjoint, into=[inner.rows(g) for g in grads])
+        return *grads, *(None,) * (4 + ctx.given)
 
 
 def one_node_layer(q: Tensor, k: Tensor, v: Tensor, pos_map: Tensor,
                    plans: tuple[WindowPlan, WindowPlan], inner: Inner,
-                   coarsest: list[Tensor], rope: tuple[Tensor, Tensor] | None = None
-                   ) -> Tensor:
+                   coarsest: list[Tensor]) -> Tensor:
     """Scatter (by ``plans[1]``) of ``inner``'s attention of the gather (by ``plans[0]``) of
     ``q`` ``(B, H, N, D)``, ``k``, ``v`` ``(B, H_kv, N, D)`` along the position map
     ``pos_map``, with exact gradients; the output laid out in memory as ``q``, each gradient
     as its input. ``coarsest``: the coarsest means of ``q`` and ``k`` made while scoring
-    (``scores.row_norms_and_means``), or ``[]``. ``rope``: ``(cos, sin)`` to rotate ``q``
-    and ``k`` by inside the gather (and their gradients back inside its adjoint), so that
-    the rotated tensors are never written; ``coarsest`` must then be rotated means."""
-    return _OneNodeLayer.apply(q, k, v, pos_map, *plans, inner, rope, *coarsest)
+    (``scores.row_norms_and_means``), or ``[]``."""
+    return _OneNodeLayer.apply(q, k, v, pos_map, *plans, inner, *coarsest)
